@@ -1,0 +1,145 @@
+//! Events → the text of a packet comment: the transitions a segment caused on each side.
+
+use crate::capture::Frame;
+use crate::decode::{DecodeError, Segment};
+use crate::tcp::State;
+use crate::tracker::{Event, Role, Tracker};
+
+/// A captured frame with what teardown made of it.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub frame: Frame,
+    pub decoded: Result<Segment, DecodeError>,
+    pub event: Option<Event>,
+    pub comment: String,
+}
+
+impl Packet {
+    pub fn segment(&self) -> Option<&Segment> {
+        self.decoded.as_ref().ok()
+    }
+}
+
+/// Decodes, tracks and comments one frame.
+pub fn annotate(
+    tracker: &mut Tracker,
+    frame: Frame,
+    decode: impl Fn(&[u8]) -> Result<Segment, DecodeError>,
+) -> Packet {
+    let decoded = decode(&frame.data);
+    let event = decoded.as_ref().ok().map(|seg| tracker.on_segment(seg));
+    let comment = match (&decoded, &event) {
+        (_, Some(event)) => comment(event),
+        (Err(err), _) => err.to_string(),
+        (Ok(_), None) => String::new(),
+    };
+    Packet {
+        frame,
+        decoded,
+        event,
+        comment,
+    }
+}
+
+/// `server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); client ...`, or the
+/// states that held when nothing changed.
+pub fn comment(event: &Event) -> String {
+    let mut parts: Vec<String> = event
+        .transitions
+        .iter()
+        .map(|(role, t)| {
+            let mut s = format!("{role} {} → {} ({}, {}", t.from, t.to, t.cause, t.rfc);
+            if t.to == State::TimeWait {
+                s.push_str("; held for 2×MSL = 60 s on Linux");
+            }
+            s.push(')');
+            s
+        })
+        .collect();
+    for (role, u) in &event.unexpected {
+        let dir = match u.dir {
+            crate::tcp::Dir::Sent => "sent",
+            crate::tcp::Dir::Received => "received",
+        };
+        parts.push(format!(
+            "UNEXPECTED: {role} in {} {dir} {}: {}",
+            u.state, u.flags, u.why
+        ));
+    }
+    if event.transitions.is_empty() && event.unexpected.is_empty() {
+        parts.push(format!(
+            "no state change: client {}, server {}",
+            event.state(Role::Client),
+            event.state(Role::Server)
+        ));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::tests::active_close;
+
+    fn comments(merged: bool) -> Vec<String> {
+        let mut tracker = Tracker::new();
+        active_close(merged)
+            .iter()
+            .map(|seg| comment(&tracker.on_segment(seg)))
+            .collect()
+    }
+
+    #[test]
+    fn every_segment_of_the_close_is_named() {
+        let c = comments(false);
+        assert_eq!(
+            c[0],
+            "client CLOSED → SYN_SENT (sent SYN, RFC 9293 §3.10.1); \
+             server LISTEN → SYN_RECEIVED (received SYN, RFC 9293 §3.10.7.2)"
+        );
+        assert_eq!(
+            c[3],
+            "no state change: client ESTABLISHED, server ESTABLISHED"
+        );
+        assert_eq!(
+            c[7],
+            "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); \
+             client ESTABLISHED → CLOSE_WAIT (received FIN, RFC 9293 §3.10.7.4)"
+        );
+        assert_eq!(
+            c[8],
+            "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+        );
+        assert_eq!(
+            c[9],
+            "client CLOSE_WAIT → LAST_ACK (sent FIN, RFC 9293 §3.10.4); \
+             server FIN_WAIT_2 → TIME_WAIT (received FIN, RFC 9293 §3.10.7.4; \
+             held for 2×MSL = 60 s on Linux)"
+        );
+        assert_eq!(
+            c[10],
+            "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+        );
+    }
+
+    #[test]
+    fn unexpected_segments_are_named() {
+        let mut segs = active_close(false);
+        // A data segment from the server after its FIN.
+        let mut late = segs[5].clone();
+        late.seq = late.seq + 12;
+        segs.insert(9, late);
+        let mut tracker = Tracker::new();
+        let c: Vec<String> = segs
+            .iter()
+            .map(|s| comment(&tracker.on_segment(s)))
+            .collect();
+        assert!(
+            c[9].starts_with(
+                "UNEXPECTED: server in FIN_WAIT_2 sent PSH,ACK: data sent after its own FIN"
+            ),
+            "{}",
+            c[9]
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line: clap's parsed flags, then a validated configuration built once.
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::scenario::{self, Scenario};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    the kernel did what the scenario expects (reproduced)
+  1    the kernel did something else (the difference is printed)
+  2    usage or environment error (no privileges, port in use, ...)
+  130  interrupted (Ctrl-C); the capture so far is still written";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "teardown",
+    version,
+    about = "Reproduce TCP connection termination on a real kernel and show it packet by packet",
+    long_about = "Reproduce TCP connection termination on a real kernel and show it packet by \
+packet.\n\nteardown runs a client and a server over loopback, captures every segment, tracks \
+each endpoint's TCP state (RFC 9293) and shows why restarting a server fails with \
+`bind: Address already in use`.",
+    after_help = EXIT_CODES,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario for real: capture it, annotate it, explain the restart
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// List the scenarios, each with its one-line lesson
+    List,
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  sudo teardown run active-close           the article's first case: TIME_WAIT, EADDRINUSE
+  sudo teardown run client-never-closes    the second case: FIN_WAIT_2 and CLOSE_WAIT
+  sudo teardown run reuseaddr --port 9000  the fix, on another port
+  wireshark captures/active-close.pcapng   the capture, a comment on every packet
+
+Each run happens in a fresh private network namespace (only loopback), so a TIME_WAIT left
+by the previous run never spoils the next, and nothing on the host is touched. It needs
+root (or CAP_SYS_ADMIN and CAP_NET_RAW); without root, unprivileged user namespaces are
+used where the system allows them.
+
+Exit codes:
+  0    the kernel did what the scenario expects (reproduced)
+  1    the kernel did something else (the difference is printed)
+  2    usage or environment error (no privileges, port in use, ...)
+  130  interrupted (Ctrl-C); the capture so far is still written";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario to run (`teardown list` tells what each shows)
+    #[arg(value_parser = PossibleValuesParser::new(scenario::names()))]
+    pub scenario: String,
+
+    /// The server's port (the article's is 8000)
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Run on the host's own loopback instead of a private network namespace
+    #[arg(long)]
+    pub host: bool,
+
+    /// Where to write the annotated capture [default: captures/SCENARIO.pcapng]
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+}
+
+/// A run, validated.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub scenario: &'static Scenario,
+    pub port: u16,
+    pub host: bool,
+    pub output: PathBuf,
+}
+
+impl TryFrom<RunArgs> for RunConfig {
+    type Error = Error;
+
+    fn try_from(args: RunArgs) -> Result<RunConfig, Error> {
+        let scenario = scenario::find(&args.scenario).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown scenario {:?}; known: {}",
+                args.scenario,
+                scenario::names().join(", ")
+            ))
+        })?;
+        let output = args
+            .write
+            .unwrap_or_else(|| PathBuf::from("captures").join(format!("{}.pcapng", scenario.name)));
+        if output.is_dir() {
+            return Err(Error::Usage(format!(
+                "-w {}: is a directory; give a file name",
+                output.display()
+            )));
+        }
+        Ok(RunConfig {
+            scenario,
+            port: args.port,
+            host: args.host,
+            output,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_to_the_article_port_and_captures_dir() {
+        let cli = Cli::try_parse_from(["teardown", "run", "active-close"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let config = RunConfig::try_from(args).unwrap();
+        assert_eq!(config.port, 8000);
+        assert!(!config.host);
+        assert_eq!(config.output, PathBuf::from("captures/active-close.pcapng"));
+    }
+
+    #[test]
+    fn unknown_scenario_lists_the_known_ones() {
+        let err = Cli::try_parse_from(["teardown", "run", "nope"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("active-close"), "{text}");
+        assert!(text.contains("client-never-closes"), "{text}");
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        assert!(Cli::try_parse_from(["teardown", "run", "active-close", "--port", "0"]).is_err());
+    }
+}

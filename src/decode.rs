@@ -1,0 +1,219 @@
+//! Frames → TCP segments (etherparse). A frame that is not TCP, or that does not parse,
+//! is kept and described, never dropped.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
+
+use crate::tcp::{Flags, Seg, SeqNum};
+
+/// One decoded TCP segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub flags: Flags,
+    pub seq: SeqNum,
+    pub ack: SeqNum,
+    pub window: u16,
+    /// Payload bytes, from the IP length (not the captured length).
+    pub len: u32,
+    pub options: TcpOptions,
+}
+
+impl Segment {
+    /// What the state machine needs of it.
+    pub fn seg(&self) -> Seg {
+        Seg {
+            flags: self.flags,
+            seq: self.seq,
+            ack: self.ack,
+            len: self.len,
+        }
+    }
+}
+
+/// The TCP options a reader of a handshake cares about.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    /// (TSval, TSecr), RFC 7323.
+    pub timestamp: Option<(u32, u32)>,
+    /// The options iterator stopped at an unknown or broken option.
+    pub unparsed: bool,
+}
+
+impl fmt::Display for TcpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(mss) = self.mss {
+            parts.push(format!("mss {mss}"));
+        }
+        if self.sack_permitted {
+            parts.push("sackOK".to_string());
+        }
+        if let Some((val, ecr)) = self.timestamp {
+            parts.push(format!("TS val {val} ecr {ecr}"));
+        }
+        if let Some(ws) = self.wscale {
+            parts.push(format!("wscale {ws}"));
+        }
+        if self.unparsed {
+            parts.push("(options not fully parsed)".to_string());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Why a frame is not a TCP segment.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not TCP: {0}")]
+    NotTcp(String),
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+/// Decodes an Ethernet frame (what `lo` and a veth deliver, zero MACs on `lo`).
+pub fn decode_ethernet(frame: &[u8]) -> Result<Segment, DecodeError> {
+    let packet =
+        SlicedPacket::from_ethernet(frame).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    from_sliced(&packet)
+}
+
+fn from_sliced(packet: &SlicedPacket<'_>) -> Result<Segment, DecodeError> {
+    let (src_ip, dst_ip): (IpAddr, IpAddr) = match &packet.net {
+        Some(NetSlice::Ipv4(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Arp(_)) => return Err(DecodeError::NotTcp("ARP".into())),
+        None => return Err(DecodeError::NotTcp("no IP header".into())),
+    };
+    let tcp = match &packet.transport {
+        Some(TransportSlice::Tcp(tcp)) => tcp,
+        Some(TransportSlice::Udp(_)) => return Err(DecodeError::NotTcp("UDP".into())),
+        Some(TransportSlice::Icmpv4(_)) | Some(TransportSlice::Icmpv6(_)) => {
+            return Err(DecodeError::NotTcp("ICMP".into()));
+        }
+        Some(_) => return Err(DecodeError::NotTcp("another transport protocol".into())),
+        None => return Err(DecodeError::NotTcp("IP without a transport header".into())),
+    };
+    let mut flags = Flags(0);
+    for (set, flag) in [
+        (tcp.fin(), Flags::FIN),
+        (tcp.syn(), Flags::SYN),
+        (tcp.rst(), Flags::RST),
+        (tcp.psh(), Flags::PSH),
+        (tcp.ack(), Flags::ACK),
+        (tcp.urg(), Flags::URG),
+        (tcp.ece(), Flags::ECE),
+        (tcp.cwr(), Flags::CWR),
+    ] {
+        if set {
+            flags = flags | flag;
+        }
+    }
+    let mut options = TcpOptions::default();
+    for option in tcp.options_iterator() {
+        match option {
+            Ok(TcpOptionElement::MaximumSegmentSize(mss)) => options.mss = Some(mss),
+            Ok(TcpOptionElement::WindowScale(ws)) => options.wscale = Some(ws),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                options.sack_permitted = true
+            }
+            Ok(TcpOptionElement::Timestamp(val, ecr)) => options.timestamp = Some((val, ecr)),
+            Ok(_) => {}
+            Err(_) => {
+                options.unparsed = true;
+                break;
+            }
+        }
+    }
+    Ok(Segment {
+        src: SocketAddr::new(src_ip, tcp.source_port()),
+        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+        flags,
+        seq: SeqNum(tcp.sequence_number()),
+        ack: SeqNum(tcp.acknowledgment_number()),
+        window: tcp.window_size(),
+        len: tcp.payload().len() as u32,
+        options,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A SYN from 127.0.0.2:40000 to 127.0.0.1:8000 as `lo` delivers it: zero MACs,
+    /// IPv4, TCP with MSS 65495, SACK permitted, timestamps and window scale 7.
+    pub(crate) const SYN_FRAME: [u8; 74] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00, // Ethernet
+        0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, // IPv4
+        127, 0, 0, 2, 127, 0, 0, 1, //
+        0x9c, 0x40, 0x1f, 0x40, // ports 40000 → 8000
+        0x00, 0x00, 0x03, 0xe8, // seq 1000
+        0x00, 0x00, 0x00, 0x00, // ack 0
+        0xa0, 0x02, 0xff, 0xd7, // data offset 10, SYN, window 65495
+        0x00, 0x00, 0x00, 0x00, // checksum, urgent
+        0x02, 0x04, 0xff, 0xd7, // MSS 65495
+        0x04, 0x02, // SACK permitted
+        0x08, 0x0a, 0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x00, // TS val 100 ecr 0
+        0x01, // NOP
+        0x03, 0x03, 0x07, // wscale 7
+    ];
+
+    #[test]
+    fn decodes_a_loopback_syn() {
+        let seg = decode_ethernet(&SYN_FRAME).unwrap();
+        assert_eq!(seg.src, "127.0.0.2:40000".parse().unwrap());
+        assert_eq!(seg.dst, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(seg.flags, Flags::SYN);
+        assert_eq!(seg.seq, SeqNum(1000));
+        assert_eq!(seg.len, 0);
+        assert_eq!(seg.window, 65495);
+        assert_eq!(
+            seg.options.to_string(),
+            "mss 65495, sackOK, TS val 100 ecr 0, wscale 7"
+        );
+    }
+
+    #[test]
+    fn payload_length_and_flag_set() {
+        let mut frame = SYN_FRAME[..54].to_vec();
+        frame[14 + 2..14 + 4].copy_from_slice(&(40u16 + 11).to_be_bytes()); // IP total length
+        frame[14 + 20 + 12] = 0x50; // data offset 5
+        frame[14 + 20 + 13] = 0x19; // FIN, PSH, ACK
+        frame.extend_from_slice(b"I am server");
+        let seg = decode_ethernet(&frame).unwrap();
+        assert_eq!(seg.flags, Flags::FIN | Flags::PSH | Flags::ACK);
+        assert_eq!(seg.len, 11);
+        assert_eq!(seg.seg().seq_space(), 12);
+    }
+
+    #[test]
+    fn truncated_frame_is_malformed_not_a_panic() {
+        let err = decode_ethernet(&SYN_FRAME[..40]).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn udp_is_not_tcp() {
+        let mut frame = SYN_FRAME[..42].to_vec();
+        frame[14 + 9] = 17; // UDP
+        frame[14 + 2..14 + 4].copy_from_slice(&28u16.to_be_bytes());
+        frame[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(
+            decode_ethernet(&frame).unwrap_err(),
+            DecodeError::NotTcp("UDP".into())
+        );
+    }
+}

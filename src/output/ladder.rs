@@ -1,0 +1,160 @@
+//! The ladder diagram: the textbook termination figure drawn in the terminal, one line per
+//! segment, client on the left, server on the right, each side's state where it changes.
+
+use std::fmt::Write as _;
+
+use crate::annotate::Packet;
+use crate::tracker::{Connection, Role};
+
+const TIME_W: usize = 9;
+const SIDE_W: usize = 26;
+const ARROW_W: usize = 40;
+
+/// The diagram of connection `conn` among `packets`.
+pub fn render(packets: &[Packet], conn: &Connection) -> String {
+    let mut out = String::new();
+    let client = format!("client {}", conn.client);
+    let _ = writeln!(
+        out,
+        "{:>TIME_W$}  {client:<w$}server {}",
+        "time ms",
+        conn.server,
+        w = SIDE_W + ARROW_W + 2,
+    );
+    let first = packets.iter().find_map(|p| match &p.event {
+        Some(e) if e.conn == conn.id => Some(p.frame.ts),
+        _ => None,
+    });
+    for packet in packets {
+        let (Some(event), Some(seg)) = (&packet.event, packet.segment()) else {
+            continue;
+        };
+        if event.conn != conn.id {
+            continue;
+        }
+        let ms = first
+            .map(|t0| packet.frame.ts.saturating_sub(t0).as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        let mut label = format!("{} seq={}", seg.flags, event.rel_seq);
+        if let Some(ack) = event.rel_ack {
+            let _ = write!(label, " ack={ack}");
+        }
+        let _ = write!(label, " len={}", seg.len);
+        let change = |role: Role| {
+            event
+                .transition(role)
+                .map(|t| format!("{} → {}", t.from, t.to))
+                .unwrap_or_default()
+        };
+        let _ = write!(
+            out,
+            "{ms:>TIME_W$.3}  {:<SIDE_W$}  {}  {}",
+            change(Role::Client),
+            arrow(&label, event.from == Role::Client),
+            change(Role::Server),
+        );
+        for (role, u) in &event.unexpected {
+            let _ = write!(out, "  ! {role} in {}: {}", u.state, u.why);
+        }
+        trim_end(&mut out);
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{:>TIME_W$}  {:<SIDE_W$}  {:ARROW_W$}  {}",
+        "final",
+        conn.state(Role::Client).to_string(),
+        "",
+        conn.state(Role::Server)
+    );
+    trim_lines(out)
+}
+
+/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, ARROW_W characters wide.
+fn arrow(label: &str, rightwards: bool) -> String {
+    let body = format!("── {label} ");
+    let fill = ARROW_W.saturating_sub(body.chars().count() + 1);
+    if rightwards {
+        format!("{body}{}▶", "─".repeat(fill))
+    } else {
+        format!("◀{body}{}", "─".repeat(fill))
+    }
+}
+
+fn trim_end(s: &mut String) {
+    let len = s.trim_end_matches(' ').len();
+    s.truncate(len);
+}
+
+fn trim_lines(s: String) -> String {
+    s.lines().map(|l| l.trim_end().to_string() + "\n").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotate::annotate;
+    use crate::capture::Frame;
+    use crate::decode::Segment;
+    use crate::tracker::Tracker;
+    use crate::tracker::tests::active_close;
+    use std::time::Duration;
+
+    fn diagram(merged: bool) -> String {
+        let mut tracker = Tracker::new();
+        let packets: Vec<Packet> = active_close(merged)
+            .into_iter()
+            .enumerate()
+            .map(|(i, seg)| {
+                let frame = Frame {
+                    ts: Duration::from_micros(1_000_000 + 50 * i as u64),
+                    data: vec![],
+                    orig_len: 0,
+                };
+                annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+            })
+            .collect();
+        render(&packets, &tracker.connections()[0])
+    }
+
+    #[test]
+    fn four_segment_termination_figure() {
+        let d = diagram(false);
+        let lines: Vec<&str> = d.lines().collect();
+        assert_eq!(lines.len(), 1 + 11 + 1, "{d}");
+        assert!(lines[0].contains("client 127.0.0.2:40000"), "{d}");
+        assert!(
+            lines[0].trim_end().ends_with("server 127.0.0.1:8000"),
+            "{d}"
+        );
+        assert_eq!(
+            lines[1],
+            "    0.000  CLOSED → SYN_SENT           ── SYN seq=0 len=0 ────────────────────▶  LISTEN → SYN_RECEIVED"
+        );
+        assert_eq!(
+            lines[8],
+            "    0.350  ESTABLISHED → CLOSE_WAIT    ◀── FIN,ACK seq=12 ack=12 len=0 ────────  ESTABLISHED → FIN_WAIT_1"
+        );
+        assert_eq!(
+            lines[9],
+            "    0.400                              ── ACK seq=12 ack=13 len=0 ────────────▶  FIN_WAIT_1 → FIN_WAIT_2"
+        );
+        assert_eq!(
+            lines[10],
+            "    0.450  CLOSE_WAIT → LAST_ACK       ── FIN,ACK seq=12 ack=13 len=0 ────────▶  FIN_WAIT_2 → TIME_WAIT"
+        );
+        assert_eq!(
+            lines[11],
+            "    0.500  LAST_ACK → CLOSED           ◀── ACK seq=13 ack=13 len=0 ────────────"
+        );
+        assert!(lines[12].starts_with("    final  CLOSED"));
+        assert!(lines[12].ends_with("TIME_WAIT"));
+    }
+
+    #[test]
+    fn three_segment_form_goes_straight_to_time_wait() {
+        let d = diagram(true);
+        assert!(d.contains("FIN_WAIT_1 → TIME_WAIT"), "{d}");
+        assert!(!d.contains("FIN_WAIT_2"), "{d}");
+    }
+}

@@ -1,0 +1,4 @@
+//! What a run leaves behind: the annotated pcapng file and the ladder diagram.
+
+pub mod ladder;
+pub mod pcapng;

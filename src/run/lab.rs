@@ -1,0 +1,352 @@
+//! The bench a scenario's script works at: the addresses, the running capture, the tracker
+//! fed from it, and the record of what happened (narration, waits, restarts, tables).
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::annotate::{Packet, annotate};
+use crate::capture::live::CaptureError;
+use crate::capture::{Frame, LiveCapture, Stats};
+use crate::decode::decode_ethernet;
+use crate::error::Error;
+use crate::kernel::{self, KernelSocket};
+use crate::output::ladder;
+use crate::signals;
+use crate::sockets::{self, SockOpts, errno_name};
+use crate::tcp::State;
+use crate::tracker::{Connection, Role, Tracker};
+
+/// How long a wait for a state may take before the run says the kernel did something else.
+/// Over loopback every expected segment arrives within milliseconds.
+const WAIT_LIMIT: Duration = Duration::from_secs(3);
+/// How often the capture thread looks at its stop flag.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// One `bind()` of a restarted server.
+#[derive(Clone, Debug)]
+pub struct Restart {
+    pub label: String,
+    pub addr: SocketAddr,
+    /// Options of the old server socket, and of the new one.
+    pub old_opts: SockOpts,
+    pub new_opts: SockOpts,
+    /// `None`: bound (and listening); `Some(errno)`: failed.
+    pub errno: Option<i32>,
+    pub expected: Option<i32>,
+    /// The kernel's sockets on that port when the bind failed.
+    pub holders: Vec<KernelSocket>,
+}
+
+impl Restart {
+    pub fn outcome(errno: Option<i32>) -> String {
+        match errno {
+            None => "bound".to_string(),
+            Some(n) => format!("{} (errno {n})", errno_name(n)),
+        }
+    }
+}
+
+/// A wait that ended without the states it waited for.
+#[derive(Clone, Debug)]
+pub struct Missed {
+    pub expected: [State; 2],
+    pub observed: Option<[State; 2]>,
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    frames: Receiver<Frame>,
+    thread: JoinHandle<Result<Stats, CaptureError>>,
+}
+
+pub struct Lab {
+    pub server: SocketAddr,
+    pub client_ip: IpAddr,
+    /// The options the scenario's first server socket was made with.
+    pub server_opts: SockOpts,
+    pub host: bool,
+    running: Option<Running>,
+    pub tracker: Tracker,
+    pub packets: Vec<Packet>,
+    pub stats: Option<Stats>,
+    pub restarts: Vec<Restart>,
+    pub missed: Vec<Missed>,
+    pub notes: Vec<String>,
+    out: Box<dyn Write>,
+    step: usize,
+}
+
+impl Lab {
+    /// Starts reading `capture` in a thread of its own.
+    pub fn new(
+        server: SocketAddr,
+        client_ip: IpAddr,
+        host: bool,
+        mut capture: LiveCapture,
+        out: Box<dyn Write>,
+    ) -> Lab {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, frames) = mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                signals::block_in_this_thread();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(frame) = capture.next_frame()?
+                        && tx.send(frame).is_err()
+                    {
+                        break;
+                    }
+                }
+                // Drain what is already queued: stop only once the socket is quiet.
+                while let Some(frame) = capture.next_frame()? {
+                    if tx.send(frame).is_err() {
+                        break;
+                    }
+                }
+                Ok(capture.stats())
+            })
+        };
+        Lab {
+            server,
+            client_ip,
+            server_opts: SockOpts::NONE,
+            host,
+            running: Some(Running {
+                stop,
+                frames,
+                thread,
+            }),
+            tracker: Tracker::new(),
+            packets: Vec::new(),
+            stats: None,
+            restarts: Vec::new(),
+            missed: Vec::new(),
+            notes: Vec::new(),
+            out,
+            step: 0,
+        }
+    }
+
+    /// Prints a numbered step of the experiment: `3. server: accept() → ...`.
+    pub fn say(&mut self, who: &str, what: impl AsRef<str>) {
+        self.step += 1;
+        let _ = writeln!(self.out, "{:>3}. {who}: {}", self.step, what.as_ref());
+    }
+
+    /// Prints a line as it is.
+    pub fn print(&mut self, text: impl AsRef<str>) {
+        let _ = writeln!(self.out, "{}", text.as_ref());
+    }
+
+    /// The connection to the scenario's server, the newest if there were several.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.tracker
+            .connections()
+            .iter()
+            .rev()
+            .find(|c| c.server == self.server)
+    }
+
+    pub fn states(&self) -> Option<[State; 2]> {
+        self.connection()
+            .map(|c| [c.state(Role::Client), c.state(Role::Server)])
+    }
+
+    /// Feeds captured segments to the tracker until the client and the server are in these
+    /// states. Returns false, and records the miss, when they are not within the limit.
+    pub fn wait_for(&mut self, client: State, server: State) -> Result<bool, Error> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            if self.states() == Some([client, server]) {
+                return Ok(true);
+            }
+            if signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.running.is_none() {
+                self.missed.push(Missed {
+                    expected: [client, server],
+                    observed: self.states(),
+                });
+                return Ok(false);
+            }
+            let Some(running) = &self.running else {
+                continue;
+            };
+            match running.frames.recv_timeout(left.min(POLL)) {
+                Ok(frame) => self.take(frame),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The capture thread ended early: say why.
+                    self.finish_capture()?;
+                }
+            }
+        }
+    }
+
+    /// Tracks and keeps one frame; on the host's loopback, only the scenario's traffic.
+    fn take(&mut self, frame: Frame) {
+        if self.host {
+            let ours = match decode_ethernet(&frame.data) {
+                Ok(seg) => {
+                    seg.src.port() == self.server.port() || seg.dst.port() == self.server.port()
+                }
+                Err(_) => false,
+            };
+            if !ours {
+                return;
+            }
+        }
+        let packet = annotate(&mut self.tracker, frame, decode_ethernet);
+        self.packets.push(packet);
+    }
+
+    /// Stops the capture once the last expected segment is in, and prints the ladder.
+    pub fn finish_capture(&mut self) -> Result<(), Error> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        running.stop.store(true, Ordering::SeqCst);
+        let result = running.thread.join();
+        while let Ok(frame) = running.frames.try_recv() {
+            self.take(frame);
+        }
+        let stats = match result {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => return Err(Error::CaptureLost(e.to_string())),
+            Err(_) => return Err(Error::CaptureLost("the capture thread panicked".into())),
+        };
+        self.stats = Some(stats);
+        let diagram = match self.connection() {
+            Some(conn) => ladder::render(&self.packets, conn),
+            None => "(no segment of the experiment was captured)\n".to_string(),
+        };
+        let _ = writeln!(self.out);
+        let _ = write!(self.out, "{diagram}");
+        let _ = writeln!(
+            self.out,
+            "\ncaptured {} segments; the kernel dropped {} (PACKET_STATISTICS)\n",
+            self.packets.len(),
+            stats.dropped
+        );
+        if stats.dropped > 0 {
+            self.notes.push(format!(
+                "the kernel dropped {} packets of the capture: the diagram may miss segments",
+                stats.dropped
+            ));
+        }
+        Ok(())
+    }
+
+    /// Restarts the server: a new socket with `opts` binds the server's address again (and
+    /// listens, when the bind works). A failed bind is explained from the kernel's table.
+    pub fn restart(
+        &mut self,
+        label: &str,
+        opts: SockOpts,
+        expected: Option<i32>,
+    ) -> Result<Option<sockets::Socket>, Error> {
+        self.restart_at(label, self.server, self.server_opts, opts, expected)
+    }
+
+    /// As `restart`, for a server at another address whose old socket had `old_opts`.
+    pub fn restart_at(
+        &mut self,
+        label: &str,
+        addr: SocketAddr,
+        old_opts: SockOpts,
+        opts: SockOpts,
+        expected: Option<i32>,
+    ) -> Result<Option<sockets::Socket>, Error> {
+        if signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        let (socket, errno) = match sockets::listen(addr, opts) {
+            Ok(socket) => (Some(socket), None),
+            Err(e) if e.errno() == Some(libc::EINTR) => return Err(Error::Interrupted),
+            Err(e) => (None, e.errno().or(Some(0))),
+        };
+        let holders = if errno.is_some() {
+            kernel::sockets_on_port(addr.port())
+                .map_err(Error::io("reading /proc/net/tcp"))?
+                .into_iter()
+                .filter(|s| s.local.port() == addr.port())
+                .filter(|s| s.local.ip() == addr.ip() || s.local.ip().is_unspecified())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let restart = Restart {
+            label: label.to_string(),
+            addr,
+            old_opts,
+            new_opts: opts,
+            errno,
+            expected,
+            holders,
+        };
+        let text = super::report::restart_text(&restart);
+        self.step += 1;
+        let _ = write!(self.out, "{:>3}. {text}", self.step);
+        self.restarts.push(restart);
+        Ok(socket)
+    }
+
+    /// Prints the kernel's table of sockets on the server's port, like `netstat -an`.
+    pub fn print_table(&mut self, title: &str) -> Result<Vec<KernelSocket>, Error> {
+        let sockets = kernel::sockets_on_port(self.server.port())
+            .map_err(Error::io("reading /proc/net/tcp"))?;
+        let table = kernel::render_table(&sockets);
+        let _ = writeln!(
+            self.out,
+            "     {title} (the kernel's table, /proc/net/tcp):"
+        );
+        for line in table.lines() {
+            let _ = writeln!(self.out, "       {line}");
+        }
+        Ok(sockets)
+    }
+
+    /// Polls the kernel's table until a socket at `local` (to `peer`) is in `state`: for the
+    /// steps that are not captured.
+    pub fn wait_kernel_state(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        state: State,
+    ) -> Result<bool, Error> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while Instant::now() < deadline {
+            if signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            let sockets = kernel::sockets_on_port(local.port())
+                .map_err(Error::io("reading /proc/net/tcp"))?;
+            if sockets
+                .iter()
+                .filter(|s| s.local.port() == local.port())
+                .any(|s| s.local == local && s.peer == peer && s.rfc_state() == Some(state))
+            {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop.store(true, Ordering::SeqCst);
+            let _ = running.thread.join();
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `teardown run`: a private network stack, the capture, the scenario's script, the verdict
+//! and the annotated pcapng.
+
+pub mod lab;
+pub mod report;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use pcap_file::DataLink;
+
+use crate::capture::LiveCapture;
+use crate::cli::RunConfig;
+use crate::error::{Error, exit};
+use crate::kernel;
+use crate::netns;
+use crate::output::pcapng::{FileInfo, write_file};
+use crate::signals;
+use lab::{Lab, POLL};
+
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// A second loopback address, so that Wireshark's flow graph draws two columns.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// Runs one scenario; returns the exit code (0 reproduced, 1 something else).
+pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
+    // Before any thread exists: unshare() of a user namespace needs a single thread.
+    if !config.host {
+        netns::enter_private()?;
+    }
+    signals::install();
+    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), config.port);
+    if config.host {
+        refuse_busy_port(server)?;
+    }
+    let capture = LiveCapture::open("lo", POLL)?;
+    let place = if config.host {
+        "on the host's loopback".to_string()
+    } else {
+        "in a private network namespace (its own TCP stack, loopback only)".to_string()
+    };
+    let scenario = config.scenario;
+    let _ = writeln!(out, "teardown run {}: {}", scenario.name, scenario.lesson);
+    let _ = writeln!(out, "server {server}, client {CLIENT_IP}, {place}\n");
+    let mut lab = Lab::new(
+        server,
+        IpAddr::V4(CLIENT_IP),
+        config.host,
+        capture,
+        Box::new(std::io::stdout()),
+    );
+    let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
+    // Whatever happened, what was captured is written.
+    let _ = lab.finish_capture();
+    let differences = report::differences(scenario, &lab);
+    let verdict = match &outcome {
+        Err(Error::Interrupted) => {
+            "interrupted; the capture holds what was seen until then".to_string()
+        }
+        Err(e) => format!("the run failed: {e}"),
+        Ok(()) if differences.is_empty() => "reproduced".to_string(),
+        Ok(()) => format!("the kernel did something else: {}", differences.join("; ")),
+    };
+    let info = FileInfo {
+        section_comment: report::section_comment(scenario, &lab, &place, &verdict),
+        iface: "lo".into(),
+        linktype: DataLink::ETHERNET,
+    };
+    write_file(&config.output, &info, &lab.packets, lab.stats)
+        .map_err(Error::io(format!("writing {}", config.output.display())))?;
+    give_to_sudo_user(&config.output);
+    let _ = writeln!(
+        out,
+        "\ncapture: {} ({} packets, each with a comment: open it in Wireshark)",
+        config.output.display(),
+        lab.packets.len()
+    );
+    for note in &lab.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    outcome?;
+    if differences.is_empty() {
+        let _ = writeln!(out, "verdict: reproduced");
+        Ok(exit::REPRODUCED)
+    } else {
+        let _ = writeln!(out, "verdict: the kernel did something else:");
+        for d in &differences {
+            let _ = writeln!(out, "  - {d}");
+        }
+        Ok(exit::DIFFERENT)
+    }
+}
+
+/// On the host's loopback the port may already be taken: say by what, before starting.
+fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
+    let holders: Vec<String> = kernel::sockets_on_port(server.port())
+        .map_err(Error::io("reading /proc/net/tcp"))?
+        .into_iter()
+        .filter(|s| s.local.port() == server.port())
+        .filter(|s| s.local.ip() == server.ip() || s.local.ip().is_unspecified())
+        .map(|s| {
+            let owner = match &s.owner {
+                Some(o) => format!(" of pid {} ({})", o.pid, o.command),
+                None if s.inode == 0 => " (no process: the kernel keeps it)".to_string(),
+                None => String::new(),
+            };
+            format!("a {} socket {} ↔ {}{owner}", s.state, s.local, s.peer)
+        })
+        .collect();
+    if holders.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::PortBusy {
+            addr: server.to_string(),
+            holders: holders.join(", "),
+        })
+    }
+}
+
+/// Under sudo, the capture belongs to the user who asked for it, not to root.
+fn give_to_sudo_user(path: &Path) {
+    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
+        return;
+    };
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+    }
+}

@@ -1,0 +1,311 @@
+//! The words of a run: a restart and why it failed, the verdict, the section comment.
+//! Pure: from what the lab recorded to text.
+
+use std::fmt::Write as _;
+
+use super::lab::{Lab, Restart};
+use crate::kernel::{KernelSocket, render_table};
+use crate::scenario::Scenario;
+use crate::sockets::SockOpts;
+use crate::tcp::State;
+
+/// A restart as the terminal shows it: the call, its outcome, and why.
+pub fn restart_text(r: &Restart) -> String {
+    let mut s = format!(
+        "{}: bind {} with {} → {}",
+        r.label,
+        r.addr,
+        r.new_opts,
+        match r.errno {
+            None => "bound, and listen() works".to_string(),
+            Some(n) => format!(
+                "{}: {}",
+                Restart::outcome(Some(n)),
+                std::io::Error::from_raw_os_error(n)
+                    .to_string()
+                    .split(" (os error")
+                    .next()
+                    .unwrap_or_default()
+            ),
+        }
+    );
+    if r.errno != r.expected {
+        let _ = write!(s, "   ✗ expected {}", expected_text(r.expected));
+    }
+    s.push('\n');
+    if r.errno.is_some() {
+        if r.holders.is_empty() {
+            s.push_str("     the kernel's table shows no socket on that port any more\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "     why: the kernel still has {} on port {} (/proc/net/tcp):",
+                if r.holders.len() == 1 {
+                    "this socket"
+                } else {
+                    "these sockets"
+                },
+                r.addr.port()
+            );
+            for line in render_table(&r.holders).lines() {
+                let _ = writeln!(s, "       {line}");
+            }
+        }
+    }
+    for line in explain(r) {
+        let _ = writeln!(s, "     {line}");
+    }
+    s
+}
+
+fn expected_text(expected: Option<i32>) -> String {
+    match expected {
+        None => "the bind to succeed".to_string(),
+        Some(n) => Restart::outcome(Some(n)),
+    }
+}
+
+/// Why the bind got what it got, and what would have changed it.
+pub fn explain(r: &Restart) -> Vec<String> {
+    let mut lines = Vec::new();
+    for h in &r.holders {
+        lines.push(explain_holder(h));
+    }
+    let (old, new) = (r.old_opts.reuseaddr, r.new_opts.reuseaddr);
+    match (r.errno, old, new) {
+        (Some(_), false, true) => lines.push(
+            "The new socket set SO_REUSEADDR but the old one did not: on Linux both must set \
+             it. (On macOS and the BSDs the new socket's SO_REUSEADDR alone would have been \
+             enough.)"
+                .into(),
+        ),
+        (Some(_), true, false) => lines.push(
+            "The old socket set SO_REUSEADDR but the new one did not: on Linux both must set it."
+                .into(),
+        ),
+        (Some(_), false, false) => lines.push(
+            "Fix: set SO_REUSEADDR on the server's socket before bind() — on Linux on the old \
+             socket and the new one alike (see `teardown run reuseaddr`)."
+                .into(),
+        ),
+        (None, true, true) if r.old_opts != SockOpts::NONE => lines.push(
+            "Both the old and the new socket set SO_REUSEADDR, so the old connection's socket \
+             no longer blocks a new listener; the old connection's 4-tuple itself stays \
+             protected until its TIME_WAIT ends."
+                .into(),
+        ),
+        _ => {}
+    }
+    lines.into_iter().flat_map(|l| wrap(&l, 88)).collect()
+}
+
+fn explain_holder(h: &KernelSocket) -> String {
+    let left = h
+        .timer
+        .as_ref()
+        .map(|t| format!("{:.1} s", t.remaining.as_secs_f64()))
+        .unwrap_or_else(|| "some time".into());
+    match h.rfc_state() {
+        Some(State::TimeWait) => format!(
+            "{} ↔ {} is the server's end of the old connection. The server closed first, so \
+             its end waits in TIME_WAIT for 2×MSL — 60 s on Linux (TCP_TIMEWAIT_LEN) — so that \
+             a lost final ACK can be answered and late duplicates die (RFC 9293 §3.6); {left} \
+             remain. No process owns it: the kernel keeps it.",
+            h.local, h.peer
+        ),
+        Some(State::FinWait2) => format!(
+            "{} ↔ {} is the server's end of the old connection, in FIN_WAIT_2: the server \
+             closed, the client acknowledged the FIN but never closed its own end (it sits in \
+             CLOSE_WAIT). No process owns this end any more (orphaned); Linux drops it after \
+             net.ipv4.tcp_fin_timeout (60 s by default): {left} remain.",
+            h.local, h.peer
+        ),
+        Some(State::Listen) => format!(
+            "{} is a listening socket{}: two listeners never share one address and port, \
+             SO_REUSEADDR or not.",
+            h.local,
+            owner_text(h)
+        ),
+        _ => format!(
+            "{} ↔ {} is a connection in {}{} that still uses the port.",
+            h.local,
+            h.peer,
+            h.state,
+            owner_text(h)
+        ),
+    }
+}
+
+fn owner_text(h: &KernelSocket) -> String {
+    match &h.owner {
+        Some(o) => format!(" of pid {} ({})", o.pid, o.command),
+        None => String::new(),
+    }
+}
+
+/// Word-wraps a paragraph at `width` columns.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Every way the run differed from the scenario's expectation; empty when it reproduced.
+pub fn differences(scenario: &Scenario, lab: &Lab) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let [client, server] = scenario.expect;
+    match lab.states() {
+        None => diffs.push("no segment of the experiment was captured".to_string()),
+        Some(observed) if observed != [client, server] => diffs.push(format!(
+            "expected the client in {client} and the server in {server} at the end; observed \
+             client {} and server {}",
+            observed[0], observed[1]
+        )),
+        Some(_) => {}
+    }
+    for m in &lab.missed {
+        let [c, s] = m.expected;
+        let line = match m.observed {
+            Some([oc, os]) => format!(
+                "waited for client {c} and server {s}; the capture showed client {oc} and server {os}"
+            ),
+            None => format!("waited for client {c} and server {s}; nothing was captured"),
+        };
+        if !diffs.contains(&line) {
+            diffs.push(line);
+        }
+    }
+    for r in &lab.restarts {
+        if r.errno != r.expected {
+            diffs.push(format!(
+                "{}: expected {}, observed {}",
+                r.label,
+                expected_text(r.expected),
+                Restart::outcome(r.errno)
+            ));
+        }
+    }
+    diffs
+}
+
+/// The section comment of the pcapng: what ran, the lesson, the restart, the verdict.
+pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &str) -> String {
+    let mut s = format!(
+        "teardown run {}: {}\n{}\n",
+        scenario.name, scenario.lesson, scenario.about
+    );
+    let client = lab
+        .connection()
+        .map(|c| c.client.to_string())
+        .unwrap_or_else(|| lab.client_ip.to_string());
+    let _ = writeln!(s, "Server {}, client {client}, {place}.", lab.server);
+    for r in &lab.restarts {
+        let _ = write!(
+            s,
+            "Restart ({}): bind {} with {} → {}",
+            r.label,
+            r.addr,
+            r.new_opts,
+            Restart::outcome(r.errno)
+        );
+        let held: Vec<String> = r
+            .holders
+            .iter()
+            .map(|h| {
+                let mut t = format!("{} ↔ {} in {}", h.local, h.peer, h.state);
+                if let Some(timer) = &h.timer {
+                    let _ = write!(t, " ({:.1} s left)", timer.remaining.as_secs_f64());
+                }
+                t
+            })
+            .collect();
+        if !held.is_empty() {
+            let _ = write!(s, "; held by {}", held.join(", "));
+        }
+        s.push_str(".\n");
+    }
+    let _ = write!(s, "Verdict: {verdict}.");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::parse_proc_net_tcp;
+
+    fn failed_restart(old: SockOpts, new: SockOpts) -> Restart {
+        let table = "header
+   0: 0100007F:1F40 0200007F:A0E2 06 00000000:00000000 03:0000175D 00000000     0        0 0 3 0000000000000000";
+        Restart {
+            label: "restart the server at once".into(),
+            addr: "127.0.0.1:8000".parse().unwrap(),
+            old_opts: old,
+            new_opts: new,
+            errno: Some(libc::EADDRINUSE),
+            expected: Some(libc::EADDRINUSE),
+            holders: parse_proc_net_tcp(table),
+        }
+    }
+
+    #[test]
+    fn failed_restart_names_errno_holder_state_and_time() {
+        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::NONE));
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "restart the server at once: bind 127.0.0.1:8000 with no option → EADDRINUSE \
+             (errno 98): Address already in use"
+        );
+        assert!(
+            text.contains("TIME_WAIT  0       0       127.0.0.1:8000"),
+            "{text}"
+        );
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("in TIME_WAIT for 2×MSL — 60 s on Linux"),
+            "{text}"
+        );
+        assert!(flat.contains("59.8 s remain"), "{text}");
+        assert!(flat.contains("Fix: set SO_REUSEADDR"), "{text}");
+        assert!(!text.contains('✗'), "{text}");
+    }
+
+    #[test]
+    fn new_socket_alone_is_not_enough_on_linux() {
+        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::REUSEADDR));
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains("on Linux both must set it"), "{text}");
+        assert!(flat.contains("On macOS and the BSDs"), "{text}");
+    }
+
+    #[test]
+    fn an_unexpected_outcome_is_marked() {
+        let mut r = failed_restart(SockOpts::NONE, SockOpts::NONE);
+        r.expected = None;
+        let text = restart_text(&r);
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("✗ expected the bind to succeed")
+        );
+    }
+
+    #[test]
+    fn wrap_keeps_words_whole() {
+        assert_eq!(wrap("aa bb cc dd", 5), ["aa bb", "cc dd"]);
+        assert_eq!(wrap("", 5), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,136 @@
+//! The scenarios: each one a story, a socket script run against the real kernel, and the
+//! states and errnos the kernel must produce.
+
+mod active_close;
+mod client_never_closes;
+mod reuseaddr;
+
+use std::net::TcpStream;
+
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts, Socket};
+use crate::tcp::State;
+
+pub struct Scenario {
+    pub name: &'static str,
+    /// One line: what it teaches.
+    pub lesson: &'static str,
+    /// A few sentences: what happens.
+    pub about: &'static str,
+    /// The states the connection must end in: [client, server].
+    pub expect: [State; 2],
+    pub script: fn(&mut Lab) -> Result<(), Error>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+pub static ALL: [&Scenario; 3] = [
+    &active_close::SCENARIO,
+    &client_never_closes::SCENARIO,
+    &reuseaddr::SCENARIO,
+];
+
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|s| s.name).collect()
+}
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().copied().find(|s| s.name == name)
+}
+
+/// The three sockets of the article's exchange, open.
+pub struct Opened {
+    pub listener: Socket,
+    pub server_conn: TcpStream,
+    pub client: TcpStream,
+}
+
+/// The article's opening: the server listens, the client connects and writes "I am client",
+/// the server reads it and answers "I am server".
+pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> {
+    lab.server_opts = opts;
+    let option = if opts == SockOpts::NONE {
+        String::new()
+    } else {
+        format!("setsockopt {opts}, ")
+    };
+    let listener = sockets::listen(lab.server, opts)?;
+    lab.say(
+        "server",
+        format!("socket(), {option}bind {}, listen()", lab.server),
+    );
+    let client = sockets::connect(lab.client_ip, lab.server)?;
+    let local = client
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| lab.client_ip.to_string());
+    lab.say(
+        "client",
+        format!(
+            "socket(), bind {}, connect {} (from {local})",
+            lab.client_ip, lab.server
+        ),
+    );
+    let (server_conn, peer) = sockets::accept(&listener)?;
+    lab.say("server", format!("accept() → a connection from {peer}"));
+    let mut opened = Opened {
+        listener,
+        server_conn,
+        client,
+    };
+    sockets::write(&mut opened.client, "client", b"I am client")?;
+    lab.say("client", "write(\"I am client\")");
+    let got = sockets::read(&mut opened.server_conn, "server")?;
+    sockets::write(&mut opened.server_conn, "server", b"I am server")?;
+    lab.say(
+        "server",
+        format!(
+            "read() → {:?}; write(\"I am server\")",
+            String::from_utf8_lossy(&got)
+        ),
+    );
+    Ok(opened)
+}
+
+/// The server process exits: its listening socket and its connection close.
+pub fn server_exits(lab: &mut Lab, opened: Opened) -> TcpStream {
+    let Opened {
+        listener,
+        server_conn,
+        client,
+    } = opened;
+    drop(server_conn);
+    drop(listener);
+    lab.say(
+        "server",
+        "close() the connection and the listener: the server process exits",
+    );
+    client
+}
+
+/// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
+pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> Result<(), Error> {
+    let mut got = Vec::new();
+    loop {
+        let chunk = sockets::read(&mut client, "client")?;
+        if chunk.is_empty() {
+            break;
+        }
+        got.extend(chunk);
+    }
+    lab.say(
+        "client",
+        format!(
+            "read() → {:?}, then read() → 0: EOF, the server closed its end",
+            String::from_utf8_lossy(&got)
+        ),
+    );
+    drop(client);
+    lab.say("client", "close()");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The fix: SO_REUSEADDR lets the restarted server bind while TIME_WAIT holds the port, but
+//! on Linux only when the old socket set it too.
+
+use std::net::SocketAddr;
+
+use super::{Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "reuseaddr",
+    lesson: "SO_REUSEADDR lets the restart bind despite TIME_WAIT — on Linux only if the old \
+             socket set it too",
+    about: "As active-close, but the server sets SO_REUSEADDR before bind(). The restart \
+            without the option still fails; with it, it succeeds. A second check shows that on \
+            Linux the new socket's SO_REUSEADDR alone is not enough (on macOS and the BSDs it \
+            would be).",
+    expect: [State::Closed, State::TimeWait],
+    script,
+};
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let opened = article_exchange(lab, SockOpts::REUSEADDR)?;
+    let client = server_exits(lab, opened);
+    client_reads_to_eof_and_closes(lab, client)?;
+    lab.wait_for(State::Closed, State::TimeWait)?;
+    lab.finish_capture()?;
+    lab.restart(
+        "restart without the option",
+        SockOpts::NONE,
+        Some(libc::EADDRINUSE),
+    )?;
+    let _restarted = lab.restart("restart with SO_REUSEADDR", SockOpts::REUSEADDR, None)?;
+    new_socket_alone(lab)
+}
+
+/// The same close on a second server address (so the first TIME_WAIT is not in the way),
+/// this time without SO_REUSEADDR on the old socket: the new socket's option is not enough.
+fn new_socket_alone(lab: &mut Lab) -> Result<(), Error> {
+    let second = SocketAddr::new([127, 0, 0, 3].into(), lab.server.port());
+    lab.print("");
+    lab.print(format!(
+        "     Now the old socket without the option, on {second} (not captured):"
+    ));
+    let listener = sockets::listen(second, SockOpts::NONE)?;
+    let client = sockets::connect(lab.client_ip, second)?;
+    let (server_conn, _) = sockets::accept(&listener)?;
+    let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
+    drop(server_conn);
+    drop(listener);
+    client_reads_to_eof_and_closes_quietly(client)?;
+    if !lab.wait_kernel_state(second, client_addr, State::TimeWait)? {
+        lab.notes.push(format!(
+            "{second} did not reach TIME_WAIT in the kernel's table within the limit"
+        ));
+    }
+    lab.restart_at(
+        "restart with SO_REUSEADDR, old socket without",
+        second,
+        SockOpts::NONE,
+        SockOpts::REUSEADDR,
+        Some(libc::EADDRINUSE),
+    )?;
+    Ok(())
+}
+
+fn client_reads_to_eof_and_closes_quietly(mut client: std::net::TcpStream) -> Result<(), Error> {
+    while !sockets::read(&mut client, "client")?.is_empty() {}
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The socket calls of the experiments, with the options set before `bind()` and the errno
+//! of every failure kept (socket2: std's listener sets SO_REUSEADDR by itself on Unix).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub use socket2::Socket;
+use socket2::{Domain, Protocol, SockAddr, Type};
+
+/// Options set on a socket before `bind()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOpts {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+}
+
+impl SockOpts {
+    pub const NONE: SockOpts = SockOpts {
+        reuseaddr: false,
+        reuseport: false,
+    };
+    pub const REUSEADDR: SockOpts = SockOpts {
+        reuseaddr: true,
+        reuseport: false,
+    };
+}
+
+impl fmt::Display for SockOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.reuseaddr, self.reuseport) {
+            (false, false) => f.write_str("no option"),
+            (true, false) => f.write_str("SO_REUSEADDR"),
+            (false, true) => f.write_str("SO_REUSEPORT"),
+            (true, true) => f.write_str("SO_REUSEADDR+SO_REUSEPORT"),
+        }
+    }
+}
+
+/// A failed call: which call, and the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {}", describe(.source))]
+pub struct SockError {
+    pub call: String,
+    pub source: io::Error,
+}
+
+impl SockError {
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// `EADDRINUSE (errno 98, Address already in use)`.
+pub fn describe(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(n) => format!("{} (errno {n})", errno_name(n)),
+        None => err.to_string(),
+    }
+}
+
+/// The symbolic name of the errnos the experiments meet.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EPIPE => "EPIPE",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::EINVAL => "EINVAL",
+        libc::EINTR => "EINTR",
+        libc::EAGAIN => "EAGAIN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENOTCONN => "ENOTCONN",
+        _ => "errno",
+    }
+}
+
+fn err(call: impl Into<String>) -> impl FnOnce(io::Error) -> SockError {
+    let call = call.into();
+    move |source| SockError { call, source }
+}
+
+/// A TCP socket with `opts` set, bound to `addr` (port 0: the kernel picks one).
+pub fn bound(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(err("socket"))?;
+    if opts.reuseaddr {
+        socket
+            .set_reuse_address(true)
+            .map_err(err("setsockopt SO_REUSEADDR"))?;
+    }
+    if opts.reuseport {
+        socket
+            .set_reuse_port(true)
+            .map_err(err("setsockopt SO_REUSEPORT"))?;
+    }
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(err(format!("bind {addr}")))?;
+    Ok(socket)
+}
+
+/// A listener on `addr`, as the article's server makes it.
+pub fn listen(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
+    let socket = bound(addr, opts)?;
+    socket.listen(16).map_err(err(format!("listen {addr}")))?;
+    Ok(socket)
+}
+
+/// A client socket bound to `local_ip` (any port), connected to `server`.
+pub fn connect(local_ip: std::net::IpAddr, server: SocketAddr) -> Result<TcpStream, SockError> {
+    let socket = bound(SocketAddr::new(local_ip, 0), SockOpts::NONE)?;
+    socket
+        .connect(&SockAddr::from(server))
+        .map_err(err(format!("connect {server}")))?;
+    stream(socket)
+}
+
+pub fn accept(listener: &Socket) -> Result<(TcpStream, SocketAddr), SockError> {
+    let (socket, peer) = listener.accept().map_err(err("accept"))?;
+    let peer = peer.as_socket().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+    Ok((stream(socket)?, peer))
+}
+
+/// Every blocking call of an experiment gives up after this: nothing hangs.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn stream(socket: Socket) -> Result<TcpStream, SockError> {
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(err("setsockopt SO_RCVTIMEO"))?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(err("setsockopt SO_SNDTIMEO"))?;
+    Ok(stream)
+}
+
+pub fn write(stream: &mut TcpStream, who: &str, data: &[u8]) -> Result<(), SockError> {
+    stream.write_all(data).map_err(err(format!("{who}: write")))
+}
+
+/// One `read()`: what it returned (empty at EOF).
+pub fn read(stream: &mut TcpStream, who: &str) -> Result<Vec<u8>, SockError> {
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).map_err(err(format!("{who}: read")))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names_of_the_article() {
+        let e = io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert_eq!(describe(&e), "EADDRINUSE (errno 98)");
+        assert_eq!(errno_name(libc::EADDRNOTAVAIL), "EADDRNOTAVAIL");
+    }
+
+    #[test]
+    fn options_print_as_the_socket_option_names() {
+        assert_eq!(SockOpts::NONE.to_string(), "no option");
+        assert_eq!(SockOpts::REUSEADDR.to_string(), "SO_REUSEADDR");
+    }
+}

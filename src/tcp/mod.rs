@@ -1,0 +1,385 @@
+//! The TCP state machine of one endpoint, inferred from the segments it sends and receives
+//! (RFC 9293 §3.3.2). Pure: segments in, transition events out.
+
+mod seq;
+
+pub use seq::SeqNum;
+
+use std::fmt;
+
+/// TCP header flags as a set: a retransmitted FIN may carry PSH, a RST may carry ACK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    pub const FIN: Flags = Flags(0x01);
+    pub const SYN: Flags = Flags(0x02);
+    pub const RST: Flags = Flags(0x04);
+    pub const PSH: Flags = Flags(0x08);
+    pub const ACK: Flags = Flags(0x10);
+    pub const URG: Flags = Flags(0x20);
+    pub const ECE: Flags = Flags(0x40);
+    pub const CWR: Flags = Flags(0x80);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn syn(self) -> bool {
+        self.contains(Flags::SYN)
+    }
+    pub fn fin(self) -> bool {
+        self.contains(Flags::FIN)
+    }
+    pub fn rst(self) -> bool {
+        self.contains(Flags::RST)
+    }
+    pub fn ack(self) -> bool {
+        self.contains(Flags::ACK)
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Display for Flags {
+    /// `SYN,ACK`, `FIN,ACK`, `PSH,ACK`: the control bits first, ACK after them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ORDER: [(Flags, &str); 8] = [
+            (Flags::SYN, "SYN"),
+            (Flags::FIN, "FIN"),
+            (Flags::RST, "RST"),
+            (Flags::PSH, "PSH"),
+            (Flags::ACK, "ACK"),
+            (Flags::URG, "URG"),
+            (Flags::ECE, "ECE"),
+            (Flags::CWR, "CWR"),
+        ];
+        let names: Vec<&str> = ORDER
+            .iter()
+            .filter(|(flag, _)| self.contains(*flag))
+            .map(|(_, name)| *name)
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// The connection states of RFC 9293 §3.3.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+impl State {
+    pub const ALL: [State; 11] = [
+        State::Closed,
+        State::Listen,
+        State::SynSent,
+        State::SynReceived,
+        State::Established,
+        State::FinWait1,
+        State::FinWait2,
+        State::CloseWait,
+        State::Closing,
+        State::LastAck,
+        State::TimeWait,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN_SENT",
+            State::SynReceived => "SYN_RECEIVED",
+            State::Established => "ESTABLISHED",
+            State::FinWait1 => "FIN_WAIT_1",
+            State::FinWait2 => "FIN_WAIT_2",
+            State::CloseWait => "CLOSE_WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST_ACK",
+            State::TimeWait => "TIME_WAIT",
+        }
+    }
+
+    /// Parses the RFC name with `_` or `-` (`FIN-WAIT-1`, `fin_wait_1`, `time-wait`).
+    pub fn parse(s: &str) -> Option<State> {
+        let norm = s.trim().to_ascii_uppercase().replace('-', "_");
+        let norm = match norm.as_str() {
+            "FIN_WAIT1" => "FIN_WAIT_1".to_string(),
+            "FIN_WAIT2" => "FIN_WAIT_2".to_string(),
+            "SYN_RECV" => "SYN_RECEIVED".to_string(),
+            _ => norm,
+        };
+        State::ALL.into_iter().find(|state| state.name() == norm)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether the endpoint sent or received the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Sent,
+    Received,
+}
+
+/// What the state machine needs of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seg {
+    pub flags: Flags,
+    pub seq: SeqNum,
+    pub ack: SeqNum,
+    pub len: u32,
+}
+
+impl Seg {
+    /// SYN and FIN each occupy one sequence number (RFC 9293 §3.4).
+    pub fn seq_space(&self) -> u32 {
+        self.len + u32::from(self.flags.syn()) + u32::from(self.flags.fin())
+    }
+}
+
+/// A change of state and the RFC clause behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    /// What happened, in a few words ("sent FIN", "received ACK of its FIN").
+    pub cause: &'static str,
+    /// The RFC 9293 section that says so.
+    pub rfc: &'static str,
+}
+
+/// A segment the state machine did not expect in its state: reported, never dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unexpected {
+    pub state: State,
+    pub dir: Dir,
+    pub flags: Flags,
+    pub why: &'static str,
+}
+
+/// What one segment did to one endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub transition: Option<Transition>,
+    pub unexpected: Option<Unexpected>,
+}
+
+/// One side of a connection as seen from the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    state: State,
+    /// Our initial sequence number (from our SYN), or the first we saw.
+    pub iss: Option<SeqNum>,
+    /// The sequence number our FIN occupies, once we sent one.
+    fin_seq: Option<SeqNum>,
+    /// The highest sequence number we sent, plus one.
+    snd_nxt: Option<SeqNum>,
+}
+
+impl Endpoint {
+    pub fn new(state: State) -> Endpoint {
+        Endpoint {
+            state,
+            iss: None,
+            fin_seq: None,
+            snd_nxt: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether `seg` (received) acknowledges `target` without acknowledging anything we never
+    /// sent: `target < SEG.ACK =< SND.NXT` (RFC 9293 §3.10.7.3, §3.10.7.4 fifth step).
+    fn acks(&self, seg: &Seg, target: Option<SeqNum>) -> bool {
+        let (Some(target), true) = (target, seg.flags.ack()) else {
+            return false;
+        };
+        let nxt = self.snd_nxt.unwrap_or(target + 1);
+        seg.ack.after_or_eq(target + 1) && nxt.after_or_eq(seg.ack)
+    }
+
+    /// Whether `seg` (received) acknowledges our FIN.
+    fn acks_our_fin(&self, seg: &Seg) -> bool {
+        self.acks(seg, self.fin_seq)
+    }
+
+    /// Whether `seg` (received) acknowledges our SYN. Without a SYN seen from us (a capture
+    /// that began late), any ACK will do.
+    fn acks_our_syn(&self, seg: &Seg) -> bool {
+        match self.iss {
+            Some(_) => self.acks(seg, self.iss),
+            None => seg.flags.ack(),
+        }
+    }
+
+    /// Feeds one segment this endpoint sent or received. Every change of state passes here.
+    pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
+        if dir == Dir::Sent {
+            self.note_sent(seg);
+        }
+        let fin_acked = dir == Dir::Received && self.acks_our_fin(seg);
+        let f = seg.flags;
+        use Dir::{Received as Rx, Sent as Tx};
+        use State::*;
+        let (to, cause, rfc) = match (self.state, dir) {
+            // A reset aborts any synchronized or opening connection (RFC 9293 §3.10.7.4,
+            // second step; §3.10.7.3 for SYN-SENT); sending one aborts it too (§3.10.5 ABORT).
+            (Closed | Listen, _) if f.rst() => return Step::default(),
+            (_, Tx) if f.rst() => (Closed, "sent RST", "RFC 9293 §3.10.5"),
+            (_, Rx) if f.rst() => (Closed, "received RST", "RFC 9293 §3.10.7.4"),
+            // Active OPEN: send SYN, enter SYN-SENT (§3.10.1).
+            (Closed, Tx) if f.syn() && !f.ack() => (SynSent, "sent SYN", "RFC 9293 §3.10.1"),
+            // LISTEN receives a SYN: enter SYN-RECEIVED (§3.10.7.2, third check).
+            (Listen, Rx) if f.syn() && !f.ack() => {
+                (SynReceived, "received SYN", "RFC 9293 §3.10.7.2")
+            }
+            (Listen, Tx) if f.syn() && f.ack() => return Step::default(),
+            // SYN-SENT receives SYN,ACK acking our SYN: ESTABLISHED (§3.10.7.3, fourth check).
+            (SynSent, Rx) if f.syn() && self.acks_our_syn(seg) => {
+                (Established, "received SYN,ACK", "RFC 9293 §3.10.7.3")
+            }
+            (SynReceived, Tx) if f.syn() && f.ack() => return Step::default(),
+            (SynSent, Tx) if f.ack() && !f.syn() && !f.fin() => return Step::default(),
+            // SYN-RECEIVED: an acceptable ACK moves to ESTABLISHED (§3.10.7.4, fifth step).
+            (SynReceived, Rx) if self.acks_our_syn(seg) => {
+                if f.fin() {
+                    // The handshake ACK can carry a FIN: both steps at once.
+                    (
+                        CloseWait,
+                        "received ACK of its SYN and a FIN",
+                        "RFC 9293 §3.10.7.4",
+                    )
+                } else {
+                    (
+                        Established,
+                        "received ACK of its SYN,ACK",
+                        "RFC 9293 §3.10.7.4",
+                    )
+                }
+            }
+            // CLOSE in ESTABLISHED: send FIN, enter FIN-WAIT-1 (§3.10.4).
+            (Established | SynReceived, Tx) if f.fin() => {
+                (FinWait1, "sent FIN", "RFC 9293 §3.10.4")
+            }
+            // FIN received in ESTABLISHED: enter CLOSE-WAIT (§3.10.7.4, eighth step).
+            (Established, Rx) if f.fin() => (CloseWait, "received FIN", "RFC 9293 §3.10.7.4"),
+            // CLOSE in CLOSE-WAIT: send FIN, enter LAST-ACK (§3.10.4).
+            (CloseWait, Tx) if f.fin() => (LastAck, "sent FIN", "RFC 9293 §3.10.4"),
+            // FIN-WAIT-1 receives a FIN that also acks ours: TIME-WAIT (§3.10.7.4, eighth step).
+            (FinWait1, Rx) if f.fin() && fin_acked => (
+                TimeWait,
+                "received FIN with the ACK of its FIN",
+                "RFC 9293 §3.10.7.4",
+            ),
+            // FIN-WAIT-1 receives a FIN before the ACK of ours: CLOSING (simultaneous close).
+            (FinWait1, Rx) if f.fin() => (
+                Closing,
+                "received FIN before the ACK of its own",
+                "RFC 9293 §3.10.7.4",
+            ),
+            // FIN-WAIT-1: our FIN acknowledged, enter FIN-WAIT-2 (§3.10.7.4, fifth step).
+            (FinWait1, Rx) if fin_acked => {
+                (FinWait2, "received ACK of its FIN", "RFC 9293 §3.10.7.4")
+            }
+            // FIN-WAIT-2 receives the peer's FIN: TIME-WAIT (§3.10.7.4, eighth step).
+            (FinWait2, Rx) if f.fin() => (TimeWait, "received FIN", "RFC 9293 §3.10.7.4"),
+            // CLOSING: our FIN acknowledged, enter TIME-WAIT (§3.10.7.4, fifth step).
+            (Closing, Rx) if fin_acked => {
+                (TimeWait, "received ACK of its FIN", "RFC 9293 §3.10.7.4")
+            }
+            // LAST-ACK: our FIN acknowledged, delete the TCB: CLOSED (§3.10.7.4, fifth step).
+            (LastAck, Rx) if fin_acked => (Closed, "received ACK of its FIN", "RFC 9293 §3.10.7.4"),
+            // TIME-WAIT re-acknowledges a retransmitted FIN and restarts its 2 MSL timer
+            // (§3.10.7.4, eighth step): no change of state.
+            (TimeWait, Rx) if f.fin() => return Step::default(),
+            (TimeWait | Closed, Tx) if f.ack() && !f.fin() && seg.len == 0 => {
+                return Step::default();
+            }
+            // ACKs and data while the connection is open in that direction change nothing.
+            (Established | FinWait1 | FinWait2 | CloseWait, _) if !f.syn() && !f.fin() => {
+                if dir == Tx && seg.len > 0 && self.fin_seq.is_some() {
+                    return self.unexpected(dir, f, "data sent after its own FIN");
+                }
+                return Step::default();
+            }
+            (Closing | LastAck, Rx | Tx) if !f.syn() && !f.fin() && seg.len == 0 => {
+                return Step::default();
+            }
+            // A retransmitted FIN from an endpoint that already sent one.
+            (FinWait1 | Closing | LastAck, Tx) if f.fin() => return Step::default(),
+            (CloseWait | LastAck, Rx) if f.fin() => {
+                return self.unexpected(dir, f, "a second FIN from a peer that already closed");
+            }
+            _ => return self.unexpected(dir, f, "no arc of the RFC diagram matches"),
+        };
+        let transition = Transition {
+            from: self.state,
+            to,
+            cause,
+            rfc,
+        };
+        self.state = to;
+        Step {
+            transition: Some(transition),
+            unexpected: None,
+        }
+    }
+
+    fn note_sent(&mut self, seg: &Seg) {
+        if seg.flags.syn() {
+            self.iss = Some(seg.seq);
+        }
+        if self.iss.is_none() {
+            self.iss = Some(seg.seq);
+        }
+        if seg.flags.fin() {
+            // The FIN occupies the sequence number after the data (and the SYN) it rides on.
+            self.fin_seq = Some(seg.seq + (seg.seq_space() - 1));
+        }
+        let end = seg.seq + seg.seq_space();
+        match self.snd_nxt {
+            Some(nxt) if nxt.after_or_eq(end) => {}
+            _ => self.snd_nxt = Some(end),
+        }
+    }
+
+    fn unexpected(&self, dir: Dir, flags: Flags, why: &'static str) -> Step {
+        Step {
+            transition: None,
+            unexpected: Some(Unexpected {
+                state: self.state,
+                dir,
+                flags,
+                why,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! Connections by 4-tuple, two endpoints each: every segment is fed to the endpoint that
+//! sent it and the one that received it, and the transitions come out as one event.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::decode::Segment;
+use crate::tcp::{Dir, Endpoint, SeqNum, State, Transition, Unexpected};
+
+/// Which end of a connection: the one that sent the first SYN is the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+impl Role {
+    pub fn other(self) -> Role {
+        match self {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Role::Client => 0,
+            Role::Server => 1,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        })
+    }
+}
+
+/// One TCP connection, seen from the wire.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// 0, 1, 2... in order of first appearance.
+    pub id: usize,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// The capture began after the handshake: states before the first segment are a guess.
+    pub joined_mid: bool,
+    endpoints: [Endpoint; 2],
+    /// Each side's initial sequence number: relative numbers count from it.
+    base: [Option<SeqNum>; 2],
+    pub segments: u64,
+}
+
+impl Connection {
+    pub fn state(&self, role: Role) -> State {
+        self.endpoints[role.index()].state()
+    }
+    pub fn addr(&self, role: Role) -> SocketAddr {
+        match role {
+            Role::Client => self.client,
+            Role::Server => self.server,
+        }
+    }
+}
+
+/// What one segment did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub conn: usize,
+    /// Who sent the segment.
+    pub from: Role,
+    /// Sequence number relative to the sender's initial one (Wireshark's "relative").
+    pub rel_seq: u32,
+    /// Acknowledgment number relative to the receiver's initial one, when ACK is set.
+    pub rel_ack: Option<u32>,
+    pub transitions: Vec<(Role, Transition)>,
+    pub unexpected: Vec<(Role, Unexpected)>,
+    /// Both states after the segment: [client, server].
+    pub states: [State; 2],
+}
+
+impl Event {
+    pub fn state(&self, role: Role) -> State {
+        self.states[role.index()]
+    }
+    pub fn transition(&self, role: Role) -> Option<&Transition> {
+        self.transitions
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, t)| t)
+    }
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
+    conns: Vec<Connection>,
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    pub fn connections(&self) -> &[Connection] {
+        &self.conns
+    }
+
+    pub fn connection(&self, id: usize) -> Option<&Connection> {
+        self.conns.get(id)
+    }
+
+    pub fn on_segment(&mut self, seg: &Segment) -> Event {
+        let key = tuple(seg.src, seg.dst);
+        let fresh_syn = seg.flags.syn() && !seg.flags.ack();
+        let id = match self.by_tuple.get(&key) {
+            // A new SYN on a tuple whose previous connection is over: a new incarnation.
+            Some(&id) if fresh_syn && self.conns[id].state(Role::Client) != State::SynSent => {
+                self.open(seg)
+            }
+            Some(&id) => id,
+            None => self.open(seg),
+        };
+        let conn = &mut self.conns[id];
+        conn.segments += 1;
+        let from = if seg.src == conn.client {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        let to = from.other();
+        if conn.base[from.index()].is_none() {
+            conn.base[from.index()] = Some(seg.seq);
+        }
+        let rel_seq = seg.seq - conn.base[from.index()].unwrap_or(seg.seq);
+        let rel_ack = match conn.base[to.index()] {
+            Some(base) if seg.flags.ack() => Some(seg.ack - base),
+            _ => None,
+        };
+        let s = seg.seg();
+        let mut transitions = Vec::new();
+        let mut unexpected = Vec::new();
+        for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
+            let step = conn.endpoints[role.index()].on_segment(&s, dir);
+            if let Some(t) = step.transition {
+                transitions.push((role, t));
+            }
+            if let Some(u) = step.unexpected {
+                unexpected.push((role, u));
+            }
+        }
+        Event {
+            conn: id,
+            from,
+            rel_seq,
+            rel_ack,
+            transitions,
+            unexpected,
+            states: [conn.state(Role::Client), conn.state(Role::Server)],
+        }
+    }
+
+    fn open(&mut self, seg: &Segment) -> usize {
+        let id = self.conns.len();
+        let (client, server, states, joined_mid) = if seg.flags.syn() && !seg.flags.ack() {
+            (seg.src, seg.dst, [State::Closed, State::Listen], false)
+        } else if seg.flags.syn() {
+            // A SYN,ACK first: the client's SYN was missed.
+            (seg.dst, seg.src, [State::SynSent, State::Listen], true)
+        } else {
+            // Joined mid-connection: guess the server as the side with the lower port.
+            let (client, server) = if seg.src.port() < seg.dst.port() {
+                (seg.dst, seg.src)
+            } else {
+                (seg.src, seg.dst)
+            };
+            (
+                client,
+                server,
+                [State::Established, State::Established],
+                true,
+            )
+        };
+        self.conns.push(Connection {
+            id,
+            client,
+            server,
+            joined_mid,
+            endpoints: [Endpoint::new(states[0]), Endpoint::new(states[1])],
+            base: [None, None],
+            segments: 0,
+        });
+        self.by_tuple.insert(tuple(seg.src, seg.dst), id);
+        id
+    }
+}
+
+/// The same key for both directions.
+fn tuple(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::decode::TcpOptions;
+    use crate::tcp::Flags;
+
+    pub(crate) const CLIENT: &str = "127.0.0.2:40000";
+    pub(crate) const SERVER: &str = "127.0.0.1:8000";
+
+    pub(crate) fn segment(
+        from_client: bool,
+        flags: Flags,
+        seq: u32,
+        ack: u32,
+        len: u32,
+    ) -> Segment {
+        let (c, s) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        let (src, dst) = if from_client { (c, s) } else { (s, c) };
+        Segment {
+            src,
+            dst,
+            flags,
+            seq: SeqNum(seq),
+            ack: SeqNum(ack),
+            window: 512,
+            len,
+            options: TcpOptions::default(),
+        }
+    }
+
+    const A: Flags = Flags::ACK;
+    const PA: Flags = Flags(Flags::PSH.0 | Flags::ACK.0);
+    const FA: Flags = Flags(Flags::FIN.0 | Flags::ACK.0);
+
+    /// The article's exchange with the server closing first, as the kernel sends it.
+    pub(crate) fn active_close(merged: bool) -> Vec<Segment> {
+        let mut segs = vec![
+            segment(true, Flags::SYN, 100, 0, 0),
+            segment(false, Flags::SYN | A, 900, 101, 0),
+            segment(true, A, 101, 901, 0),
+            segment(true, PA, 101, 901, 11),
+            segment(false, A, 901, 112, 0),
+            segment(false, PA, 901, 112, 11),
+            segment(true, A, 112, 912, 0),
+            segment(false, FA, 912, 112, 0),
+        ];
+        if !merged {
+            segs.push(segment(true, A, 112, 913, 0));
+        }
+        segs.push(segment(true, FA, 112, 913, 0));
+        segs.push(segment(false, A, 913, 113, 0));
+        segs
+    }
+
+    fn run(segs: &[Segment]) -> (Tracker, Vec<Event>) {
+        let mut tracker = Tracker::new();
+        let events = segs.iter().map(|s| tracker.on_segment(s)).collect();
+        (tracker, events)
+    }
+
+    fn moves(ev: &Event) -> Vec<(Role, State, State)> {
+        ev.transitions
+            .iter()
+            .map(|(r, t)| (*r, t.from, t.to))
+            .collect()
+    }
+
+    #[test]
+    fn four_segment_close_states_per_segment() {
+        use Role::*;
+        use State::*;
+        let (tracker, events) = run(&active_close(false));
+        assert_eq!(tracker.connections().len(), 1);
+        let conn = &tracker.connections()[0];
+        assert_eq!(conn.client, CLIENT.parse().unwrap());
+        assert!(!conn.joined_mid);
+        // SYN_RECEIVED is entered when the SYN arrives, before the SYN,ACK goes out.
+        assert_eq!(
+            moves(&events[0]),
+            [(Client, Closed, SynSent), (Server, Listen, SynReceived)]
+        );
+        assert_eq!(moves(&events[1]), [(Client, SynSent, Established)]);
+        assert_eq!(moves(&events[2]), [(Server, SynReceived, Established)]);
+        assert!(events[3..7].iter().all(|e| e.transitions.is_empty()));
+        assert_eq!(
+            moves(&events[7]),
+            [
+                (Server, Established, FinWait1),
+                (Client, Established, CloseWait)
+            ]
+        );
+        assert_eq!(moves(&events[8]), [(Server, FinWait1, FinWait2)]);
+        assert_eq!(
+            moves(&events[9]),
+            [(Client, CloseWait, LastAck), (Server, FinWait2, TimeWait)]
+        );
+        assert_eq!(moves(&events[10]), [(Client, LastAck, Closed)]);
+        assert_eq!(conn.state(Server), TimeWait);
+        assert_eq!(conn.state(Client), Closed);
+        assert!(events.iter().all(|e| e.unexpected.is_empty()));
+    }
+
+    #[test]
+    fn three_segment_close_skips_fin_wait_2() {
+        use Role::*;
+        use State::*;
+        let (_, events) = run(&active_close(true));
+        assert_eq!(
+            moves(&events[8]),
+            [(Client, CloseWait, LastAck), (Server, FinWait1, TimeWait)]
+        );
+        assert_eq!(moves(&events[9]), [(Client, LastAck, Closed)]);
+    }
+
+    #[test]
+    fn relative_numbers_count_from_each_side_isn() {
+        let (_, events) = run(&active_close(false));
+        assert_eq!((events[0].rel_seq, events[0].rel_ack), (0, None));
+        assert_eq!((events[1].rel_seq, events[1].rel_ack), (0, Some(1)));
+        assert_eq!((events[5].rel_seq, events[5].rel_ack), (1, Some(12)));
+        assert_eq!((events[7].rel_seq, events[7].rel_ack), (12, Some(12)));
+        assert_eq!((events[10].rel_seq, events[10].rel_ack), (13, Some(13)));
+    }
+
+    #[test]
+    fn joined_mid_connection_guesses_roles_by_port() {
+        let (tracker, events) = run(&active_close(false)[5..]);
+        let conn = &tracker.connections()[0];
+        assert!(conn.joined_mid);
+        assert_eq!(conn.server, SERVER.parse().unwrap());
+        assert_eq!(events[0].from, Role::Server);
+        assert_eq!(conn.state(Role::Server), State::TimeWait);
+    }
+
+    #[test]
+    fn a_new_syn_after_close_is_a_new_connection() {
+        let mut segs = active_close(false);
+        segs.push(segment(true, Flags::SYN, 5000, 0, 0));
+        let (tracker, events) = run(&segs);
+        assert_eq!(tracker.connections().len(), 2);
+        assert_eq!(events.last().unwrap().conn, 1);
+    }
+}
