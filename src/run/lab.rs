@@ -79,6 +79,8 @@ pub struct Lab {
     pub notes: Vec<String>,
     out: Box<dyn Write>,
     step: usize,
+    /// `TEARDOWN_PAUSE_AFTER_STEP=N` (tests only): wait for a signal after step N.
+    pause_at: Option<usize>,
 }
 
 impl Lab {
@@ -130,13 +132,30 @@ impl Lab {
             notes: Vec::new(),
             out,
             step: 0,
+            pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     }
 
-    /// Prints a numbered step of the experiment: `3. server: accept() → ...`.
-    pub fn say(&mut self, who: &str, what: impl AsRef<str>) {
+    /// Prints a numbered step of the experiment (`3. server: accept() → ...`); a Ctrl-C
+    /// stops the script here.
+    pub fn say(&mut self, who: &str, what: impl AsRef<str>) -> Result<(), Error> {
         self.step += 1;
         let _ = writeln!(self.out, "{:>3}. {who}: {}", self.step, what.as_ref());
+        let _ = self.out.flush();
+        if self.pause_at == Some(self.step) {
+            // Test hook: hold here until a signal arrives, so a test can interrupt a run at a
+            // known point.
+            let until = Instant::now() + Duration::from_secs(10);
+            while !signals::interrupted() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
     }
 
     /// Prints a line as it is.

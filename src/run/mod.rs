@@ -53,7 +53,8 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();
-    let differences = report::differences(scenario, &lab);
+    let differences =
+        report::differences(scenario.expect, lab.states(), &lab.missed, &lab.restarts);
     let verdict = match &outcome {
         Err(Error::Interrupted) => {
             "interrupted; the capture holds what was seen until then".to_string()
@@ -105,7 +106,11 @@ fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
                 None if s.inode == 0 => " (no process: the kernel keeps it)".to_string(),
                 None => String::new(),
             };
-            format!("a {} socket {} ↔ {}{owner}", s.state, s.local, s.peer)
+            if s.state == "LISTEN" {
+                format!("a LISTEN socket on {}{owner}", s.local)
+            } else {
+                format!("a {} socket {} ↔ {}{owner}", s.state, s.local, s.peer)
+            }
         })
         .collect();
     if holders.is_empty() {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::lab::{Lab, Restart};
+use super::lab::{Lab, Missed, Restart};
 use crate::kernel::{KernelSocket, render_table};
 use crate::scenario::Scenario;
 use crate::sockets::SockOpts;
@@ -163,10 +163,15 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Every way the run differed from the scenario's expectation; empty when it reproduced.
-pub fn differences(scenario: &Scenario, lab: &Lab) -> Vec<String> {
+pub fn differences(
+    expect: [State; 2],
+    observed: Option<[State; 2]>,
+    missed: &[Missed],
+    restarts: &[Restart],
+) -> Vec<String> {
     let mut diffs = Vec::new();
-    let [client, server] = scenario.expect;
-    match lab.states() {
+    let [client, server] = expect;
+    match observed {
         None => diffs.push("no segment of the experiment was captured".to_string()),
         Some(observed) if observed != [client, server] => diffs.push(format!(
             "expected the client in {client} and the server in {server} at the end; observed \
@@ -175,7 +180,7 @@ pub fn differences(scenario: &Scenario, lab: &Lab) -> Vec<String> {
         )),
         Some(_) => {}
     }
-    for m in &lab.missed {
+    for m in missed {
         let [c, s] = m.expected;
         let line = match m.observed {
             Some([oc, os]) => format!(
@@ -187,7 +192,7 @@ pub fn differences(scenario: &Scenario, lab: &Lab) -> Vec<String> {
             diffs.push(line);
         }
     }
-    for r in &lab.restarts {
+    for r in restarts {
         if r.errno != r.expected {
             diffs.push(format!(
                 "{}: expected {}, observed {}",
@@ -300,6 +305,46 @@ mod tests {
                 .next()
                 .unwrap()
                 .ends_with("✗ expected the bind to succeed")
+        );
+    }
+
+    #[test]
+    fn differences_say_expected_and_observed() {
+        use State::*;
+        let mut restart = failed_restart(SockOpts::NONE, SockOpts::NONE);
+        assert!(
+            differences(
+                [Closed, TimeWait],
+                Some([Closed, TimeWait]),
+                &[],
+                &[restart.clone()]
+            )
+            .is_empty()
+        );
+        restart.errno = None;
+        let missed = Missed {
+            expected: [Closed, TimeWait],
+            observed: Some([LastAck, FinWait2]),
+        };
+        let diffs = differences(
+            [Closed, TimeWait],
+            Some([LastAck, FinWait2]),
+            &[missed],
+            &[restart],
+        );
+        assert_eq!(
+            diffs,
+            [
+                "expected the client in CLOSED and the server in TIME_WAIT at the end; observed \
+                 client LAST_ACK and server FIN_WAIT_2",
+                "waited for client CLOSED and server TIME_WAIT; the capture showed client \
+                 LAST_ACK and server FIN_WAIT_2",
+                "restart the server at once: expected EADDRINUSE (errno 98), observed bound",
+            ]
+        );
+        assert_eq!(
+            differences([Closed, TimeWait], None, &[], &[]),
+            ["no segment of the experiment was captured"]
         );
     }
 

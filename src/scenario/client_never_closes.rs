@@ -20,8 +20,8 @@ pub static SCENARIO: Scenario = Scenario {
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
     let opened = article_exchange(lab, SockOpts::NONE)?;
-    let client = server_exits(lab, opened);
-    lab.say("client", "keeps its socket open: no read(), no close()");
+    let client = server_exits(lab, opened)?;
+    lab.say("client", "keeps its socket open: no read(), no close()")?;
     lab.wait_for(State::CloseWait, State::FinWait2)?;
     lab.finish_capture()?;
     lab.print_table("both ends now")?;

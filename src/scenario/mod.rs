@@ -63,7 +63,7 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
     lab.say(
         "server",
         format!("socket(), {option}bind {}, listen()", lab.server),
-    );
+    )?;
     let client = sockets::connect(lab.client_ip, lab.server)?;
     let local = client
         .local_addr()
@@ -75,16 +75,16 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
             "socket(), bind {}, connect {} (from {local})",
             lab.client_ip, lab.server
         ),
-    );
+    )?;
     let (server_conn, peer) = sockets::accept(&listener)?;
-    lab.say("server", format!("accept() → a connection from {peer}"));
+    lab.say("server", format!("accept() → a connection from {peer}"))?;
     let mut opened = Opened {
         listener,
         server_conn,
         client,
     };
     sockets::write(&mut opened.client, "client", b"I am client")?;
-    lab.say("client", "write(\"I am client\")");
+    lab.say("client", "write(\"I am client\")")?;
     let got = sockets::read(&mut opened.server_conn, "server")?;
     sockets::write(&mut opened.server_conn, "server", b"I am server")?;
     lab.say(
@@ -93,12 +93,12 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
             "read() → {:?}; write(\"I am server\")",
             String::from_utf8_lossy(&got)
         ),
-    );
+    )?;
     Ok(opened)
 }
 
 /// The server process exits: its listening socket and its connection close.
-pub fn server_exits(lab: &mut Lab, opened: Opened) -> TcpStream {
+pub fn server_exits(lab: &mut Lab, opened: Opened) -> Result<TcpStream, Error> {
     let Opened {
         listener,
         server_conn,
@@ -109,8 +109,8 @@ pub fn server_exits(lab: &mut Lab, opened: Opened) -> TcpStream {
     lab.say(
         "server",
         "close() the connection and the listener: the server process exits",
-    );
-    client
+    )?;
+    Ok(client)
 }
 
 /// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
@@ -129,8 +129,8 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
             "read() → {:?}, then read() → 0: EOF, the server closed its end",
             String::from_utf8_lossy(&got)
         ),
-    );
+    )?;
     drop(client);
-    lab.say("client", "close()");
+    lab.say("client", "close()")?;
     Ok(())
 }

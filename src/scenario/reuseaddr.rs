@@ -23,7 +23,7 @@ pub static SCENARIO: Scenario = Scenario {
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
     let opened = article_exchange(lab, SockOpts::REUSEADDR)?;
-    let client = server_exits(lab, opened);
+    let client = server_exits(lab, opened)?;
     client_reads_to_eof_and_closes(lab, client)?;
     lab.wait_for(State::Closed, State::TimeWait)?;
     lab.finish_capture()?;

@@ -1,0 +1,59 @@
+//! The command line without privileges: list, help, usage errors.
+
+use crate::helper::*;
+
+#[test]
+fn list_shows_each_scenario_with_its_lesson() {
+    let run = teardown(&["list"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{run}");
+    assert!(
+        lines[0].starts_with(
+            "active-close         the side that closes first keeps the port in TIME_WAIT"
+        ),
+        "{run}"
+    );
+    assert!(
+        lines[1].starts_with("client-never-closes  a peer that never closes"),
+        "{run}"
+    );
+    assert!(
+        lines[2].starts_with("reuseaddr            SO_REUSEADDR lets the restart bind"),
+        "{run}"
+    );
+}
+
+#[test]
+fn unknown_scenario_names_the_known_ones_and_exits_2() {
+    let run = teardown(&["run", "passive-closee"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    for name in ["active-close", "client-never-closes", "reuseaddr"] {
+        assert!(run.stderr.contains(name), "{run}");
+    }
+}
+
+#[test]
+fn run_help_teaches_flags_examples_and_exit_codes() {
+    let run = teardown(&["run", "--help"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    for needle in [
+        "--port <PORT>",
+        "--host",
+        "-w, --write <FILE>",
+        "sudo teardown run active-close",
+        "1    the kernel did something else",
+        "2    usage or environment error",
+    ] {
+        assert!(run.stdout.contains(needle), "missing {needle:?}{run}");
+    }
+}
+
+#[test]
+fn write_to_a_directory_is_a_usage_error() {
+    let dir = TempDir::new();
+    let run = teardown(&["run", "active-close", "-w", dir.0.to_str().unwrap()]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("is a directory"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+}

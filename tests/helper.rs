@@ -1,0 +1,189 @@
+//! Runs the built `teardown`, gives each test its own directory, reads captures back with
+//! tshark, and prints command, stdout and stderr when an assertion fails.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_teardown");
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// True when the test may go on as root. Without root it skips (false), unless
+/// TEARDOWN_REQUIRE_ROOT=1, where it fails.
+pub fn root(test: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        !required("TEARDOWN_REQUIRE_ROOT"),
+        "{test} needs root and TEARDOWN_REQUIRE_ROOT=1 is set"
+    );
+    eprintln!("skipped {test}: needs root (run the tests with sudo)");
+    false
+}
+
+/// True when tshark is installed; otherwise skips, or fails under TEARDOWN_REQUIRE_ROOT=1
+/// (CI installs it).
+pub fn tshark(test: &str) -> bool {
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        !required("TEARDOWN_REQUIRE_ROOT"),
+        "{test} needs tshark (apt-get install tshark)"
+    );
+    eprintln!("skipped {test}: tshark is not installed");
+    false
+}
+
+/// A directory of the test's own, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "teardown-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A finished command, printable in assertion messages.
+pub struct Run {
+    pub cmd: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\n$ {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Run {
+    pub fn from_output(cmd: String, out: Output) -> Run {
+        Run {
+            cmd,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    /// stdout with runs of white space folded, for matching wrapped prose.
+    pub fn flat(&self) -> String {
+        self.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+pub fn run_cmd(mut cmd: Command) -> Run {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().expect("the command runs");
+    Run::from_output(shown, out)
+}
+
+pub fn teardown(args: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("TEARDOWN_PAUSE_AFTER_STEP");
+    run_cmd(cmd)
+}
+
+/// One captured segment as tshark decodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub from_client: bool,
+    /// The letters of tcp.flags.str that are set, in Wireshark's order: "S", "AS", "AF"...
+    pub flags: String,
+    pub len: u32,
+    pub comment: String,
+}
+
+/// Reads a capture with tshark; `server_port` tells the directions apart.
+pub fn tshark_rows(file: &Path, server_port: u16) -> Vec<Row> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file).args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "tcp.flags.str",
+        "-e",
+        "tcp.len",
+        "-e",
+        "frame.comment",
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout
+        .lines()
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), 4, "{line}");
+            Row {
+                from_client: cols[0] != server_port.to_string(),
+                flags: cols[1]
+                    .chars()
+                    .filter(|c| c.is_ascii_alphabetic())
+                    .collect(),
+                len: cols[2].parse().unwrap_or(0),
+                comment: cols[3].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `C:S S:AS C:A ...`: who sent each segment and its flags.
+pub fn ladder(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .map(|r| format!("{}:{}", if r.from_client { "C" } else { "S" }, r.flags))
+        .collect()
+}
+
+/// The section header's comment, read with pcap-file.
+pub fn section_comment(file: &Path) -> String {
+    use pcap_file::pcapng::PcapNgReader;
+    use pcap_file::pcapng::blocks::opt_common::CommonOption;
+    use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
+    let bytes = std::fs::read(file).unwrap();
+    let reader = PcapNgReader::new(&bytes[..]).unwrap();
+    reader
+        .section()
+        .options
+        .iter()
+        .find_map(|o| match o {
+            SectionHeaderOption::Common(CommonOption::Comment(c)) => Some(c.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A port nothing on the host uses at the moment.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -1,0 +1,140 @@
+//! Bad environments: no privileges, a port in use, Ctrl-C in the middle of a run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::helper::*;
+
+/// `setpriv` to the unprivileged user `nobody`, with no capabilities.
+fn as_nobody(args: &[&str]) -> Run {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .env_remove("TEARDOWN_PAUSE_AFTER_STEP");
+    run_cmd(cmd)
+}
+
+fn world_writable_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+#[test]
+fn no_cap_net_raw_says_what_to_do_in_one_line() {
+    if !root("no_cap_net_raw") {
+        return;
+    }
+    let dir = world_writable_dir();
+    let file = dir.join("x.pcapng");
+    let run = as_nobody(&[
+        "run",
+        "active-close",
+        "--host",
+        "--port",
+        "8731",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr.contains("needs CAP_NET_RAW: run with sudo"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("setcap cap_net_raw,cap_net_admin+ep"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run}");
+}
+
+#[test]
+fn without_root_a_user_namespace_is_used_or_the_error_says_why() {
+    if !root("unprivileged_namespace") {
+        return;
+    }
+    let dir = world_writable_dir();
+    let file = dir.join("x.pcapng");
+    let run = as_nobody(&["run", "active-close", "-w", file.to_str().unwrap()]);
+    match run.code {
+        // Unprivileged user namespaces allowed: the run works without root.
+        Some(0) => assert!(run.stdout.contains("verdict: reproduced"), "{run}"),
+        Some(2) => {
+            assert_eq!(run.stderr.lines().count(), 1, "{run}");
+            assert!(run.stderr.contains("needs root"), "{run}");
+        }
+        _ => panic!("neither a run nor a clear error{run}"),
+    }
+}
+
+#[test]
+fn port_taken_on_the_host_names_the_holder() {
+    if !root("port_taken") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let dir = TempDir::new();
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "--host",
+        "--port",
+        &port,
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    let me = format!(
+        "a LISTEN socket on 127.0.0.1:{port} of pid {}",
+        std::process::id()
+    );
+    assert!(run.stderr.contains(&me), "expected {me:?}{run}");
+    assert!(!dir.join("x.pcapng").exists());
+}
+
+#[test]
+fn ctrl_c_mid_run_leaves_a_valid_capture() {
+    if !root("ctrl_c") || !tshark("ctrl_c") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("int.pcapng");
+    // Hold the run after step 4 (the client wrote "I am client"), then press Ctrl-C.
+    let mut child = Command::new(BIN)
+        .args(["run", "active-close", "-w", file.to_str().unwrap()])
+        .env("TEARDOWN_PAUSE_AFTER_STEP", "4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("  4. client: write") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{seen}{stderr}");
+    assert_eq!(stderr.trim(), "teardown: interrupted");
+    let rows = tshark_rows(&file, 8000);
+    assert!(rows.len() >= 4, "{rows:?}");
+    assert_eq!(ladder(&rows[..3]), ["C:S", "S:AS", "C:A"]);
+    assert!(
+        !rows.iter().any(|r| r.flags.contains('F')),
+        "the close never happened: {rows:?}"
+    );
+    assert!(section_comment(&file).contains("Verdict: interrupted"));
+}

@@ -1,0 +1,289 @@
+//! Each scenario for real (root): the segments Wireshark decodes, the states in the packet
+//! comments, the errno of the restart, and the story in the section comment.
+
+use crate::helper::*;
+
+/// The handshake and the article's exchange, identical in every scenario: "I am client"
+/// (11 bytes) one way, "I am server" (11 bytes) the other.
+fn assert_opening(rows: &[Row], run: &Run) {
+    assert_eq!(ladder(&rows[..3]), ["C:S", "S:AS", "C:A"], "{run}");
+    assert_eq!(
+        rows[0].comment,
+        "client CLOSED → SYN_SENT (sent SYN, RFC 9293 §3.10.1); \
+         server LISTEN → SYN_RECEIVED (received SYN, RFC 9293 §3.10.7.2)"
+    );
+    let data: Vec<(bool, u32)> = rows
+        .iter()
+        .filter(|r| r.len > 0)
+        .map(|r| (r.from_client, r.len))
+        .collect();
+    assert_eq!(data, [(true, 11), (false, 11)], "{run}");
+}
+
+/// The segments from the server's FIN on.
+fn closing(rows: &[Row]) -> &[Row] {
+    let fin = rows
+        .iter()
+        .position(|r| r.flags.contains('F'))
+        .expect("a FIN was captured");
+    &rows[fin..]
+}
+
+const SERVER_FIN: &str = "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); \
+                          client ESTABLISHED → CLOSE_WAIT (received FIN, RFC 9293 §3.10.7.4)";
+
+/// Active close: F. → . → F. → . or, when the client's ACK rides on its FIN, F. → F. → .
+fn assert_active_close(rows: &[Row], run: &Run) {
+    let close = closing(rows);
+    assert_eq!(close[0].comment, SERVER_FIN, "{run}");
+    match ladder(close).as_slice() {
+        [a, b, c, d] if [a, b, c, d] == ["S:AF", "C:A", "C:AF", "S:A"] => {
+            assert_eq!(
+                close[1].comment,
+                "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+            );
+            assert!(
+                close[2]
+                    .comment
+                    .contains("server FIN_WAIT_2 → TIME_WAIT (received FIN"),
+                "{run}"
+            );
+        }
+        [a, b, c] if [a, b, c] == ["S:AF", "C:AF", "S:A"] => assert!(
+            close[1]
+                .comment
+                .contains("server FIN_WAIT_1 → TIME_WAIT (received FIN with the ACK of its FIN"),
+            "{run}"
+        ),
+        other => panic!("not an active close: {other:?}{run}"),
+    }
+    let fin = close.iter().rposition(|r| r.flags == "AF").unwrap();
+    assert!(
+        close[fin]
+            .comment
+            .starts_with("client CLOSE_WAIT → LAST_ACK (sent FIN, RFC 9293 §3.10.4)"),
+        "{run}"
+    );
+    assert_eq!(
+        close.last().unwrap().comment,
+        "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4)",
+        "{run}"
+    );
+}
+
+#[test]
+fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
+    if !root("active_close") || !tshark("active_close") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("active-close.pcapng");
+    let run = teardown(&["run", "active-close", "-w", file.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows = tshark_rows(&file, 8000);
+    assert_opening(&rows, &run);
+    assert_active_close(&rows, &run);
+    assert!(
+        run.stdout.contains(
+            "restart the server at once: bind 127.0.0.1:8000 with no option → \
+             EADDRINUSE (errno 98): Address already in use"
+        ),
+        "{run}"
+    );
+    // The holder, from the kernel's table: the server's end, in TIME_WAIT, ~60 s left.
+    let holder = run
+        .stdout
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("TIME_WAIT  0       0       127.0.0.1:8000")
+        })
+        .unwrap_or_else(|| panic!("no TIME_WAIT holder row{run}"));
+    let left: f64 = holder
+        .split("timewait, ")
+        .nth(1)
+        .and_then(|s| s.split(" s left").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no timer in {holder:?}"));
+    assert!((55.0..=60.0).contains(&left), "{holder}");
+    assert!(run.flat().contains("60 s on Linux"), "{run}");
+    assert!(run.stdout.contains("verdict: reproduced"), "{run}");
+    // The ladder shows the server's way into TIME_WAIT.
+    assert!(
+        run.stdout.contains("ESTABLISHED → FIN_WAIT_1") && run.stdout.contains("→ TIME_WAIT"),
+        "{run}"
+    );
+    let section = section_comment(&file);
+    assert!(
+        section.starts_with("teardown run active-close: the side that closes first"),
+        "{section}"
+    );
+    assert!(
+        section.contains("bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)"),
+        "{section}"
+    );
+    assert!(section.contains("in TIME_WAIT"), "{section}");
+    assert!(section.ends_with("Verdict: reproduced."), "{section}");
+}
+
+#[test]
+fn client_never_closes_leaves_fin_wait_2_and_close_wait_with_unread_bytes() {
+    if !root("client_never_closes") || !tshark("client_never_closes") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("cnc.pcapng");
+    let run = teardown(&["run", "client-never-closes", "-w", file.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows = tshark_rows(&file, 8000);
+    assert_opening(&rows, &run);
+    let close = closing(&rows);
+    assert_eq!(ladder(close), ["S:AF", "C:A"], "{run}");
+    assert_eq!(close[0].comment, SERVER_FIN);
+    assert_eq!(
+        close[1].comment,
+        "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+    );
+    // The article's netstat lines: the server's orphan in FIN_WAIT_2, the client in
+    // CLOSE_WAIT with the unread reply (11 bytes, and the FIN) in its Recv-Q.
+    let rows_of = |state: &str| -> Vec<String> {
+        run.stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(state))
+            .map(|l| l.split_whitespace().take(5).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let fin_wait_2 = rows_of("FIN_WAIT_2");
+    assert!(
+        fin_wait_2
+            .iter()
+            .any(|r| r.starts_with("FIN_WAIT_2 0 0 127.0.0.1:8000 127.0.0.2:")),
+        "{run}"
+    );
+    let close_wait = rows_of("CLOSE_WAIT");
+    assert_eq!(close_wait.len(), 1, "{run}");
+    assert!(
+        close_wait[0].starts_with("CLOSE_WAIT 12 0 127.0.0.2:")
+            && close_wait[0].ends_with("127.0.0.1:8000"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("verdict: reproduced"), "{run}");
+    assert!(section_comment(&file).contains("in FIN_WAIT_2"));
+}
+
+#[test]
+fn reuseaddr_needs_the_option_on_both_sockets() {
+    if !root("reuseaddr") || !tshark("reuseaddr") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("reuseaddr.pcapng");
+    let run = teardown(&["run", "reuseaddr", "-w", file.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows = tshark_rows(&file, 8000);
+    assert_opening(&rows, &run);
+    assert_active_close(&rows, &run);
+    for expected in [
+        "restart without the option: bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)",
+        "restart with SO_REUSEADDR: bind 127.0.0.1:8000 with SO_REUSEADDR → bound, and listen() works",
+        "restart with SO_REUSEADDR, old socket without: bind 127.0.0.3:8000 with SO_REUSEADDR → \
+         EADDRINUSE (errno 98)",
+    ] {
+        assert!(run.stdout.contains(expected), "missing {expected:?}{run}");
+    }
+    let flat = run.flat();
+    assert!(
+        flat.contains("the new socket's SO_REUSEADDR alone would have been enough"),
+        "{run}"
+    );
+    assert!(flat.contains("on Linux both must set it"), "{run}");
+    let section = section_comment(&file);
+    assert!(section.contains("with SO_REUSEADDR → bound"), "{section}");
+}
+
+#[test]
+fn port_flag_moves_the_server() {
+    if !root("port_flag") || !tshark("port_flag") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("p.pcapng");
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "--port",
+        "9000",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows = tshark_rows(&file, 9000);
+    assert_active_close(&rows, &run);
+    assert!(
+        run.stdout
+            .contains("bind 127.0.0.1:9000 with no option → EADDRINUSE"),
+        "{run}"
+    );
+}
+
+#[test]
+fn runs_repeat_because_each_gets_a_fresh_namespace() {
+    if !root("runs_repeat") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("again.pcapng");
+    for i in 0..5 {
+        let run = teardown(&["run", "active-close", "-w", file.to_str().unwrap()]);
+        assert_eq!(run.code, Some(0), "run {i}{run}");
+        assert!(
+            run.stdout.contains("captured 10 segments")
+                || run.stdout.contains("captured 11 segments"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn host_mode_runs_on_the_hosts_loopback() {
+    if !root("host_mode") || !tshark("host_mode") {
+        return;
+    }
+    let port = free_port();
+    let dir = TempDir::new();
+    let file = dir.join("host.pcapng");
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "--host",
+        "--port",
+        &port.to_string(),
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("on the host's loopback"), "{run}");
+    let rows = tshark_rows(&file, port);
+    assert_active_close(&rows, &run);
+    // The host now holds a TIME_WAIT socket on that port: the tool must say so, and stop.
+    let again = teardown(&[
+        "run",
+        "active-close",
+        "--host",
+        "--port",
+        &port.to_string(),
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(again.code, Some(2), "{again}");
+    assert!(
+        again.stderr.contains("a TIME_WAIT socket 127.0.0.1:"),
+        "{again}"
+    );
+}
