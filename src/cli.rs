@@ -72,6 +72,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub host: bool,
 
+    /// The client closes the moment read() returns 0, as most programs do. Linux then
+    /// usually sends the ACK of the server's FIN on the client's own FIN, so the close
+    /// takes three segments. Without this flag the client waits for that ACK first and you
+    /// see the textbook's four
+    #[arg(long)]
+    pub quick_close: bool,
+
     /// Where to write the annotated capture [default: captures/SCENARIO.pcapng]
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
@@ -83,6 +90,7 @@ pub struct RunConfig {
     pub scenario: &'static Scenario,
     pub port: u16,
     pub host: bool,
+    pub quick_close: bool,
     pub output: PathBuf,
 }
 
@@ -110,6 +118,7 @@ impl TryFrom<RunArgs> for RunConfig {
             scenario,
             port: args.port,
             host: args.host,
+            quick_close: args.quick_close,
             output,
         })
     }

@@ -32,10 +32,21 @@ fn closing(rows: &[Row]) -> &[Row] {
 const SERVER_FIN: &str = "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); \
                           client ESTABLISHED → CLOSE_WAIT (received FIN, RFC 9293 §3.10.7.4)";
 
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    /// F. → . → F. → .: the textbook figure, the client waits for its kernel's ACK.
+    Four,
+    /// Either, as the kernel decides (with --quick-close it is usually F. → F. → .).
+    Any,
+}
+
 /// Active close: F. → . → F. → . or, when the client's ACK rides on its FIN, F. → F. → .
-fn assert_active_close(rows: &[Row], run: &Run) {
+fn assert_active_close(rows: &[Row], run: &Run, form: Form) {
     let close = closing(rows);
     assert_eq!(close[0].comment, SERVER_FIN, "{run}");
+    if form == Form::Four {
+        assert_eq!(ladder(close), ["S:AF", "C:A", "C:AF", "S:A"], "{run}");
+    }
     match ladder(close).as_slice() {
         [a, b, c, d] if [a, b, c, d] == ["S:AF", "C:A", "C:AF", "S:A"] => {
             assert_eq!(
@@ -82,7 +93,7 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
     assert_eq!(run.code, Some(0), "{run}");
     let rows = tshark_rows(&file, 8000);
     assert_opening(&rows, &run);
-    assert_active_close(&rows, &run);
+    assert_active_close(&rows, &run, Form::Four);
     assert!(
         run.stdout.contains(
             "restart the server at once: bind 127.0.0.1:8000 with no option → \
@@ -109,10 +120,19 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
     assert!(run.flat().contains("60 s on Linux"), "{run}");
     assert!(run.stdout.contains("verdict: reproduced"), "{run}");
     // The ladder shows the server's way into TIME_WAIT.
-    assert!(
-        run.stdout.contains("ESTABLISHED → FIN_WAIT_1") && run.stdout.contains("→ TIME_WAIT"),
-        "{run}"
-    );
+    for change in [
+        "ESTABLISHED → FIN_WAIT_1",
+        "FIN_WAIT_1 → FIN_WAIT_2",
+        "FIN_WAIT_2 → TIME_WAIT",
+        "ESTABLISHED → CLOSE_WAIT",
+        "CLOSE_WAIT → LAST_ACK",
+        "LAST_ACK → CLOSED",
+    ] {
+        assert!(
+            run.stdout.contains(change),
+            "the ladder misses {change}{run}"
+        );
+    }
     let section = section_comment(&file);
     assert!(
         section.starts_with("teardown run active-close: the side that closes first"),
@@ -188,7 +208,7 @@ fn reuseaddr_needs_the_option_on_both_sockets() {
     assert_eq!(run.code, Some(0), "{run}");
     let rows = tshark_rows(&file, 8000);
     assert_opening(&rows, &run);
-    assert_active_close(&rows, &run);
+    assert_active_close(&rows, &run, Form::Four);
     for expected in [
         "restart without the option: bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)",
         "restart with SO_REUSEADDR: bind 127.0.0.1:8000 with SO_REUSEADDR → bound, and listen() works",
@@ -208,6 +228,42 @@ fn reuseaddr_needs_the_option_on_both_sockets() {
 }
 
 #[test]
+fn quick_close_lets_the_kernel_merge_the_ack_into_the_fin() {
+    if !root("quick_close") || !tshark("quick_close") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("q.pcapng");
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "--quick-close",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        !run.stdout
+            .contains("waits until its kernel has sent the ACK"),
+        "{run}"
+    );
+    let rows = tshark_rows(&file, 8000);
+    assert_active_close(&rows, &run, Form::Any);
+    // Whatever the kernel chose, the ladder and the capture tell the same story.
+    let merged = ladder(closing(&rows)).len() == 3;
+    assert_eq!(
+        run.stdout.contains("FIN_WAIT_1 → TIME_WAIT"),
+        merged,
+        "{run}"
+    );
+    assert_eq!(
+        run.stdout.contains("FIN_WAIT_1 → FIN_WAIT_2"),
+        !merged,
+        "{run}"
+    );
+}
+
+#[test]
 fn port_flag_moves_the_server() {
     if !root("port_flag") || !tshark("port_flag") {
         return;
@@ -224,7 +280,7 @@ fn port_flag_moves_the_server() {
     ]);
     assert_eq!(run.code, Some(0), "{run}");
     let rows = tshark_rows(&file, 9000);
-    assert_active_close(&rows, &run);
+    assert_active_close(&rows, &run, Form::Four);
     assert!(
         run.stdout
             .contains("bind 127.0.0.1:9000 with no option → EADDRINUSE"),
@@ -270,7 +326,7 @@ fn host_mode_runs_on_the_hosts_loopback() {
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("on the host's loopback"), "{run}");
     let rows = tshark_rows(&file, port);
-    assert_active_close(&rows, &run);
+    assert_active_close(&rows, &run, Form::Four);
     // The host now holds a TIME_WAIT socket on that port: the tool must say so, and stop.
     let again = teardown(&[
         "run",

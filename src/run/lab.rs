@@ -70,6 +70,8 @@ pub struct Lab {
     /// The options the scenario's first server socket was made with.
     pub server_opts: SockOpts,
     pub host: bool,
+    /// The client closes the moment it reads EOF (`--quick-close`).
+    pub quick_close: bool,
     running: Option<Running>,
     pub tracker: Tracker,
     pub packets: Vec<Packet>,
@@ -119,6 +121,7 @@ impl Lab {
             client_ip,
             server_opts: SockOpts::NONE,
             host,
+            quick_close: false,
             running: Some(Running {
                 stop,
                 frames,

@@ -50,6 +50,7 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         capture,
         Box::new(std::io::stdout()),
     );
+    lab.quick_close = config.quick_close;
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();

@@ -114,6 +114,11 @@ pub fn server_exits(lab: &mut Lab, opened: Opened) -> Result<TcpStream, Error> {
 }
 
 /// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
+///
+/// By default it closes only once its kernel has acknowledged the server's FIN on its own:
+/// the textbook's four segments. With `--quick-close` it closes at once, as most programs
+/// do; Linux then usually holds back that ACK (delayed ACK, at least 40 ms) and sends it on
+/// the client's FIN: three segments.
 pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> Result<(), Error> {
     let mut got = Vec::new();
     loop {
@@ -130,6 +135,14 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
             String::from_utf8_lossy(&got)
         ),
     )?;
+    if !lab.quick_close {
+        lab.wait_for(State::CloseWait, State::FinWait2)?;
+        lab.say(
+            "client",
+            "waits until its kernel has sent the ACK of the FIN by itself (a delayed ACK); \
+             --quick-close closes at once and the ACK rides on the FIN",
+        )?;
+    }
     drop(client);
     lab.say("client", "close()")?;
     Ok(())
