@@ -2,5 +2,6 @@
 //! check what teardown inferred from packets.
 
 mod proc_net;
+pub mod sock_diag;
 
 pub use proc_net::{KernelSocket, Owner, Timer, parse_proc_net_tcp, render_table, sockets_on_port};

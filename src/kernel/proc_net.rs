@@ -59,7 +59,7 @@ pub struct Owner {
 }
 
 /// The kernel's `TCP_*` state numbers (include/net/tcp_states.h).
-fn state_name(n: u8) -> &'static str {
+pub(crate) fn state_name(n: u8) -> &'static str {
     match n {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",
@@ -78,7 +78,7 @@ fn state_name(n: u8) -> &'static str {
 }
 
 /// The `tr` column (net/ipv4/tcp_ipv4.c, get_tcp4_sock and get_timewait4_sock).
-fn timer_kind(n: u8) -> Option<&'static str> {
+pub(crate) fn timer_kind(n: u8) -> Option<&'static str> {
     match n {
         1 => Some("retransmit"),
         2 => Some("keepalive"),
@@ -179,7 +179,7 @@ pub fn sockets_on_port(port: u16) -> std::io::Result<Vec<KernelSocket>> {
 }
 
 /// Finds the processes whose file descriptors are these socket inodes (`socket:[N]`).
-fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
+pub(crate) fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
     let mut found = Vec::new();
     let Ok(procs) = fs::read_dir("/proc") else {
         return found;
