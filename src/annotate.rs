@@ -2,6 +2,7 @@
 
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Segment};
+use crate::kernel::agree::Note;
 use crate::tcp::State;
 use crate::tracker::{Event, Role, Tracker};
 
@@ -44,6 +45,11 @@ pub fn annotate(
 /// `server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); client ...`, or the
 /// states that held when nothing changed.
 pub fn comment(event: &Event) -> String {
+    comment_with(event, &[])
+}
+
+/// The comment with the kernel's word on each transition (`...; kernel agrees)`).
+pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
     let mut parts: Vec<String> = event
         .transitions
         .iter()
@@ -52,10 +58,23 @@ pub fn comment(event: &Event) -> String {
             if t.to == State::TimeWait {
                 s.push_str("; held for 2×MSL = 60 s on Linux");
             }
+            for note in kernel
+                .iter()
+                .filter(|n| n.role == *role && n.inferred == Some((t.from, t.to)))
+            {
+                s.push_str("; ");
+                s.push_str(&note.text);
+            }
             s.push(')');
             s
         })
         .collect();
+    parts.extend(
+        kernel
+            .iter()
+            .filter(|n| n.inferred.is_none())
+            .map(|n| n.text.clone()),
+    );
     for (role, u) in &event.unexpected {
         let dir = match u.dir {
             crate::tcp::Dir::Sent => "sent",
@@ -66,7 +85,10 @@ pub fn comment(event: &Event) -> String {
             u.state, u.flags, u.why
         ));
     }
-    if event.transitions.is_empty() && event.unexpected.is_empty() {
+    if event.transitions.is_empty()
+        && event.unexpected.is_empty()
+        && !kernel.iter().any(|n| n.inferred.is_none())
+    {
         parts.push(format!(
             "no state change: client {}, server {}",
             event.state(Role::Client),

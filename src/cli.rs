@@ -52,9 +52,14 @@ by the previous run never spoils the next, and nothing on the host is touched. I
 root (or CAP_SYS_ADMIN and CAP_NET_RAW); without root, unprivileged user namespaces are
 used where the system allows them.
 
+Every inferred state change is checked against the kernel's own trace (tracefs tracepoint
+sock:inet_sock_set_state, in a private instance removed afterwards) and its socket table
+(sock_diag, as ss reads it): \"kernel agrees\" in the packet comment, ✓ in the diagram, or
+MISMATCH and exit 1. Without tracefs (no root) the run says so once and goes on.
+
 Exit codes:
   0    the kernel did what the scenario expects (reproduced)
-  1    the kernel did something else (the difference is printed)
+  1    the kernel did something else, or disagreed with the inference (printed)
   2    usage or environment error (no privileges, port in use, ...)
   130  interrupted (Ctrl-C); the capture so far is still written";
 
@@ -79,6 +84,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick_close: bool,
 
+    /// Fail (exit 2) when the kernel's own trace of state changes (tracefs) is not available,
+    /// instead of going on with states inferred from packets only
+    #[arg(long)]
+    pub require_kernel: bool,
+
     /// Where to write the annotated capture [default: captures/SCENARIO.pcapng]
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
@@ -91,6 +101,7 @@ pub struct RunConfig {
     pub port: u16,
     pub host: bool,
     pub quick_close: bool,
+    pub require_kernel: bool,
     pub output: PathBuf,
 }
 
@@ -119,6 +130,7 @@ impl TryFrom<RunArgs> for RunConfig {
             port: args.port,
             host: args.host,
             quick_close: args.quick_close,
+            require_kernel: args.require_kernel,
             output,
         })
     }

@@ -37,6 +37,8 @@ pub enum Error {
     Socket(#[from] SockError),
     #[error("the capture stopped: {0}")]
     CaptureLost(String),
+    #[error("kernel confirmation is not available ({0}); run as root, or drop --require-kernel")]
+    KernelUnavailable(String),
     #[error("interrupted")]
     Interrupted,
 }

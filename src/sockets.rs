@@ -111,13 +111,36 @@ pub fn listen(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
     Ok(socket)
 }
 
-/// A client socket bound to `local_ip` (any port), connected to `server`.
+/// A client socket bound to `local_ip` and a random port in the ephemeral range, connected
+/// to `server`. Not port 0: in a fresh namespace the kernel would pick the same port every
+/// run, and the kernel's trace, which is global, could not tell parallel runs apart.
 pub fn connect(local_ip: std::net::IpAddr, server: SocketAddr) -> Result<TcpStream, SockError> {
-    let socket = bound(SocketAddr::new(local_ip, 0), SockOpts::NONE)?;
+    let mut attempt = 0;
+    let socket = loop {
+        let port = 32768 + (random_u32() % (60999 - 32768 + 1)) as u16;
+        match bound(SocketAddr::new(local_ip, port), SockOpts::NONE) {
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) && attempt < 16 => attempt += 1,
+            other => break other?,
+        }
+    };
     socket
         .connect(&SockAddr::from(server))
         .map_err(err(format!("connect {server}")))?;
     stream(socket)
+}
+
+fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 4 {
+        u32::from_ne_bytes(buf)
+    } else {
+        // No getrandom: the clock's nanoseconds are random enough to spread ports.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    }
 }
 
 pub fn accept(listener: &Socket) -> Result<(TcpStream, SocketAddr), SockError> {

@@ -9,8 +9,16 @@ fn assert_opening(rows: &[Row], run: &Run) {
     assert_eq!(ladder(&rows[..3]), ["C:S", "S:AS", "C:A"], "{run}");
     assert_eq!(
         rows[0].comment,
-        "client CLOSED → SYN_SENT (sent SYN, RFC 9293 §3.10.1); \
-         server LISTEN → SYN_RECEIVED (received SYN, RFC 9293 §3.10.7.2)"
+        "client CLOSED → SYN_SENT (sent SYN, RFC 9293 §3.10.1; kernel agrees); \
+         server LISTEN → SYN_RECEIVED (received SYN, RFC 9293 §3.10.7.2; kernel: not traced, \
+         Linux keeps a half-open connection as a request socket of the listener until the \
+         handshake's ACK)"
+    );
+    assert_eq!(
+        rows[2].comment,
+        "server SYN_RECEIVED → ESTABLISHED (received ACK of its SYN,ACK, RFC 9293 §3.10.7.4; \
+         kernel agrees: LISTEN → SYN_RECV → ESTABLISHED, the connection's socket is created \
+         when the handshake's ACK arrives)"
     );
     let data: Vec<(bool, u32)> = rows
         .iter()
@@ -29,8 +37,44 @@ fn closing(rows: &[Row]) -> &[Row] {
     &rows[fin..]
 }
 
-const SERVER_FIN: &str = "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4); \
-                          client ESTABLISHED → CLOSE_WAIT (received FIN, RFC 9293 §3.10.7.4)";
+const SERVER_FIN: &str = "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4; kernel \
+                          agrees); client ESTABLISHED → CLOSE_WAIT (received FIN, RFC 9293 \
+                          §3.10.7.4; kernel agrees)";
+
+/// Every state change the kernel traced matched the inference, on its segment, and the
+/// kernel's socket table agrees on both final states.
+fn assert_kernel_agrees(run: &Run, rows: &[Row]) {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("kernel check: "))
+        .unwrap_or_else(|| panic!("no kernel check{run}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (seen, matched, mismatched) = (numbers[0], numbers[1], numbers[2]);
+    assert!(seen >= 8, "{line}");
+    assert_eq!((matched, mismatched), (seen, 0), "{line}");
+    assert!(run.stdout.contains("socket table: client"), "{run}");
+    assert!(
+        run.stdout.matches(": agrees").count() >= 2,
+        "the socket table must agree on both ends{run}"
+    );
+    assert!(!run.stdout.contains("MISMATCH"), "{run}");
+    assert!(
+        rows.iter().all(|r| !r.comment.contains("MISMATCH")),
+        "{rows:?}"
+    );
+    // Every transition in the comments carries the kernel's word.
+    for r in rows.iter().filter(|r| r.comment.contains(" → ")) {
+        assert!(
+            r.comment.contains("kernel agrees") || r.comment.contains("kernel: not traced"),
+            "{}",
+            r.comment
+        );
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Form {
@@ -51,7 +95,9 @@ fn assert_active_close(rows: &[Row], run: &Run, form: Form) {
         [a, b, c, d] if [a, b, c, d] == ["S:AF", "C:A", "C:AF", "S:A"] => {
             assert_eq!(
                 close[1].comment,
-                "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+                "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4; \
+                 kernel agrees: FIN_WAIT1 → FIN_WAIT2 → CLOSE, then it lives on in the \
+                 kernel's time-wait table as FIN_WAIT_2)"
             );
             assert!(
                 close[2]
@@ -60,26 +106,36 @@ fn assert_active_close(rows: &[Row], run: &Run, form: Form) {
                 "{run}"
             );
         }
-        [a, b, c] if [a, b, c] == ["S:AF", "C:AF", "S:A"] => assert!(
-            close[1]
-                .comment
-                .contains("server FIN_WAIT_1 → TIME_WAIT (received FIN with the ACK of its FIN"),
-            "{run}"
-        ),
+        [a, b, c] if [a, b, c] == ["S:AF", "C:AF", "S:A"] => {
+            assert!(
+                close[1].comment.contains(
+                    "server FIN_WAIT_1 → TIME_WAIT (received FIN with the ACK of its FIN"
+                ),
+                "{run}"
+            );
+            assert!(
+                close[1].comment.contains(
+                    "kernel agrees: FIN_WAIT1 → FIN_WAIT2 → CLOSE, then it lives on in the \
+                     kernel's time-wait table as TIME_WAIT"
+                ),
+                "{run}"
+            );
+        }
         other => panic!("not an active close: {other:?}{run}"),
     }
     let fin = close.iter().rposition(|r| r.flags == "AF").unwrap();
     assert!(
-        close[fin]
-            .comment
-            .starts_with("client CLOSE_WAIT → LAST_ACK (sent FIN, RFC 9293 §3.10.4)"),
+        close[fin].comment.starts_with(
+            "client CLOSE_WAIT → LAST_ACK (sent FIN, RFC 9293 §3.10.4; kernel agrees)"
+        ),
         "{run}"
     );
     assert_eq!(
         close.last().unwrap().comment,
-        "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4)",
+        "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4; kernel agrees)",
         "{run}"
     );
+    assert_kernel_agrees(run, rows);
 }
 
 #[test]
@@ -162,7 +218,19 @@ fn client_never_closes_leaves_fin_wait_2_and_close_wait_with_unread_bytes() {
     assert_eq!(close[0].comment, SERVER_FIN);
     assert_eq!(
         close[1].comment,
-        "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+        "server FIN_WAIT_1 → FIN_WAIT_2 (received ACK of its FIN, RFC 9293 §3.10.7.4; kernel \
+         agrees: FIN_WAIT1 → FIN_WAIT2 → CLOSE, then it lives on in the kernel's time-wait \
+         table as FIN_WAIT_2)"
+    );
+    assert_kernel_agrees(&run, &rows);
+    assert!(
+        run.stdout.contains("socket table: client CLOSE_WAIT"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("socket table: server FIN_WAIT_2 (timewait"),
+        "{run}"
     );
     // The article's netstat lines: the server's orphan in FIN_WAIT_2, the client in
     // CLOSE_WAIT with the unread reply (11 bytes, and the FIN) in its Recv-Q.

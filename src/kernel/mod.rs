@@ -1,7 +1,9 @@
 //! The kernel's word: its own table of TCP sockets, to explain a failed `bind()` and to
 //! check what teardown inferred from packets.
 
+pub mod agree;
 mod proc_net;
 pub mod sock_diag;
+pub mod tracefs;
 
 pub use proc_net::{KernelSocket, Owner, Timer, parse_proc_net_tcp, render_table, sockets_on_port};

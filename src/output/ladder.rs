@@ -4,14 +4,26 @@
 use std::fmt::Write as _;
 
 use crate::annotate::Packet;
+use crate::kernel::agree::{Note, Verdict};
 use crate::tracker::{Connection, Role};
 
 const TIME_W: usize = 9;
-const SIDE_W: usize = 26;
+const SIDE_W: usize = 28;
 const ARROW_W: usize = 40;
 
 /// The diagram of connection `conn` among `packets`.
 pub fn render(packets: &[Packet], conn: &Connection) -> String {
+    render_checked(packets, conn, None, false)
+}
+
+/// The diagram with the kernel's verdict beside each change (✓ agrees, ○ not traced by
+/// Linux for a documented reason, ✗ MISMATCH), MISMATCH in red when `color`.
+pub fn render_checked(
+    packets: &[Packet],
+    conn: &Connection,
+    kernel: Option<&[Vec<Note>]>,
+    color: bool,
+) -> String {
     let mut out = String::new();
     let client = format!("client {}", conn.client);
     let _ = writeln!(
@@ -25,7 +37,7 @@ pub fn render(packets: &[Packet], conn: &Connection) -> String {
         Some(e) if e.conn == conn.id => Some(p.frame.ts),
         _ => None,
     });
-    for packet in packets {
+    for (index, packet) in packets.iter().enumerate() {
         let (Some(event), Some(seg)) = (&packet.event, packet.segment()) else {
             continue;
         };
@@ -40,11 +52,22 @@ pub fn render(packets: &[Packet], conn: &Connection) -> String {
             let _ = write!(label, " ack={ack}");
         }
         let _ = write!(label, " len={}", seg.len);
+        let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
         let change = |role: Role| {
-            event
-                .transition(role)
-                .map(|t| format!("{} → {}", t.from, t.to))
-                .unwrap_or_default()
+            let Some(t) = event.transition(role) else {
+                return String::new();
+            };
+            let mark = notes
+                .iter()
+                .find(|n| n.role == role && n.inferred == Some((t.from, t.to)))
+                .map(|n| match n.verdict {
+                    Verdict::Agrees => " ✓",
+                    Verdict::Explained => " ○",
+                    Verdict::Mismatch => " ✗",
+                    Verdict::Info => "",
+                })
+                .unwrap_or("");
+            format!("{} → {}{mark}", t.from, t.to)
         };
         let _ = write!(
             out,
@@ -55,6 +78,10 @@ pub fn render(packets: &[Packet], conn: &Connection) -> String {
         );
         for (role, u) in &event.unexpected {
             let _ = write!(out, "  ! {role} in {}: {}", u.state, u.why);
+        }
+        for note in notes.iter().filter(|n| n.verdict == Verdict::Mismatch) {
+            let text = format!("  {}", note.text);
+            let _ = write!(out, "{}", if color { red(&text) } else { text });
         }
         trim_end(&mut out);
         out.push('\n');
@@ -68,6 +95,10 @@ pub fn render(packets: &[Packet], conn: &Connection) -> String {
         conn.state(Role::Server)
     );
     trim_lines(out)
+}
+
+fn red(s: &str) -> String {
+    format!("\x1b[31m{s}\x1b[0m")
 }
 
 /// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, ARROW_W characters wide.
@@ -129,23 +160,23 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "    0.000  CLOSED → SYN_SENT           ── SYN seq=0 len=0 ────────────────────▶  LISTEN → SYN_RECEIVED"
+            "    0.000  CLOSED → SYN_SENT             ── SYN seq=0 len=0 ────────────────────▶  LISTEN → SYN_RECEIVED"
         );
         assert_eq!(
             lines[8],
-            "    0.350  ESTABLISHED → CLOSE_WAIT    ◀── FIN,ACK seq=12 ack=12 len=0 ────────  ESTABLISHED → FIN_WAIT_1"
+            "    0.350  ESTABLISHED → CLOSE_WAIT      ◀── FIN,ACK seq=12 ack=12 len=0 ────────  ESTABLISHED → FIN_WAIT_1"
         );
         assert_eq!(
             lines[9],
-            "    0.400                              ── ACK seq=12 ack=13 len=0 ────────────▶  FIN_WAIT_1 → FIN_WAIT_2"
+            "    0.400                                ── ACK seq=12 ack=13 len=0 ────────────▶  FIN_WAIT_1 → FIN_WAIT_2"
         );
         assert_eq!(
             lines[10],
-            "    0.450  CLOSE_WAIT → LAST_ACK       ── FIN,ACK seq=12 ack=13 len=0 ────────▶  FIN_WAIT_2 → TIME_WAIT"
+            "    0.450  CLOSE_WAIT → LAST_ACK         ── FIN,ACK seq=12 ack=13 len=0 ────────▶  FIN_WAIT_2 → TIME_WAIT"
         );
         assert_eq!(
             lines[11],
-            "    0.500  LAST_ACK → CLOSED           ◀── ACK seq=13 ack=13 len=0 ────────────"
+            "    0.500  LAST_ACK → CLOSED             ◀── ACK seq=13 ack=13 len=0 ────────────"
         );
         assert!(lines[12].starts_with("    final  CLOSED"));
         assert!(lines[12].ends_with("TIME_WAIT"));

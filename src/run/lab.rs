@@ -9,11 +9,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Packet, annotate};
+use crate::annotate::{Packet, annotate, comment_with};
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, LiveCapture, Stats};
 use crate::decode::decode_ethernet;
 use crate::error::Error;
+use crate::kernel::agree::{Agreement, Verdict, agree};
+use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
 use crate::signals;
@@ -79,10 +81,17 @@ pub struct Lab {
     pub restarts: Vec<Restart>,
     pub missed: Vec<Missed>,
     pub notes: Vec<String>,
+    /// The kernel's trace of state changes, when tracefs could be had.
+    pub tracer: Option<Tracer>,
+    /// The kernel's word on each inferred transition, once the capture is over.
+    pub agreement: Option<Agreement>,
+    pub color: bool,
     out: Box<dyn Write>,
     step: usize,
     /// `TEARDOWN_PAUSE_AFTER_STEP=N` (tests only): wait for a signal after step N.
     pause_at: Option<usize>,
+    /// `TEARDOWN_PANIC_AFTER_STEP=N` (tests only): panic after step N.
+    panic_at: Option<usize>,
 }
 
 impl Lab {
@@ -133,9 +142,15 @@ impl Lab {
             restarts: Vec::new(),
             missed: Vec::new(),
             notes: Vec::new(),
+            tracer: None,
+            agreement: None,
+            color: false,
             out,
             step: 0,
             pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            panic_at: std::env::var("TEARDOWN_PANIC_AFTER_STEP")
                 .ok()
                 .and_then(|v| v.parse().ok()),
         }
@@ -154,6 +169,13 @@ impl Lab {
             while !signals::interrupted() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
             }
+        }
+        // Test hook: a panic at a known point, to show that cleanup survives it.
+        if self.panic_at == Some(self.step) {
+            panic!(
+                "TEARDOWN_PANIC_AFTER_STEP={}: panicking on purpose",
+                self.step
+            );
         }
         if signals::interrupted() {
             return Err(Error::Interrupted);
@@ -246,12 +268,30 @@ impl Lab {
             Err(_) => return Err(Error::CaptureLost("the capture thread panicked".into())),
         };
         self.stats = Some(stats);
+        self.check_with_kernel();
+        let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
-            Some(conn) => ladder::render(&self.packets, conn),
+            Some(conn) => ladder::render_checked(&self.packets, conn, notes, self.color),
             None => "(no segment of the experiment was captured)\n".to_string(),
         };
         let _ = writeln!(self.out);
         let _ = write!(self.out, "{diagram}");
+        if let Some(a) = &self.agreement {
+            let _ = writeln!(
+                self.out,
+                "\n✓ the kernel traced the same change   ○ Linux does not trace this one (the \
+                 packet comment says why)   ✗ the kernel says otherwise"
+            );
+            let _ = writeln!(self.out, "{}", a.summary());
+            for (verdict, text) in &a.section {
+                let line = format!("  {text}");
+                if *verdict == Verdict::Mismatch && self.color {
+                    let _ = writeln!(self.out, "\x1b[31m{line}\x1b[0m");
+                } else {
+                    let _ = writeln!(self.out, "{line}");
+                }
+            }
+        }
         let _ = writeln!(
             self.out,
             "\ncaptured {} segments; the kernel dropped {} (PACKET_STATISTICS)\n",
@@ -265,6 +305,37 @@ impl Lab {
             ));
         }
         Ok(())
+    }
+
+    /// Reads the kernel's trace and socket table, sets them beside the inference, and
+    /// rewrites the packet comments with the kernel's word.
+    fn check_with_kernel(&mut self) {
+        let Some(tracer) = self.tracer.take() else {
+            return;
+        };
+        let events = match tracer.read() {
+            Ok(events) => events,
+            Err(e) => {
+                self.notes.push(format!(
+                    "the kernel's trace could not be read ({e}): not checked"
+                ));
+                return;
+            }
+        };
+        drop(tracer);
+        let table = kernel::sock_diag::dump().ok();
+        let Some(conn) = self.connection().cloned() else {
+            return;
+        };
+        let agreement = agree(&self.packets, &conn, &events, table.as_deref());
+        for (packet, notes) in self.packets.iter_mut().zip(&agreement.per_packet) {
+            if let Some(event) = &packet.event
+                && event.conn == conn.id
+            {
+                packet.comment = comment_with(event, notes);
+            }
+        }
+        self.agreement = Some(agreement);
     }
 
     /// Restarts the server: a new socket with `opts` binds the server's address again (and

@@ -13,7 +13,7 @@ use pcap_file::DataLink;
 use crate::capture::LiveCapture;
 use crate::cli::RunConfig;
 use crate::error::{Error, exit};
-use crate::kernel;
+use crate::kernel::{self, tracefs::Tracefs, tracefs::Tracer};
 use crate::netns;
 use crate::output::pcapng::{FileInfo, write_file};
 use crate::signals;
@@ -29,11 +29,30 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     if !config.host {
         netns::enter_private()?;
     }
+    // Also single-threaded: tracefs may have to be mounted in a mount namespace of our own.
+    let tracefs = kernel::tracefs::locate();
     signals::install();
     let server = SocketAddr::new(IpAddr::V4(SERVER_IP), config.port);
     if config.host {
         refuse_busy_port(server)?;
     }
+    let tracer = match &tracefs {
+        Tracefs::Available(root) => Tracer::start(root, config.port)
+            .map_err(|e| format!("cannot use tracefs at {}: {e}", root.display())),
+        Tracefs::Unavailable(why) => Err(why.clone()),
+    };
+    let tracer = match tracer {
+        Ok(tracer) => Some(tracer),
+        Err(why) if config.require_kernel => return Err(Error::KernelUnavailable(why)),
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "note: kernel confirmation is off ({why}): the states come from the packets \
+                 only; --require-kernel makes this an error\n"
+            );
+            None
+        }
+    };
     let capture = LiveCapture::open("lo", POLL)?;
     let place = if config.host {
         "on the host's loopback".to_string()
@@ -51,11 +70,20 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         Box::new(std::io::stdout()),
     );
     lab.quick_close = config.quick_close;
+    lab.tracer = tracer;
+    lab.color = color_wanted();
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();
-    let differences =
+    let mut differences =
         report::differences(scenario.expect, lab.states(), &lab.missed, &lab.restarts);
+    if let Some(a) = lab.agreement.as_ref().filter(|a| !a.ok()) {
+        differences.push(format!(
+            "the kernel disagreed with the inference {} time(s): see MISMATCH above and in the \
+             packet comments",
+            a.mismatched
+        ));
+    }
     let verdict = match &outcome {
         Err(Error::Interrupted) => {
             "interrupted; the capture holds what was seen until then".to_string()
@@ -92,6 +120,12 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         }
         Ok(exit::DIFFERENT)
     }
+}
+
+/// Colour on a terminal only, never with NO_COLOR set.
+fn color_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// On the host's loopback the port may already be taken: say by what, before starting.

@@ -241,6 +241,12 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
         }
         s.push_str(".\n");
     }
+    if let Some(a) = &lab.agreement {
+        let _ = writeln!(s, "{}.", a.summary());
+        for (_, text) in &a.section {
+            let _ = writeln!(s, "{text}.");
+        }
+    }
     let _ = write!(s, "Verdict: {verdict}.");
     s
 }

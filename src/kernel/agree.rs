@@ -1,0 +1,472 @@
+//! The kernel's transitions set beside teardown's inference: each traced state change is
+//! placed on the segment that caused it, compared with what teardown inferred there, and
+//! every difference is either explained by a known Linux behaviour or called a MISMATCH.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::KernelSocket;
+use super::tracefs::{EventKind, KernelEvent};
+use crate::annotate::Packet;
+use crate::tcp::{SeqNum, State};
+use crate::tracker::{Connection, Role};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The kernel traced the same change on the same segment.
+    Agrees,
+    /// The kernel traced nothing here, for a reason Linux documents (named in the text).
+    Explained,
+    /// The kernel says something else.
+    Mismatch,
+    /// A kernel change with no segment behind it (a timer), placed by time.
+    Info,
+}
+
+/// What the kernel said about one endpoint at one packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub role: Role,
+    /// The inferred transition this note speaks of.
+    pub inferred: Option<(State, State)>,
+    pub verdict: Verdict,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Agreement {
+    /// Notes per packet, indexed like the packets.
+    pub per_packet: Vec<Vec<Note>>,
+    /// Notes with no packet (the final socket table).
+    pub section: Vec<(Verdict, String)>,
+    /// Kernel state changes of the connection's two sockets.
+    pub seen: usize,
+    /// ... placed on a segment where teardown inferred the same change.
+    pub matched: usize,
+    /// Differences: kernel changes teardown did not infer, and the reverse.
+    pub mismatched: usize,
+    /// Inferred changes the kernel does not trace, for a documented reason.
+    pub explained: usize,
+    /// Kernel changes with no segment (timers).
+    pub unplaced: usize,
+}
+
+impl Agreement {
+    pub fn ok(&self) -> bool {
+        self.mismatched == 0
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "kernel check: {} state changes traced, {} matched to their segment, {} mismatched",
+            self.seen, self.matched, self.mismatched
+        );
+        if self.explained > 0 {
+            let _ = write!(
+                s,
+                ", {} inferred changes the kernel does not trace (explained)",
+                self.explained
+            );
+        }
+        if self.unplaced > 0 {
+            let _ = write!(s, ", {} without a segment (timers)", self.unplaced);
+        }
+        s
+    }
+}
+
+/// What a segment must be to cause a kernel change of endpoint R, and who sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Syn,
+    Fin,
+    Rst,
+    /// An ACK of R's SYN (the handshake's last segment).
+    AckOfSyn,
+    /// An ACK of R's FIN.
+    AckOfFin,
+    /// R's peer's FIN, or an ACK of R's FIN (the move to the time-wait table).
+    FinOrAckOfFin,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    /// The endpoint's own call (connect, close) makes it send this.
+    Sent(Need),
+    /// Receiving this makes the kernel change state.
+    Received(Need),
+}
+
+/// The segment behind each kernel change (RFC 9293 §3.10 event processing, as Linux does it).
+fn cause(old: State, new: State) -> Option<Cause> {
+    use State::*;
+    Some(match (old, new) {
+        (Closed, SynSent) => Cause::Sent(Need::Syn),
+        (Established | SynReceived, FinWait1) | (CloseWait, LastAck) => Cause::Sent(Need::Fin),
+        (SynSent, Established) => Cause::Received(Need::Syn),
+        // Linux creates the connection's socket when the handshake's ACK arrives.
+        (Listen, SynReceived) | (SynReceived, Established) => Cause::Received(Need::AckOfSyn),
+        (Established, CloseWait) | (FinWait1, Closing) => Cause::Received(Need::Fin),
+        (FinWait1, FinWait2) | (Closing, Closed) | (LastAck, Closed) => {
+            Cause::Received(Need::AckOfFin)
+        }
+        // The move to the time-wait table: at the peer's FIN, or (orphaned) at its ACK.
+        (FinWait2, Closed) => Cause::Received(Need::FinOrAckOfFin),
+        (_, Closed) => Cause::Received(Need::Rst),
+        _ => return None,
+    })
+}
+
+/// A kernel change follows its segment within microseconds; the trace's clock and the
+/// packets' are only compared to a few microseconds, so the nearest fitting segment within
+/// this bound is the cause. Farther than this, it was a timer.
+const NEAR_US: u128 = 5_000;
+
+/// Whether a chain ending in CLOSE is Linux handing the socket to its time-wait table.
+fn time_wait_handoff(old: State, new: State) -> bool {
+    new == State::Closed && matches!(old, State::FinWait1 | State::FinWait2 | State::Closing)
+}
+
+/// Facts of the wire the placement needs: each side's SYN and FIN sequence numbers.
+struct Wire<'a> {
+    packets: &'a [Packet],
+    /// [client, server]: the sequence number of its SYN and of its FIN.
+    syn: [Option<SeqNum>; 2],
+    fin: [Option<SeqNum>; 2],
+}
+
+impl<'a> Wire<'a> {
+    fn new(packets: &'a [Packet], ours: &[usize]) -> Wire<'a> {
+        let mut wire = Wire {
+            packets,
+            syn: [None; 2],
+            fin: [None; 2],
+        };
+        for &i in ours {
+            let (Some(seg), Some(e)) = (packets[i].segment(), &packets[i].event) else {
+                continue;
+            };
+            let side = idx(e.from);
+            if seg.flags.syn() && wire.syn[side].is_none() {
+                wire.syn[side] = Some(seg.seq);
+            }
+            if seg.flags.fin() && wire.fin[side].is_none() {
+                wire.fin[side] = Some(seg.seq + seg.seg().seq_space().saturating_sub(1));
+            }
+        }
+        wire
+    }
+
+    fn acks(&self, i: usize, target: Option<SeqNum>) -> bool {
+        match (self.packets[i].segment(), target) {
+            (Some(seg), Some(t)) => seg.flags.ack() && !seg.flags.rst() && seg.ack == t + 1,
+            _ => false,
+        }
+    }
+
+    /// Whether packet `i` is the kind of segment `need` names, for endpoint `role`.
+    fn fits(&self, i: usize, role: Role, need: Need) -> bool {
+        let Some(seg) = self.packets[i].segment() else {
+            return false;
+        };
+        let f = seg.flags;
+        match need {
+            Need::Syn => f.syn(),
+            Need::Fin => f.fin(),
+            Need::Rst => f.rst(),
+            Need::AckOfSyn => !f.syn() && self.acks(i, self.syn[idx(role)]),
+            Need::AckOfFin => self.acks(i, self.fin[idx(role)]),
+            Need::FinOrAckOfFin => f.fin() || self.acks(i, self.fin[idx(role)]),
+        }
+    }
+}
+
+fn micros(t: Duration) -> u128 {
+    t.as_micros()
+}
+
+struct Chain {
+    packet: usize,
+    role: Role,
+    states: Vec<State>,
+}
+
+/// Sets the kernel's `events` beside the inference for `conn` among `packets`; `table` is
+/// the kernel's socket table read after the capture.
+pub fn agree(
+    packets: &[Packet],
+    conn: &Connection,
+    events: &[KernelEvent],
+    table: Option<&[KernelSocket]>,
+) -> Agreement {
+    let mut out = Agreement {
+        per_packet: vec![Vec::new(); packets.len()],
+        ..Agreement::default()
+    };
+    let ours: Vec<usize> = (0..packets.len())
+        .filter(|&i| matches!(&packets[i].event, Some(e) if e.conn == conn.id))
+        .collect();
+    let sender = |i: usize| packets[i].event.as_ref().map(|e| e.from);
+    let flags = |i: usize| packets[i].segment().map(|s| s.flags).unwrap_or_default();
+    let at = |i: usize| micros(packets[i].frame.ts);
+    let wire = Wire::new(packets, &ours);
+
+    // Place every state change of the connection's two sockets on its segment.
+    let mut chains: Vec<Chain> = Vec::new();
+    for ev in events {
+        let EventKind::SetState { old, new } = ev.kind else {
+            continue;
+        };
+        let Some(role) = role_of(conn, ev.local, ev.remote) else {
+            continue;
+        };
+        out.seen += 1;
+        let t = micros(ev.at);
+        let placed = cause(old, new).and_then(|c| {
+            let (from, need) = match c {
+                Cause::Sent(need) => (role, need),
+                Cause::Received(need) => (role.other(), need),
+            };
+            ours.iter()
+                .copied()
+                .filter(|&i| sender(i) == Some(from) && wire.fits(i, role, need))
+                .map(|i| (at(i).abs_diff(t), i))
+                .filter(|(d, _)| *d <= NEAR_US)
+                .min()
+                .map(|(_, i)| i)
+        });
+        match placed {
+            Some(packet) => match chains.last_mut() {
+                Some(c)
+                    if c.packet == packet && c.role == role && c.states.last() == Some(&old) =>
+                {
+                    c.states.push(new)
+                }
+                _ => chains.push(Chain {
+                    packet,
+                    role,
+                    states: vec![old, new],
+                }),
+            },
+            None => {
+                // A timer, or a change this table does not know: say it where it happened.
+                out.unplaced += 1;
+                let nearest = ours.iter().copied().min_by_key(|&i| at(i).abs_diff(t));
+                let text = format!(
+                    "kernel: {role} {} → {} (no segment caused it)",
+                    kname(old),
+                    kname(new)
+                );
+                match nearest {
+                    Some(i) => out.per_packet[i].push(Note {
+                        role,
+                        inferred: None,
+                        verdict: Verdict::Info,
+                        text,
+                    }),
+                    None => out.section.push((Verdict::Info, text)),
+                }
+            }
+        }
+    }
+
+    // Compare each chain with the inference on its packet.
+    let mut in_time_wait_table = [false, false];
+    let mut covered: Vec<(usize, Role)> = Vec::new();
+    for chain in &chains {
+        let first = chain.states[0];
+        let last_old = chain.states[chain.states.len() - 2];
+        let last = *chain.states.last().unwrap_or(&first);
+        let handoff = time_wait_handoff(last_old, last);
+        let end = if handoff {
+            in_time_wait_table[idx(chain.role)] = true;
+            if flags(chain.packet).fin() {
+                State::TimeWait
+            } else {
+                State::FinWait2
+            }
+        } else {
+            last
+        };
+        let shown = chain
+            .states
+            .iter()
+            .map(|s| kname(*s))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        let inferred = packets[chain.packet]
+            .event
+            .as_ref()
+            .and_then(|e| e.transition(chain.role))
+            .map(|t| (t.from, t.to));
+        let events_in_chain = chain.states.len() - 1;
+        covered.push((chain.packet, chain.role));
+        let note = match inferred {
+            Some((from, to))
+                if to == end
+                    && (from == first
+                        || (from == State::SynReceived && first == State::Listen)) =>
+            {
+                out.matched += events_in_chain;
+                let mut text = if events_in_chain == 1 && !handoff {
+                    "kernel agrees".to_string()
+                } else {
+                    format!("kernel agrees: {shown}")
+                };
+                if first == State::Listen {
+                    text.push_str(
+                        ", the connection's socket is created when the handshake's ACK arrives",
+                    );
+                }
+                if handoff {
+                    text.push_str(&format!(
+                        ", then it lives on in the kernel's time-wait table as {end}"
+                    ));
+                }
+                Note {
+                    role: chain.role,
+                    inferred,
+                    verdict: Verdict::Agrees,
+                    text,
+                }
+            }
+            _ => {
+                out.mismatched += 1;
+                Note {
+                    role: chain.role,
+                    inferred,
+                    verdict: Verdict::Mismatch,
+                    text: match inferred {
+                        Some(_) => format!("MISMATCH: the kernel traced {} {shown}", chain.role),
+                        None => format!(
+                            "MISMATCH: the kernel traced {} {shown}; teardown inferred no change",
+                            chain.role
+                        ),
+                    },
+                }
+            }
+        };
+        out.per_packet[chain.packet].push(note);
+    }
+
+    // Inferred changes the kernel did not trace.
+    for &i in &ours {
+        let Some(event) = &packets[i].event else {
+            continue;
+        };
+        for (role, t) in &event.transitions {
+            if covered.contains(&(i, *role)) {
+                continue;
+            }
+            let (verdict, text) = if t.from == State::Listen && t.to == State::SynReceived {
+                (
+                    Verdict::Explained,
+                    "kernel: not traced, Linux keeps a half-open connection as a request socket \
+                     of the listener until the handshake's ACK"
+                        .to_string(),
+                )
+            } else if t.to == State::TimeWait && in_time_wait_table[idx(*role)] {
+                let mut text = "kernel: not traced, the socket already sits in the kernel's \
+                                time-wait table, which moves to TIME_WAIT without a tracepoint"
+                    .to_string();
+                if let Some(s) =
+                    table.and_then(|tb| find(tb, conn.addr(*role), conn.addr(role.other())))
+                {
+                    let _ = write!(text, "; the socket table shows {}", s.state);
+                }
+                (Verdict::Explained, text)
+            } else {
+                (
+                    Verdict::Mismatch,
+                    format!("MISMATCH: the kernel traced no change for the {role} here"),
+                )
+            };
+            match verdict {
+                Verdict::Mismatch => out.mismatched += 1,
+                _ => out.explained += 1,
+            }
+            out.per_packet[i].push(Note {
+                role: *role,
+                inferred: Some((t.from, t.to)),
+                verdict,
+                text,
+            });
+        }
+    }
+
+    // The final states, from the kernel's socket table.
+    if let Some(table) = table {
+        for role in [Role::Client, Role::Server] {
+            let kernel = find(table, conn.addr(role), conn.addr(role.other()));
+            let kernel_state = kernel.map(|s| s.rfc_state().unwrap_or(State::Closed));
+            let inferred = conn.state(role);
+            let said = match kernel {
+                Some(s) => format!("{} {}", s.state, timer_text(s)),
+                None => "no socket (CLOSED)".to_string(),
+            };
+            let same = kernel_state.unwrap_or(State::Closed) == inferred;
+            if same {
+                out.section.push((
+                    Verdict::Agrees,
+                    format!("socket table: {role} {said}: agrees"),
+                ));
+            } else {
+                out.mismatched += 1;
+                out.section.push((
+                    Verdict::Mismatch,
+                    format!("MISMATCH: socket table: {role} {said}; teardown inferred {inferred}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn timer_text(s: &KernelSocket) -> String {
+    match &s.timer {
+        Some(t) => format!("({t})"),
+        None => String::new(),
+    }
+    .trim()
+    .to_string()
+}
+
+fn find(table: &[KernelSocket], local: SocketAddr, peer: SocketAddr) -> Option<&KernelSocket> {
+    table.iter().find(|s| s.local == local && s.peer == peer)
+}
+
+fn idx(role: Role) -> usize {
+    match role {
+        Role::Client => 0,
+        Role::Server => 1,
+    }
+}
+
+/// The kernel's spelling: `FIN_WAIT1`, `SYN_RECV`, `CLOSE`.
+fn kname(s: State) -> &'static str {
+    match s {
+        State::Closed => "CLOSE",
+        State::SynReceived => "SYN_RECV",
+        State::FinWait1 => "FIN_WAIT1",
+        State::FinWait2 => "FIN_WAIT2",
+        other => other.name(),
+    }
+}
+
+/// The connection's endpoint a traced socket is; the SYN_SENT event may come before the
+/// client has its port (sport 0).
+fn role_of(conn: &Connection, local: SocketAddr, remote: SocketAddr) -> Option<Role> {
+    if local == conn.client && remote == conn.server {
+        Some(Role::Client)
+    } else if local == conn.server && remote == conn.client {
+        Some(Role::Server)
+    } else if local.port() == 0 && local.ip() == conn.client.ip() && remote == conn.server {
+        Some(Role::Client)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+use super::*;
+use crate::annotate::annotate;
+use crate::capture::Frame;
+use crate::decode::Segment;
+use crate::tracker::Tracker;
+use crate::tracker::tests::{CLIENT, SERVER, active_close};
+
+const T0: u64 = 1_000_000_000; // µs
+
+/// The four-segment close, one segment every 100 µs.
+fn packets(merged: bool) -> (Vec<Packet>, Connection) {
+    let mut tracker = Tracker::new();
+    let packets = active_close(merged)
+        .into_iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            let frame = Frame {
+                ts: Duration::from_micros(T0 + 100 * i as u64),
+                data: vec![],
+                orig_len: 0,
+            };
+            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+        })
+        .collect();
+    (packets, tracker.connections()[0].clone())
+}
+
+fn ev(us: i64, local: &str, remote: &str, old: State, new: State) -> KernelEvent {
+    KernelEvent {
+        at: Duration::from_micros((T0 as i64 + us) as u64),
+        local: local.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        kind: EventKind::SetState { old, new },
+    }
+}
+
+/// What this kernel traced for the four-segment close (the times shifted onto the fixture).
+fn kernel_trace() -> Vec<KernelEvent> {
+    use State::*;
+    let (c, s) = (CLIENT, SERVER);
+    vec![
+        ev(-50, s, "0.0.0.0:0", Closed, Listen),
+        ev(-10, c, s, Closed, SynSent),
+        ev(105, c, s, SynSent, Established),
+        ev(205, s, c, Listen, SynReceived),
+        ev(206, s, c, SynReceived, Established),
+        ev(690, s, c, Established, FinWait1),
+        ev(705, c, s, Established, CloseWait),
+        ev(695, s, "0.0.0.0:0", Listen, Closed),
+        // Orphaned: at the ACK of its FIN the server's socket moves to the time-wait table.
+        ev(805, s, c, FinWait1, FinWait2),
+        ev(806, s, c, FinWait2, Closed),
+        ev(890, c, s, CloseWait, LastAck),
+        ev(1005, c, s, LastAck, Closed),
+    ]
+}
+
+fn table(server_state: u8) -> Vec<KernelSocket> {
+    let text = format!(
+        "header\n   0: 0100007F:1F40 0200007F:9C40 {server_state:02X} 00000000:00000000 03:0000175D 00000000     0        0 0 3 0000000000000000"
+    );
+    super::super::parse_proc_net_tcp(&text)
+}
+
+fn verdicts(a: &Agreement, packet: usize) -> Vec<(Role, Verdict)> {
+    a.per_packet[packet]
+        .iter()
+        .map(|n| (n.role, n.verdict))
+        .collect()
+}
+
+#[test]
+fn the_kernel_agrees_with_the_four_segment_close() {
+    let (packets, conn) = packets(false);
+    let a = agree(&packets, &conn, &kernel_trace(), Some(&table(6)));
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!(
+        (a.seen, a.matched, a.mismatched, a.explained, a.unplaced),
+        (10, 10, 0, 2, 0)
+    );
+    use Role::*;
+    use Verdict::*;
+    assert_eq!(verdicts(&a, 0), [(Client, Agrees), (Server, Explained)]);
+    assert_eq!(verdicts(&a, 7), [(Server, Agrees), (Client, Agrees)]);
+    assert_eq!(a.per_packet[7][0].text, "kernel agrees");
+    assert_eq!(
+        a.per_packet[2][0].text,
+        "kernel agrees: LISTEN → SYN_RECV → ESTABLISHED, the connection's socket is created \
+         when the handshake's ACK arrives"
+    );
+    assert_eq!(
+        a.per_packet[8][0].text,
+        "kernel agrees: FIN_WAIT1 → FIN_WAIT2 → CLOSE, then it lives on in the kernel's \
+         time-wait table as FIN_WAIT_2"
+    );
+    // The server's FIN_WAIT_2 → TIME_WAIT happens inside the time-wait table: untraced.
+    assert_eq!(verdicts(&a, 9), [(Client, Agrees), (Server, Explained)]);
+    assert!(
+        a.per_packet[9][1]
+            .text
+            .ends_with("the socket table shows TIME_WAIT")
+    );
+    assert_eq!(
+        a.section,
+        [
+            (
+                Agrees,
+                "socket table: client no socket (CLOSED): agrees".to_string()
+            ),
+            (
+                Agrees,
+                "socket table: server TIME_WAIT (timewait, 59.81 s left): agrees".to_string()
+            )
+        ]
+    );
+    assert_eq!(
+        a.summary(),
+        "kernel check: 10 state changes traced, 10 matched to their segment, 0 mismatched, 2 \
+         inferred changes the kernel does not trace (explained)"
+    );
+}
+
+#[test]
+fn the_merged_close_agrees_too() {
+    use State::*;
+    let (packets, conn) = packets(true);
+    let (c, s) = (CLIENT, SERVER);
+    // Segment 8 is the client's FIN,ACK: FIN_WAIT1 → FIN_WAIT2 → time-wait table at once.
+    let trace = vec![
+        ev(-10, c, s, Closed, SynSent),
+        ev(105, c, s, SynSent, Established),
+        ev(205, s, c, Listen, SynReceived),
+        ev(206, s, c, SynReceived, Established),
+        ev(690, s, c, Established, FinWait1),
+        ev(705, c, s, Established, CloseWait),
+        ev(790, c, s, CloseWait, LastAck),
+        ev(805, s, c, FinWait1, FinWait2),
+        ev(806, s, c, FinWait2, Closed),
+        ev(905, c, s, LastAck, Closed),
+    ];
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!(
+        (a.seen, a.matched, a.mismatched, a.explained),
+        (10, 10, 0, 1)
+    );
+    assert_eq!(
+        a.per_packet[8][1].text,
+        "kernel agrees: FIN_WAIT1 → FIN_WAIT2 → CLOSE, then it lives on in the kernel's \
+         time-wait table as TIME_WAIT"
+    );
+}
+
+#[test]
+fn a_wrong_inference_is_flagged_as_a_mismatch() {
+    let (mut packets, conn) = packets(false);
+    // Pretend teardown had inferred that the server's FIN moved it to CLOSE_WAIT.
+    let event = packets[7].event.as_mut().unwrap();
+    event.transitions[0].1.to = State::CloseWait;
+    let a = agree(&packets, &conn, &kernel_trace(), Some(&table(6)));
+    assert!(!a.ok());
+    assert_eq!(a.mismatched, 1);
+    let note = &a.per_packet[7][0];
+    assert_eq!((note.role, note.verdict), (Role::Server, Verdict::Mismatch));
+    assert_eq!(
+        note.text,
+        "MISMATCH: the kernel traced server ESTABLISHED → FIN_WAIT1"
+    );
+}
+
+#[test]
+fn a_kernel_change_teardown_missed_is_a_mismatch() {
+    let (packets, conn) = packets(false);
+    let mut trace = kernel_trace();
+    // An extra change teardown never inferred: it lands on the nearest FIN the server
+    // received, and is flagged there.
+    trace.push(ev(
+        301,
+        SERVER,
+        CLIENT,
+        State::Established,
+        State::CloseWait,
+    ));
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert_eq!(a.mismatched, 1, "{a:#?}");
+    assert_eq!(
+        a.per_packet[9][1].text,
+        "MISMATCH: the kernel traced server ESTABLISHED → CLOSE_WAIT"
+    );
+    // A change 60 s later (the time-wait timer) has no segment: it is told, not judged.
+    let mut trace = kernel_trace();
+    trace.push(ev(
+        60_000_000,
+        SERVER,
+        CLIENT,
+        State::FinWait2,
+        State::Closed,
+    ));
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!(a.unplaced, 1);
+    let note = a.per_packet[10]
+        .iter()
+        .find(|n| n.verdict == Verdict::Info)
+        .unwrap();
+    assert_eq!(
+        note.text,
+        "kernel: server FIN_WAIT2 → CLOSE (no segment caused it)"
+    );
+    // And an inferred change the kernel never traced.
+    let mut trace = kernel_trace();
+    trace.retain(|e| {
+        !matches!(
+            e.kind,
+            EventKind::SetState {
+                new: State::LastAck,
+                ..
+            }
+        )
+    });
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert_eq!(a.mismatched, 1);
+    assert_eq!(
+        a.per_packet[9][0].text,
+        "MISMATCH: the kernel traced no change for the client here"
+    );
+}
+
+#[test]
+fn the_final_socket_table_must_agree() {
+    let (packets, conn) = packets(false);
+    let a = agree(&packets, &conn, &kernel_trace(), Some(&table(5)));
+    assert_eq!(a.mismatched, 1);
+    assert_eq!(
+        a.section[1].1,
+        "MISMATCH: socket table: server FIN_WAIT_2 (timewait, 59.81 s left); teardown inferred \
+         TIME_WAIT"
+    );
+}
+
+#[test]
+fn other_connections_and_listeners_are_not_counted() {
+    let (packets, conn) = packets(false);
+    let mut trace = kernel_trace();
+    trace.push(ev(
+        500,
+        "127.0.0.3:8000",
+        CLIENT,
+        State::Established,
+        State::FinWait1,
+    ));
+    let a = agree(&packets, &conn, &trace, None);
+    assert_eq!(a.seen, 10);
+    assert!(a.section.is_empty());
+}
+
+/// Recorded in `teardown run client-never-closes` (the client never closes).
+#[test]
+fn client_never_closes_as_recorded() {
+    use State::*;
+    let ns = |n: u64| Duration::from_nanos(1_795_505_276_000_000_000 + n);
+    let mut tracker = Tracker::new();
+    let segs = active_close(false);
+    let times = [
+        348_420_038u64,
+        348_429_712,
+        348_440_708,
+        348_466_587,
+        348_470_873,
+        348_481_358,
+        348_483_972,
+        348_491_453,
+        391_061_599,
+    ];
+    let packets: Vec<Packet> = segs[..9]
+        .iter()
+        .zip(times)
+        .map(|(seg, t)| {
+            let frame = Frame {
+                ts: ns(t),
+                data: vec![],
+                orig_len: 0,
+            };
+            let seg = seg.clone();
+            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+        })
+        .collect();
+    let conn = tracker.connections()[0].clone();
+    let (c, s) = (CLIENT, SERVER);
+    let at = |n: u64, local: &str, remote: &str, old, new| KernelEvent {
+        at: ns(n),
+        local: local.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        kind: EventKind::SetState { old, new },
+    };
+    let trace = vec![
+        at(348_383_026, s, "0.0.0.0:0", Closed, Listen),
+        at(348_400_026, c, s, Closed, SynSent),
+        at(348_437_026, c, s, SynSent, Established),
+        at(348_443_026, s, c, Listen, SynReceived),
+        at(348_447_026, s, c, SynReceived, Established),
+        at(348_489_026, s, c, Established, FinWait1),
+        at(348_493_026, c, s, Established, CloseWait),
+        at(348_498_026, s, "0.0.0.0:0", Listen, Closed),
+        at(391_080_026, s, c, FinWait1, FinWait2),
+        at(391_087_026, s, c, FinWait2, Closed),
+    ];
+    let a = agree(&packets, &conn, &trace, None);
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!((a.seen, a.matched, a.unplaced), (8, 8, 0));
+}

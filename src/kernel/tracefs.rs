@@ -1,0 +1,330 @@
+//! The kernel's own record of state changes: tracepoints `sock:inet_sock_set_state`,
+//! `tcp:tcp_send_reset`, `tcp:tcp_receive_reset` and `tcp:tcp_retransmit_skb`, in a private
+//! tracefs instance that is removed afterwards (also on Ctrl-C and on a panic).
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::tcp::State;
+
+/// Where tracefs is, or why it cannot be had.
+#[derive(Clone, Debug)]
+pub enum Tracefs {
+    Available(PathBuf),
+    Unavailable(String),
+}
+
+/// Finds tracefs, mounting it if needed in a private mount namespace of this process, so the
+/// host's mounts stay as they were. Call while the process has a single thread.
+pub fn locate() -> Tracefs {
+    if let Some(path) = mounted() {
+        return Tracefs::Available(path);
+    }
+    match mount_privately() {
+        Ok(path) => Tracefs::Available(path),
+        Err(e) => Tracefs::Unavailable(format!("tracefs is not mounted and could not be: {e}")),
+    }
+}
+
+fn mounted() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let (_dev, dir, kind) = (cols.next()?, cols.next()?, cols.next()?);
+        (kind == "tracefs").then(|| PathBuf::from(dir))
+    })
+}
+
+fn mount_privately() -> io::Result<PathBuf> {
+    let target = PathBuf::from("/sys/kernel/tracing");
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Nothing mounted from here on may propagate back to the host.
+    let root = c"/";
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (src, dir, kind) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(target)
+}
+
+/// One record of the kernel's trace, its time converted to the packets' clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// Realtime, microsecond resolution (what the trace prints).
+    pub at: Duration,
+    /// The socket's own address and its peer's (port 0: none yet).
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `inet_sock_set_state`; `Closed` is the kernel's TCP_CLOSE.
+    SetState {
+        old: State,
+        new: State,
+    },
+    SendReset,
+    ReceiveReset,
+    Retransmit,
+}
+
+/// A private tracefs instance recording the run's port; removed when dropped.
+pub struct Tracer {
+    dir: PathBuf,
+    /// realtime − monotonic, to put the trace's times on the packets' clock.
+    offset_ns: i128,
+}
+
+const EVENTS: [(&str, bool); 4] = [
+    ("sock/inet_sock_set_state", true),
+    ("tcp/tcp_receive_reset", true),
+    ("tcp/tcp_retransmit_skb", true),
+    // No port fields in this one: its records are filtered here, by address.
+    ("tcp/tcp_send_reset", false),
+];
+
+impl Tracer {
+    /// Creates `instances/teardown-PID` under `root`, filtered to `port`, and enables the
+    /// events. Instances of dead teardown processes (killed with SIGKILL) are removed first.
+    pub fn start(root: &Path, port: u16) -> io::Result<Tracer> {
+        let instances = root.join("instances");
+        remove_stale(&instances);
+        let dir = instances.join(format!("teardown-{}", std::process::id()));
+        fs::create_dir(&dir)?;
+        let tracer = Tracer {
+            dir,
+            offset_ns: clock_offset_ns(),
+        };
+        // The trace's own clock is CLOCK_MONOTONIC; packets carry realtime.
+        fs::write(tracer.dir.join("trace_clock"), "mono")?;
+        for (event, filtered) in EVENTS {
+            let path = tracer.dir.join("events").join(event);
+            if filtered {
+                fs::write(
+                    path.join("filter"),
+                    format!("sport == {port} || dport == {port}"),
+                )?;
+            }
+            fs::write(path.join("enable"), "1")?;
+        }
+        Ok(tracer)
+    }
+
+    /// Everything recorded so far.
+    pub fn read(&self) -> io::Result<Vec<KernelEvent>> {
+        let text = fs::read_to_string(self.dir.join("trace"))?;
+        Ok(parse_trace(&text, self.offset_ns))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        for (event, _) in EVENTS {
+            let _ = fs::write(self.dir.join("events").join(event).join("enable"), "0");
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+fn remove_stale(instances: &Path) {
+    let Ok(entries) = fs::read_dir(instances) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("teardown-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+fn clock_offset_ns() -> i128 {
+    let read = |clock| {
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    // The narrowest of a few samples bounds the error.
+    (0..5)
+        .map(|_| {
+            let m0 = read(libc::CLOCK_MONOTONIC);
+            let r = read(libc::CLOCK_REALTIME);
+            let m1 = read(libc::CLOCK_MONOTONIC);
+            (m1 - m0, r - (m0 + m1) / 2)
+        })
+        .min_by_key(|(width, _)| *width)
+        .map(|(_, offset)| offset)
+        .unwrap_or(0)
+}
+
+/// Parses the text of a `trace` file. `offset_ns` moves the monotonic times to realtime.
+pub fn parse_trace(text: &str, offset_ns: i128) -> Vec<KernelEvent> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| parse_line(l, offset_ns))
+        .collect()
+}
+
+fn parse_line(line: &str, offset_ns: i128) -> Option<KernelEvent> {
+    // "   task-PID [CPU] flags  SECONDS.MICROS: event: fields"
+    let (head, rest) = line.split_once(": ")?;
+    let secs = head.split_whitespace().last()?;
+    let (s, us) = secs.split_once('.')?;
+    let mono_ns = s.parse::<i128>().ok()? * 1_000_000_000 + us.parse::<i128>().ok()? * 1_000;
+    let real_ns = u64::try_from(mono_ns + offset_ns).ok()?;
+    let at = Duration::from_nanos(real_ns);
+    let (event, fields) = rest.split_once(": ")?;
+    let field = |name: &str| -> Option<&str> {
+        fields
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let addr = |ip: &str, port: &str| -> Option<SocketAddr> {
+        Some(SocketAddr::new(
+            field(ip)?.parse::<IpAddr>().ok()?,
+            field(port)?.parse().ok()?,
+        ))
+    };
+    let by_ports = || Some((addr("saddr", "sport")?, addr("daddr", "dport")?));
+    let (local, remote, kind) = match event {
+        "inet_sock_set_state" => {
+            if field("protocol")? != "IPPROTO_TCP" {
+                return None;
+            }
+            let v6 = field("family")? == "AF_INET6";
+            let (local, remote) = if v6 {
+                (addr("saddrv6", "sport")?, addr("daddrv6", "dport")?)
+            } else {
+                by_ports()?
+            };
+            let kind = EventKind::SetState {
+                old: kernel_state(field("oldstate")?)?,
+                new: kernel_state(field("newstate")?)?,
+            };
+            (local, remote, kind)
+        }
+        "tcp_receive_reset" => {
+            let (l, r) = by_ports()?;
+            (l, r, EventKind::ReceiveReset)
+        }
+        "tcp_retransmit_skb" => {
+            let (l, r) = by_ports()?;
+            (l, r, EventKind::Retransmit)
+        }
+        "tcp_send_reset" => {
+            let src = field("src")?.parse().ok()?;
+            let dst = field("dest")?.parse().ok()?;
+            (src, dst, EventKind::SendReset)
+        }
+        _ => return None,
+    };
+    Some(KernelEvent {
+        at,
+        local,
+        remote,
+        kind,
+    })
+}
+
+/// `TCP_FIN_WAIT1` → FIN_WAIT_1; the kernel's TCP_CLOSE is CLOSED.
+fn kernel_state(name: &str) -> Option<State> {
+    State::parse(name.strip_prefix("TCP_")?).or(match name {
+        "TCP_CLOSE" => Some(State::Closed),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded on this kernel (6.18) during `teardown run active-close`.
+    const TRACE: &str = "# tracer: nop
+#
+        teardown-16373   [001] .....  1581.309789: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=8000 dport=0 saddr=127.0.0.1 daddr=0.0.0.0 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:0.0.0.0 oldstate=TCP_CLOSE newstate=TCP_LISTEN
+        teardown-16373   [001] ..s2.  1581.309938: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=8000 dport=52787 saddr=127.0.0.1 daddr=127.0.0.2 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:127.0.0.2 oldstate=TCP_LISTEN newstate=TCP_SYN_RECV
+          <idle>-0       [001] .Ns2.  1581.356081: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=8000 dport=52787 saddr=127.0.0.1 daddr=127.0.0.2 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:0.0.0.0 oldstate=TCP_FIN_WAIT2 newstate=TCP_CLOSE
+          <idle>-0       [000] ..s1.  1600.000001: tcp_send_reset: skbaddr=0000 skaddr=0000 src=127.0.0.1:8000 dest=127.0.0.2:52787 state=TCP_TIME_WAIT reason=NOT_SPECIFIED
+          <idle>-0       [000] ..s1.  1600.000002: tcp_receive_reset: family=AF_INET sport=52787 dport=8000 saddr=127.0.0.2 daddr=127.0.0.1 saddrv6=::ffff:127.0.0.2 daddrv6=::ffff:127.0.0.1 sock_cookie=5
+garbage line
+";
+
+    #[test]
+    fn parses_state_changes_resets_and_times() {
+        let events = parse_trace(TRACE, 1_000_000_000_000_000_000);
+        assert_eq!(events.len(), 5);
+        assert_eq!(
+            events[0].kind,
+            EventKind::SetState {
+                old: State::Closed,
+                new: State::Listen
+            }
+        );
+        assert_eq!(events[0].remote.port(), 0);
+        assert_eq!(
+            events[0].at,
+            Duration::from_nanos(1_000_000_000_000_000_000 + 1_581_309_789_000)
+        );
+        assert_eq!(events[1].local, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(events[1].remote, "127.0.0.2:52787".parse().unwrap());
+        assert_eq!(
+            events[1].kind,
+            EventKind::SetState {
+                old: State::Listen,
+                new: State::SynReceived
+            }
+        );
+        assert_eq!(
+            events[2].kind,
+            EventKind::SetState {
+                old: State::FinWait2,
+                new: State::Closed
+            }
+        );
+        assert_eq!(events[3].kind, EventKind::SendReset);
+        assert_eq!(events[3].remote, "127.0.0.2:52787".parse().unwrap());
+        assert_eq!(events[4].kind, EventKind::ReceiveReset);
+        assert_eq!(events[4].local, "127.0.0.2:52787".parse().unwrap());
+    }
+}
