@@ -5,14 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use teardown::cli::{Cli, Command, RunConfig};
+use teardown::cli::{Cli, Command, RunConfig, SocketsArgs};
 use teardown::error::{Error, exit};
+use teardown::kernel::{self, table};
 use teardown::scenario;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => list(),
+        Command::Sockets(args) => sockets(args),
         Command::Run(args) => RunConfig::try_from(args)
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };
@@ -34,6 +36,36 @@ fn list() -> Result<i32, Error> {
         .unwrap_or(0);
     for s in scenario::ALL {
         let _ = writeln!(out, "{:<width$}  {}", s.name, s.lesson);
+    }
+    Ok(exit::REPRODUCED)
+}
+
+fn sockets(args: SocketsArgs) -> Result<i32, Error> {
+    if let Some(name) = &args.netns {
+        table::enter_named_netns(name).map_err(Error::Usage)?;
+    }
+    let filter = table::Filter {
+        port: args.port,
+        state: args.state,
+    };
+    let mut sockets: Vec<_> = kernel::all_sockets()
+        .map_err(Error::io("reading the kernel's socket table"))?
+        .into_iter()
+        .filter(|s| filter.keeps(s))
+        .collect();
+    kernel::fill_owners(&mut sockets);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let _ = writeln!(out, "{}", table::to_json(&sockets));
+    } else {
+        let _ = write!(out, "{}", table::to_text(&sockets));
+        let hidden = sockets.iter().any(|s| s.inode != 0 && s.owner.is_none());
+        if hidden && unsafe { libc::geteuid() } != 0 {
+            let _ = writeln!(
+                out,
+                "note: processes of other users' sockets are shown to root only"
+            );
+        }
     }
     Ok(exit::REPRODUCED)
 }

@@ -3,5 +3,6 @@
 
 mod cli;
 mod helper;
+mod kernel;
 mod run_errors;
 mod scenarios;

@@ -4,6 +4,10 @@
 pub mod agree;
 mod proc_net;
 pub mod sock_diag;
+pub mod table;
 pub mod tracefs;
 
-pub use proc_net::{KernelSocket, Owner, Timer, parse_proc_net_tcp, render_table, sockets_on_port};
+pub use proc_net::{
+    KernelSocket, Owner, Timer, all_sockets, fill_owners, parse_proc_net_tcp, render_table,
+    sockets_on_port,
+};

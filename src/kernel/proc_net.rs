@@ -146,36 +146,51 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Every TCP socket of this network namespace with `port` at either end, with its owner.
+/// Every TCP socket of this network namespace with `port` at either end, with its owner:
+/// from sock_diag (what `ss` reads), or `/proc/net/tcp` where netlink is refused.
 pub fn sockets_on_port(port: u16) -> std::io::Result<Vec<KernelSocket>> {
+    let mut sockets: Vec<KernelSocket> = all_sockets()?
+        .into_iter()
+        .filter(|s| s.local.port() == port || s.peer.port() == port)
+        .collect();
+    fill_owners(&mut sockets);
+    Ok(sockets)
+}
+
+/// Every TCP socket of this network namespace (owners not looked up).
+pub fn all_sockets() -> std::io::Result<Vec<KernelSocket>> {
+    if let Ok(sockets) = super::sock_diag::dump() {
+        return Ok(sockets);
+    }
     let mut sockets = Vec::new();
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
         match fs::read_to_string(path) {
-            Ok(text) => sockets.extend(
-                parse_proc_net_tcp(&text)
-                    .into_iter()
-                    .filter(|s| s.local.port() == port || s.peer.port() == port),
-            ),
+            Ok(text) => sockets.extend(parse_proc_net_tcp(&text)),
             // No IPv6 in this kernel: no tcp6 table.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.ends_with('6') => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(sockets)
+}
+
+/// Finds the process that holds each socket that still has one (inode ≠ 0).
+pub fn fill_owners(sockets: &mut [KernelSocket]) {
     let inodes: Vec<u64> = sockets
         .iter()
         .map(|s| s.inode)
         .filter(|&i| i != 0)
         .collect();
-    if !inodes.is_empty() {
-        let owners = owners_of(&inodes);
-        for s in &mut sockets {
-            s.owner = owners
-                .iter()
-                .find(|(i, _)| *i == s.inode)
-                .map(|(_, o)| o.clone());
-        }
+    if inodes.is_empty() {
+        return;
     }
-    Ok(sockets)
+    let owners = owners_of(&inodes);
+    for s in sockets {
+        s.owner = owners
+            .iter()
+            .find(|(i, _)| *i == s.inode)
+            .map(|(_, o)| o.clone());
+    }
 }
 
 /// Finds the processes whose file descriptors are these socket inodes (`socket:[N]`).

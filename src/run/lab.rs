@@ -282,7 +282,6 @@ impl Lab {
                 "\n✓ the kernel traced the same change   ○ Linux does not trace this one (the \
                  packet comment says why)   ✗ the kernel says otherwise"
             );
-            let _ = writeln!(self.out, "{}", a.summary());
             for (verdict, text) in &a.section {
                 let line = format!("  {text}");
                 if *verdict == Verdict::Mismatch && self.color {
@@ -368,7 +367,7 @@ impl Lab {
         };
         let holders = if errno.is_some() {
             kernel::sockets_on_port(addr.port())
-                .map_err(Error::io("reading /proc/net/tcp"))?
+                .map_err(Error::io("reading the kernel's socket table"))?
                 .into_iter()
                 .filter(|s| s.local.port() == addr.port())
                 .filter(|s| s.local.ip() == addr.ip() || s.local.ip().is_unspecified())
@@ -395,11 +394,11 @@ impl Lab {
     /// Prints the kernel's table of sockets on the server's port, like `netstat -an`.
     pub fn print_table(&mut self, title: &str) -> Result<Vec<KernelSocket>, Error> {
         let sockets = kernel::sockets_on_port(self.server.port())
-            .map_err(Error::io("reading /proc/net/tcp"))?;
+            .map_err(Error::io("reading the kernel's socket table"))?;
         let table = kernel::render_table(&sockets);
         let _ = writeln!(
             self.out,
-            "     {title} (the kernel's table, /proc/net/tcp):"
+            "     {title} (the kernel's table, as ss reads it):"
         );
         for line in table.lines() {
             let _ = writeln!(self.out, "       {line}");
@@ -421,7 +420,7 @@ impl Lab {
                 return Err(Error::Interrupted);
             }
             let sockets = kernel::sockets_on_port(local.port())
-                .map_err(Error::io("reading /proc/net/tcp"))?;
+                .map_err(Error::io("reading the kernel's socket table"))?;
             if sockets
                 .iter()
                 .filter(|s| s.local.port() == local.port())

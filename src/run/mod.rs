@@ -109,6 +109,9 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     for note in &lab.notes {
         let _ = writeln!(out, "note: {note}");
     }
+    if let Some(a) = &lab.agreement {
+        let _ = writeln!(out, "{}", a.summary());
+    }
     outcome?;
     if differences.is_empty() {
         let _ = writeln!(out, "verdict: reproduced");
@@ -131,7 +134,7 @@ fn color_wanted() -> bool {
 /// On the host's loopback the port may already be taken: say by what, before starting.
 fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
     let holders: Vec<String> = kernel::sockets_on_port(server.port())
-        .map_err(Error::io("reading /proc/net/tcp"))?
+        .map_err(Error::io("reading the kernel's socket table"))?
         .into_iter()
         .filter(|s| s.local.port() == server.port())
         .filter(|s| s.local.ip() == server.ip() || s.local.ip().is_unspecified())

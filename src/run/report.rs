@@ -39,7 +39,7 @@ pub fn restart_text(r: &Restart) -> String {
         } else {
             let _ = writeln!(
                 s,
-                "     why: the kernel still has {} on port {} (/proc/net/tcp):",
+                "     why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
                 if r.holders.len() == 1 {
                     "this socket"
                 } else {
