@@ -368,12 +368,4 @@ mod tests {
             assert_eq!(s.owner, None);
         }
     }
-
-    /// By hand, next to `ss -tan -o` and /proc/net/tcp:
-    /// `cargo test --lib sock_diag -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn print_dump() {
-        print!("{}", crate::kernel::render_table(&dump().unwrap()));
-    }
 }
