@@ -42,6 +42,40 @@ pub enum Command {
     /// The kernel's TCP socket table, like `ss -tan -o`: state, queues, addresses, timer
     #[command(after_help = SOCKETS_HELP)]
     Sockets(SocketsArgs),
+    /// Why a bind() to this port fails here now: who holds it, trial binds, what to do
+    #[command(after_help = WHY_HELP)]
+    Why(WhyArgs),
+}
+
+const WHY_HELP: &str = "\
+Examples:
+  sudo teardown why 8000              a server binding port 8000 on every address
+  sudo teardown why 127.0.0.1:8000    on one address ([::1]:8000 for IPv6)
+  teardown why 8000 --json            for scripts
+  sudo teardown why 8000 --netns blue --netns green
+
+It lists every socket that holds the port (from the kernel: state, addresses, queues,
+timer, and the process behind it where there is one), tries the bind for real with a
+throw-away socket (no option, SO_REUSEADDR, SO_REUSEPORT, both; never listening, closed at
+once), and says which rule applies and what to do. Without root it shows what an ordinary
+user may see and says what it could not.
+
+Exit codes: 0 a plain bind() would succeed now, 1 it would not, 2 usage or permission
+error.";
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// PORT, ADDRESS:PORT or [IPv6-ADDRESS]:PORT
+    pub target: String,
+
+    /// Look in this network namespace (a name `ip netns list` shows); repeat for several.
+    /// Default: the current one
+    #[arg(long, value_name = "NAME")]
+    pub netns: Vec<String>,
+
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
 }
 
 const SOCKETS_HELP: &str = "\

@@ -23,3 +23,4 @@ pub mod signals;
 pub mod sockets;
 pub mod tcp;
 pub mod tracker;
+pub mod why;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use teardown::cli::{Cli, Command, RunConfig, SocketsArgs};
+use teardown::cli::{Cli, Command, RunConfig, SocketsArgs, WhyArgs};
 use teardown::error::{Error, exit};
 use teardown::kernel::{self, table};
 use teardown::scenario;
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List => list(),
         Command::Sockets(args) => sockets(args),
+        Command::Why(args) => why(args),
         Command::Run(args) => RunConfig::try_from(args)
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };
@@ -68,4 +69,80 @@ fn sockets(args: SocketsArgs) -> Result<i32, Error> {
         }
     }
     Ok(exit::REPRODUCED)
+}
+
+fn why(args: WhyArgs) -> Result<i32, Error> {
+    use teardown::why::{Answer, Target, trial_binds};
+    let target = Target::parse(&args.target).map_err(Error::Usage)?;
+    let places: Vec<Option<String>> = if args.netns.is_empty() {
+        vec![None]
+    } else {
+        args.netns.iter().cloned().map(Some).collect()
+    };
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut answers = Vec::new();
+    for place in places {
+        if let Some(name) = &place {
+            table::enter_named_netns(name).map_err(Error::Usage)?;
+        }
+        let mut holders: Vec<_> = kernel::all_sockets()
+            .map_err(Error::io("reading the kernel's socket table"))?
+            .into_iter()
+            .filter(|s| target.overlaps(s.local))
+            .collect();
+        kernel::fill_owners(&mut holders);
+        let trials = trial_binds(&target);
+        if trials[0].errno == Some(libc::EADDRNOTAVAIL) {
+            return Err(Error::Usage(format!(
+                "{} is not an address of this machine{} (bind: EADDRNOTAVAIL)",
+                target.addr().ip(),
+                place
+                    .as_ref()
+                    .map(|n| format!(" in network namespace {n}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let hidden = holders
+            .iter()
+            .filter(|s| s.inode != 0 && s.owner.is_none())
+            .count();
+        let mut unseen = Vec::new();
+        if hidden > 0 && !root {
+            unseen.push(format!(
+                "{hidden} socket(s) belong to processes this user may not look into: run with \
+                 sudo to name them"
+            ));
+        }
+        answers.push(Answer {
+            target,
+            netns: place,
+            holders,
+            trials,
+            unseen,
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = match answers.as_slice() {
+            [one] => one.to_json(),
+            many => serde_json::Value::Array(many.iter().map(Answer::to_json).collect()),
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        for (i, a) in answers.iter().enumerate() {
+            if i > 0 {
+                let _ = writeln!(out);
+            }
+            let _ = write!(out, "{}", a.to_text());
+        }
+    }
+    Ok(if answers.iter().all(Answer::plain_bind_ok) {
+        exit::REPRODUCED
+    } else {
+        exit::DIFFERENT
+    })
 }

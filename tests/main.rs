@@ -6,3 +6,4 @@ mod helper;
 mod kernel;
 mod run_errors;
 mod scenarios;
+mod why;

@@ -52,10 +52,15 @@ impl fmt::Display for Timer {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
+    /// The short name (`comm`).
     pub command: String,
+    /// The whole command line, arguments joined by spaces.
+    pub cmdline: String,
+    /// The user the process runs as (a name where /etc/passwd has one).
+    pub user: String,
 }
 
 /// The kernel's `TCP_*` state numbers (include/net/tcp_states.h).
@@ -226,11 +231,53 @@ pub(crate) fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
                 let command = fs::read_to_string(entry.path().join("comm"))
                     .map(|c| c.trim().to_string())
                     .unwrap_or_default();
-                found.push((inode, Owner { pid, command }));
+                let cmdline = fs::read(entry.path().join("cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .split('\0')
+                            .filter(|a| !a.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let user = fs::read_to_string(entry.path().join("status"))
+                    .ok()
+                    .and_then(|status| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Uid:"))
+                            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+                    })
+                    .map(user_name)
+                    .unwrap_or_default();
+                found.push((
+                    inode,
+                    Owner {
+                        pid,
+                        command,
+                        cmdline,
+                        user,
+                    },
+                ));
             }
         }
     }
     found
+}
+
+/// The name /etc/passwd gives `uid`, or the number.
+pub fn user_name(uid: u32) -> String {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut cols = line.split(':');
+                let name = cols.next()?;
+                let id = cols.nth(1)?.parse::<u32>().ok()?;
+                (id == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// The table as `ss -tan -o` lays it out, with teardown's state names.

@@ -1,0 +1,461 @@
+//! `teardown why PORT`: why a `bind()` to that port fails on this machine now. The sockets
+//! that hold it (from the kernel), a real trial bind with each option, and the rule behind
+//! the answer in plain words, with the fixes that work.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde_json::json;
+
+use crate::kernel::{KernelSocket, render_table};
+use crate::run::report::wrap;
+use crate::sockets::{self, SockOpts, errno_name};
+use crate::tcp::State;
+
+/// The address a server would bind: a port, on one address or on all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `None`: every IPv4 address (0.0.0.0), as a server that binds only a port does.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl Target {
+    /// `8000`, `127.0.0.1:8000` or `[::1]:8000`.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let s = s.trim();
+        let port = |p: &str| -> Result<u16, String> {
+            match p.parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                Ok(n) => Err(format!(
+                    "port {n} is out of range: ports run from 1 to 65535"
+                )),
+                Err(_) => Err(format!("{p:?} is not a port number")),
+            }
+        };
+        if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+            return Ok(Target {
+                ip: None,
+                port: port(s)?,
+            });
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Target {
+                ip: Some(addr.ip()),
+                port: port(&addr.port().to_string())?,
+            });
+        }
+        match s.rsplit_once(':') {
+            Some((host, p)) if host.parse::<IpAddr>().is_err() && !host.contains(':') => {
+                let _ = port(p)?;
+                Err(format!(
+                    "{host:?} is a host name: give an IP address (127.0.0.1:{p}, [::1]:{p}) or \
+                     only the port"
+                ))
+            }
+            Some((_, p)) => {
+                let _ = port(p)?;
+                Err(format!(
+                    "{s:?} is not ADDRESS:PORT (an IPv6 address goes in brackets: [::1]:{p})"
+                ))
+            }
+            None => Err(format!(
+                "{s:?} is neither a port nor ADDRESS:PORT (8000, 127.0.0.1:8000, [::1]:8000)"
+            )),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            self.port,
+        )
+    }
+
+    /// Whether a socket bound at `local` stands in the way of a bind to this target.
+    pub fn overlaps(&self, local: SocketAddr) -> bool {
+        if local.port() != self.port {
+            return false;
+        }
+        let want = self.addr().ip();
+        let same_family = want.is_ipv4() == local.ip().is_ipv4();
+        if same_family {
+            want.is_unspecified() || local.ip().is_unspecified() || local.ip() == want
+        } else {
+            // A dual-stack [::] socket covers IPv4 too (unless it set IPV6_V6ONLY).
+            local.ip().is_unspecified() && local.is_ipv6()
+        }
+    }
+}
+
+/// One throw-away bind: its options and what it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trial {
+    pub opts: SockOpts,
+    pub errno: Option<i32>,
+}
+
+pub const TRIAL_OPTS: [SockOpts; 4] = [
+    SockOpts::NONE,
+    SockOpts::REUSEADDR,
+    SockOpts {
+        reuseaddr: false,
+        reuseport: true,
+    },
+    SockOpts {
+        reuseaddr: true,
+        reuseport: true,
+    },
+];
+
+/// Binds a socket with each option set, never listens, closes it at once.
+pub fn trial_binds(target: &Target) -> Vec<Trial> {
+    TRIAL_OPTS
+        .iter()
+        .map(|&opts| Trial {
+            opts,
+            errno: match sockets::bound(target.addr(), opts) {
+                Ok(_socket) => None,
+                Err(e) => Some(e.errno().unwrap_or(0)),
+            },
+        })
+        .collect()
+}
+
+/// Everything `why` found, for one network namespace.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub target: Target,
+    /// `None`: the namespace `why` runs in.
+    pub netns: Option<String>,
+    pub holders: Vec<KernelSocket>,
+    pub trials: Vec<Trial>,
+    /// What could not be seen (without root: other users' processes).
+    pub unseen: Vec<String>,
+}
+
+impl Answer {
+    pub fn plain_bind_ok(&self) -> bool {
+        self.trials.first().is_some_and(|t| t.errno.is_none())
+    }
+
+    fn trial(&self, opts: SockOpts) -> Option<Option<i32>> {
+        self.trials.iter().find(|t| t.opts == opts).map(|t| t.errno)
+    }
+
+    /// The rule that applies, in plain words.
+    pub fn explanation(&self) -> Vec<String> {
+        let addr = self.target.addr();
+        let mut why = Vec::new();
+        match self.trials.first().and_then(|t| t.errno) {
+            None => why.push(format!("A plain bind() to {addr} succeeds now.")),
+            Some(libc::EACCES) => why.push(format!(
+                "A plain bind() to {addr} fails with EACCES (errno 13): ports below 1024 need \
+                 root or CAP_NET_BIND_SERVICE."
+            )),
+            Some(n) => why.push(format!(
+                "A plain bind() to {addr} fails now with {} (errno {n}).",
+                errno_name(n)
+            )),
+        }
+        let of = |s: &KernelSocket| match &s.owner {
+            Some(o) => format!(
+                "pid {} ({}) of user {}",
+                o.pid,
+                short_command(if o.cmdline.is_empty() {
+                    &o.command
+                } else {
+                    &o.cmdline
+                }),
+                o.user
+            ),
+            None if s.inode == 0 => "no process".to_string(),
+            None => "a process this user may not see".to_string(),
+        };
+        let in_state = |st: State| -> Vec<&KernelSocket> {
+            self.holders
+                .iter()
+                .filter(|s| s.rfc_state() == Some(st))
+                .collect()
+        };
+        let left = |socks: &[&KernelSocket]| {
+            socks
+                .iter()
+                .filter_map(|s| s.timer.as_ref().map(|t| t.remaining.as_secs_f64()))
+                .fold(0.0f64, f64::max)
+        };
+        let reuseport_ok = self.trial(TRIAL_OPTS[2]) == Some(None);
+        for l in in_state(State::Listen) {
+            let covering = l.local.ip().is_unspecified() && !addr.ip().is_unspecified();
+            let mut s = if covering {
+                format!(
+                    "{} listens on {}, which covers every local address, {} included: a \
+                     wildcard listener blocks each specific one.",
+                    of(l),
+                    l.local,
+                    addr.ip()
+                )
+            } else {
+                format!(
+                    "{} listens on {}: a live listener. Two listeners never share one address \
+                     and port, SO_REUSEADDR or not.",
+                    of(l),
+                    l.local
+                )
+            };
+            if reuseport_ok {
+                s.push_str(
+                    " It set SO_REUSEPORT: a new socket with SO_REUSEPORT from the same user \
+                     joins its group (the trial bind did).",
+                );
+            }
+            why.push(s);
+        }
+        let tw = in_state(State::TimeWait);
+        if !tw.is_empty() {
+            why.push(format!(
+                "{} old connection{} on this port wait{} in TIME_WAIT: this machine closed {} \
+                 first, so it keeps {} for 2×MSL, 60 s on Linux (RFC 9293 §3.6). No process \
+                 owns {}; {} the port in {:.1} s.",
+                tw.len(),
+                plural(tw.len()),
+                if tw.len() == 1 { "s" } else { "" },
+                them(tw.len()),
+                them(tw.len()),
+                them(tw.len()),
+                if tw.len() == 1 {
+                    "it frees"
+                } else {
+                    "the last frees"
+                },
+                left(&tw)
+            ));
+        }
+        let fw2: Vec<&KernelSocket> = in_state(State::FinWait2)
+            .into_iter()
+            .filter(|s| s.inode == 0)
+            .collect();
+        if !fw2.is_empty() {
+            why.push(format!(
+                "{} old connection{} sit{} in FIN_WAIT_2: this machine closed {}, the peer \
+                 acknowledged but never closed its end (it sits in CLOSE_WAIT). No process owns \
+                 {} (orphaned); Linux drops {} after net.ipv4.tcp_fin_timeout: {:.1} s left.",
+                fw2.len(),
+                plural(fw2.len()),
+                if fw2.len() == 1 { "s" } else { "" },
+                them(fw2.len()),
+                them(fw2.len()),
+                them(fw2.len()),
+                left(&fw2)
+            ));
+        }
+        let told = |s: &KernelSocket| match s.rfc_state() {
+            Some(State::Listen | State::TimeWait) => true,
+            Some(State::FinWait2) => s.inode == 0,
+            _ => false,
+        };
+        for s in self.holders.iter().filter(|s| !told(s)) {
+            let what = match s.rfc_state() {
+                Some(State::CloseWait) => {
+                    ": the peer closed, but the program has not called close(), and holds the \
+                     port until it does"
+                }
+                Some(State::Established) => ": a live connection",
+                _ => "",
+            };
+            why.push(format!(
+                "{} still has {} ↔ {} in {}{what}.",
+                of(s),
+                s.local,
+                s.peer,
+                s.state
+            ));
+        }
+        if !self.plain_bind_ok() {
+            match self.trial(SockOpts::REUSEADDR) {
+                Some(None) => why.push(
+                    "With SO_REUSEADDR set before bind() the bind succeeds (the trial did): \
+                     the old sockets set it too, as Linux requires."
+                        .into(),
+                ),
+                Some(Some(_)) if !tw.is_empty() || !fw2.is_empty() => why.push(
+                    "Even with SO_REUSEADDR the bind fails (the trial did): on Linux the old \
+                     socket must have set it too, which these did not. (On macOS and the BSDs \
+                     the new socket's option alone would be enough.)"
+                        .into(),
+                ),
+                _ => {}
+            }
+        }
+        why
+    }
+
+    /// The fixes that work here, most sensible first, and the one that harms.
+    pub fn fixes(&self) -> Vec<String> {
+        if self.plain_bind_ok() {
+            return Vec::new();
+        }
+        let mut fixes = Vec::new();
+        let has = |st: State| self.holders.iter().any(|s| s.rfc_state() == Some(st));
+        let old_connections = has(State::TimeWait) || has(State::FinWait2);
+        if old_connections {
+            fixes.push(
+                "Set SO_REUSEADDR on the server's listening socket before bind(), in every \
+                 version of the server: Linux checks the old socket's option too."
+                    .to_string(),
+            );
+            fixes.push(
+                "Let the clients close first where the protocol allows: TIME_WAIT then stays \
+                 with them, not with the server's port."
+                    .to_string(),
+            );
+        }
+        for l in self
+            .holders
+            .iter()
+            .filter(|s| s.rfc_state() == Some(State::Listen))
+        {
+            fixes.push(match &l.owner {
+                Some(o) => format!(
+                    "Stop the process that listens (pid {}, {}) or choose another port.",
+                    o.pid, o.command
+                ),
+                None => "Stop the process that listens, or choose another port.".to_string(),
+            });
+        }
+        if has(State::CloseWait) {
+            fixes.push(
+                "Make the program close() its sockets when read() returns 0: a CLOSE_WAIT \
+                 that lingers is a socket the program forgot."
+                    .to_string(),
+            );
+        }
+        if old_connections {
+            let wait = self
+                .holders
+                .iter()
+                .filter_map(|s| s.timer.as_ref().map(|t| t.remaining.as_secs_f64()))
+                .fold(0.0f64, f64::max);
+            fixes.push(format!("Or wait: the port frees up in {wait:.1} s."));
+            fixes.push(
+                "Never \"fix\" it with SO_LINGER {on, 0}: close() then sends an RST instead of \
+                 a FIN, and data still in flight is lost."
+                    .to_string(),
+            );
+        }
+        fixes
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let place = match &self.netns {
+            Some(n) => format!("network namespace {n}"),
+            None => "this network namespace".to_string(),
+        };
+        let _ = writeln!(s, "teardown why {} ({place})\n", self.target.addr());
+        if self.holders.is_empty() {
+            let _ = writeln!(s, "No socket holds port {} now.\n", self.target.port);
+        } else {
+            let _ = writeln!(
+                s,
+                "Sockets that hold port {} (the kernel's table, as ss reads it):",
+                self.target.port
+            );
+            for line in render_table(&self.holders).lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "Trial binds (throw-away sockets, never listening, closed at once):"
+        );
+        for t in &self.trials {
+            let outcome = match t.errno {
+                None => "bound".to_string(),
+                Some(n) => format!("{} (errno {n})", errno_name(n)),
+            };
+            let _ = writeln!(
+                s,
+                "  bind {} with {:<25} → {outcome}",
+                self.target.addr(),
+                t.opts.to_string()
+            );
+        }
+        s.push('\n');
+        let _ = writeln!(s, "Why:");
+        for paragraph in self.explanation() {
+            for line in wrap(&paragraph, 88) {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
+        let fixes = self.fixes();
+        if !fixes.is_empty() {
+            let _ = writeln!(s, "\nWhat to do:");
+            for (i, fix) in fixes.iter().enumerate() {
+                for (j, line) in wrap(fix, 84).iter().enumerate() {
+                    if j == 0 {
+                        let _ = writeln!(s, "  {}. {line}", i + 1);
+                    } else {
+                        let _ = writeln!(s, "     {line}");
+                    }
+                }
+            }
+        }
+        for u in &self.unseen {
+            let _ = writeln!(s, "\nnote: {u}");
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "target": self.target.addr().to_string(),
+            "netns": self.netns,
+            "bind_ok": self.plain_bind_ok(),
+            "holders": self.holders.iter().map(|h| json!({
+                "state": h.state,
+                "local": h.local.to_string(),
+                "peer": h.peer.to_string(),
+                "recv_q": h.recv_q,
+                "send_q": h.send_q,
+                "timer": h.timer.as_ref().map(|t| t.kind),
+                "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
+                "uid": h.uid,
+                "pid": h.owner.as_ref().map(|o| o.pid),
+                "command": h.owner.as_ref().map(|o| o.cmdline.clone()),
+                "user": h.owner.as_ref().map(|o| o.user.clone()),
+            })).collect::<Vec<_>>(),
+            "trials": self.trials.iter().map(|t| json!({
+                "options": t.opts.to_string(),
+                "bound": t.errno.is_none(),
+                "errno": t.errno,
+                "errno_name": t.errno.map(errno_name),
+            })).collect::<Vec<_>>(),
+            "explanation": self.explanation(),
+            "fixes": self.fixes(),
+            "unseen": self.unseen,
+        })
+    }
+}
+
+/// A command line fit for a sentence: one line, at most 60 characters.
+fn short_command(cmdline: &str) -> String {
+    let flat: String = cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= 60 {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(59).collect::<String>())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn them(n: usize) -> &'static str {
+    if n == 1 { "it" } else { "them" }
+}
+
+#[cfg(test)]
+mod tests;

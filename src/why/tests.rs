@@ -1,0 +1,214 @@
+use super::*;
+use crate::kernel::{Owner, parse_proc_net_tcp};
+
+#[test]
+fn targets_parse_port_address_and_ipv6() {
+    assert_eq!(
+        Target::parse("8000").unwrap(),
+        Target {
+            ip: None,
+            port: 8000
+        }
+    );
+    assert_eq!(
+        Target::parse("127.0.0.1:8000").unwrap().addr(),
+        "127.0.0.1:8000".parse().unwrap()
+    );
+    assert_eq!(
+        Target::parse("[::1]:8000").unwrap().addr(),
+        "[::1]:8000".parse().unwrap()
+    );
+    assert_eq!(
+        Target::parse("8000").unwrap().addr(),
+        "0.0.0.0:8000".parse().unwrap()
+    );
+}
+
+#[test]
+fn bad_targets_get_one_clear_line() {
+    let e = Target::parse("70000").unwrap_err();
+    assert_eq!(e, "port 70000 is out of range: ports run from 1 to 65535");
+    assert_eq!(
+        Target::parse("0").unwrap_err(),
+        "port 0 is out of range: ports run from 1 to 65535"
+    );
+    let e = Target::parse("localhost:8000").unwrap_err();
+    assert!(
+        e.starts_with("\"localhost\" is a host name: give an IP address"),
+        "{e}"
+    );
+    let e = Target::parse("::1:8000").unwrap_err();
+    assert!(e.contains("in brackets"), "{e}");
+    assert!(Target::parse("nonsense").is_err());
+    assert!(Target::parse("").is_err());
+}
+
+#[test]
+fn overlap_follows_the_kernels_bind_rules() {
+    let any = Target::parse("8000").unwrap();
+    let lo = Target::parse("127.0.0.1:8000").unwrap();
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert!(any.overlaps(a("127.0.0.1:8000")));
+    assert!(
+        lo.overlaps(a("0.0.0.0:8000")),
+        "a wildcard listener covers 127.0.0.1"
+    );
+    assert!(!lo.overlaps(a("127.0.0.2:8000")));
+    assert!(!lo.overlaps(a("127.0.0.1:8001")));
+    assert!(
+        lo.overlaps(a("[::]:8000")),
+        "a dual-stack listener covers IPv4"
+    );
+    assert!(!lo.overlaps(a("[::1]:8000")));
+}
+
+fn socket(line: &str) -> KernelSocket {
+    parse_proc_net_tcp(&format!("header\n{line}")).remove(0)
+}
+
+const TIME_WAIT: &str = "   0: 0100007F:1F40 0200007F:A0E2 06 00000000:00000000 03:0000175D 00000000     0        0 0 3 0000000000000000";
+const ORPHAN: &str = "   1: 0100007F:1F40 0200007F:A0E4 05 00000000:00000000 03:00001000 00000000     0        0 0 3 0000000000000000";
+const LISTEN_ANY: &str = "   2: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000";
+const CLOSE_WAIT: &str = "   3: 0100007F:1F40 0200007F:A0E6 08 00000000:00000001 00:00000000 00000000  1000        0 4243 1 0000000000000000";
+
+fn answer(target: &str, holders: Vec<KernelSocket>, errnos: [Option<i32>; 4]) -> Answer {
+    Answer {
+        target: Target::parse(target).unwrap(),
+        netns: None,
+        holders,
+        trials: TRIAL_OPTS
+            .iter()
+            .zip(errnos)
+            .map(|(&opts, errno)| Trial { opts, errno })
+            .collect(),
+        unseen: vec![],
+    }
+}
+
+const IN_USE: Option<i32> = Some(libc::EADDRINUSE);
+
+#[test]
+fn time_wait_explains_the_active_close_and_the_both_sockets_rule() {
+    let a = answer("127.0.0.1:8000", vec![socket(TIME_WAIT)], [IN_USE; 4]);
+    assert!(!a.plain_bind_ok());
+    let why = a.explanation().join(" ");
+    assert!(
+        why.starts_with("A plain bind() to 127.0.0.1:8000 fails now with EADDRINUSE (errno 98)."),
+        "{why}"
+    );
+    assert!(
+        why.contains(
+            "1 old connection on this port waits in TIME_WAIT: this machine closed it first"
+        ),
+        "{why}"
+    );
+    assert!(why.contains("it frees the port in 59.8 s"), "{why}");
+    assert!(
+        why.contains("Even with SO_REUSEADDR the bind fails"),
+        "{why}"
+    );
+    let fixes = a.fixes();
+    assert!(fixes[0].starts_with("Set SO_REUSEADDR on the server's listening socket"));
+    assert!(fixes[1].starts_with("Let the clients close first"));
+    assert_eq!(fixes[2], "Or wait: the port frees up in 59.8 s.");
+    assert!(fixes[3].starts_with("Never \"fix\" it with SO_LINGER {on, 0}"));
+}
+
+#[test]
+fn reuseaddr_on_both_sockets_is_recognised() {
+    let a = answer(
+        "127.0.0.1:8000",
+        vec![socket(TIME_WAIT)],
+        [IN_USE, None, IN_USE, None],
+    );
+    let why = a.explanation().join(" ");
+    assert!(
+        why.contains("With SO_REUSEADDR set before bind() the bind succeeds"),
+        "{why}"
+    );
+}
+
+#[test]
+fn orphaned_fin_wait_2_is_named() {
+    let a = answer("8000", vec![socket(ORPHAN)], [IN_USE; 4]);
+    let why = a.explanation().join(" ");
+    assert!(why.contains("1 old connection sits in FIN_WAIT_2"), "{why}");
+    assert!(
+        why.contains("net.ipv4.tcp_fin_timeout: 41.0 s left"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_wildcard_listener_covers_the_specific_address() {
+    let mut l = socket(LISTEN_ANY);
+    l.owner = Some(Owner {
+        pid: 77,
+        command: "nginx".into(),
+        cmdline: "nginx: master process".into(),
+        user: "www-data".into(),
+    });
+    let a = answer("127.0.0.1:8000", vec![l], [IN_USE; 4]);
+    let why = a.explanation().join(" ");
+    assert!(
+        why.contains(
+            "pid 77 (nginx: master process) of user www-data listens on 0.0.0.0:8000, which covers \
+         every local address, 127.0.0.1 included"
+        ),
+        "{why}"
+    );
+    assert_eq!(
+        a.fixes(),
+        ["Stop the process that listens (pid 77, nginx) or choose another port."]
+    );
+}
+
+#[test]
+fn a_reuseport_group_can_be_joined() {
+    let a = answer(
+        "8000",
+        vec![socket(LISTEN_ANY)],
+        [IN_USE, IN_USE, None, None],
+    );
+    let why = a.explanation().join(" ");
+    assert!(why.contains("a live listener"), "{why}");
+    assert!(why.contains("It set SO_REUSEPORT"), "{why}");
+}
+
+#[test]
+fn close_wait_of_a_live_process() {
+    let mut cw = socket(CLOSE_WAIT);
+    cw.owner = Some(Owner {
+        pid: 9,
+        command: "app".into(),
+        cmdline: "app --serve".into(),
+        user: "u".into(),
+    });
+    let a = answer("127.0.0.1:8000", vec![cw], [IN_USE; 4]);
+    let why = a.explanation().join(" ");
+    assert!(why.contains("pid 9 (app --serve) of user u still has 127.0.0.1:8000 ↔ 127.0.0.2:41190 in CLOSE_WAIT: the peer closed, but the program has not called close()"), "{why}");
+    assert!(a.fixes()[0].starts_with("Make the program close() its sockets"));
+}
+
+#[test]
+fn a_free_port_says_so_and_json_has_every_trial() {
+    let a = answer("8000", vec![], [None; 4]);
+    assert!(a.plain_bind_ok());
+    assert_eq!(
+        a.explanation(),
+        ["A plain bind() to 0.0.0.0:8000 succeeds now."]
+    );
+    assert!(a.fixes().is_empty());
+    let j = a.to_json();
+    assert_eq!(j["bind_ok"], true);
+    assert_eq!(j["trials"].as_array().unwrap().len(), 4);
+    assert_eq!(j["trials"][1]["options"], "SO_REUSEADDR");
+    let text = a.to_text();
+    assert!(text.contains("No socket holds port 8000 now."), "{text}");
+}
+
+#[test]
+fn privileged_ports_say_so() {
+    let a = answer("80", vec![], [Some(libc::EACCES); 4]);
+    assert!(a.explanation()[0].contains("ports below 1024 need root or CAP_NET_BIND_SERVICE"));
+}

@@ -1,0 +1,265 @@
+//! `teardown why` against real situations, each built inside a private network namespace
+//! by a small Python program that then asks `teardown why --json` there.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helper::*;
+
+/// Builds `situation` on 127.0.0.1:8000 in a fresh namespace, runs `why TARGET --json` in it
+/// while the sockets are held, and returns (exit code, answer, pid of the holder process).
+const SETUP: &str = r#"
+import json, os, socket, subprocess, sys, time
+situation, target, binary = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+PORT = 8000
+
+def wait_state(hexstate):
+    # Until a socket with local port 8000 is in that state (kernel numbering).
+    for _ in range(1000):
+        for line in open("/proc/net/tcp").read().splitlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(":1F40") and cols[3] == hexstate:
+                return
+        time.sleep(0.005)
+    raise SystemExit("state %s never came" % hexstate)
+
+def listener(addr="127.0.0.1", reuseport=False):
+    s = socket.socket()
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((addr, PORT))
+    s.listen()
+    return s
+
+keep = []
+if situation == "listener":
+    keep.append(listener())
+elif situation == "wildcard":
+    keep.append(listener("0.0.0.0"))
+elif situation == "reuseport":
+    keep += [listener(reuseport=True), listener(reuseport=True)]
+elif situation in ("time-wait", "orphan", "close-wait"):
+    l = listener()
+    c = socket.create_connection(("127.0.0.1", PORT))
+    a, _ = l.accept()
+    if situation == "close-wait":
+        c.close()            # the client closes first; the server never does
+        l.close()
+        keep.append(a)
+        wait_state("08")
+    else:
+        a.close(); l.close() # the server closes first
+        if situation == "time-wait":
+            c.recv(10); c.close()
+            wait_state("06")
+        else:
+            keep.append(c)   # the client never closes: an orphaned FIN_WAIT_2
+            wait_state("05")
+elif situation != "free":
+    raise SystemExit("unknown situation")
+out = subprocess.run([binary, "why", target, "--json"], capture_output=True, text=True)
+print(json.dumps({"pid": os.getpid(), "code": out.returncode, "stdout": out.stdout, "stderr": out.stderr}))
+"#;
+
+fn why_in(situation: &str, target: &str) -> (i32, Value, u64) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "python3", "-c", SETUP, situation, target, BIN]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let report: Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}{run}"));
+    let stdout = report["stdout"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", report["stderr"]));
+    (
+        report["code"].as_i64().unwrap() as i32,
+        answer,
+        report["pid"].as_u64().unwrap(),
+    )
+}
+
+fn errnos(answer: &Value) -> Vec<Option<&str>> {
+    answer["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["errno_name"].as_str())
+        .collect()
+}
+
+fn explanation(answer: &Value) -> String {
+    answer["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const IN_USE: Option<&str> = Some("EADDRINUSE");
+
+#[test]
+fn a_live_listener_is_named_with_its_pid() {
+    if !root("why_listener") {
+        return;
+    }
+    let (code, a, pid) = why_in("listener", "127.0.0.1:8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(a["bind_ok"], false);
+    assert_eq!(errnos(&a), [IN_USE; 4]);
+    let h = &a["holders"][0];
+    assert_eq!(
+        (h["state"].as_str(), h["pid"].as_u64()),
+        (Some("LISTEN"), Some(pid)),
+        "{a:#}"
+    );
+    assert_eq!(h["user"], "root");
+    assert!(
+        h["command"].as_str().unwrap().contains("python3 -c"),
+        "{a:#}"
+    );
+    let why = explanation(&a);
+    assert!(why.contains(&format!("pid {pid} (")), "{why}");
+    assert!(
+        why.len() < 400,
+        "a command line is shortened in prose: {why}"
+    );
+    assert!(explanation(&a).contains("a live listener"), "{a:#}");
+    assert_eq!(
+        a["fixes"][0],
+        format!("Stop the process that listens (pid {pid}, python3) or choose another port.")
+    );
+}
+
+#[test]
+fn time_wait_after_an_active_close_has_no_owner() {
+    if !root("why_time_wait") {
+        return;
+    }
+    let (code, a, _) = why_in("time-wait", "127.0.0.1:8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(errnos(&a), [IN_USE; 4], "{a:#}");
+    let h = &a["holders"][0];
+    assert_eq!(h["state"], "TIME_WAIT", "{a:#}");
+    assert_eq!(h["pid"], Value::Null);
+    assert_eq!(h["timer"], "timewait");
+    assert!(h["timer_remaining_ms"].as_u64().unwrap() > 55_000);
+    let why = explanation(&a);
+    assert!(
+        why.contains("waits in TIME_WAIT: this machine closed it first"),
+        "{why}"
+    );
+    assert!(
+        why.contains("Even with SO_REUSEADDR the bind fails"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_orphaned_fin_wait_2_blocks_too() {
+    if !root("why_orphan") {
+        return;
+    }
+    let (code, a, _) = why_in("orphan", "8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(a["target"], "0.0.0.0:8000");
+    assert_eq!(errnos(&a), [IN_USE; 4], "{a:#}");
+    let states: Vec<&str> = a["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["FIN_WAIT_2"], "{a:#}");
+    assert_eq!(a["holders"][0]["pid"], Value::Null);
+    assert!(explanation(&a).contains("sits in FIN_WAIT_2"), "{a:#}");
+}
+
+#[test]
+fn close_wait_held_by_a_live_process() {
+    if !root("why_close_wait") {
+        return;
+    }
+    let (code, a, pid) = why_in("close-wait", "127.0.0.1:8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(errnos(&a)[0], IN_USE);
+    let h = &a["holders"][0];
+    assert_eq!(
+        (h["state"].as_str(), h["pid"].as_u64()),
+        (Some("CLOSE_WAIT"), Some(pid)),
+        "{a:#}"
+    );
+    assert!(explanation(&a).contains("has not called close()"), "{a:#}");
+}
+
+#[test]
+fn a_wildcard_listener_blocks_127_0_0_1() {
+    if !root("why_wildcard") {
+        return;
+    }
+    let (code, a, pid) = why_in("wildcard", "127.0.0.1:8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(errnos(&a), [IN_USE; 4]);
+    let h = &a["holders"][0];
+    assert_eq!(
+        (h["local"].as_str(), h["pid"].as_u64()),
+        (Some("0.0.0.0:8000"), Some(pid))
+    );
+    assert!(
+        explanation(&a).contains("which covers every local address, 127.0.0.1 included"),
+        "{a:#}"
+    );
+}
+
+#[test]
+fn a_reuseport_group_admits_a_reuseport_socket() {
+    if !root("why_reuseport") {
+        return;
+    }
+    let (code, a, pid) = why_in("reuseport", "127.0.0.1:8000");
+    assert_eq!(code, 1, "{a:#}");
+    // no option, SO_REUSEADDR, SO_REUSEPORT, both
+    assert_eq!(errnos(&a), [IN_USE, IN_USE, None, None], "{a:#}");
+    let pids: Vec<u64> = a["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, [pid, pid]);
+    assert!(explanation(&a).contains("It set SO_REUSEPORT"), "{a:#}");
+}
+
+#[test]
+fn a_free_port_exits_0() {
+    if !root("why_free") {
+        return;
+    }
+    let (code, a, _) = why_in("free", "8000");
+    assert_eq!(code, 0, "{a:#}");
+    assert_eq!(a["bind_ok"], true);
+    assert_eq!(a["holders"], Value::Array(vec![]));
+}
+
+#[test]
+fn bad_targets_are_one_line_and_exit_2() {
+    for (target, says) in [
+        ("70000", "port 70000 is out of range"),
+        ("localhost:8000", "is a host name"),
+        (
+            "192.0.2.1:8000",
+            "192.0.2.1 is not an address of this machine",
+        ),
+    ] {
+        let run = teardown(&["why", target]);
+        assert_eq!(run.code, Some(2), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(run.stderr.contains(says), "{run}");
+    }
+    let run = teardown(&["why", "8000", "--netns", "teardown-no-such-namespace"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("no network namespace named"), "{run}");
+}
