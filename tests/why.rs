@@ -263,3 +263,55 @@ fn bad_targets_are_one_line_and_exit_2() {
     assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("no network namespace named"), "{run}");
 }
+
+#[test]
+fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
+    if !root("why_unprivileged") {
+        return;
+    }
+    // A root-owned listener on the host's loopback, asked about by nobody.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "why",
+        &addr,
+        "--json",
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(1), "{run}");
+    let a: Value = serde_json::from_str(&run.stdout).unwrap();
+    let h = &a["holders"][0];
+    assert_eq!(h["state"], "LISTEN", "{run}");
+    assert_eq!(
+        h["pid"],
+        Value::Null,
+        "another user's process stays hidden{run}"
+    );
+    assert!(
+        a["unseen"][0]
+            .as_str()
+            .unwrap()
+            .contains("run with sudo to name them"),
+        "{run}"
+    );
+    // Looking into a namespace needs root: one line, exit 2.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "why",
+        "8000",
+        "--netns",
+        "x",
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+}
