@@ -1,6 +1,7 @@
 //! Frame sources: the live capture on an interface (AF_PACKET through pnet).
 
 pub mod live;
+pub mod ring;
 
 pub use live::{LiveCapture, Stats};
 
