@@ -45,6 +45,71 @@ pub enum Command {
     /// Why a bind() to this port fails here now: who holds it, trial binds, what to do
     #[command(after_help = WHY_HELP)]
     Why(WhyArgs),
+    /// The article's server: bind, listen, accept one client, read, reply, exit
+    #[command(after_help = SERVER_HELP)]
+    Server(ServerArgs),
+    /// The article's client: connect, write, read until EOF, close
+    #[command(after_help = CLIENT_HELP)]
+    Client(ClientArgs),
+}
+
+const SERVER_HELP: &str = "\
+Examples (two terminals, as in the article):
+  teardown server                     terminal 1: listen on 0.0.0.0:8000
+  teardown client                     terminal 2: connect, write, read until EOF, close
+  teardown server                     terminal 1 again at once: bind fails, and why
+  teardown server --reuseaddr         with SO_REUSEADDR (set it on both runs, on Linux)
+  teardown server --reply-forever     the article's while(1) write(); Ctrl-C stops it
+
+A failed bind prints the article's line with the errno name and number, then the same
+explanation as `teardown why`: the socket that holds the port, its state, its timer, and the
+option that would have let the bind succeed. Ctrl-C ends the server as a kill would.
+
+Exit codes: 0 served a client, 1 the bind failed (explained), 2 usage or environment error.";
+
+const CLIENT_HELP: &str = "\
+Examples:
+  teardown client                     connect to 127.0.0.1:8000, write, read until EOF, close
+  teardown client --no-read           keep the socket open without reading: the server's end
+                                      then waits in FIN_WAIT_2, this one in CLOSE_WAIT
+  teardown client --no-close          read until EOF but never close (CLOSE_WAIT)
+
+Exit codes: 0 done, 1 the connection failed in a way the output names, 2 usage or
+environment error (e.g. nothing listens: ECONNREFUSED).";
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The address to bind
+    #[arg(long, default_value = "0.0.0.0")]
+    pub addr: std::net::IpAddr,
+    /// The port to bind (the article's is 8000)
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Set SO_REUSEADDR before bind()
+    #[arg(long)]
+    pub reuseaddr: bool,
+    /// Set SO_REUSEPORT before bind()
+    #[arg(long)]
+    pub reuseport: bool,
+    /// Reply in a loop, as the article's while(1) write()
+    #[arg(long)]
+    pub reply_forever: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's address
+    #[arg(long, default_value = "127.0.0.1")]
+    pub addr: std::net::IpAddr,
+    /// The server's port
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Keep the socket open after reading EOF, never close it
+    #[arg(long)]
+    pub no_close: bool,
+    /// Keep the socket open without reading (and without closing)
+    #[arg(long)]
+    pub no_read: bool,
 }
 
 const WHY_HELP: &str = "\

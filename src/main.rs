@@ -16,6 +16,25 @@ fn main() -> ExitCode {
         Command::List => list(),
         Command::Sockets(args) => sockets(args),
         Command::Why(args) => why(args),
+        Command::Server(args) => teardown::programs::server(
+            &teardown::programs::ServerConfig {
+                addr: std::net::SocketAddr::new(args.addr, args.port),
+                opts: teardown::sockets::SockOpts {
+                    reuseaddr: args.reuseaddr,
+                    reuseport: args.reuseport,
+                },
+                reply_forever: args.reply_forever,
+            },
+            &mut std::io::stdout(),
+        ),
+        Command::Client(args) => teardown::programs::client(
+            &teardown::programs::ClientConfig {
+                server: std::net::SocketAddr::new(args.addr, args.port),
+                read: !args.no_read,
+                close: !args.no_close,
+            },
+            &mut std::io::stdout(),
+        ),
         Command::Run(args) => RunConfig::try_from(args)
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };

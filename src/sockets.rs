@@ -74,6 +74,8 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EINTR => "EINTR",
         libc::EAGAIN => "EAGAIN",
         libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
         libc::ENOTCONN => "ENOTCONN",
         _ => "errno",
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod helper;
 mod kernel;
+mod programs;
 mod run_errors;
 mod scenarios;
 mod why;
