@@ -17,6 +17,7 @@ pub mod error;
 pub mod kernel;
 pub mod netns;
 pub mod output;
+pub mod privs;
 pub mod programs;
 pub mod run;
 pub mod scenario;

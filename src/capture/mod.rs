@@ -1,5 +1,6 @@
 //! Frame sources: the live capture on an interface (AF_PACKET through pnet).
 
+pub mod filter;
 pub mod live;
 pub mod ring;
 
