@@ -1,4 +1,5 @@
-//! Ctrl-C and SIGTERM: noted, not fatal, so a run can still write what it captured.
+//! Ctrl-C, SIGTERM, SIGHUP and SIGQUIT: noted, not fatal, so a run can still write what it
+//! captured and remove what it set up.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,8 +16,10 @@ pub fn install() {
         action.sa_sigaction = on_signal as *const () as usize;
         libc::sigemptyset(&mut action.sa_mask);
         action.sa_flags = 0;
-        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        // A closed terminal (SIGHUP) and Ctrl-\ (SIGQUIT) must clean up as Ctrl-C does.
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
     }
 }
 
@@ -26,8 +29,9 @@ pub fn block_in_this_thread() {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, signal);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

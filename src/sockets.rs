@@ -131,7 +131,7 @@ pub fn connect(local_ip: std::net::IpAddr, server: SocketAddr) -> Result<TcpStre
     stream(socket)
 }
 
-fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n == 4 {

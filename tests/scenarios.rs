@@ -1,6 +1,8 @@
 //! Each scenario for real (root): the segments Wireshark decodes, the states in the packet
 //! comments, the errno of the restart, and the story in the section comment.
 
+use std::process::Command;
+
 use crate::helper::*;
 
 /// The handshake and the article's exchange, identical in every scenario: "I am client"
@@ -174,6 +176,22 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
         .unwrap_or_else(|| panic!("no timer in {holder:?}"));
     assert!((55.0..=60.0).contains(&left), "{holder}");
     assert!(run.flat().contains("60 s on Linux"), "{run}");
+    // The kernel's table right after each close(), as ss would show it.
+    let snapshots: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("kernel, right after: "))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{run}");
+    assert!(snapshots[0].contains("server end FIN_WAIT_"), "{run}");
+    assert!(
+        snapshots[0].contains("client end CLOSE_WAIT (Recv-Q 12)"),
+        "{run}"
+    );
+    assert!(
+        snapshots[1].ends_with("kernel, right after: server end TIME_WAIT"),
+        "{run}"
+    );
     assert!(run.stdout.contains("verdict: reproduced"), "{run}");
     // The ladder shows the server's way into TIME_WAIT.
     for change in [
@@ -363,7 +381,7 @@ fn runs_repeat_because_each_gets_a_fresh_namespace() {
     }
     let dir = TempDir::new();
     let file = dir.join("again.pcapng");
-    for i in 0..5 {
+    for i in 0..20 {
         let run = teardown(&["run", "active-close", "-w", file.to_str().unwrap()]);
         assert_eq!(run.code, Some(0), "run {i}{run}");
         assert!(
@@ -372,6 +390,58 @@ fn runs_repeat_because_each_gets_a_fresh_namespace() {
             "{run}"
         );
     }
+}
+
+#[test]
+fn host_mode_finishes_while_other_traffic_runs_on_lo() {
+    if !root("host_mode_busy_lo") {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Another program's datagrams on the host's loopback, every millisecond.
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let _ = sock.send_to(b"noise", "127.0.0.1:9");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let port = free_port().to_string();
+    let dir = TempDir::new();
+    let file = dir.join("busy.pcapng");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "active-close",
+            "--host",
+            "--port",
+            &port,
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::SeqCst);
+    noise.join().unwrap();
+    let status = status.expect("the run did not finish within 20 s while lo was busy");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

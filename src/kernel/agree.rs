@@ -96,6 +96,8 @@ enum Cause {
     Sent(Need),
     /// Receiving this makes the kernel change state.
     Received(Need),
+    /// Sending or receiving this.
+    Either(Need),
 }
 
 /// The segment behind each kernel change (RFC 9293 §3.10 event processing, as Linux does it).
@@ -113,7 +115,8 @@ fn cause(old: State, new: State) -> Option<Cause> {
         }
         // The move to the time-wait table: at the peer's FIN, or (orphaned) at its ACK.
         (FinWait2, Closed) => Cause::Received(Need::FinOrAckOfFin),
-        (_, Closed) => Cause::Received(Need::Rst),
+        // A reset: received, or sent by the endpoint itself (SO_LINGER 0, unread data).
+        (_, Closed) => Cause::Either(Need::Rst),
         _ => return None,
     })
 }
@@ -122,6 +125,8 @@ fn cause(old: State, new: State) -> Option<Cause> {
 /// packets' are only compared to a few microseconds, so the nearest fitting segment within
 /// this bound is the cause. Farther than this, it was a timer.
 const NEAR_US: u128 = 5_000;
+/// How far a segment the endpoint sent may seem to come before the call that sent it.
+const SLACK_US: u128 = 50;
 
 /// Whether a chain ending in CLOSE is Linux handing the socket to its time-wait table.
 fn time_wait_handoff(old: State, new: State) -> bool {
@@ -223,19 +228,39 @@ pub fn agree(
         };
         out.seen += 1;
         let t = micros(ev.at);
-        let placed = cause(old, new).and_then(|c| {
-            let (from, need) = match c {
-                Cause::Sent(need) => (role, need),
-                Cause::Received(need) => (role.other(), need),
-            };
+        // The endpoint's own call comes before its segment (which may be held or lost and
+        // come much later); a received segment comes a few microseconds before its effect,
+        // give or take the two clocks' disagreement.
+        let sent = |need: Need| {
+            ours.iter().copied().find(|&i| {
+                sender(i) == Some(role) && at(i) + SLACK_US >= t && wire.fits(i, role, need)
+            })
+        };
+        let received = |need: Need| {
             ours.iter()
                 .copied()
-                .filter(|&i| sender(i) == Some(from) && wire.fits(i, role, need))
+                .filter(|&i| sender(i) == Some(role.other()) && wire.fits(i, role, need))
                 .map(|i| (at(i).abs_diff(t), i))
                 .filter(|(d, _)| *d <= NEAR_US)
                 .min()
                 .map(|(_, i)| i)
-        });
+        };
+        let placed = match cause(old, new) {
+            Some(Cause::Sent(need)) => sent(need),
+            Some(Cause::Received(need)) => received(need),
+            Some(Cause::Either(need)) => {
+                // Whichever reset is nearer in time.
+                match (sent(need), received(need)) {
+                    (Some(a), Some(b)) => Some(if at(a).abs_diff(t) <= at(b).abs_diff(t) {
+                        a
+                    } else {
+                        b
+                    }),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => None,
+        };
         match placed {
             Some(packet) => match chains.last_mut() {
                 Some(c)
@@ -253,10 +278,16 @@ pub fn agree(
                 // A timer, or a change this table does not know: say it where it happened.
                 out.unplaced += 1;
                 let nearest = ours.iter().copied().min_by_key(|&i| at(i).abs_diff(t));
+                let since = ours
+                    .first()
+                    .map(|&i| t as i128 - at(i) as i128)
+                    .unwrap_or(0);
                 let text = format!(
-                    "kernel: {role} {} → {} (no segment caused it)",
+                    "kernel: {role} {} → {} at {:+.3} ms after the first segment (no segment \
+                     caused it: a timer)",
                     kname(old),
-                    kname(new)
+                    kname(new),
+                    since as f64 / 1000.0
                 );
                 match nearest {
                     Some(i) => out.per_packet[i].push(Note {
@@ -281,10 +312,12 @@ pub fn agree(
         let handoff = time_wait_handoff(last_old, last);
         let end = if handoff {
             in_time_wait_table[idx(chain.role)] = true;
-            if flags(chain.packet).fin() {
-                State::TimeWait
-            } else {
+            // Orphaned in FIN_WAIT_2 at the ACK of its FIN; TIME_WAIT after the peer's FIN
+            // (or, from CLOSING, after the ACK of its own).
+            if last_old == State::FinWait2 && !flags(chain.packet).fin() {
                 State::FinWait2
+            } else {
+                State::TimeWait
             }
         } else {
             last
@@ -364,6 +397,13 @@ pub fn agree(
                     Verdict::Explained,
                     "kernel: not traced, Linux keeps a half-open connection as a request socket \
                      of the listener until the handshake's ACK"
+                        .to_string(),
+                )
+            } else if t.to == State::Closed && in_time_wait_table[idx(*role)] {
+                (
+                    Verdict::Explained,
+                    "kernel: not traced, a socket in the kernel's time-wait table ends without a \
+                     tracepoint"
                         .to_string(),
                 )
             } else if t.to == State::TimeWait && in_time_wait_table[idx(*role)] {

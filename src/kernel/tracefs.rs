@@ -117,7 +117,13 @@ impl Tracer {
     pub fn start(root: &Path, port: u16) -> io::Result<Tracer> {
         let instances = root.join("instances");
         remove_stale(&instances);
-        let dir = instances.join(format!("teardown-{}", std::process::id()));
+        // The pid says whose it is; the random part keeps two PID namespaces sharing one
+        // tracefs from colliding.
+        let dir = instances.join(format!(
+            "teardown-{}-{:08x}",
+            std::process::id(),
+            crate::sockets::random_u32()
+        ));
         fs::create_dir(&dir)?;
         let tracer = Tracer {
             dir,
@@ -167,13 +173,22 @@ fn remove_stale(instances: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("teardown-"))
+            .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;
         };
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        // Only old ones: a young instance whose pid is not alive here may belong to a run in
+        // another PID namespace.
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if !alive && old {
             let _ = fs::remove_dir(entry.path());
         }
     }
@@ -206,9 +221,22 @@ pub fn parse_trace(text: &str, offset_ns: i128) -> Vec<KernelEvent> {
         .collect()
 }
 
+const EVENT_NAMES: [&str; 4] = [
+    "inet_sock_set_state",
+    "tcp_receive_reset",
+    "tcp_retransmit_skb",
+    "tcp_send_reset",
+];
+
 fn parse_line(line: &str, offset_ns: i128) -> Option<KernelEvent> {
-    // "   task-PID [CPU] flags  SECONDS.MICROS: event: fields"
-    let (head, rest) = line.split_once(": ")?;
+    // "   task-PID [CPU] flags  SECONDS.MICROS: event: fields". The task name may hold
+    // anything, ": " included: anchor on the event's name instead.
+    let at_event = EVENT_NAMES
+        .iter()
+        .filter_map(|name| line.find(&format!(": {name}: ")))
+        .min()?;
+    let head = &line[..at_event];
+    let rest = &line[at_event + 2..];
     let secs = head.split_whitespace().last()?;
     let (s, us) = secs.split_once('.')?;
     let mono_ns = s.parse::<i128>().ok()? * 1_000_000_000 + us.parse::<i128>().ok()? * 1_000;
@@ -286,7 +314,7 @@ mod tests {
         teardown-16373   [001] ..s2.  1581.309938: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=8000 dport=52787 saddr=127.0.0.1 daddr=127.0.0.2 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:127.0.0.2 oldstate=TCP_LISTEN newstate=TCP_SYN_RECV
           <idle>-0       [001] .Ns2.  1581.356081: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=8000 dport=52787 saddr=127.0.0.1 daddr=127.0.0.2 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:0.0.0.0 oldstate=TCP_FIN_WAIT2 newstate=TCP_CLOSE
           <idle>-0       [000] ..s1.  1600.000001: tcp_send_reset: skbaddr=0000 skaddr=0000 src=127.0.0.1:8000 dest=127.0.0.2:52787 state=TCP_TIME_WAIT reason=NOT_SPECIFIED
-          <idle>-0       [000] ..s1.  1600.000002: tcp_receive_reset: family=AF_INET sport=52787 dport=8000 saddr=127.0.0.2 daddr=127.0.0.1 saddrv6=::ffff:127.0.0.2 daddrv6=::ffff:127.0.0.1 sock_cookie=5
+          a: weird: task-7  [000] ..s1.  1600.000002: tcp_receive_reset: family=AF_INET sport=52787 dport=8000 saddr=127.0.0.2 daddr=127.0.0.1 saddrv6=::ffff:127.0.0.2 daddrv6=::ffff:127.0.0.1 sock_cookie=5
 garbage line
 ";
 

@@ -34,6 +34,7 @@ pub struct FileInfo {
 /// EPB flags, bits 0-1: 01 inbound (`lo` shows only the host-side copy once the
 /// outgoing one is ignored).
 const INBOUND: u32 = 0b01;
+const OUTBOUND: u32 = 0b10;
 
 pub struct Writer<W: Write> {
     inner: PcapNgWriter<W>,
@@ -76,21 +77,42 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn write_packet(&mut self, packet: &Packet) -> io::Result<()> {
-        let mut options = vec![EnhancedPacketOption::Flags(INBOUND)];
-        if !packet.comment.is_empty() {
+        let f = &packet.frame;
+        self.write_frame(f.ts, &f.data, f.orig_len, &packet.comment, false)
+    }
+
+    /// One packet from borrowed bytes: no copy on the capture's hot path.
+    pub fn write_frame(
+        &mut self,
+        ts: Duration,
+        data: &[u8],
+        orig_len: u32,
+        comment: &str,
+        outbound: bool,
+    ) -> io::Result<()> {
+        let mut options = vec![EnhancedPacketOption::Flags(if outbound {
+            OUTBOUND
+        } else {
+            INBOUND
+        })];
+        if !comment.is_empty() {
             options.push(EnhancedPacketOption::Common(CommonOption::Comment(
-                Cow::Borrowed(&packet.comment),
+                Cow::Borrowed(comment),
             )));
         }
         let block = EnhancedPacketBlock {
             interface_id: 0,
-            timestamp: packet.frame.ts,
-            original_len: packet.frame.orig_len,
-            data: Cow::Borrowed(&packet.frame.data),
+            timestamp: ts,
+            original_len: orig_len.max(data.len() as u32),
+            data: Cow::Borrowed(data),
             options,
         };
         self.inner.write_pcapng_block(block).map_err(to_io)?;
         Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.get_mut().flush()
     }
 
     /// Writes the kernel's counters and flushes.
@@ -123,7 +145,8 @@ pub fn write_file(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("pcapng.part");
+    // One temporary file per process: parallel runs to one name must not share it.
+    let tmp = path.with_extension(format!("pcapng.{}.part", std::process::id()));
     let result = (|| {
         let mut writer = Writer::new(BufWriter::new(File::create(&tmp)?), info)?;
         for packet in packets {
@@ -255,7 +278,12 @@ mod tests {
         };
         write_file(&path, &info, &[], None).unwrap();
         assert!(path.exists());
-        assert!(!path.with_extension("pcapng.part").exists());
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("x.pcapng")]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

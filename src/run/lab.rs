@@ -1,6 +1,7 @@
 //! The bench a scenario's script works at: the addresses, the running capture, the tracker
 //! fed from it, and the record of what happened (narration, waits, restarts, tables).
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use crate::tracker::{Connection, Role, Tracker};
 const WAIT_LIMIT: Duration = Duration::from_secs(3);
 /// How often the capture thread looks at its stop flag.
 pub const POLL: Duration = Duration::from_millis(20);
+/// The longest the capture goes on reading after it was told to stop.
+const DRAIN_LIMIT: Duration = Duration::from_millis(200);
 
 /// One `bind()` of a restarted server.
 #[derive(Clone, Debug)]
@@ -86,6 +89,10 @@ pub struct Lab {
     /// The kernel's word on each inferred transition, once the capture is over.
     pub agreement: Option<Agreement>,
     pub color: bool,
+    /// `--require-kernel`: a kernel check that cannot be made is an error, not a note.
+    pub require_kernel: bool,
+    /// The kernel's table at the moments that matter (after each close), for the file.
+    pub snapshots: Vec<(String, Vec<KernelSocket>)>,
     out: Box<dyn Write>,
     step: usize,
     /// `TEARDOWN_PAUSE_AFTER_STEP=N` (tests only): wait for a signal after step N.
@@ -116,10 +123,17 @@ impl Lab {
                         break;
                     }
                 }
-                // Drain what is already queued: stop only once the socket is quiet.
-                while let Some(frame) = capture.next_frame()? {
-                    if tx.send(frame).is_err() {
-                        break;
+                // Drain what is already queued, for a bounded time: on the host's loopback
+                // other programs' traffic may never let the socket fall quiet.
+                let until = Instant::now() + DRAIN_LIMIT;
+                while Instant::now() < until && !signals::interrupted() {
+                    match capture.next_frame()? {
+                        Some(frame) => {
+                            if tx.send(frame).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
                     }
                 }
                 Ok(capture.stats())
@@ -145,6 +159,8 @@ impl Lab {
             tracer: None,
             agreement: None,
             color: false,
+            require_kernel: false,
+            snapshots: Vec::new(),
             out,
             step: 0,
             pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")
@@ -268,7 +284,7 @@ impl Lab {
             Err(_) => return Err(Error::CaptureLost("the capture thread panicked".into())),
         };
         self.stats = Some(stats);
-        self.check_with_kernel();
+        self.check_with_kernel()?;
         let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
             Some(conn) => ladder::render_checked(&self.packets, conn, notes, self.color),
@@ -308,23 +324,41 @@ impl Lab {
 
     /// Reads the kernel's trace and socket table, sets them beside the inference, and
     /// rewrites the packet comments with the kernel's word.
-    fn check_with_kernel(&mut self) {
+    fn check_with_kernel(&mut self) -> Result<(), Error> {
         let Some(tracer) = self.tracer.take() else {
-            return;
+            return Ok(());
         };
         let events = match tracer.read() {
             Ok(events) => events,
+            Err(e) if self.require_kernel => {
+                return Err(Error::KernelUnavailable(format!(
+                    "the kernel's trace could not be read: {e}"
+                )));
+            }
             Err(e) => {
                 self.notes.push(format!(
                     "the kernel's trace could not be read ({e}): not checked"
                 ));
-                return;
+                return Ok(());
             }
         };
         drop(tracer);
-        let table = kernel::sock_diag::dump().ok();
+        let table = match kernel::sock_diag::dump() {
+            Ok(table) => Some(table),
+            Err(e) if self.require_kernel => {
+                return Err(Error::KernelUnavailable(format!(
+                    "the socket table (sock_diag) could not be read: {e}"
+                )));
+            }
+            Err(e) => {
+                self.notes.push(format!(
+                    "the socket table (sock_diag) could not be read ({e}): final states not checked"
+                ));
+                None
+            }
+        };
         let Some(conn) = self.connection().cloned() else {
-            return;
+            return Ok(());
         };
         let agreement = agree(&self.packets, &conn, &events, table.as_deref());
         for (packet, notes) in self.packets.iter_mut().zip(&agreement.per_packet) {
@@ -335,6 +369,44 @@ impl Lab {
             }
         }
         self.agreement = Some(agreement);
+        Ok(())
+    }
+
+    /// The kernel's word on the port right now, one line: what `ss` would show after a
+    /// close(). Kept for the capture's section comment.
+    pub fn snapshot(&mut self, label: &str) -> Result<(), Error> {
+        let sockets = kernel::sockets_on_port(self.server.port())
+            .map_err(Error::io("reading the kernel's socket table"))?;
+        let server = self.server;
+        let ends: Vec<String> = sockets
+            .iter()
+            .filter(|s| s.local.ip() == server.ip() || s.peer == server)
+            .map(|s| {
+                let who = if s.local == server && s.peer.port() == 0 {
+                    "listener"
+                } else if s.local == server {
+                    "server end"
+                } else {
+                    "client end"
+                };
+                let mut t = format!("{who} {}", s.state);
+                if s.recv_q > 0 {
+                    let _ = write!(t, " (Recv-Q {})", s.recv_q);
+                }
+                if s.send_q > 0 && s.state != "LISTEN" {
+                    let _ = write!(t, " (Send-Q {})", s.send_q);
+                }
+                t
+            })
+            .collect();
+        let line = if ends.is_empty() {
+            "no socket on the port".to_string()
+        } else {
+            ends.join(", ")
+        };
+        let _ = writeln!(self.out, "     kernel, {label}: {line}");
+        self.snapshots.push((label.to_string(), sockets));
+        Ok(())
     }
 
     /// Restarts the server: a new socket with `opts` binds the server's address again (and

@@ -71,6 +71,7 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     );
     lab.quick_close = config.quick_close;
     lab.tracer = tracer;
+    lab.require_kernel = config.require_kernel;
     lab.color = color_wanted();
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
@@ -97,9 +98,14 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         iface: "lo".into(),
         linktype: DataLink::ETHERNET,
     };
+    let dir = config
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf);
     write_file(&config.output, &info, &lab.packets, lab.stats)
         .map_err(Error::io(format!("writing {}", config.output.display())))?;
-    give_to_sudo_user(&config.output);
+    give_to_sudo_user(&config.output, dir.as_deref());
     let _ = writeln!(
         out,
         "\ncapture: {} ({} packets, each with a comment: open it in Wireshark)",
@@ -161,14 +167,15 @@ fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
     }
 }
 
-/// Under sudo, the capture belongs to the user who asked for it, not to root.
-fn give_to_sudo_user(path: &Path) {
+/// Under sudo, the capture belongs to the user who asked for it, not to root: the file, and
+/// the directory only when this run created it (never an existing one such as /tmp).
+fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
     let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
     let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
         return;
     };
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = created_dir {
         let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
     }
 }

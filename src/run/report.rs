@@ -241,6 +241,13 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
         }
         s.push_str(".\n");
     }
+    for (label, sockets) in &lab.snapshots {
+        let states: Vec<String> = sockets
+            .iter()
+            .map(|k| format!("{} ↔ {} {}", k.local, k.peer, k.state))
+            .collect();
+        let _ = writeln!(s, "Kernel table {label} a close(): {}.", states.join(", "));
+    }
     if let Some(a) = &lab.agreement {
         let _ = writeln!(s, "{}.", a.summary());
         for (_, text) in &a.section {

@@ -72,8 +72,8 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
     lab.say(
         "client",
         format!(
-            "socket(), bind {}, connect {} (from {local})",
-            lab.client_ip, lab.server
+            "socket(), bind {local} (a random port), connect {}",
+            lab.server
         ),
     )?;
     let (server_conn, peer) = sockets::accept(&listener)?;
@@ -110,6 +110,7 @@ pub fn server_exits(lab: &mut Lab, opened: Opened) -> Result<TcpStream, Error> {
         "server",
         "close() the connection and the listener: the server process exits",
     )?;
+    lab.snapshot("right after")?;
     Ok(client)
 }
 
@@ -145,5 +146,6 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     }
     drop(client);
     lab.say("client", "close()")?;
+    lab.snapshot("right after")?;
     Ok(())
 }

@@ -197,6 +197,10 @@ pub struct Endpoint {
     fin_seq: Option<SeqNum>,
     /// The highest sequence number we sent, plus one.
     snd_nxt: Option<SeqNum>,
+    /// The peer's initial sequence number and the place of its FIN, once seen: a segment
+    /// that repeats them is a retransmission, not news.
+    irs: Option<SeqNum>,
+    peer_fin: Option<SeqNum>,
 }
 
 impl Endpoint {
@@ -206,6 +210,8 @@ impl Endpoint {
             iss: None,
             fin_seq: None,
             snd_nxt: None,
+            irs: None,
+            peer_fin: None,
         }
     }
 
@@ -241,6 +247,22 @@ impl Endpoint {
     pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
         if dir == Dir::Sent {
             self.note_sent(seg);
+        }
+        // Retransmissions of what the peer already sent: its SYN,ACK, or its FIN (RFC 9293
+        // §3.10.7.4: a duplicate is acknowledged, the state does not change).
+        if dir == Dir::Received {
+            let fin_at = seg.seq + seg.seq_space().saturating_sub(1);
+            let repeated_syn = seg.flags.syn() && self.irs == Some(seg.seq);
+            let repeated_fin = seg.flags.fin() && self.peer_fin == Some(fin_at);
+            if seg.flags.syn() && self.irs.is_none() {
+                self.irs = Some(seg.seq);
+            }
+            if seg.flags.fin() && self.peer_fin.is_none() {
+                self.peer_fin = Some(fin_at);
+            }
+            if (repeated_syn || repeated_fin) && !seg.flags.rst() && self.state != State::Listen {
+                return Step::default();
+            }
         }
         let fin_acked = dir == Dir::Received && self.acks_our_fin(seg);
         let f = seg.flags;

@@ -387,3 +387,22 @@ fn flags_print_control_bits_before_ack() {
     assert_eq!((Flags::FIN | Flags::PSH | ACK).to_string(), "FIN,PSH,ACK");
     assert_eq!(Flags(0).to_string(), "none");
 }
+
+// ----- retransmissions -----
+
+#[test]
+fn test_retransmitted_fin_changes_nothing() {
+    let mut e = client_close_wait();
+    stayed(e.on_segment(&seg(FIN_ACK | Flags::PSH, A_FIN, A_ISS + 12), Dir::Received));
+    assert_eq!(e.state(), State::CloseWait);
+    let mut e = server_closing();
+    stayed(e.on_segment(&seg(FIN_ACK, A_ISS + 12, A_FIN), Dir::Received));
+    assert_eq!(e.state(), State::Closing);
+}
+
+#[test]
+fn test_retransmitted_syn_ack_changes_nothing() {
+    let mut e = client_established();
+    stayed(e.on_segment(&seg(Flags::SYN | ACK, B_ISS, A_ISS + 1), Dir::Received));
+    assert_eq!(e.state(), State::Established);
+}

@@ -205,7 +205,8 @@ fn a_kernel_change_teardown_missed_is_a_mismatch() {
         .unwrap();
     assert_eq!(
         note.text,
-        "kernel: server FIN_WAIT2 → CLOSE (no segment caused it)"
+        "kernel: server FIN_WAIT2 → CLOSE at +60000.000 ms after the first segment (no segment \
+         caused it: a timer)"
     );
     // And an inferred change the kernel never traced.
     let mut trace = kernel_trace();
@@ -308,4 +309,110 @@ fn client_never_closes_as_recorded() {
     let a = agree(&packets, &conn, &trace, None);
     assert!(a.ok(), "{a:#?}");
     assert_eq!((a.seen, a.matched, a.unplaced), (8, 8, 0));
+}
+
+#[test]
+fn a_reset_sent_by_the_endpoint_itself_is_placed_on_its_rst() {
+    use State::*;
+    // SO_LINGER {on, 0}: the client goes ESTABLISHED → CLOSE before its RST leaves.
+    let mut segs = active_close(false)[..7].to_vec();
+    segs.push(crate::tracker::tests::segment(
+        true,
+        crate::tcp::Flags::RST | crate::tcp::Flags::ACK,
+        112,
+        912,
+        0,
+    ));
+    let mut tracker = Tracker::new();
+    let packets: Vec<Packet> = segs
+        .into_iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            let frame = Frame {
+                ts: Duration::from_micros(T0 + 100 * i as u64),
+                data: vec![],
+                orig_len: 0,
+            };
+            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+        })
+        .collect();
+    let conn = tracker.connections()[0].clone();
+    let mut trace: Vec<KernelEvent> = kernel_trace()
+        .into_iter()
+        .filter(|e| e.at < Duration::from_micros(T0 + 650))
+        .collect();
+    trace.push(ev(690, CLIENT, SERVER, Established, Closed));
+    trace.push(ev(705, SERVER, CLIENT, Established, Closed));
+    let a = agree(&packets, &conn, &trace, None);
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!(a.unplaced, 0);
+    assert_eq!(
+        a.per_packet[7]
+            .iter()
+            .map(|n| (n.role, n.verdict))
+            .collect::<Vec<_>>(),
+        [
+            (Role::Client, Verdict::Agrees),
+            (Role::Server, Verdict::Agrees)
+        ]
+    );
+}
+
+#[test]
+fn closing_ends_in_time_wait_at_the_ack_of_its_fin() {
+    use crate::tcp::Flags;
+    use crate::tracker::tests::segment;
+    use State::*;
+    // Both FINs cross (held back), then both ACKs.
+    let mut segs = active_close(false)[..7].to_vec();
+    let fa = Flags::FIN | Flags::ACK;
+    segs.push(segment(false, fa, 912, 112, 0)); // server FIN
+    segs.push(segment(true, fa, 112, 912, 0)); // client FIN, not acking the server's
+    segs.push(segment(false, Flags::ACK, 913, 113, 0));
+    segs.push(segment(true, Flags::ACK, 113, 913, 0));
+    let mut tracker = Tracker::new();
+    let packets: Vec<Packet> = segs
+        .into_iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            let frame = Frame {
+                ts: Duration::from_micros(T0 + 100 * i as u64),
+                data: vec![],
+                orig_len: 0,
+            };
+            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+        })
+        .collect();
+    let conn = tracker.connections()[0].clone();
+    let (c, s) = (CLIENT, SERVER);
+    let mut trace: Vec<KernelEvent> = kernel_trace()
+        .into_iter()
+        .filter(|e| e.at < Duration::from_micros(T0 + 650))
+        .collect();
+    // The server: FIN (packet 7), the client's FIN arrives (8), the ACK of its FIN (10).
+    trace.extend([
+        ev(690, s, c, Established, FinWait1),
+        ev(805, s, c, FinWait1, Closing),
+        ev(1005, s, c, Closing, Closed),
+    ]);
+    trace.sort_by_key(|e| e.at);
+    let a = agree(&packets, &conn, &trace, None);
+    let server_at = |i: usize| {
+        a.per_packet[i]
+            .iter()
+            .find(|n| n.role == Role::Server)
+            .cloned()
+    };
+    assert_eq!(
+        server_at(8).map(|n| n.verdict),
+        Some(Verdict::Agrees),
+        "{a:#?}"
+    );
+    // The server's CLOSING → CLOSE at the ACK of its FIN is its move to TIME_WAIT.
+    let server_end = a.per_packet[10]
+        .iter()
+        .find(|n| n.role == Role::Server)
+        .unwrap_or_else(|| panic!("{a:#?}"));
+    assert_eq!(server_end.inferred, Some((Closing, TimeWait)), "{a:#?}");
+    assert_eq!(server_end.verdict, Verdict::Agrees, "{a:#?}");
 }
