@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             },
             &mut std::io::stdout(),
         ),
+        Command::Capture(args) => capture(args),
         Command::Client(args) => teardown::programs::client(
             &teardown::programs::ClientConfig {
                 server: std::net::SocketAddr::new(args.addr, args.port),
@@ -164,4 +165,38 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
     } else {
         exit::DIFFERENT
     })
+}
+
+fn capture(args: teardown::cli::CaptureArgs) -> Result<i32, Error> {
+    use teardown::capture::filter::Filter;
+    use teardown::capture::session::{CaptureConfig, Output};
+    let filter = match (&args.port, &args.filter) {
+        (Some(port), _) => Filter::port(*port),
+        (None, Some(expr)) => Filter::parse(expr).map_err(Error::Usage)?,
+        (None, None) => Filter::default(),
+    };
+    let duration = match args.duration {
+        Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+        Some(d) => {
+            return Err(Error::Usage(format!(
+                "--duration {d}: give a number of seconds above 0"
+            )));
+        }
+        None => None,
+    };
+    let output = if args.output.as_os_str() == "-" {
+        Output::Stdout
+    } else {
+        Output::File(args.output.clone())
+    };
+    let config = CaptureConfig {
+        iface: args.iface,
+        filter,
+        count: args.count,
+        duration,
+        output,
+        netns: args.netns,
+        user: args.user,
+    };
+    teardown::capture::session::capture(&config, &mut std::io::stderr())
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the built binary, run for real. Tests that need root skip with a
 //! printed reason, or fail when TEARDOWN_REQUIRE_ROOT=1 (as CI sets it).
 
+mod capture;
 mod cli;
 mod helper;
 mod kernel;

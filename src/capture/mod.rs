@@ -3,6 +3,7 @@
 pub mod filter;
 pub mod live;
 pub mod ring;
+pub mod session;
 
 pub use live::{LiveCapture, Stats};
 

@@ -121,12 +121,13 @@ fn cause(old: State, new: State) -> Option<Cause> {
     })
 }
 
-/// A kernel change follows its segment within microseconds; the trace's clock and the
-/// packets' are only compared to a few microseconds, so the nearest fitting segment within
-/// this bound is the cause. Farther than this, it was a timer.
+/// A kernel change follows its segment within microseconds, but the trace's clock and the
+/// packets' agree only to a few: a segment may seem to come this much after its effect.
 const NEAR_US: u128 = 5_000;
 /// How far a segment the endpoint sent may seem to come before the call that sent it.
 const SLACK_US: u128 = 50;
+/// A received segment older than this did not cause the change: a timer did.
+const LATE_US: u128 = 1_000_000;
 
 /// Whether a chain ending in CLOSE is Linux handing the socket to its time-wait table.
 fn time_wait_handoff(old: State, new: State) -> bool {
@@ -236,14 +237,18 @@ pub fn agree(
                 sender(i) == Some(role) && at(i) + SLACK_US >= t && wire.fits(i, role, need)
             })
         };
+        // Each of these changes happens once per connection: its cause is the first segment
+        // of the right kind (the handshake's ACK, not the data that acks the SYN again), as
+        // long as it did not come after the change, nor so long before that a timer did it.
         let received = |need: Need| {
             ours.iter()
                 .copied()
-                .filter(|&i| sender(i) == Some(role.other()) && wire.fits(i, role, need))
-                .map(|i| (at(i).abs_diff(t), i))
-                .filter(|(d, _)| *d <= NEAR_US)
-                .min()
-                .map(|(_, i)| i)
+                .find(|&i| {
+                    sender(i) == Some(role.other())
+                        && wire.fits(i, role, need)
+                        && at(i) <= t + NEAR_US
+                })
+                .filter(|&i| t <= at(i) + LATE_US)
         };
         let placed = match cause(old, new) {
             Some(Cause::Sent(need)) => sent(need),

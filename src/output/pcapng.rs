@@ -40,8 +40,12 @@ pub struct Writer<W: Write> {
     inner: PcapNgWriter<W>,
 }
 
+/// Keeps an I/O error as it is (a closed pipe must stay BrokenPipe); the rest become "other".
 fn to_io(e: pcap_file::pcapng::PcapNgWriteError) -> io::Error {
-    io::Error::other(e.to_string())
+    match e {
+        pcap_file::pcapng::PcapNgWriteError::Io(io) => io,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 impl<W: Write> Writer<W> {

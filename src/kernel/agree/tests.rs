@@ -416,3 +416,27 @@ fn closing_ends_in_time_wait_at_the_ack_of_its_fin() {
     assert_eq!(server_end.inferred, Some((Closing, TimeWait)), "{a:#?}");
     assert_eq!(server_end.verdict, Verdict::Agrees, "{a:#?}");
 }
+
+/// Seen under load: the server's socket was created 60 µs after the handshake's ACK, 10 µs
+/// before the client's data, which acks the SYN again. The handshake's ACK is the cause.
+#[test]
+fn the_handshake_ack_not_the_data_after_it_completes_the_connection() {
+    use State::*;
+    let (packets, conn) = packets(false);
+    let mut trace = kernel_trace();
+    for e in &mut trace {
+        if let EventKind::SetState {
+            old: Listen | SynReceived,
+            ..
+        } = e.kind
+        {
+            if e.local == SERVER.parse().unwrap() && e.remote.port() != 0 {
+                e.at = Duration::from_micros(T0 + 290); // data arrives at 300
+            }
+        }
+    }
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!(a.per_packet[2][0].verdict, Verdict::Agrees);
+    assert!(a.per_packet[3].is_empty(), "{a:#?}");
+}
