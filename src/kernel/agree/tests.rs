@@ -425,14 +425,15 @@ fn the_handshake_ack_not_the_data_after_it_completes_the_connection() {
     let (packets, conn) = packets(false);
     let mut trace = kernel_trace();
     for e in &mut trace {
-        if let EventKind::SetState {
-            old: Listen | SynReceived,
-            ..
-        } = e.kind
-        {
-            if e.local == SERVER.parse().unwrap() && e.remote.port() != 0 {
-                e.at = Duration::from_micros(T0 + 290); // data arrives at 300
+        let handshake = matches!(
+            e.kind,
+            EventKind::SetState {
+                old: Listen | SynReceived,
+                ..
             }
+        );
+        if handshake && e.local == SERVER.parse().unwrap() && e.remote.port() != 0 {
+            e.at = Duration::from_micros(T0 + 290); // data arrives at 300
         }
     }
     let a = agree(&packets, &conn, &trace, Some(&table(6)));
