@@ -98,6 +98,8 @@ impl Event {
 pub struct Tracker {
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
     conns: Vec<Connection>,
+    /// The last segment's connection: a capture is mostly runs of one connection.
+    last: Option<((SocketAddr, SocketAddr), usize)>,
 }
 
 impl Tracker {
@@ -116,7 +118,11 @@ impl Tracker {
     pub fn on_segment(&mut self, seg: &Segment) -> Event {
         let key = tuple(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
-        let id = match self.by_tuple.get(&key) {
+        let known = match self.last {
+            Some((k, id)) if k == key => Some(id),
+            _ => self.by_tuple.get(&key).copied(),
+        };
+        let id = match known.as_ref() {
             // A new SYN on a tuple whose previous connection is over: a new incarnation.
             Some(&id) if fresh_syn && self.conns[id].state(Role::Client) != State::SynSent => {
                 self.open(seg)
@@ -124,6 +130,7 @@ impl Tracker {
             Some(&id) => id,
             None => self.open(seg),
         };
+        self.last = Some((key, id));
         let conn = &mut self.conns[id];
         conn.segments += 1;
         let from = if seg.src == conn.client {

@@ -4,6 +4,7 @@ pub mod filter;
 pub mod live;
 pub mod ring;
 pub mod session;
+pub mod stamps;
 
 pub use live::{LiveCapture, Stats};
 

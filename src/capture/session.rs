@@ -18,6 +18,7 @@ use crate::kernel::table;
 use crate::output::pcapng::{FileInfo, Writer};
 use crate::privs;
 use crate::signals;
+use crate::tcp::State;
 use crate::tracker::Tracker;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +62,9 @@ fn is_loopback(iface: &str) -> bool {
 }
 
 pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error> {
+    // Kernel stamps on before the first packet (the switch is system-wide: this namespace's
+    // loopback will do, before moving to another one).
+    let stamps = crate::capture::stamps::switch_on().ok();
     if let Some(name) = &config.netns {
         table::enter_named_netns(name).map_err(Error::Usage)?;
     }
@@ -70,7 +74,8 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     // Opened while still privileged (any directory); then handed to -Z USER.
     let out: Box<dyn Write> = match &config.output {
         Output::Stdout => Box::new(io::stdout().lock()),
-        Output::File(path) => Box::new(BufWriter::new(
+        Output::File(path) => Box::new(BufWriter::with_capacity(
+            1 << 20,
             File::create(path).map_err(Error::io(format!("creating {}", path.display())))?,
         )),
     };
@@ -108,6 +113,9 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     let flush_each = config.output == Output::Stdout;
     let started = Instant::now();
     let mut tracker = Tracker::new();
+    // Indexed by the two states: 11 × 11 texts at most.
+    let mut unchanged: Vec<Option<String>> = vec![None; State::ALL.len() * State::ALL.len()];
+    let mut scratch = String::new();
     let mut written: u64 = 0;
     let mut failure: Option<io::Error> = None;
     let enough = |written: u64| config.count.is_some_and(|c| written >= c);
@@ -136,14 +144,28 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             if !config.filter.keeps(&decoded) {
                 return;
             }
-            let text = match &decoded {
-                Ok(seg) => comment(&tracker.on_segment(seg)),
-                Err(e) => e.to_string(),
+            let text: &str = match &decoded {
+                Ok(seg) => {
+                    let event = tracker.on_segment(seg);
+                    if event.transitions.is_empty() && event.unexpected.is_empty() {
+                        // Most segments change nothing: the same few texts, made once.
+                        let [c, s] = event.states;
+                        unchanged[c.index() * State::ALL.len() + s.index()]
+                            .get_or_insert_with(|| comment(&event))
+                    } else {
+                        scratch = comment(&event);
+                        &scratch
+                    }
+                }
+                Err(e) => {
+                    scratch = e.to_string();
+                    &scratch
+                }
             };
             // PACKET_OUTGOING is 4: a packet this host sent.
             let outbound = frame.pkttype == 4;
             let result = writer
-                .write_frame(frame.ts, frame.data, frame.orig_len, &text, outbound)
+                .write_frame(frame.ts, frame.data, frame.orig_len, text, outbound)
                 .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
             match result {
                 Ok(()) => written += 1,
@@ -155,6 +177,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         }
     }
     let stats = ring.stats();
+    drop(stamps);
     if let Some(e) = failure {
         // A reader that went away (`| head`, a closed Wireshark) ends the capture quietly.
         if e.kind() == io::ErrorKind::BrokenPipe {

@@ -53,6 +53,9 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
             None
         }
     };
+    // Kernel stamps on before the first packet, or the first ones carry the time of reading.
+    let (stamps, live) =
+        crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
     let capture = LiveCapture::open("lo", POLL)?;
     let place = if config.host {
         "on the host's loopback".to_string()
@@ -112,6 +115,14 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         config.output.display(),
         lab.packets.len()
     );
+    if !live {
+        lab.notes.push(
+            "the kernel's packet timestamps did not come on in time: the first packets may carry \
+             the time they were read"
+                .into(),
+        );
+    }
+    drop(stamps);
     for note in &lab.notes {
         let _ = writeln!(out, "note: {note}");
     }

@@ -88,6 +88,11 @@ pub enum State {
 }
 
 impl State {
+    /// 0..11, for tables indexed by state.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub const ALL: [State; 11] = [
         State::Closed,
         State::Listen,
