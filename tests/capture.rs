@@ -245,3 +245,79 @@ fn section<'a>(run: &'a Run, name: &str) -> &'a str {
     let rest = &run.stdout[start + name.len() + 4..];
     &rest[..rest.find("\n== ").map(|i| i + 1).unwrap_or(rest.len())]
 }
+
+/// Two namespaces of the test's own joined by a veth pair (TEST-NET addresses, inside them
+/// only); the capture runs in one of them on its veth, by `--netns`.
+#[test]
+fn capture_on_a_veth_inside_a_named_namespace() {
+    if !root("capture_veth") || !tshark("capture_veth") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (err, out) = (dir.join("err"), dir.join("veth.pcapng"));
+    let id = std::process::id() % 100_000;
+    let script = format!(
+        r#"
+set -u
+A=tdit-a{id}; Z=tdit-b{id}; VA=tdva{id}; VB=tdvb{id}
+trap 'ip netns del $A 2>/dev/null; ip netns del $Z 2>/dev/null' EXIT
+ip netns add $A; ip netns add $Z
+ip link add $VA type veth peer name $VB
+ip link set $VA netns $A; ip link set $VB netns $Z
+ip -n $A addr add 192.0.2.1/24 dev $VA; ip -n $A link set $VA up; ip -n $A link set lo up
+ip -n $Z addr add 192.0.2.2/24 dev $VB; ip -n $Z link set $VB up; ip -n $Z link set lo up
+"$B" capture -i $VA --netns $A --port 8000 -c 10 -o {out} 2>{err} & P=$!
+for i in $(seq 500); do grep -q "privileges dropped" {err} && break; sleep 0.01; done
+ip netns exec $A "$B" server > /dev/null & S=$!
+for i in $(seq 500); do ip netns exec $A "$B" sockets --port 8000 --state listen | grep -q LISTEN && break; sleep 0.01; done
+ip netns exec $Z "$B" client --addr 192.0.2.1 > /dev/null
+wait $S; wait $P; echo "capture exit=$?"
+"#,
+        out = out.display(),
+        err = err.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]).env("B", BIN);
+    let run = run_cmd(cmd);
+    assert!(run.stdout.contains("capture exit=0"), "{run}");
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(&out).args([
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "frame.packet_flags_direction",
+        "-e",
+        "frame.comment",
+    ]);
+    let tshark = run_cmd(cmd);
+    let rows: Vec<Vec<&str>> = tshark
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 10, "{tshark}");
+    // From the client: inbound on the server's veth; from the server: outbound.
+    for r in &rows {
+        let expected = if r[0] == "192.0.2.2" {
+            "0x00000001"
+        } else {
+            "0x00000002"
+        };
+        assert_eq!(r[1], expected, "{tshark}");
+    }
+    assert!(
+        rows[0][2].starts_with("client CLOSED → SYN_SENT"),
+        "{tshark}"
+    );
+    let listed = run_cmd({
+        let mut c = Command::new("ip");
+        c.args(["netns", "list"]);
+        c
+    });
+    assert!(
+        !listed.stdout.contains(&format!("tdit-a{id}")),
+        "namespace left behind"
+    );
+}
