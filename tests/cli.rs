@@ -57,3 +57,36 @@ fn write_to_a_directory_is_a_usage_error() {
     assert!(run.stderr.contains("is a directory"), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
 }
+
+#[test]
+fn the_lua_postdissector_puts_the_states_in_wiresharks_info_column() {
+    if !crate::helper::tshark("lua_postdissector") {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.arg("-X")
+        .arg(format!("lua_script:{root}/scripts/teardown.lua"))
+        .arg("-r")
+        .arg(format!("{root}/captures/active-close.pcapng"))
+        .args(["-T", "fields", "-e", "_ws.col.Info"]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].ends_with("[client CLOSED → SYN_SENT; server LISTEN → SYN_RECEIVED]"),
+        "{run}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("[FIN, ACK]")
+            && l.ends_with("[server ESTABLISHED → FIN_WAIT_1; client ESTABLISHED → CLOSE_WAIT]")),
+        "{run}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("[client LAST_ACK → CLOSED]"),
+        "{run}"
+    );
+}
