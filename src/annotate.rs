@@ -28,7 +28,10 @@ pub fn annotate(
     decode: impl Fn(&[u8]) -> Result<Segment, DecodeError>,
 ) -> Packet {
     let decoded = decode(&frame.data);
-    let event = decoded.as_ref().ok().map(|seg| tracker.on_segment(seg));
+    let event = decoded
+        .as_ref()
+        .ok()
+        .map(|seg| tracker.on_segment_at(seg, Some(frame.ts)));
     let comment = match (&decoded, &event) {
         (_, Some(event)) => comment(event),
         (Err(err), _) => err.to_string(),
@@ -75,6 +78,7 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
             .filter(|n| n.inferred.is_none())
             .map(|n| n.text.clone()),
     );
+    parts.extend(event.notes.iter().cloned());
     for (role, u) in &event.unexpected {
         let dir = match u.dir {
             crate::tcp::Dir::Sent => "sent",

@@ -54,6 +54,78 @@ pub enum Command {
     /// A live capture, each TCP segment commented with its state transitions, as pcapng
     #[command(after_help = CAPTURE_HELP)]
     Capture(CaptureArgs),
+    /// Comment every TCP segment of a capture file (pcap or pcapng) with its state transitions
+    #[command(after_help = ANNOTATE_HELP)]
+    Annotate(AnnotateArgs),
+    /// Draw the ladder of a capture's connections, in the terminal and as SVG
+    #[command(after_help = DIAGRAM_HELP)]
+    Diagram(DiagramArgs),
+    /// One line per connection of a capture: who closed first, how, final states
+    #[command(after_help = SUMMARY_HELP)]
+    Summary(SummaryArgs),
+}
+
+const ANNOTATE_HELP: &str = "\
+Examples:
+  teardown annotate server.pcap -o server.pcapng      a tcpdump capture, commented
+  tcpdump -i eth0 -w - port 8000 | teardown annotate - -o live.pcapng
+  wireshark server.pcapng                            the comments are frame.comment
+
+Reads pcap (micro- or nanoseconds) and pcapng (any resolution, several interfaces and
+sections); link types Ethernet (VLAN too), Linux cooked SLL and SLL2, raw IPv4/IPv6, BSD
+loopback. Every packet is written back byte for byte with its timestamp, comments it already
+had are kept; each TCP segment gets one more naming the transitions it caused, and what it is
+(a retransmission, a duplicate, out of order, cut by the snaplen, a connection joined
+mid-way). No privileges needed.
+
+Exit codes: 0 written, 2 bad input (the message names the file and the byte offset).";
+
+const DIAGRAM_HELP: &str = "\
+Examples:
+  teardown diagram captures/active-close.pcapng
+  teardown diagram server.pcap --port 8000 --svg close.svg
+  teardown diagram server.pcap --conn 3          (numbers from `teardown summary`)
+
+Exit codes: 0 drawn, 2 bad input or no such connection.";
+
+const SUMMARY_HELP: &str = "\
+Examples:
+  teardown summary server.pcap
+  teardown summary server.pcap --json | jq '.[] | select(.server_state == \"TIME_WAIT\")'
+
+Exit codes: 0 summarised, 2 bad input.";
+
+#[derive(Debug, Args)]
+pub struct AnnotateArgs {
+    /// The capture to read (pcap or pcapng); `-` reads standard input
+    pub input: String,
+    /// The pcapng to write; `-` writes standard output
+    #[arg(short = 'o', short_alias = 'w', long = "output", value_name = "OUT")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagramArgs {
+    /// The capture to read; `-` reads standard input
+    pub input: String,
+    /// Only connection N (as `teardown summary` numbers them)
+    #[arg(long, value_name = "N", conflicts_with = "port")]
+    pub conn: Option<usize>,
+    /// Only connections with this port at either end
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    /// Also draw it as an SVG picture into this file (one file per connection: -N.svg)
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// The capture to read; `-` reads standard input
+    pub input: String,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
 }
 
 const CAPTURE_HELP: &str = "\

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
+use etherparse::{TcpOptionElement, TransportSlice};
 
 use crate::tcp::{Flags, Seg, SeqNum};
 
@@ -19,6 +19,8 @@ pub struct Segment {
     pub window: u16,
     /// Payload bytes, from the IP length (not the captured length).
     pub len: u32,
+    /// Payload bytes in the capture (less than `len` when a snaplen cut the packet).
+    pub captured: u32,
     pub options: TcpOptions,
 }
 
@@ -75,27 +77,96 @@ pub enum DecodeError {
     NotTcp(String),
     #[error("malformed: {0}")]
     Malformed(String),
+    #[error("link type {0} is not one teardown decodes")]
+    UnsupportedLink(u32),
 }
 
-/// Decodes an Ethernet frame (what `lo` and a veth deliver, zero MACs on `lo`).
-pub fn decode_ethernet(frame: &[u8]) -> Result<Segment, DecodeError> {
-    let packet =
-        SlicedPacket::from_ethernet(frame).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    from_sliced(&packet)
+/// LINKTYPE_* values teardown decodes (tcpdump.org/linktypes.html).
+pub mod link {
+    pub const NULL: u32 = 0;
+    pub const ETHERNET: u32 = 1;
+    pub const RAW: u32 = 101;
+    pub const LOOP: u32 = 108;
+    pub const LINUX_SLL: u32 = 113;
+    pub const IPV4: u32 = 228;
+    pub const IPV6: u32 = 229;
+    pub const LINUX_SLL2: u32 = 276;
+
+    pub fn supported(linktype: u32) -> bool {
+        matches!(
+            linktype,
+            NULL | ETHERNET | RAW | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
+        )
+    }
 }
 
-fn from_sliced(packet: &SlicedPacket<'_>) -> Result<Segment, DecodeError> {
-    let (src_ip, dst_ip): (IpAddr, IpAddr) = match &packet.net {
-        Some(NetSlice::Ipv4(ip)) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        Some(NetSlice::Ipv6(ip)) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        Some(NetSlice::Arp(_)) => return Err(DecodeError::NotTcp("ARP".into())),
-        None => return Err(DecodeError::NotTcp("no IP header".into())),
+/// Decodes a frame of link type `linktype`: Ethernet (VLAN tags too), Linux cooked SLL and
+/// SLL2, raw IPv4/IPv6, BSD loopback. A segment cut by a snaplen still decodes, with its
+/// captured payload shorter than its length.
+pub fn decode(linktype: u32, frame: &[u8]) -> Result<Segment, DecodeError> {
+    use etherparse::{EtherType, LaxSlicedPacket};
+    let short = || {
+        DecodeError::Malformed(format!(
+            "{} bytes: shorter than its link header",
+            frame.len()
+        ))
+    };
+    let packet = match linktype {
+        link::ETHERNET => LaxSlicedPacket::from_ethernet(frame)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?,
+        // SLL: the protocol is at bytes 14-15 (etherparse refuses loopback's ARPHRD).
+        link::LINUX_SLL => {
+            let proto = frame.get(14..16).ok_or_else(short)?;
+            LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                &frame[16..],
+            )
+        }
+        link::LINUX_SLL2 => {
+            let proto = frame.get(0..2).ok_or_else(short)?;
+            let rest = frame.get(20..).ok_or_else(short)?;
+            LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                rest,
+            )
+        }
+        link::RAW | link::IPV4 | link::IPV6 => {
+            LaxSlicedPacket::from_ip(frame).map_err(|e| DecodeError::Malformed(e.to_string()))?
+        }
+        // The BSD loopback header: the address family, in the capturing host's byte order
+        // (NULL) or in network order (LOOP).
+        link::NULL | link::LOOP => {
+            let rest = frame.get(4..).ok_or_else(short)?;
+            LaxSlicedPacket::from_ip(rest).map_err(|e| DecodeError::Malformed(e.to_string()))?
+        }
+        other => return Err(DecodeError::UnsupportedLink(other)),
+    };
+    from_lax(&packet)
+}
+
+fn from_lax(packet: &etherparse::LaxSlicedPacket<'_>) -> Result<Segment, DecodeError> {
+    use etherparse::LaxNetSlice;
+    let (src_ip, dst_ip, ip_payload_len): (IpAddr, IpAddr, Option<usize>) = match &packet.net {
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            let total = h.total_len() as usize;
+            let payload = total.checked_sub(h.ihl() as usize * 4);
+            (h.source_addr().into(), h.destination_addr().into(), payload)
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            // The extension headers (if any) come out of the payload length.
+            let exts = ip.extensions().slice().len();
+            let payload = (h.payload_length() as usize).checked_sub(exts);
+            (h.source_addr().into(), h.destination_addr().into(), payload)
+        }
+        Some(LaxNetSlice::Arp(_)) => return Err(DecodeError::NotTcp("ARP".into())),
+        None => {
+            return Err(match &packet.stop_err {
+                Some((e, _)) => DecodeError::Malformed(e.to_string()),
+                None => DecodeError::NotTcp("no IP header".into()),
+            });
+        }
     };
     let tcp = match &packet.transport {
         Some(TransportSlice::Tcp(tcp)) => tcp,
@@ -104,8 +175,27 @@ fn from_sliced(packet: &SlicedPacket<'_>) -> Result<Segment, DecodeError> {
             return Err(DecodeError::NotTcp("ICMP".into()));
         }
         Some(_) => return Err(DecodeError::NotTcp("another transport protocol".into())),
-        None => return Err(DecodeError::NotTcp("IP without a transport header".into())),
+        None => {
+            return Err(match &packet.stop_err {
+                Some((e, _)) => DecodeError::Malformed(e.to_string()),
+                None => DecodeError::NotTcp("IP without a TCP header".into()),
+            });
+        }
     };
+    let mut seg = tcp_segment(tcp, src_ip, dst_ip);
+    let header = tcp.header_slice().len();
+    if let Some(len) = ip_payload_len.and_then(|p| p.checked_sub(header)) {
+        seg.len = seg.captured.max(len as u32);
+    }
+    Ok(seg)
+}
+
+/// Decodes an Ethernet frame (what `lo` and a veth deliver, zero MACs on `lo`).
+pub fn decode_ethernet(frame: &[u8]) -> Result<Segment, DecodeError> {
+    decode(link::ETHERNET, frame)
+}
+
+fn tcp_segment(tcp: &etherparse::TcpSlice<'_>, src_ip: IpAddr, dst_ip: IpAddr) -> Segment {
     let mut flags = Flags(0);
     for (set, flag) in [
         (tcp.fin(), Flags::FIN),
@@ -137,7 +227,7 @@ fn from_sliced(packet: &SlicedPacket<'_>) -> Result<Segment, DecodeError> {
             }
         }
     }
-    Ok(Segment {
+    Segment {
         src: SocketAddr::new(src_ip, tcp.source_port()),
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
         flags,
@@ -145,8 +235,9 @@ fn from_sliced(packet: &SlicedPacket<'_>) -> Result<Segment, DecodeError> {
         ack: SeqNum(tcp.acknowledgment_number()),
         window: tcp.window_size(),
         len: tcp.payload().len() as u32,
+        captured: tcp.payload().len() as u32,
         options,
-    })
+    }
 }
 
 #[cfg(test)]

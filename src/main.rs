@@ -28,6 +28,26 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ),
         Command::Capture(args) => capture(args),
+        Command::Annotate(args) => {
+            teardown::offline::annotate(&args.input, &args.output, &mut std::io::stderr())
+        }
+        Command::Diagram(args) => {
+            use teardown::offline::Select;
+            let select = match (args.conn, args.port) {
+                (Some(n), _) => Select::Conn(n),
+                (None, Some(p)) => Select::Port(p),
+                (None, None) => Select::All,
+            };
+            teardown::offline::diagram(
+                &args.input,
+                select,
+                args.svg.as_deref(),
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::Summary(args) => {
+            teardown::offline::summary(&args.input, args.json, &mut std::io::stdout().lock())
+        }
         Command::Client(args) => teardown::programs::client(
             &teardown::programs::ClientConfig {
                 server: std::net::SocketAddr::new(args.addr, args.port),

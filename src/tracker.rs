@@ -22,7 +22,7 @@ impl Role {
             Role::Server => Role::Client,
         }
     }
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         match self {
             Role::Client => 0,
             Role::Server => 1,
@@ -51,6 +51,11 @@ pub struct Connection {
     endpoints: [Endpoint; 2],
     /// Each side's initial sequence number: relative numbers count from it.
     base: [Option<SeqNum>; 2],
+    /// Each side's next new sequence number, and its last segment (seq, len, flags), to
+    /// tell retransmissions, duplicates and gaps.
+    next: [Option<SeqNum>; 2],
+    last_seg: [Option<(SeqNum, u32, u8)>; 2],
+    last_at: [Option<std::time::Duration>; 2],
     pub segments: u64,
 }
 
@@ -78,6 +83,9 @@ pub struct Event {
     pub rel_ack: Option<u32>,
     pub transitions: Vec<(Role, Transition)>,
     pub unexpected: Vec<(Role, Unexpected)>,
+    /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
+    /// gap before it, the first segment of a connection joined mid-way.
+    pub notes: Vec<String>,
     /// Both states after the segment: [client, server].
     pub states: [State; 2],
 }
@@ -116,6 +124,12 @@ impl Tracker {
     }
 
     pub fn on_segment(&mut self, seg: &Segment) -> Event {
+        self.on_segment_at(seg, None)
+    }
+
+    /// As `on_segment`, with the segment's capture time: a copy within a millisecond of the
+    /// original is a duplicate (seen twice), a later one a retransmission.
+    pub fn on_segment_at(&mut self, seg: &Segment, at: Option<std::time::Duration>) -> Event {
         let key = tuple(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
         let known = match self.last {
@@ -148,6 +162,38 @@ impl Tracker {
             _ => None,
         };
         let s = seg.seg();
+        let mut notes = Vec::new();
+        if conn.segments == 1 && conn.joined_mid {
+            notes.push(
+                "joined mid-connection: the capture began after the handshake, the states \
+                 before this segment are assumed"
+                    .to_string(),
+            );
+        }
+        let side = from.index();
+        let space = s.seq_space();
+        let this = (seg.seq, seg.len, seg.flags.0);
+        if space > 0 {
+            let end = seg.seq + space;
+            match conn.next[side] {
+                Some(next) if next.after_or_eq(end) => notes.push(repeat(
+                    conn.last_seg[side] == Some(this),
+                    conn.last_at[side],
+                    at,
+                    rel_seq,
+                )),
+                Some(next) if seg.seq.after_or_eq(next + 1) => notes.push(format!(
+                    "out of order: {} bytes before it are missing from the capture or come later",
+                    seg.seq - next
+                )),
+                _ => {}
+            }
+            if conn.next[side].is_none_or(|next| end.after_or_eq(next)) {
+                conn.next[side] = Some(end);
+            }
+        }
+        conn.last_seg[side] = Some(this);
+        conn.last_at[side] = at;
         let mut transitions = Vec::new();
         let mut unexpected = Vec::new();
         for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
@@ -166,6 +212,7 @@ impl Tracker {
             rel_ack,
             transitions,
             unexpected,
+            notes,
             states: [conn.state(Role::Client), conn.state(Role::Server)],
         }
     }
@@ -198,10 +245,38 @@ impl Tracker {
             joined_mid,
             endpoints: [Endpoint::new(states[0]), Endpoint::new(states[1])],
             base: [None, None],
+            next: [None, None],
+            last_seg: [None, None],
+            last_at: [None, None],
             segments: 0,
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
+    }
+}
+
+/// What a segment that repeats sequence space is: a copy seen twice (within a millisecond of
+/// the original), or a retransmission.
+fn repeat(
+    same_as_last: bool,
+    last_at: Option<std::time::Duration>,
+    at: Option<std::time::Duration>,
+    rel_seq: u32,
+) -> String {
+    let gap = match (last_at, at) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    match (same_as_last, gap) {
+        (true, Some(g)) if g < std::time::Duration::from_millis(1) => {
+            "duplicate: the capture saw the previous segment twice".to_string()
+        }
+        (true, Some(g)) => format!(
+            "retransmission of the previous segment after {:.0} ms",
+            g.as_secs_f64() * 1000.0
+        ),
+        (true, None) => "a retransmission or a duplicate of the previous segment".to_string(),
+        (false, _) => format!("retransmission: seq {rel_seq} was sent before"),
     }
 }
 
@@ -236,6 +311,7 @@ pub(crate) mod tests {
             ack: SeqNum(ack),
             window: 512,
             len,
+            captured: len,
             options: TcpOptions::default(),
         }
     }
@@ -342,6 +418,53 @@ pub(crate) mod tests {
         assert_eq!(conn.server, SERVER.parse().unwrap());
         assert_eq!(events[0].from, Role::Server);
         assert_eq!(conn.state(Role::Server), State::TimeWait);
+    }
+
+    #[test]
+    fn retransmissions_duplicates_and_gaps_are_named() {
+        let mut segs = active_close(false);
+        // The server's reply again (a retransmission), then the same segment once more
+        // (a duplicate), then a data segment after a gap.
+        let reply = segs[5].clone();
+        segs.insert(6, reply.clone());
+        segs.insert(7, reply);
+        let mut tracker = Tracker::new();
+        let ms = std::time::Duration::from_millis;
+        let times = [0, 1, 2, 3, 4, 5, 205, 205, 206, 207, 208, 209, 210];
+        let events: Vec<Event> = segs
+            .iter()
+            .zip(times)
+            .map(|(s, t)| tracker.on_segment_at(s, Some(ms(t))))
+            .collect();
+        assert!(events[5].notes.is_empty());
+        assert_eq!(
+            events[6].notes,
+            ["retransmission of the previous segment after 200 ms"]
+        );
+        assert_eq!(
+            events[7].notes,
+            ["duplicate: the capture saw the previous segment twice"]
+        );
+        let (_, untimed) = run(&segs);
+        assert_eq!(
+            untimed[6].notes,
+            ["a retransmission or a duplicate of the previous segment"]
+        );
+        let mut gap = segment(true, PA, 112 + 100, 901, 5);
+        gap.len = 5;
+        let (_, events) = run(&[active_close(false)[..7].to_vec(), vec![gap]].concat());
+        assert_eq!(
+            events[7].notes,
+            ["out of order: 100 bytes before it are missing from the capture or come later"]
+        );
+    }
+
+    #[test]
+    fn a_mid_connection_join_is_said_once() {
+        let (_, events) = run(&active_close(false)[5..]);
+        assert_eq!(events[0].notes.len(), 1);
+        assert!(events[0].notes[0].starts_with("joined mid-connection"));
+        assert!(events[1].notes.is_empty());
     }
 
     #[test]

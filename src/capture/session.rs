@@ -146,7 +146,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             }
             let text: &str = match &decoded {
                 Ok(seg) => {
-                    let event = tracker.on_segment(seg);
+                    let event = tracker.on_segment_at(seg, Some(frame.ts));
                     if event.transitions.is_empty() && event.unexpected.is_empty() {
                         // Most segments change nothing: the same few texts, made once.
                         let [c, s] = event.states;

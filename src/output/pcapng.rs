@@ -103,44 +103,21 @@ impl<W: Write> Writer<W> {
         comment: &str,
         outbound: bool,
     ) -> io::Result<()> {
-        let pad = |n: usize| (4 - n % 4) % 4;
-        let comment = &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)];
-        let mut options_len = 8 + 4; // flags, end of options
-        if !comment.is_empty() {
-            options_len += 4 + comment.len() + pad(comment.len());
-        }
-        let total = 28 + data.len() + pad(data.len()) + options_len + 4;
-        let Ok(total32) = u32::try_from(total) else {
-            return Err(io::Error::other("a packet too large for a pcapng block"));
-        };
-        let nanos = ts.as_nanos() as u64;
+        let mut flags = Vec::with_capacity(8);
+        flags.extend_from_slice(&2u16.to_ne_bytes()); // epb_flags
+        flags.extend_from_slice(&4u16.to_ne_bytes());
+        flags.extend_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
         let b = &mut self.block;
-        b.clear();
-        for word in [
-            6u32, // Enhanced Packet Block
-            total32,
-            0, // interface 0
-            (nanos >> 32) as u32,
-            nanos as u32,
-            data.len() as u32,
-            orig_len.max(data.len() as u32),
-        ] {
-            b.extend_from_slice(&word.to_ne_bytes());
-        }
-        b.extend_from_slice(data);
-        b.resize(b.len() + pad(data.len()), 0);
-        // epb_flags (code 2): inbound 01 or outbound 10 in bits 0-1.
-        b.extend_from_slice(&2u16.to_ne_bytes());
-        b.extend_from_slice(&4u16.to_ne_bytes());
-        b.extend_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
-        if !comment.is_empty() {
-            b.extend_from_slice(&1u16.to_ne_bytes()); // opt_comment
-            b.extend_from_slice(&(comment.len() as u16).to_ne_bytes());
-            b.extend_from_slice(comment);
-            b.resize(b.len() + pad(comment.len()), 0);
-        }
-        b.extend_from_slice(&[0; 4]); // opt_endofopt
-        b.extend_from_slice(&total32.to_ne_bytes());
+        encode_epb(
+            b,
+            cfg!(target_endian = "big"),
+            0,
+            ts.as_nanos() as u64,
+            data,
+            orig_len,
+            &flags,
+            comment,
+        )?;
         self.inner.get_mut().write_all(b)
     }
 
@@ -165,6 +142,70 @@ impl<W: Write> Writer<W> {
         out.flush()?;
         Ok(out)
     }
+}
+
+/// Encodes an Enhanced Packet Block (pcapng §4.3) into `b`, in the given byte order: the
+/// interface, the timestamp in the interface's units, the data (padded), `options` as they
+/// are (already in that byte order), then `comment` as one more opt_comment.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_epb(
+    b: &mut Vec<u8>,
+    big: bool,
+    interface: u32,
+    raw_ts: u64,
+    data: &[u8],
+    orig_len: u32,
+    options: &[u8],
+    comment: &str,
+) -> io::Result<()> {
+    let pad = |n: usize| (4 - n % 4) % 4;
+    let w32 = |v: u32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let w16 = |v: u16| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let comment = &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)];
+    let mut options_len = options.len() + 4; // end of options
+    if !comment.is_empty() {
+        options_len += 4 + comment.len() + pad(comment.len());
+    }
+    let total = 28 + data.len() + pad(data.len()) + options_len + 4;
+    let Ok(total32) = u32::try_from(total) else {
+        return Err(io::Error::other("a packet too large for a pcapng block"));
+    };
+    b.clear();
+    for word in [
+        6u32, // Enhanced Packet Block
+        total32,
+        interface,
+        (raw_ts >> 32) as u32,
+        raw_ts as u32,
+        data.len() as u32,
+        orig_len.max(data.len() as u32),
+    ] {
+        b.extend_from_slice(&w32(word));
+    }
+    b.extend_from_slice(data);
+    b.resize(b.len() + pad(data.len()), 0);
+    b.extend_from_slice(options);
+    if !comment.is_empty() {
+        b.extend_from_slice(&w16(1)); // opt_comment
+        b.extend_from_slice(&w16(comment.len() as u16));
+        b.extend_from_slice(comment);
+        b.resize(b.len() + pad(comment.len()), 0);
+    }
+    b.extend_from_slice(&[0; 4]); // opt_endofopt
+    b.extend_from_slice(&w32(total32));
+    Ok(())
 }
 
 /// Writes a whole capture to `path` through a temporary file, so a reader never sees half

@@ -161,7 +161,10 @@ pub struct Seg {
 impl Seg {
     /// SYN and FIN each occupy one sequence number (RFC 9293 §3.4).
     pub fn seq_space(&self) -> u32 {
-        self.len + u32::from(self.flags.syn()) + u32::from(self.flags.fin())
+        // Wrapping, as sequence space does: a lying length must not panic.
+        self.len
+            .wrapping_add(u32::from(self.flags.syn()))
+            .wrapping_add(u32::from(self.flags.fin()))
     }
 }
 

@@ -1,0 +1,419 @@
+//! Capture files in: pcap (micro- or nanosecond) and pcapng (any resolution, several
+//! interfaces and sections), read as a stream. Packets come out with their timestamp and
+//! link type; pcapng's other blocks come out as they are, to be copied. Every error names the
+//! byte offset where it happened.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
+
+use pcap_file::Endianness;
+use pcap_file::pcap::{PcapReader, PcapTsResolution};
+use pcap_file::pcapng::PcapNgReader;
+
+/// What went wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub file: String,
+    pub offset: u64,
+    pub what: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: byte {}: {}", self.file, self.offset, self.what)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// One packet of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InPacket {
+    /// Since the Unix epoch.
+    pub ts: Duration,
+    /// The timestamp as the file stores it (pcapng: in its interface's units; pcap: in the
+    /// file's µs or ns), so that it is written back unchanged.
+    pub raw_ts: u64,
+    pub interface: u32,
+    /// LINKTYPE_* of its interface.
+    pub linktype: u32,
+    pub data: Vec<u8>,
+    pub orig_len: u32,
+    /// The packet block's options, as stored (without the end-of-options), to be kept.
+    pub options: Vec<u8>,
+    /// Comments already on the packet.
+    pub comments: Vec<String>,
+    /// The byte order of its section (pcapng).
+    pub big_endian: bool,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A pcapng block that is not a packet, as its bytes (section and interface
+    /// descriptions, name resolution, statistics...).
+    Block(Vec<u8>),
+    Packet(InPacket),
+}
+
+/// The kind of file and what a pcapng writer needs to reproduce a pcap file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pcap {
+        linktype: u32,
+        snaplen: u32,
+        nanos: bool,
+    },
+    PcapNg,
+}
+
+enum Reader<R: Read> {
+    Pcap(PcapReader<BufReader<R>>),
+    PcapNg(PcapNgReader<BufReader<R>>),
+}
+
+pub struct Source<R: Read> {
+    name: String,
+    reader: Reader<R>,
+    pub kind: Kind,
+    /// Where the next block or packet starts.
+    offset: u64,
+    done: bool,
+    first: Option<Vec<u8>>,
+}
+
+/// A packet or block may not claim more than this: nothing real comes near it.
+const MAX_BLOCK: u32 = 8_000_000;
+
+impl<R: Read> Source<R> {
+    pub fn open(input: R, name: &str) -> Result<Source<R>, InputError> {
+        let err = |offset: u64, what: String| InputError {
+            file: name.to_string(),
+            offset,
+            what,
+        };
+        let mut buffered = BufReader::with_capacity(1 << 16, input);
+        let head = buffered
+            .fill_buf()
+            .map_err(|e| err(0, format!("cannot read: {e}")))?
+            .get(..4)
+            .map(|b| [b[0], b[1], b[2], b[3]]);
+        let Some(magic) = head else {
+            return Err(err(
+                0,
+                "empty, or shorter than a capture file's header".into(),
+            ));
+        };
+        let (reader, kind, offset) = match magic {
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                let r = PcapNgReader::new(buffered)
+                    .map_err(|e| err(0, format!("not a valid pcapng section header ({e})")))?;
+                (Reader::PcapNg(r), Kind::PcapNg, 0)
+            }
+            [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d] => {
+                let r = PcapReader::new(buffered)
+                    .map_err(|e| err(0, format!("not a valid pcap header ({e})")))?;
+                let h = r.header();
+                let kind = Kind::Pcap {
+                    linktype: u32::from(h.datalink),
+                    snaplen: h.snaplen,
+                    nanos: h.ts_resolution == PcapTsResolution::NanoSecond,
+                };
+                (Reader::Pcap(r), kind, 24)
+            }
+            other => {
+                return Err(err(
+                    0,
+                    format!(
+                        "not a pcap or pcapng file (it starts with {:02x} {:02x} {:02x} {:02x})",
+                        other[0], other[1], other[2], other[3]
+                    ),
+                ));
+            }
+        };
+        // The reader has taken the first section header: it comes out first, re-encoded
+        // with its options and byte order.
+        let first = match &reader {
+            Reader::PcapNg(r) => Some(
+                section_bytes(r.section())
+                    .map_err(|e| err(0, format!("the section header does not re-encode ({e})")))?,
+            ),
+            Reader::Pcap(_) => None,
+        };
+        Ok(Source {
+            name: name.to_string(),
+            reader,
+            kind,
+            offset,
+            done: false,
+            first,
+        })
+    }
+
+    fn error(&mut self, what: String) -> Option<Result<Item, InputError>> {
+        self.done = true;
+        Some(Err(InputError {
+            file: self.name.clone(),
+            offset: self.offset,
+            what,
+        }))
+    }
+
+    pub fn next_item(&mut self) -> Option<Result<Item, InputError>> {
+        if self.done {
+            return None;
+        }
+        if let Some(shb) = self.first.take() {
+            self.offset += shb.len() as u64;
+            return Some(Ok(Item::Block(shb)));
+        }
+        match &mut self.reader {
+            Reader::Pcap(r) => {
+                let Kind::Pcap {
+                    linktype, nanos, ..
+                } = self.kind
+                else {
+                    return None;
+                };
+                let (item, len) = match r.next_raw_packet()? {
+                    Ok(p) => {
+                        if p.incl_len > p.orig_len {
+                            let what = format!(
+                                "a packet claims {} captured bytes of {} on the wire: captured \
+                                 cannot exceed original",
+                                p.incl_len, p.orig_len
+                            );
+                            return self.error(what);
+                        }
+                        let unit = if nanos { 1_000_000_000 } else { 1_000_000 };
+                        let raw_ts = u64::from(p.ts_sec) * unit + u64::from(p.ts_frac);
+                        let ts = Duration::new(
+                            u64::from(p.ts_sec),
+                            if nanos {
+                                p.ts_frac
+                            } else {
+                                p.ts_frac.saturating_mul(1000)
+                            },
+                        );
+                        let packet = InPacket {
+                            ts,
+                            raw_ts,
+                            interface: 0,
+                            linktype,
+                            data: p.data.to_vec(),
+                            orig_len: p.orig_len,
+                            options: Vec::new(),
+                            comments: Vec::new(),
+                            // Written back in a section of this machine's byte order.
+                            big_endian: cfg!(target_endian = "big"),
+                            offset: self.offset,
+                        };
+                        (Item::Packet(packet), 16 + u64::from(p.incl_len))
+                    }
+                    Err(e) => return self.error(describe(&format!("{e:?}"))),
+                };
+                self.offset += len;
+                Some(Ok(item))
+            }
+            Reader::PcapNg(r) => {
+                let (raw, state) = match r.next_raw_block()? {
+                    Ok(x) => x,
+                    Err(e) => return self.error(describe(&format!("{e:?}"))),
+                };
+                if raw.initial_len > MAX_BLOCK {
+                    let what = format!(
+                        "a block claims {} bytes, more than any real packet block",
+                        raw.initial_len
+                    );
+                    return self.error(what);
+                }
+                let big = state.endianness() == Endianness::Big;
+                let at = self.offset;
+                self.offset += u64::from(raw.initial_len);
+                let item = match raw.type_ {
+                    // Enhanced Packet Block.
+                    6 => match enhanced_packet(&raw.body, big) {
+                        Some(epb) => {
+                            if epb.caplen > epb.orig_len {
+                                self.offset = at;
+                                let what = format!(
+                                    "a packet claims {} captured bytes of {} on the wire: \
+                                     captured cannot exceed original",
+                                    epb.caplen, epb.orig_len
+                                );
+                                return self.error(what);
+                            }
+                            let Some(iface) = state.interfaces().get(epb.interface as usize) else {
+                                self.offset = at;
+                                let what = format!(
+                                    "a packet of interface {} before any description of it",
+                                    epb.interface
+                                );
+                                return self.error(what);
+                            };
+                            let ts = state
+                                .decode_timestamp(epb.interface, epb.ts_high, epb.ts_low)
+                                .unwrap_or_default();
+                            Item::Packet(InPacket {
+                                ts,
+                                raw_ts: (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low),
+                                interface: epb.interface,
+                                linktype: u32::from(iface.linktype),
+                                data: epb.data.to_vec(),
+                                orig_len: epb.orig_len,
+                                comments: comments(epb.options, big),
+                                options: epb.options.to_vec(),
+                                big_endian: big,
+                                offset: at,
+                            })
+                        }
+                        None => {
+                            self.offset = at;
+                            return self
+                                .error("an enhanced packet block that does not parse".into());
+                        }
+                    },
+                    _ => Item::Block(block_bytes(raw.type_, &raw.body, big)),
+                };
+                Some(Ok(item))
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for Source<R> {
+    type Item = Result<Item, InputError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item()
+    }
+}
+
+/// pcap-file's words for a cut-off file, in ours.
+fn describe(e: &str) -> String {
+    if e.contains("UnexpectedEof") || e.contains("Incomplete") {
+        "the file ends in the middle of a block, or a block claims more bytes than the file \
+         holds (truncated?)"
+            .to_string()
+    } else {
+        format!("not a valid block: {e}")
+    }
+}
+
+fn section_bytes(
+    shb: &pcap_file::pcapng::blocks::section_header::SectionHeaderBlock<'_>,
+) -> Result<Vec<u8>, String> {
+    let writer = pcap_file::pcapng::PcapNgWriter::with_section_header(Vec::new(), shb.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(writer.into_inner())
+}
+
+struct Epb<'a> {
+    interface: u32,
+    ts_high: u32,
+    ts_low: u32,
+    caplen: u32,
+    orig_len: u32,
+    data: &'a [u8],
+    options: &'a [u8],
+}
+
+fn word(b: &[u8], at: usize, big: bool) -> Option<u32> {
+    let bytes: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(if big {
+        u32::from_be_bytes(bytes)
+    } else {
+        u32::from_le_bytes(bytes)
+    })
+}
+
+fn enhanced_packet(body: &[u8], big: bool) -> Option<Epb<'_>> {
+    let caplen = word(body, 12, big)?;
+    let data_end = 20usize.checked_add(caplen as usize)?;
+    let padded = data_end.checked_add((4 - caplen as usize % 4) % 4)?;
+    Some(Epb {
+        interface: word(body, 0, big)?,
+        ts_high: word(body, 4, big)?,
+        ts_low: word(body, 8, big)?,
+        caplen,
+        orig_len: word(body, 16, big)?,
+        data: body.get(20..data_end)?,
+        options: options_without_end(body.get(padded.min(body.len())..)?, big),
+    })
+}
+
+/// The options up to (not including) the end-of-options marker.
+fn options_without_end(mut opts: &[u8], big: bool) -> &[u8] {
+    let all = opts;
+    let mut used = 0;
+    while opts.len() >= 4 {
+        let half = |i: usize| {
+            let b = [opts[i], opts[i + 1]];
+            if big {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let (code, len) = (half(0), half(2) as usize);
+        if code == 0 {
+            break;
+        }
+        let step = 4 + len + (4 - len % 4) % 4;
+        if step > opts.len() {
+            break;
+        }
+        used += step;
+        opts = &opts[step..];
+    }
+    &all[..used]
+}
+
+/// The opt_comment values among `opts`.
+fn comments(mut opts: &[u8], big: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    while opts.len() >= 4 {
+        let half = |i: usize| {
+            let b = [opts[i], opts[i + 1]];
+            if big {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let (code, len) = (half(0), half(2) as usize);
+        let step = 4 + len + (4 - len % 4) % 4;
+        if step > opts.len() {
+            break;
+        }
+        if code == 1 {
+            found.push(String::from_utf8_lossy(&opts[4..4 + len]).into_owned());
+        }
+        opts = &opts[step..];
+    }
+    found
+}
+
+/// A block's bytes as they were: type, length, body, length, in its section's byte order.
+fn block_bytes(type_: u32, body: &[u8], big: bool) -> Vec<u8> {
+    let total = (12 + body.len()) as u32;
+    let w = |v: u32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut out = Vec::with_capacity(total as usize);
+    out.extend_from_slice(&w(type_));
+    out.extend_from_slice(&w(total));
+    out.extend_from_slice(body);
+    out.extend_from_slice(&w(total));
+    out
+}
+
+#[cfg(test)]
+mod tests;
