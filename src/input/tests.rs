@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use super::*;
 use crate::decode::tests::SYN_FRAME;
 use pcap_file::DataLink;
