@@ -85,7 +85,10 @@ pub fn annotate_stream<R: Read>(
         out.write_all(&pcapng_header(name, linktype, snaplen, nanos)?)
             .map_err(write_err)?;
     }
-    let mut tracker = Tracker::new();
+    // One pass, memory for the open connections only: a finished one is forgotten 2×MSL
+    // (60 s of capture time) after its last segment.
+    let mut tracker = Tracker::forgetful(Duration::from_secs(60));
+    let mut opened = 0usize;
     let (mut packets, mut tcp) = (0u64, 0u64);
     let mut block = Vec::with_capacity(1 << 17);
     while let Some(item) = src.next_item() {
@@ -97,6 +100,7 @@ pub fn annotate_stream<R: Read>(
                     Ok(seg) => {
                         tcp += 1;
                         let event = tracker.on_segment_at(&seg, Some(p.ts));
+                        opened = opened.max(event.conn + 1);
                         let mut text = comment(&event);
                         if seg.captured < seg.len {
                             text.push_str(&format!(
@@ -130,7 +134,7 @@ pub fn annotate_stream<R: Read>(
     Ok(Annotated {
         packets,
         tcp,
-        connections: tracker.connections().len(),
+        connections: opened,
     })
 }
 

@@ -57,6 +57,8 @@ pub struct Connection {
     last_seg: [Option<(SeqNum, u32, u8)>; 2],
     last_at: [Option<std::time::Duration>; 2],
     pub segments: u64,
+    /// The capture time of its last segment, when known.
+    pub last_seen: Option<std::time::Duration>,
 }
 
 impl Connection {
@@ -105,9 +107,14 @@ impl Event {
 #[derive(Default)]
 pub struct Tracker {
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// Ordered by id; without forgetting, a connection's id is its index.
     conns: Vec<Connection>,
+    next_id: usize,
     /// The last segment's connection: a capture is mostly runs of one connection.
     last: Option<((SocketAddr, SocketAddr), usize)>,
+    /// Forget a finished connection this long (capture time) after its last segment.
+    forget_after: Option<std::time::Duration>,
+    since_sweep: u32,
 }
 
 impl Tracker {
@@ -115,12 +122,48 @@ impl Tracker {
         Tracker::default()
     }
 
+    /// A tracker for one pass over a long capture: a connection whose two ends are CLOSED
+    /// or TIME_WAIT is forgotten `after` its last segment (2×MSL is the natural choice: until
+    /// then a retransmitted FIN may still come). Memory follows the open connections.
+    pub fn forgetful(after: std::time::Duration) -> Tracker {
+        Tracker {
+            forget_after: Some(after),
+            ..Tracker::default()
+        }
+    }
+
+    /// The connections known now (all of them, unless forgetful).
     pub fn connections(&self) -> &[Connection] {
         &self.conns
     }
 
     pub fn connection(&self, id: usize) -> Option<&Connection> {
-        self.conns.get(id)
+        self.position(id).map(|i| &self.conns[i])
+    }
+
+    fn position(&self, id: usize) -> Option<usize> {
+        match self.conns.get(id) {
+            Some(c) if c.id == id => Some(id),
+            _ => self.conns.binary_search_by_key(&id, |c| c.id).ok(),
+        }
+    }
+
+    /// Drops the finished connections last seen before `now - forget_after`.
+    fn sweep(&mut self, now: std::time::Duration) {
+        let Some(after) = self.forget_after else {
+            return;
+        };
+        let done = |s: State| matches!(s, State::Closed | State::TimeWait);
+        let by_tuple = &mut self.by_tuple;
+        self.conns.retain(|c| {
+            let old = c.last_seen.is_some_and(|t| now.saturating_sub(t) > after);
+            let forget = old && done(c.state(Role::Client)) && done(c.state(Role::Server));
+            if forget && by_tuple.get(&tuple(c.client, c.server)) == Some(&c.id) {
+                by_tuple.remove(&tuple(c.client, c.server));
+            }
+            !forget
+        });
+        self.last = None;
     }
 
     pub fn on_segment(&mut self, seg: &Segment) -> Event {
@@ -130,6 +173,13 @@ impl Tracker {
     /// As `on_segment`, with the segment's capture time: a copy within a millisecond of the
     /// original is a duplicate (seen twice), a later one a retransmission.
     pub fn on_segment_at(&mut self, seg: &Segment, at: Option<std::time::Duration>) -> Event {
+        if let (Some(now), Some(_)) = (at, self.forget_after) {
+            self.since_sweep += 1;
+            if self.since_sweep >= 4096 {
+                self.since_sweep = 0;
+                self.sweep(now);
+            }
+        }
         let key = tuple(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
         let known = match self.last {
@@ -138,15 +188,30 @@ impl Tracker {
         };
         let id = match known.as_ref() {
             // A new SYN on a tuple whose previous connection is over: a new incarnation.
-            Some(&id) if fresh_syn && self.conns[id].state(Role::Client) != State::SynSent => {
+            Some(&id)
+                if fresh_syn
+                    && self
+                        .connection(id)
+                        .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
+            {
                 self.open(seg)
             }
             Some(&id) => id,
             None => self.open(seg),
         };
         self.last = Some((key, id));
-        let conn = &mut self.conns[id];
+        // The index and the list agree; were they ever not to, the newest connection serves.
+        let pos = self
+            .position(id)
+            .unwrap_or(self.conns.len().saturating_sub(1));
+        if self.conns.is_empty() {
+            self.open(seg);
+        }
+        let conn = &mut self.conns[pos];
         conn.segments += 1;
+        if at.is_some() {
+            conn.last_seen = at;
+        }
         let from = if seg.src == conn.client {
             Role::Client
         } else {
@@ -218,7 +283,8 @@ impl Tracker {
     }
 
     fn open(&mut self, seg: &Segment) -> usize {
-        let id = self.conns.len();
+        let id = self.next_id;
+        self.next_id += 1;
         let (client, server, states, joined_mid) = if seg.flags.syn() && !seg.flags.ack() {
             (seg.src, seg.dst, [State::Closed, State::Listen], false)
         } else if seg.flags.syn() {
@@ -249,6 +315,7 @@ impl Tracker {
             last_seg: [None, None],
             last_at: [None, None],
             segments: 0,
+            last_seen: None,
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
@@ -465,6 +532,46 @@ pub(crate) mod tests {
         assert_eq!(events[0].notes.len(), 1);
         assert!(events[0].notes[0].starts_with("joined mid-connection"));
         assert!(events[1].notes.is_empty());
+    }
+
+    #[test]
+    fn a_forgetful_tracker_keeps_only_recent_and_open_connections() {
+        let mut tracker = Tracker::forgetful(std::time::Duration::from_secs(60));
+        let mut open_one = active_close(false)[..3].to_vec();
+        for s in &mut open_one {
+            // One connection that never closes, on its own ports.
+            if s.src.port() == 40000 {
+                s.src.set_port(40001);
+            } else {
+                s.dst.set_port(40001);
+            }
+        }
+        for s in &open_one {
+            tracker.on_segment_at(s, Some(std::time::Duration::ZERO));
+        }
+        for i in 0..5000u64 {
+            for mut s in active_close(false) {
+                // Each its own client port, one connection a second.
+                let port = 1024 + (i % 60000) as u16;
+                if s.src.port() == 40000 {
+                    s.src.set_port(port);
+                } else {
+                    s.dst.set_port(port);
+                }
+                tracker.on_segment_at(&s, Some(std::time::Duration::from_secs(i)));
+            }
+        }
+        let kept = tracker.connections().len();
+        assert!(kept < 600, "{kept} connections kept");
+        // The open one is never forgotten; ids stay unique and findable.
+        assert!(
+            tracker
+                .connection(0)
+                .is_some_and(|c| c.state(Role::Server) == State::Established)
+        );
+        let newest = tracker.connections().last().unwrap().id;
+        assert_eq!(newest, 5000);
+        assert_eq!(tracker.connection(newest).unwrap().id, newest);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod capture;
 mod cli;
 mod helper;
 mod kernel;
+mod offline;
 mod programs;
 mod run_errors;
 mod scenarios;

@@ -212,6 +212,12 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
         section.starts_with("teardown run active-close: the side that closes first"),
         "{section}"
     );
+    // The same ladder as a picture, beside the capture, with the kernel's marks.
+    let svg = std::fs::read_to_string(file.with_extension("svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("TIME_WAIT") && svg.contains("✓"),
+        "{svg}"
+    );
     assert!(
         section.contains("bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)"),
         "{section}"

@@ -109,12 +109,26 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     write_file(&config.output, &info, &lab.packets, lab.stats)
         .map_err(Error::io(format!("writing {}", config.output.display())))?;
     give_to_sudo_user(&config.output, dir.as_deref());
+    // The same ladder as a picture, beside the capture.
+    let picture = config.output.with_extension("svg");
+    if let Some(conn) = lab.connection() {
+        let notes = lab.agreement.as_ref().map(|a| &a.per_packet[..]);
+        std::fs::write(
+            &picture,
+            crate::output::svg::render(&lab.packets, conn, notes),
+        )
+        .map_err(Error::io(format!("writing {}", picture.display())))?;
+        give_to_sudo_user(&picture, None);
+    }
     let _ = writeln!(
         out,
         "\ncapture: {} ({} packets, each with a comment: open it in Wireshark)",
         config.output.display(),
         lab.packets.len()
     );
+    if lab.connection().is_some() {
+        let _ = writeln!(out, "diagram: {}", picture.display());
+    }
     if !live {
         lab.notes.push(
             "the kernel's packet timestamps did not come on in time: the first packets may carry \
