@@ -28,7 +28,7 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 /// One packet of the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InPacket {
     /// Since the Unix epoch.
     pub ts: Duration,
@@ -154,7 +154,7 @@ impl<R: Read> Source<R> {
         })
     }
 
-    fn error(&mut self, what: String) -> Option<Result<Item, InputError>> {
+    fn error<T>(&mut self, what: String) -> Option<Result<T, InputError>> {
         self.done = true;
         Some(Err(InputError {
             file: self.name.clone(),
@@ -164,12 +164,26 @@ impl<R: Read> Source<R> {
     }
 
     pub fn next_item(&mut self) -> Option<Result<Item, InputError>> {
+        let mut packet = InPacket::default();
+        Some(match self.next_into(&mut packet)? {
+            Ok(None) => Ok(Item::Packet(packet)),
+            Ok(Some(block)) => Ok(Item::Block(block)),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The next packet written into `packet` (its buffers reused: no allocation per packet
+    /// on a long file), `Ok(None)`; or a block to copy, `Ok(Some(bytes))`.
+    pub fn next_into(
+        &mut self,
+        packet: &mut InPacket,
+    ) -> Option<Result<Option<Vec<u8>>, InputError>> {
         if self.done {
             return None;
         }
         if let Some(shb) = self.first.take() {
             self.offset += shb.len() as u64;
-            return Some(Ok(Item::Block(shb)));
+            return Some(Ok(Some(shb)));
         }
         match &mut self.reader {
             Reader::Pcap(r) => {
@@ -199,20 +213,19 @@ impl<R: Read> Source<R> {
                                 p.ts_frac.saturating_mul(1000)
                             },
                         );
-                        let packet = InPacket {
-                            ts,
-                            raw_ts,
-                            interface: 0,
-                            linktype,
-                            data: p.data.to_vec(),
-                            orig_len: p.orig_len,
-                            options: Vec::new(),
-                            comments: Vec::new(),
-                            // Written back in a section of this machine's byte order.
-                            big_endian: cfg!(target_endian = "big"),
-                            offset: self.offset,
-                        };
-                        (Item::Packet(packet), 16 + u64::from(p.incl_len))
+                        packet.ts = ts;
+                        packet.raw_ts = raw_ts;
+                        packet.interface = 0;
+                        packet.linktype = linktype;
+                        packet.data.clear();
+                        packet.data.extend_from_slice(&p.data);
+                        packet.orig_len = p.orig_len;
+                        packet.options.clear();
+                        packet.comments.clear();
+                        // Written back in a section of this machine's byte order.
+                        packet.big_endian = cfg!(target_endian = "big");
+                        packet.offset = self.offset;
+                        (None, 16 + u64::from(p.incl_len))
                     }
                     Err(e) => return self.error(describe(&format!("{e:?}"))),
                 };
@@ -258,18 +271,19 @@ impl<R: Read> Source<R> {
                             let ts = state
                                 .decode_timestamp(epb.interface, epb.ts_high, epb.ts_low)
                                 .unwrap_or_default();
-                            Item::Packet(InPacket {
-                                ts,
-                                raw_ts: (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low),
-                                interface: epb.interface,
-                                linktype: u32::from(iface.linktype),
-                                data: epb.data.to_vec(),
-                                orig_len: epb.orig_len,
-                                comments: comments(epb.options, big),
-                                options: epb.options.to_vec(),
-                                big_endian: big,
-                                offset: at,
-                            })
+                            packet.ts = ts;
+                            packet.raw_ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            packet.interface = epb.interface;
+                            packet.linktype = u32::from(iface.linktype);
+                            packet.data.clear();
+                            packet.data.extend_from_slice(epb.data);
+                            packet.orig_len = epb.orig_len;
+                            packet.comments = comments(epb.options, big);
+                            packet.options.clear();
+                            packet.options.extend_from_slice(epb.options);
+                            packet.big_endian = big;
+                            packet.offset = at;
+                            None
                         }
                         None => {
                             self.offset = at;
@@ -277,7 +291,7 @@ impl<R: Read> Source<R> {
                                 .error("an enhanced packet block that does not parse".into());
                         }
                     },
-                    _ => Item::Block(block_bytes(raw.type_, &raw.body, big)),
+                    _ => Some(block_bytes(raw.type_, &raw.body, big)),
                 };
                 Some(Ok(item))
             }

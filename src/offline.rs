@@ -21,7 +21,8 @@ use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
 use crate::input::{InPacket, Item, Kind, Source};
-use crate::output::{ladder, pcapng::encode_epb, svg};
+use crate::output::{ladder, pcapng::write_epb, svg};
+use crate::tcp::State;
 use crate::tracker::{Role, Tracker};
 
 /// Opens IN, `-` being standard input.
@@ -89,32 +90,46 @@ pub fn annotate_stream<R: Read>(
     // (60 s of capture time) after its last segment.
     let mut tracker = Tracker::forgetful(Duration::from_secs(60));
     let mut opened = 0usize;
+    let mut unchanged: Vec<Option<String>> = vec![None; State::ALL.len() * State::ALL.len()];
     let (mut packets, mut tcp) = (0u64, 0u64);
-    let mut block = Vec::with_capacity(1 << 17);
-    while let Some(item) = src.next_item() {
+    let mut p = InPacket::default();
+    while let Some(item) = src.next_into(&mut p) {
         match item.map_err(|e| Error::Usage(e.to_string()))? {
-            Item::Block(bytes) => out.write_all(&bytes).map_err(write_err)?,
-            Item::Packet(p) => {
+            Some(bytes) => out.write_all(&bytes).map_err(write_err)?,
+            None => {
                 packets += 1;
-                let text = match decoded(&p, name)? {
+                let text: std::borrow::Cow<'_, str> = match decoded(&p, name)? {
                     Ok(seg) => {
                         tcp += 1;
                         let event = tracker.on_segment_at(&seg, Some(p.ts));
                         opened = opened.max(event.conn + 1);
-                        let mut text = comment(&event);
+                        let mut text = if event.transitions.is_empty()
+                            && event.unexpected.is_empty()
+                            && event.notes.is_empty()
+                        {
+                            // Most segments change nothing: the same few texts, made once.
+                            let [c, s] = event.states;
+                            std::borrow::Cow::Borrowed(
+                                unchanged[c.index() * State::ALL.len() + s.index()]
+                                    .get_or_insert_with(|| comment(&event))
+                                    .as_str(),
+                            )
+                        } else {
+                            std::borrow::Cow::Owned(comment(&event))
+                        };
                         if seg.captured < seg.len {
-                            text.push_str(&format!(
+                            text.to_mut().push_str(&format!(
                                 "; cut by the capture's snaplen: {} of {} payload bytes captured",
                                 seg.captured, seg.len
                             ));
                         }
                         text
                     }
-                    Err(DecodeError::NotTcp(_)) => String::new(),
-                    Err(e) => e.to_string(),
+                    Err(DecodeError::NotTcp(_)) => std::borrow::Cow::Borrowed(""),
+                    Err(e) => std::borrow::Cow::Owned(e.to_string()),
                 };
-                encode_epb(
-                    &mut block,
+                write_epb(
+                    out,
                     p.big_endian,
                     p.interface,
                     p.raw_ts,
@@ -124,7 +139,6 @@ pub fn annotate_stream<R: Read>(
                     &text,
                 )
                 .map_err(write_err)?;
-                out.write_all(&block).map_err(write_err)?;
             }
         }
     }
@@ -147,12 +161,25 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
         Box::new(File::open(input).map_err(Error::io(format!("{input}: cannot open")))?)
     };
     let to_stdout = output.as_os_str() == "-";
-    let tmp = output.with_extension(format!("pcapng.{}.part", std::process::id()));
+    // A device or a pipe (/dev/null, a FIFO) is written as it is; a file through a temporary
+    // one, renamed only when all went well.
+    let direct = to_stdout || fs::metadata(output).is_ok_and(|m| !m.is_file());
+    let tmp = if direct {
+        output.to_path_buf()
+    } else {
+        output.with_extension(format!("pcapng.{}.part", std::process::id()))
+    };
     let result = (|| -> Result<Annotated, Error> {
         let sink: Box<dyn Write> = if to_stdout {
             Box::new(io::stdout().lock())
         } else {
-            Box::new(File::create(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?)
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create(!direct)
+                .truncate(!direct)
+                .open(&tmp)
+                .map_err(Error::io(format!("creating {}", tmp.display())))?;
+            Box::new(file)
         };
         let mut out = BufWriter::with_capacity(1 << 20, sink);
         let done = annotate_stream(reader, &name, &mut out)?;
@@ -162,7 +189,7 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
     })();
     match result {
         Ok(done) => {
-            if !to_stdout {
+            if !direct {
                 fs::rename(&tmp, output)
                     .map_err(Error::io(format!("writing {}", output.display())))?;
             }
@@ -181,7 +208,9 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
             Ok(exit::REPRODUCED)
         }
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            if !direct {
+                let _ = fs::remove_file(&tmp);
+            }
             Err(e)
         }
     }
