@@ -82,14 +82,15 @@ for name in ("one", "many"):
     n = int(subprocess.run(["capinfos", "-c", "-M", f], capture_output=True, text=True).stdout.split()[-1])
     rows = [
         ("tcpdump -r -w /dev/null", ["tcpdump", "-r", f, "-w", "/dev/null"]),
-        ("teardown annotate", [bin, "annotate", f, "-o", f"{work}/{name}.out.pcapng"]),
+        ("teardown annotate -o /dev/null", [bin, "annotate", f, "-o", "/dev/null"]),
+        ("teardown annotate -o FILE", [bin, "annotate", f, "-o", f"{work}/{name}.out.pcapng"]),
         ("tshark -r (TCP analysis)", ["tshark", "-r", f]),
     ]
     print(f"{name}.pcap: {n} packets, {os.path.getsize(f) / 1e6:.0f} MB")
-    print(f"  {'':26} {'seconds':>8} {'peak MiB':>9} {'× tcpdump':>10}")
+    print(f"  {'':30} {'seconds':>8} {'peak MiB':>9} {'× tcpdump':>10}")
     floor = None
     for label, cmd in rows:
         secs, mib, status = measure(cmd)
         floor = floor or secs
-        print(f"  {label:26} {secs:8.2f} {mib:9.1f} {secs / floor:10.2f}" + ("" if status == 0 else f"  (exit status {status})"))
+        print(f"  {label:30} {secs:8.2f} {mib:9.1f} {secs / floor:10.2f}" + ("" if status == 0 else f"  (exit status {status})"))
 PY
