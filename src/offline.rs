@@ -83,6 +83,13 @@ pub fn annotate_stream<R: Read>(
         nanos,
     } = src.kind
     {
+        // The pcap header's link type (at byte 20) says how every packet is framed.
+        if !link::supported(linktype) {
+            return Err(Error::Usage(format!(
+                "{name}: byte 20: link type {linktype} is not one teardown decodes: Ethernet, \
+                 Linux cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are"
+            )));
+        }
         out.write_all(&pcapng_header(name, linktype, snaplen, nanos)?)
             .map_err(write_err)?;
     }

@@ -388,5 +388,9 @@ fn bad_input_gets_one_line_with_the_offset_and_exit_2() {
         dir.join("y").to_str().unwrap(),
     ]);
     assert_eq!(run.code, Some(2), "{run}");
-    assert!(run.stderr.contains("byte 24: link type 189"), "{run}");
+    assert!(
+        run.stderr
+            .contains("byte 20: link type 189 is not one teardown decodes"),
+        "{run}"
+    );
 }
