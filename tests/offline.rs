@@ -394,3 +394,46 @@ fn bad_input_gets_one_line_with_the_offset_and_exit_2() {
         "{run}"
     );
 }
+
+#[test]
+fn interleaved_connections_are_told_apart() {
+    let dir = TempDir::new();
+    let frames = ethernet_frames();
+    // A second copy of the conversation from another client port, alternating with the first.
+    let client_port = u16::from_be_bytes([frames[0].1[34], frames[0].1[35]]);
+    let other = |f: &[u8]| {
+        let mut g = f.to_vec();
+        for at in [34, 36] {
+            if u16::from_be_bytes([g[at], g[at + 1]]) == client_port {
+                g[at..at + 2].copy_from_slice(&(client_port ^ 0x0101).to_be_bytes());
+            }
+        }
+        g
+    };
+    let mut mixed = Vec::new();
+    for (t, f) in &frames {
+        mixed.push((*t, f.clone()));
+        mixed.push((*t + Duration::from_micros(1), other(f)));
+    }
+    let path = dir.join("two.pcap");
+    write_pcap(&path, DataLink::ETHERNET, false, &mixed, 65535);
+    let run = teardown(&["summary", path.to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{run}");
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["segments"], 11, "{run}");
+        assert_eq!(
+            (r["client_state"].as_str(), r["server_state"].as_str()),
+            (Some("CLOSED"), Some("TIME_WAIT")),
+            "{run}"
+        );
+    }
+    // And the comments of each are those of the conversation alone.
+    let expected = reference(&dir);
+    let got = annotate_comments(&dir, &path);
+    let first: Vec<String> = got.iter().step_by(2).cloned().collect();
+    let second: Vec<String> = got.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(first, expected);
+    assert_eq!(second, expected);
+}
