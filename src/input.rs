@@ -119,7 +119,8 @@ impl<R: Read> Source<R> {
                     .map_err(|e| err(0, format!("not a valid pcap header ({e})")))?;
                 let h = r.header();
                 let kind = Kind::Pcap {
-                    linktype: u32::from(h.datalink),
+                    // The link type is the low 16 bits; bits 26-31 may carry FCS information.
+                    linktype: u32::from(h.datalink) & 0xffff,
                     snaplen: h.snaplen,
                     nanos: h.ts_resolution == PcapTsResolution::NanoSecond,
                 };
