@@ -112,7 +112,7 @@ fn sockets(args: SocketsArgs) -> Result<i32, Error> {
 }
 
 fn why(args: WhyArgs) -> Result<i32, Error> {
-    use teardown::why::{Answer, Target, trial_binds};
+    use teardown::why::{Answer, Target};
     let target = Target::parse(&args.target).map_err(Error::Usage)?;
     let places: Vec<Option<String>> = if args.netns.is_empty() {
         vec![None]
@@ -125,14 +125,9 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
         if let Some(name) = &place {
             table::enter_named_netns(name).map_err(Error::Usage)?;
         }
-        let mut holders: Vec<_> = kernel::all_sockets()
-            .map_err(Error::io("reading the kernel's socket table"))?
-            .into_iter()
-            .filter(|s| target.overlaps(s.local))
-            .collect();
-        kernel::fill_owners(&mut holders);
-        let trials = trial_binds(&target);
-        if trials[0].errno == Some(libc::EADDRNOTAVAIL) {
+        let mut answer = teardown::why::ask(target, place.clone())
+            .map_err(Error::io("reading the kernel's socket table"))?;
+        if answer.trials[0].errno == Some(libc::EADDRNOTAVAIL) {
             return Err(Error::Usage(format!(
                 "{} is not an address of this machine{} (bind: EADDRNOTAVAIL)",
                 target.addr().ip(),
@@ -142,24 +137,18 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
                     .unwrap_or_default()
             )));
         }
-        let hidden = holders
+        let hidden = answer
+            .holders
             .iter()
             .filter(|s| s.inode != 0 && s.owner.is_none())
             .count();
-        let mut unseen = Vec::new();
         if hidden > 0 && !root {
-            unseen.push(format!(
+            answer.unseen.push(format!(
                 "{hidden} socket(s) belong to processes this user may not look into: run with \
                  sudo to name them"
             ));
         }
-        answers.push(Answer {
-            target,
-            netns: place,
-            holders,
-            trials,
-            unseen,
-        });
+        answers.push(answer);
     }
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -6,9 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::error::{Error, exit};
-use crate::kernel;
 use crate::sockets::{self, SockOpts, errno_name};
-use crate::why::{Answer, Target, trial_binds};
+use crate::why::{Answer, Target};
 
 pub struct ServerConfig {
     pub addr: SocketAddr,
@@ -107,19 +106,7 @@ pub fn explain_bind(addr: SocketAddr) -> Result<Answer, Error> {
         ip: (!addr.ip().is_unspecified()).then_some(addr.ip()),
         port: addr.port(),
     };
-    let mut holders: Vec<_> = kernel::all_sockets()
-        .map_err(Error::io("reading the kernel's socket table"))?
-        .into_iter()
-        .filter(|s| target.overlaps(s.local))
-        .collect();
-    kernel::fill_owners(&mut holders);
-    Ok(Answer {
-        target,
-        netns: None,
-        holders,
-        trials: trial_binds(&target),
-        unseen: Vec::new(),
-    })
+    crate::why::ask(target, None).map_err(Error::io("reading the kernel's socket table"))
 }
 
 /// connect, write, read until EOF and close — or hold the socket as the article's second

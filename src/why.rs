@@ -122,6 +122,23 @@ pub fn trial_binds(target: &Target) -> Vec<Trial> {
         .collect()
 }
 
+/// Asks the kernel about `target` in the current network namespace: the sockets in its way
+/// (with their processes) and a trial bind with each option. `netns` names the namespace.
+pub fn ask(target: Target, netns: Option<String>) -> std::io::Result<Answer> {
+    let mut holders: Vec<KernelSocket> = crate::kernel::all_sockets()?
+        .into_iter()
+        .filter(|s| target.overlaps(s.local))
+        .collect();
+    crate::kernel::fill_owners(&mut holders);
+    Ok(Answer {
+        target,
+        netns,
+        trials: trial_binds(&target),
+        holders,
+        unseen: Vec::new(),
+    })
+}
+
 /// Everything `why` found, for one network namespace.
 #[derive(Clone, Debug)]
 pub struct Answer {

@@ -193,7 +193,8 @@ impl LiveCapture {
     }
 }
 
-fn find_interface(name: &str) -> Result<NetworkInterface, CaptureError> {
+/// The interface named `name`, or an error that lists the ones there are.
+pub(crate) fn find_interface(name: &str) -> Result<NetworkInterface, CaptureError> {
     let all = datalink::interfaces();
     match all.iter().find(|i| i.name == name) {
         Some(i) => Ok(i.clone()),

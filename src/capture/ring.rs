@@ -14,8 +14,6 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use pnet_datalink as datalink;
-
 use super::live::{CaptureError, Stats};
 
 // Linux UAPI values libc does not export for every target (linux/if_packet.h).
@@ -401,19 +399,9 @@ fn setsockopt<T>(fd: &OwnedFd, name: libc::c_int, value: &T) -> io::Result<()> {
 }
 
 /// The interface's index, or the list of interfaces there are.
+/// The index of the interface named `name` (the lookup is live.rs's, shared).
 fn find_interface(name: &str) -> Result<libc::c_int, CaptureError> {
-    let all = datalink::interfaces();
-    match all.iter().find(|i| i.name == name) {
-        Some(i) => Ok(i.index as libc::c_int),
-        None => Err(CaptureError::NoSuchInterface {
-            name: name.to_string(),
-            available: all
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+    super::live::find_interface(name).map(|i| i.index as libc::c_int)
 }
 
 #[cfg(test)]
