@@ -360,56 +360,42 @@ fn enhanced_packet(body: &[u8], big: bool) -> Option<Epb<'_>> {
     })
 }
 
-/// The options up to (not including) the end-of-options marker.
-fn options_without_end(mut opts: &[u8], big: bool) -> &[u8] {
-    let all = opts;
-    let mut used = 0;
-    while opts.len() >= 4 {
-        let half = |i: usize| {
-            let b = [opts[i], opts[i + 1]];
+/// The options of a block, each as (code, value, where it ends), up to the end-of-options
+/// marker or the first option that does not fit.
+fn walk(opts: &[u8], big: bool) -> impl Iterator<Item = (u16, &[u8], usize)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let head = opts.get(at..at + 4)?;
+        let half = |b: [u8; 2]| {
             if big {
                 u16::from_be_bytes(b)
             } else {
                 u16::from_le_bytes(b)
             }
         };
-        let (code, len) = (half(0), half(2) as usize);
-        if code == 0 {
-            break;
+        let (code, len) = (half([head[0], head[1]]), half([head[2], head[3]]) as usize);
+        let end = at + 4 + len + (4 - len % 4) % 4;
+        if code == 0 || end > opts.len() {
+            return None;
         }
-        let step = 4 + len + (4 - len % 4) % 4;
-        if step > opts.len() {
-            break;
-        }
-        used += step;
-        opts = &opts[step..];
-    }
-    &all[..used]
+        let value = &opts[at + 4..at + 4 + len];
+        at = end;
+        Some((code, value, end))
+    })
+}
+
+/// The options up to (not including) the end-of-options marker.
+fn options_without_end(opts: &[u8], big: bool) -> &[u8] {
+    let used = walk(opts, big).last().map_or(0, |(_, _, end)| end);
+    &opts[..used]
 }
 
 /// The opt_comment values among `opts`.
-fn comments(mut opts: &[u8], big: bool) -> Vec<String> {
-    let mut found = Vec::new();
-    while opts.len() >= 4 {
-        let half = |i: usize| {
-            let b = [opts[i], opts[i + 1]];
-            if big {
-                u16::from_be_bytes(b)
-            } else {
-                u16::from_le_bytes(b)
-            }
-        };
-        let (code, len) = (half(0), half(2) as usize);
-        let step = 4 + len + (4 - len % 4) % 4;
-        if step > opts.len() {
-            break;
-        }
-        if code == 1 {
-            found.push(String::from_utf8_lossy(&opts[4..4 + len]).into_owned());
-        }
-        opts = &opts[step..];
-    }
-    found
+fn comments(opts: &[u8], big: bool) -> Vec<String> {
+    walk(opts, big)
+        .filter(|(code, _, _)| *code == 1)
+        .map(|(_, value, _)| String::from_utf8_lossy(value).into_owned())
+        .collect()
 }
 
 /// A block's bytes as they were: type, length, body, length, in its section's byte order.

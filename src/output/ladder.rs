@@ -47,11 +47,7 @@ pub fn render_checked(
         let ms = first
             .map(|t0| packet.frame.ts.saturating_sub(t0).as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
-        let mut label = format!("{} seq={}", seg.flags, event.rel_seq);
-        if let Some(ack) = event.rel_ack {
-            let _ = write!(label, " ack={ack}");
-        }
-        let _ = write!(label, " len={}", seg.len);
+        let label = label(seg, event);
         let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
         let change = |role: Role| {
             let Some(t) = event.transition(role) else {
@@ -95,6 +91,16 @@ pub fn render_checked(
         conn.state(Role::Server)
     );
     trim_lines(out)
+}
+
+/// An arrow's words: `FIN,ACK seq=12 ack=12 len=0`, relative numbers (the SVG uses them too).
+pub(crate) fn label(seg: &crate::decode::Segment, event: &crate::tracker::Event) -> String {
+    let mut label = format!("{} seq={}", seg.flags, event.rel_seq);
+    if let Some(ack) = event.rel_ack {
+        let _ = write!(label, " ack={ack}");
+    }
+    let _ = write!(label, " len={}", seg.len);
+    label
 }
 
 fn red(s: &str) -> String {

@@ -195,11 +195,7 @@ fn rows<'a>(
             .map(|t0| packet.frame.ts.saturating_sub(t0).as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
         // The same words as the terminal ladder's arrow.
-        let mut label = format!("{} seq={}", seg.flags, event.rel_seq);
-        if let Some(ack) = event.rel_ack {
-            let _ = write!(label, " ack={ack}");
-        }
-        let _ = write!(label, " len={}", seg.len);
+        let label = super::ladder::label(seg, event);
         let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
         let mut changes = Vec::new();
         // The sender's change first: its box sits at the arrow's start, above the receiver's.
