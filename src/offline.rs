@@ -20,7 +20,7 @@ use crate::annotate::{Packet, comment};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
-use crate::input::{InPacket, Item, Kind, Source};
+use crate::input::{InPacket, Kind, Source};
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tcp::State;
 use crate::tracker::{Role, Tracker};
@@ -265,6 +265,34 @@ fn display_name(input: &str) -> String {
     }
 }
 
+/// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet, the
+/// segment and what it did; the tracker at the end (an error if nothing was TCP).
+fn each_segment(
+    input: &str,
+    mut f: impl FnMut(&InPacket, crate::decode::Segment, crate::tracker::Event),
+) -> Result<Tracker, Error> {
+    let mut src = open(input)?;
+    let name = display_name(input);
+    let mut tracker = Tracker::new();
+    let mut packet = InPacket::default();
+    let mut packets = 0u64;
+    while let Some(item) = src.next_into(&mut packet) {
+        if item.map_err(|e| Error::Usage(e.to_string()))?.is_some() {
+            continue;
+        }
+        packets += 1;
+        let Ok(seg) = decoded(&packet, &name)? else {
+            continue;
+        };
+        let event = tracker.on_segment_at(&seg, Some(packet.ts));
+        f(&packet, seg, event);
+    }
+    if tracker.connections().is_empty() {
+        return Err(no_tcp(&name, packets));
+    }
+    Ok(tracker)
+}
+
 /// What `summary` keeps of a connection while it reads.
 #[derive(Clone, Default)]
 struct Seen {
@@ -275,20 +303,8 @@ struct Seen {
 
 /// `teardown summary IN [--json]`.
 pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, Error> {
-    let mut src = open(input)?;
-    let name = display_name(input);
-    let mut tracker = Tracker::new();
     let mut seen: Vec<Seen> = Vec::new();
-    let mut packets = 0u64;
-    while let Some(item) = src.next_item() {
-        let Item::Packet(p) = item.map_err(|e| Error::Usage(e.to_string()))? else {
-            continue;
-        };
-        packets += 1;
-        let Ok(seg) = decoded(&p, &name)? else {
-            continue;
-        };
-        let event = tracker.on_segment_at(&seg, Some(p.ts));
+    let tracker = each_segment(input, |p, seg, event| {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;
@@ -302,10 +318,7 @@ pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, 
                 s.closed_first = Some((event.from, "FIN"));
             }
         }
-    }
-    if tracker.connections().is_empty() {
-        return Err(no_tcp(&name, packets));
-    }
+    })?;
     let rows: Vec<serde_json::Value> = tracker
         .connections()
         .iter()
@@ -376,20 +389,9 @@ pub fn diagram(
     svg_path: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<i32, Error> {
-    let mut src = open(input)?;
     let name = display_name(input);
-    let mut tracker = Tracker::new();
     let mut kept: Vec<Packet> = Vec::new();
-    let mut packets = 0u64;
-    while let Some(item) = src.next_item() {
-        let Item::Packet(p) = item.map_err(|e| Error::Usage(e.to_string()))? else {
-            continue;
-        };
-        packets += 1;
-        let Ok(seg) = decoded(&p, &name)? else {
-            continue;
-        };
-        let event = tracker.on_segment_at(&seg, Some(p.ts));
+    let tracker = each_segment(input, |p, seg, event| {
         let wanted = match select {
             Select::All => event.conn < MAX_DIAGRAMS,
             Select::Conn(n) => event.conn == n,
@@ -408,10 +410,7 @@ pub fn diagram(
                 comment: String::new(),
             });
         }
-    }
-    if tracker.connections().is_empty() {
-        return Err(no_tcp(&name, packets));
-    }
+    })?;
     let mut ids: Vec<usize> = kept
         .iter()
         .filter_map(|p| p.event.as_ref().map(|e| e.conn))
