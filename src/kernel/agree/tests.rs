@@ -9,13 +9,20 @@ const T0: u64 = 1_000_000_000; // µs
 
 /// The four-segment close, one segment every 100 µs.
 fn packets(merged: bool) -> (Vec<Packet>, Connection) {
+    timed(active_close(merged), |i| {
+        Duration::from_micros(T0 + 100 * i as u64)
+    })
+}
+
+/// Packets of `segs` at the times `at(i)`, as a capture would give them, and their connection.
+fn timed(segs: Vec<Segment>, at: impl Fn(usize) -> Duration) -> (Vec<Packet>, Connection) {
     let mut tracker = Tracker::new();
-    let packets = active_close(merged)
+    let packets = segs
         .into_iter()
         .enumerate()
         .map(|(i, seg)| {
             let frame = Frame {
-                ts: Duration::from_micros(T0 + 100 * i as u64),
+                ts: at(i),
                 data: vec![],
                 orig_len: 0,
             };
@@ -260,7 +267,6 @@ fn other_connections_and_listeners_are_not_counted() {
 fn client_never_closes_as_recorded() {
     use State::*;
     let ns = |n: u64| Duration::from_nanos(1_795_505_276_000_000_000 + n);
-    let mut tracker = Tracker::new();
     let segs = active_close(false);
     let times = [
         348_420_038u64,
@@ -273,20 +279,7 @@ fn client_never_closes_as_recorded() {
         348_491_453,
         391_061_599,
     ];
-    let packets: Vec<Packet> = segs[..9]
-        .iter()
-        .zip(times)
-        .map(|(seg, t)| {
-            let frame = Frame {
-                ts: ns(t),
-                data: vec![],
-                orig_len: 0,
-            };
-            let seg = seg.clone();
-            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
-        })
-        .collect();
-    let conn = tracker.connections()[0].clone();
+    let (packets, conn) = timed(segs[..9].to_vec(), |i| ns(times[i]));
     let (c, s) = (CLIENT, SERVER);
     let at = |n: u64, local: &str, remote: &str, old, new| KernelEvent {
         at: ns(n),
@@ -323,20 +316,7 @@ fn a_reset_sent_by_the_endpoint_itself_is_placed_on_its_rst() {
         912,
         0,
     ));
-    let mut tracker = Tracker::new();
-    let packets: Vec<Packet> = segs
-        .into_iter()
-        .enumerate()
-        .map(|(i, seg)| {
-            let frame = Frame {
-                ts: Duration::from_micros(T0 + 100 * i as u64),
-                data: vec![],
-                orig_len: 0,
-            };
-            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
-        })
-        .collect();
-    let conn = tracker.connections()[0].clone();
+    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + 100 * i as u64));
     let mut trace: Vec<KernelEvent> = kernel_trace()
         .into_iter()
         .filter(|e| e.at < Duration::from_micros(T0 + 650))
@@ -370,20 +350,7 @@ fn closing_ends_in_time_wait_at_the_ack_of_its_fin() {
     segs.push(segment(true, fa, 112, 912, 0)); // client FIN, not acking the server's
     segs.push(segment(false, Flags::ACK, 913, 113, 0));
     segs.push(segment(true, Flags::ACK, 113, 913, 0));
-    let mut tracker = Tracker::new();
-    let packets: Vec<Packet> = segs
-        .into_iter()
-        .enumerate()
-        .map(|(i, seg)| {
-            let frame = Frame {
-                ts: Duration::from_micros(T0 + 100 * i as u64),
-                data: vec![],
-                orig_len: 0,
-            };
-            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
-        })
-        .collect();
-    let conn = tracker.connections()[0].clone();
+    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + 100 * i as u64));
     let (c, s) = (CLIENT, SERVER);
     let mut trace: Vec<KernelEvent> = kernel_trace()
         .into_iter()
