@@ -7,7 +7,19 @@ fn list_shows_each_scenario_with_its_lesson() {
     let run = teardown(&["list"]);
     assert_eq!(run.code, Some(0), "{run}");
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{run}");
+    assert_eq!(lines.len(), 6, "{run}");
+    assert!(
+        lines[3].starts_with("passive-close        TIME_WAIT belongs to whoever closes first"),
+        "{run}"
+    );
+    assert!(
+        lines[4].starts_with("unread-data-rst      close() with unread data sends RST"),
+        "{run}"
+    );
+    assert!(
+        lines[5].starts_with("linger-abort         SO_LINGER {on, 0} closes with RST"),
+        "{run}"
+    );
     assert!(
         lines[0].starts_with(
             "active-close         the side that closes first keeps the port in TIME_WAIT"

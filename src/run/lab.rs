@@ -93,6 +93,8 @@ pub struct Lab {
     pub require_kernel: bool,
     /// The kernel's table at the moments that matter (after each close), for the file.
     pub snapshots: Vec<(String, Vec<KernelSocket>)>,
+    /// What the client's last read() got, where a scenario is about it (ECONNRESET...).
+    pub client_error: Option<String>,
     out: Box<dyn Write>,
     step: usize,
     /// `TEARDOWN_PAUSE_AFTER_STEP=N` (tests only): wait for a signal after step N.
@@ -161,6 +163,7 @@ impl Lab {
             color: false,
             require_kernel: false,
             snapshots: Vec::new(),
+            client_error: None,
             out,
             step: 0,
             pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")

@@ -3,7 +3,10 @@
 
 mod active_close;
 mod client_never_closes;
+mod linger_abort;
+mod passive_close;
 mod reuseaddr;
+mod unread_data_rst;
 
 use std::net::TcpStream;
 
@@ -29,10 +32,13 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 3] = [
+pub static ALL: [&Scenario; 6] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
+    &passive_close::SCENARIO,
+    &unread_data_rst::SCENARIO,
+    &linger_abort::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -1,0 +1,61 @@
+//! SO_LINGER {on, 0}: close() aborts with RST, no TIME_WAIT — the "fix" people reach for, and
+//! what it costs.
+
+use socket2::SockRef;
+
+use super::{Opened, Scenario, article_exchange};
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts, describe};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "linger-abort",
+    lesson: "SO_LINGER {on, 0} closes with RST: no TIME_WAIT, but the peer gets ECONNRESET instead \
+             of a clean EOF",
+    about: "The server sets SO_LINGER with a zero timeout, then closes. The kernel aborts the \
+            connection with RST instead of FIN (RFC 9293 §3.10.5, ABORT): no TIME_WAIT, so the \
+            restart works. But the client's read() ends in ECONNRESET, not EOF, and whatever the \
+            server had not sent yet would have been thrown away, with no retransmission of a lost \
+            last segment either. That is why it is no fix for EADDRINUSE: SO_REUSEADDR is.",
+    expect: [State::Closed, State::Closed],
+    script,
+};
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let Opened {
+        listener,
+        server_conn,
+        mut client,
+    } = article_exchange(lab, SockOpts::NONE)?;
+    SockRef::from(&server_conn)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .map_err(|source| sockets::SockError {
+            call: "setsockopt SO_LINGER".into(),
+            source,
+        })?;
+    lab.say("server", "setsockopt SO_LINGER {on, 0}, then close()")?;
+    drop(server_conn);
+    drop(listener);
+    let mut got = Vec::new();
+    let outcome = loop {
+        match sockets::read(&mut client, "client") {
+            Ok(chunk) if chunk.is_empty() => break "read() → 0 (EOF)".to_string(),
+            Ok(chunk) => got.extend(chunk),
+            Err(e) => break format!("read() → {}", describe(&e.source)),
+        }
+    };
+    lab.say(
+        "client",
+        format!(
+            "read() → {:?} (what had arrived before the RST), then {outcome} instead of EOF",
+            String::from_utf8_lossy(&got)
+        ),
+    )?;
+    lab.client_error = Some(outcome);
+    drop(client);
+    lab.wait_for(State::Closed, State::Closed)?;
+    lab.finish_capture()?;
+    lab.restart("restart the server at once", SockOpts::NONE, None)?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The client closes first: TIME_WAIT belongs to whoever closes first, so this time it is the
+//! client's, and the server restarts freely.
+
+use std::io::Read;
+
+use super::{Opened, Scenario, article_exchange};
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "passive-close",
+    lesson: "TIME_WAIT belongs to whoever closes first: when the client does, the server restarts \
+             freely",
+    about: "The client closes first; the server reads EOF and closes too. The client's end waits \
+            in TIME_WAIT, the server's end is gone at once (LAST_ACK → CLOSED), and restarting the \
+            server at once works.",
+    expect: [State::TimeWait, State::Closed],
+    script,
+};
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let Opened {
+        listener,
+        mut server_conn,
+        mut client,
+    } = article_exchange(lab, SockOpts::NONE)?;
+    let mut reply = [0u8; 64];
+    let n = client
+        .read(&mut reply)
+        .map_err(|source| sockets::SockError {
+            call: "client: read".into(),
+            source,
+        })?;
+    lab.say(
+        "client",
+        format!("read() → {:?}", String::from_utf8_lossy(&reply[..n])),
+    )?;
+    drop(client);
+    lab.say("client", "close(): the client closes first")?;
+    lab.snapshot("right after")?;
+    let eof = sockets::read(&mut server_conn, "server")?;
+    lab.say(
+        "server",
+        format!("read() → {} bytes: EOF, the client closed", eof.len()),
+    )?;
+    if !lab.quick_close {
+        // The textbook's four segments: the server's kernel ACKs the FIN on its own first.
+        lab.wait_for(State::FinWait2, State::CloseWait)?;
+        lab.say(
+            "server",
+            "waits until its kernel has sent the ACK of the FIN by itself (a delayed ACK)",
+        )?;
+    }
+    drop(server_conn);
+    drop(listener);
+    lab.say(
+        "server",
+        "close() the connection and the listener: the server process exits",
+    )?;
+    lab.wait_for(State::TimeWait, State::Closed)?;
+    lab.finish_capture()?;
+    lab.restart("restart the server at once", SockOpts::NONE, None)?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! close() with unread bytes in the receive buffer sends RST, not FIN (RFC 2525 §2.17, RFC 9293
+//! §3.6): the peer's read() gets ECONNRESET and nobody waits in TIME_WAIT.
+
+use super::{Opened, Scenario, article_exchange};
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts, describe};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "unread-data-rst",
+    lesson: "close() with unread data sends RST instead of FIN: the peer's read() fails with \
+             ECONNRESET, and no TIME_WAIT is left",
+    about: "The client writes a second message the server never reads; the server closes with it \
+            still in its receive buffer. Linux then resets the connection (RFC 2525 §2.17): RST \
+            instead of FIN, the client's read() fails with ECONNRESET, neither end waits in \
+            TIME_WAIT, and the server restarts at once.",
+    expect: [State::Closed, State::Closed],
+    script,
+};
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let Opened {
+        listener,
+        server_conn,
+        mut client,
+    } = article_exchange(lab, SockOpts::NONE)?;
+    sockets::write(&mut client, "client", b"one more thing")?;
+    lab.say(
+        "client",
+        "write(\"one more thing\"), which the server will never read",
+    )?;
+    // Until those bytes sit in the server's receive buffer (peek reads without taking them).
+    let mut peek = [0u8; 64];
+    let waiting = server_conn
+        .peek(&mut peek)
+        .map_err(|source| sockets::SockError {
+            call: "server: peek".into(),
+            source,
+        })?;
+    lab.say("server", format!("has {waiting} unread bytes, and closes"))?;
+    drop(server_conn);
+    drop(listener);
+    lab.say(
+        "server",
+        "close() with unread data: the kernel sends RST, not FIN",
+    )?;
+    let mut got = Vec::new();
+    let outcome = loop {
+        match sockets::read(&mut client, "client") {
+            Ok(chunk) if chunk.is_empty() => break "read() → 0 (EOF)".to_string(),
+            Ok(chunk) => got.extend(chunk),
+            Err(e) => break format!("read() → {}", describe(&e.source)),
+        }
+    };
+    lab.say(
+        "client",
+        format!(
+            "read() → {:?}, then {outcome}",
+            String::from_utf8_lossy(&got)
+        ),
+    )?;
+    lab.client_error = Some(outcome);
+    drop(client);
+    lab.wait_for(State::Closed, State::Closed)?;
+    lab.finish_capture()?;
+    lab.restart("restart the server at once", SockOpts::NONE, None)?;
+    Ok(())
+}
