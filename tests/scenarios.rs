@@ -589,3 +589,63 @@ fn so_linger_zero_aborts_with_rst_and_no_time_wait() {
     );
     assert_reset(&run, &rows);
 }
+
+#[test]
+fn half_close_keeps_data_flowing_the_other_way() {
+    if !root("half_close") || !tshark("half_close") {
+        return;
+    }
+    let (run, rows, _dir) = scenario("half-close");
+    let close = closing(&rows);
+    // FIN from the server, then data from the client (acking the FIN), then the client's FIN.
+    assert_eq!(ladder(&close[..2]), ["S:AF", "C:AP"], "{run}");
+    assert_eq!(close[1].len, 13, "{run}");
+    assert!(
+        close[1]
+            .comment
+            .starts_with("server FIN_WAIT_1 → FIN_WAIT_2"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("server: read() → \"my last words\" in FIN_WAIT_2"),
+        "{run}"
+    );
+    assert!(
+        close.iter().any(|r| r
+            .comment
+            .contains("server FIN_WAIT_2 → TIME_WAIT (received FIN")),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows);
+    assert!(
+        run.stdout
+            .contains("bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)"),
+        "{run}"
+    );
+}
+
+#[test]
+fn writing_to_a_closed_peer_draws_an_rst_then_epipe() {
+    if !root("write_after_close") || !tshark("write_after_close") {
+        return;
+    }
+    let (run, rows, _dir) = scenario("write-after-close");
+    let last = rows.last().unwrap();
+    assert_eq!(ladder(&rows[rows.len() - 2..]), ["C:AP", "S:R"], "{run}");
+    assert!(
+        last.comment
+            .contains("client CLOSE_WAIT → CLOSED (received RST"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("write(\"are you there?\") → 14: it succeeds, locally"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("write(\"hello?\") → EPIPE (errno 32)"),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows);
+}

@@ -220,6 +220,10 @@ pub fn agree(
 
     // Place every state change of the connection's two sockets on its segment.
     let mut chains: Vec<Chain> = Vec::new();
+    // Per side: the last placed change (its time, its new state, its packet).
+    let mut last_placed: [Option<(u128, State, usize)>; 2] = [None, None];
+    // Per side: when the kernel changed it for sending its FIN (FIN_WAIT1 or LAST_ACK).
+    let mut peer_sent_fin: [Option<u128>; 2] = [None, None];
     for ev in events {
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
@@ -250,7 +254,19 @@ pub fn agree(
                 })
                 .filter(|&i| t <= at(i) + LATE_US)
         };
+        // The move to the time-wait table from FIN_WAIT2: a socket still held by its program
+        // makes it at the peer's FIN, which the trace shows the peer sending first (one clock,
+        // the kernel's); an orphan makes it at the ACK of its own FIN, before any FIN of the
+        // peer, together with its FIN_WAIT1 → FIN_WAIT2.
+        let peer_fin_before = peer_sent_fin[idx(role.other())].is_some_and(|tf| tf <= t);
         let placed = match cause(old, new) {
+            Some(Cause::Received(Need::FinOrAckOfFin)) if peer_fin_before => {
+                received(Need::Fin).or_else(|| received(Need::Rst))
+            }
+            Some(Cause::Received(Need::FinOrAckOfFin)) => match last_placed[idx(role)] {
+                Some((_, State::FinWait2, packet)) => Some(packet),
+                _ => received(Need::AckOfFin).or_else(|| received(Need::Rst)),
+            },
             Some(Cause::Sent(need)) => sent(need),
             Some(Cause::Received(need)) => received(need),
             Some(Cause::Either(need)) => {
@@ -266,6 +282,12 @@ pub fn agree(
             }
             None => None,
         };
+        if let Some(packet) = placed {
+            last_placed[idx(role)] = Some((t, new, packet));
+        }
+        if matches!(new, State::FinWait1 | State::LastAck) && peer_sent_fin[idx(role)].is_none() {
+            peer_sent_fin[idx(role)] = Some(t);
+        }
         match placed {
             Some(packet) => match chains.last_mut() {
                 Some(c)

@@ -3,10 +3,12 @@
 
 mod active_close;
 mod client_never_closes;
+mod half_close;
 mod linger_abort;
 mod passive_close;
 mod reuseaddr;
 mod unread_data_rst;
+mod write_after_close;
 
 use std::net::TcpStream;
 
@@ -32,13 +34,15 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 6] = [
+pub static ALL: [&Scenario; 8] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
     &passive_close::SCENARIO,
     &unread_data_rst::SCENARIO,
     &linger_abort::SCENARIO,
+    &half_close::SCENARIO,
+    &write_after_close::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

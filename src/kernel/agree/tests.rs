@@ -408,3 +408,46 @@ fn the_handshake_ack_not_the_data_after_it_completes_the_connection() {
     assert_eq!(a.per_packet[2][0].verdict, Verdict::Agrees);
     assert!(a.per_packet[3].is_empty(), "{a:#?}");
 }
+
+/// A half close: the server (still holding its socket) moves to the time-wait table at the
+/// client's FIN, 10 µs after the client's data that acked the server's FIN; an orphan would
+/// have moved at that data. The kernel's order of events (the client sent its FIN first) tells.
+#[test]
+fn a_held_socket_moves_to_time_wait_at_the_peers_fin_not_at_the_ack_before_it() {
+    use crate::tcp::Flags;
+    use crate::tracker::tests::segment;
+    use State::*;
+    let fa = Flags::FIN | Flags::ACK;
+    let mut segs = active_close(false)[..7].to_vec();
+    segs.push(segment(false, fa, 912, 112, 0)); // 7: the server's FIN (shutdown)
+    segs.push(segment(true, Flags::PSH | Flags::ACK, 112, 913, 13)); // 8: data, acks it
+    segs.push(segment(true, fa, 125, 913, 0)); // 9: the client's FIN, 10 µs later
+    segs.push(segment(false, Flags::ACK, 913, 126, 0)); // 10
+    let times = [0, 100, 200, 300, 400, 500, 600, 700, 800, 810, 900];
+    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + times[i]));
+    let (c, s) = (CLIENT, SERVER);
+    let mut trace: Vec<KernelEvent> = kernel_trace()
+        .into_iter()
+        .filter(|e| e.at < Duration::from_micros(T0 + 650))
+        .collect();
+    trace.extend([
+        ev(690, s, c, Established, FinWait1),
+        ev(705, c, s, Established, CloseWait),
+        ev(805, s, c, FinWait1, FinWait2),
+        ev(808, c, s, CloseWait, LastAck),
+        ev(814, s, c, FinWait2, Closed),
+        ev(905, c, s, LastAck, Closed),
+    ]);
+    let a = agree(&packets, &conn, &trace, None);
+    assert!(a.ok(), "{a:#?}");
+    let server_at = |i: usize| {
+        a.per_packet[i]
+            .iter()
+            .find(|n| n.role == Role::Server)
+            .cloned()
+    };
+    assert_eq!(server_at(8).unwrap().inferred, Some((FinWait1, FinWait2)));
+    assert_eq!(server_at(8).unwrap().text, "kernel agrees");
+    assert_eq!(server_at(9).unwrap().inferred, Some((FinWait2, TimeWait)));
+    assert_eq!(server_at(9).unwrap().verdict, Verdict::Agrees, "{a:#?}");
+}

@@ -1,0 +1,57 @@
+//! Writing to a peer that has closed: the first write succeeds and draws an RST, the second
+//! fails with EPIPE — the signal SIGPIPE would kill a program that does not ignore it.
+
+use super::{Opened, Scenario, article_exchange};
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts, describe};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "write-after-close",
+    lesson: "writing to a closed peer: the first write() succeeds and draws an RST, the second \
+             fails with EPIPE (and SIGPIPE)",
+    about: "The server closes (its process exits). The client, without reading the EOF, writes: \
+            the write succeeds locally, but the server's end is gone and answers with RST. The \
+            client's second write fails with EPIPE; a program that has not ignored SIGPIPE is \
+            killed by it at that moment (teardown ignores it, and reports it).",
+    expect: [State::Closed, State::Closed],
+    script,
+};
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let Opened {
+        listener,
+        server_conn,
+        mut client,
+    } = article_exchange(lab, SockOpts::NONE)?;
+    drop(server_conn);
+    drop(listener);
+    lab.say(
+        "server",
+        "close() the connection and the listener: the server process exits",
+    )?;
+    lab.wait_for(State::CloseWait, State::FinWait2)?;
+    sockets::write(&mut client, "client", b"are you there?")?;
+    lab.say(
+        "client",
+        "write(\"are you there?\") → 14: it succeeds, locally",
+    )?;
+    lab.wait_for(State::Closed, State::Closed)?;
+    let second = match std::io::Write::write(&mut client, b"hello?") {
+        Ok(n) => format!("{n} bytes"),
+        Err(e) => describe(&e),
+    };
+    lab.say(
+        "client",
+        format!(
+            "write(\"hello?\") → {second}: the RST came back; without SIG_IGN, SIGPIPE would \
+             have killed the process here"
+        ),
+    )?;
+    lab.client_error = Some(second);
+    drop(client);
+    lab.finish_capture()?;
+    lab.restart("restart the server at once", SockOpts::NONE, None)?;
+    Ok(())
+}
