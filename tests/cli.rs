@@ -7,7 +7,7 @@ fn list_shows_each_scenario_with_its_lesson() {
     let run = teardown(&["list"]);
     assert_eq!(run.code, Some(0), "{run}");
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{run}");
+    assert_eq!(lines.len(), 9, "{run}");
     assert!(
         lines[3].starts_with("passive-close        TIME_WAIT belongs to whoever closes first"),
         "{run}"

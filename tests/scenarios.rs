@@ -649,3 +649,42 @@ fn writing_to_a_closed_peer_draws_an_rst_then_epipe() {
     );
     assert_kernel_agrees(&run, &rows);
 }
+
+#[test]
+fn the_bind_matrix_gives_each_row_the_errno_linux_gives() {
+    if !root("bind_matrix") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = teardown(&[
+        "run",
+        "bind-matrix",
+        "-w",
+        dir.join("m.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let rows: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| {
+            ["TIME_WAIT on", "orphaned FIN_WAIT_2 on", "LISTEN on"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    let expected = [
+        "TIME_WAIT on 127.0.0.1:8000, no option no option on 127.0.0.1:8000 EADDRINUSE (errno 98) ✓",
+        "TIME_WAIT on 127.0.0.1:8001, no option SO_REUSEADDR on 127.0.0.1:8001 EADDRINUSE (errno 98) ✓",
+        "TIME_WAIT on 127.0.0.1:8002, SO_REUSEADDR no option on 127.0.0.1:8002 EADDRINUSE (errno 98) ✓",
+        "TIME_WAIT on 127.0.0.1:8003, SO_REUSEADDR SO_REUSEADDR on 127.0.0.1:8003 bound ✓",
+        "TIME_WAIT on 127.0.0.1:8004, SO_REUSEPORT SO_REUSEPORT on 127.0.0.1:8004 bound ✓",
+        "orphaned FIN_WAIT_2 on 127.0.0.1:8005, no option SO_REUSEADDR on 127.0.0.1:8005 EADDRINUSE (errno 98) ✓",
+        "orphaned FIN_WAIT_2 on 127.0.0.1:8006, SO_REUSEADDR SO_REUSEADDR on 127.0.0.1:8006 bound ✓",
+        "LISTEN on 127.0.0.1:8007, SO_REUSEADDR SO_REUSEADDR on 127.0.0.1:8007 EADDRINUSE (errno 98) ✓",
+        "LISTEN on 127.0.0.1:8008, SO_REUSEADDR SO_REUSEADDR on 127.0.0.2:8008 bound ✓",
+        "LISTEN on 127.0.0.1:8009, SO_REUSEPORT SO_REUSEPORT on 127.0.0.1:8009 bound ✓",
+    ];
+    assert_eq!(rows, expected, "{run}");
+    assert!(run.stdout.contains("verdict: reproduced"), "{run}");
+}

@@ -432,6 +432,24 @@ impl Lab {
         opts: SockOpts,
         expected: Option<i32>,
     ) -> Result<Option<sockets::Socket>, Error> {
+        let socket = self.try_restart(label, addr, old_opts, opts, expected)?;
+        if let Some(restart) = self.restarts.last() {
+            let text = super::report::restart_text(restart);
+            self.step += 1;
+            let _ = write!(self.out, "{:>3}. {text}", self.step);
+        }
+        Ok(socket)
+    }
+
+    /// As `restart_at`, recorded (and judged in the verdict) but not printed: for tables.
+    pub fn try_restart(
+        &mut self,
+        label: &str,
+        addr: SocketAddr,
+        old_opts: SockOpts,
+        opts: SockOpts,
+        expected: Option<i32>,
+    ) -> Result<Option<sockets::Socket>, Error> {
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }
@@ -459,9 +477,6 @@ impl Lab {
             expected,
             holders,
         };
-        let text = super::report::restart_text(&restart);
-        self.step += 1;
-        let _ = write!(self.out, "{:>3}. {text}", self.step);
         self.restarts.push(restart);
         Ok(socket)
     }

@@ -2,6 +2,7 @@
 //! states and errnos the kernel must produce.
 
 mod active_close;
+mod bind_matrix;
 mod client_never_closes;
 mod half_close;
 mod linger_abort;
@@ -34,7 +35,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 8] = [
+pub static ALL: [&Scenario; 9] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -43,6 +44,7 @@ pub static ALL: [&Scenario; 8] = [
     &linger_abort::SCENARIO,
     &half_close::SCENARIO,
     &write_after_close::SCENARIO,
+    &bind_matrix::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

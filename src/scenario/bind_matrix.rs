@@ -1,0 +1,207 @@
+//! The restart table: every row of "which old socket lets which new bind() through", tried for
+//! real on its own port, with the errno each bind got (Linux; ../shared/SCENARIOS.md).
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+
+use super::Scenario;
+use crate::error::Error;
+use crate::run::lab::Lab;
+use crate::sockets::{self, SockOpts, Socket};
+use crate::tcp::State;
+
+pub static SCENARIO: Scenario = Scenario {
+    name: "bind-matrix",
+    lesson: "which old socket lets which restart bind(): TIME_WAIT, orphaned FIN_WAIT_2 and \
+             listeners, with and without SO_REUSEADDR / SO_REUSEPORT, each tried for real",
+    about: "Each row sets up an old socket on a port of its own (an active close leaving \
+            TIME_WAIT, a client that never closes leaving an orphaned FIN_WAIT_2, or a live \
+            listener) with the options of the row, then binds a new socket with the row's options \
+            and records the errno. The first row's connection is the one captured.",
+    expect: [State::Closed, State::TimeWait],
+    script,
+};
+
+const REUSEPORT: SockOpts = SockOpts {
+    reuseaddr: false,
+    reuseport: true,
+};
+
+#[derive(Clone, Copy)]
+enum Old {
+    TimeWait,
+    OrphanFinWait2,
+    Listen,
+}
+
+/// (old socket, its options, the new socket's address offset (0: same IP), its options,
+/// the errno Linux gives, what the row teaches).
+const ROWS: [(Old, SockOpts, bool, SockOpts, Option<i32>); 10] = [
+    (
+        Old::TimeWait,
+        SockOpts::NONE,
+        false,
+        SockOpts::NONE,
+        Some(libc::EADDRINUSE),
+    ),
+    (
+        Old::TimeWait,
+        SockOpts::NONE,
+        false,
+        SockOpts::REUSEADDR,
+        Some(libc::EADDRINUSE),
+    ),
+    (
+        Old::TimeWait,
+        SockOpts::REUSEADDR,
+        false,
+        SockOpts::NONE,
+        Some(libc::EADDRINUSE),
+    ),
+    (
+        Old::TimeWait,
+        SockOpts::REUSEADDR,
+        false,
+        SockOpts::REUSEADDR,
+        None,
+    ),
+    (Old::TimeWait, REUSEPORT, false, REUSEPORT, None),
+    (
+        Old::OrphanFinWait2,
+        SockOpts::NONE,
+        false,
+        SockOpts::REUSEADDR,
+        Some(libc::EADDRINUSE),
+    ),
+    (
+        Old::OrphanFinWait2,
+        SockOpts::REUSEADDR,
+        false,
+        SockOpts::REUSEADDR,
+        None,
+    ),
+    (
+        Old::Listen,
+        SockOpts::REUSEADDR,
+        false,
+        SockOpts::REUSEADDR,
+        Some(libc::EADDRINUSE),
+    ),
+    (
+        Old::Listen,
+        SockOpts::REUSEADDR,
+        true,
+        SockOpts::REUSEADDR,
+        None,
+    ),
+    (Old::Listen, REUSEPORT, false, REUSEPORT, None),
+];
+
+/// What keeps an old socket alive until the table is done.
+#[derive(Default)]
+struct Held {
+    listeners: Vec<Socket>,
+    clients: Vec<TcpStream>,
+}
+
+fn old_socket(
+    lab: &mut Lab,
+    old: Old,
+    addr: SocketAddr,
+    opts: SockOpts,
+    held: &mut Held,
+) -> Result<bool, Error> {
+    let listener = sockets::listen(addr, opts)?;
+    if let Old::Listen = old {
+        held.listeners.push(listener);
+        return Ok(true);
+    }
+    let client = sockets::connect(lab.client_ip, addr)?;
+    let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
+    let (conn, _) = sockets::accept(&listener)?;
+    // The server closes first.
+    drop(conn);
+    drop(listener);
+    let state = match old {
+        Old::TimeWait => {
+            let mut client = client;
+            while !sockets::read(&mut client, "client")?.is_empty() {}
+            drop(client);
+            State::TimeWait
+        }
+        _ => {
+            held.clients.push(client);
+            State::FinWait2
+        }
+    };
+    lab.wait_kernel_state(addr, client_addr, state)
+}
+
+fn describe_old(old: Old, opts: SockOpts, addr: SocketAddr) -> String {
+    let what = match old {
+        Old::TimeWait => "TIME_WAIT",
+        Old::OrphanFinWait2 => "orphaned FIN_WAIT_2",
+        Old::Listen => "LISTEN",
+    };
+    format!("{what} on {addr}, {opts}")
+}
+
+fn script(lab: &mut Lab) -> Result<(), Error> {
+    let mut held = Held::default();
+    let base = lab.server;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "     {:<50} {:<34} {:<24} as expected?",
+        "old socket", "new socket", "bind()"
+    );
+    for (i, (old, old_opts, other_ip, new_opts, expected)) in ROWS.into_iter().enumerate() {
+        // Each row its own port: the states of one must not spoil the next.
+        let addr = SocketAddr::new(base.ip(), base.port().wrapping_add(i as u16));
+        if !old_socket(lab, old, addr, old_opts, &mut held)? {
+            lab.notes.push(format!(
+                "row {}: the old socket never reached its state",
+                i + 1
+            ));
+        }
+        if i == 0 {
+            // The first row is the captured connection: its close is the article's.
+            lab.wait_for(State::Closed, State::TimeWait)?;
+            lab.finish_capture()?;
+        }
+        let new_addr = if other_ip {
+            SocketAddr::new([127, 0, 0, 2].into(), addr.port())
+        } else {
+            addr
+        };
+        let label = format!("row {}", i + 1);
+        let kept = lab.try_restart(&label, new_addr, old_opts, new_opts, expected)?;
+        if let Some(socket) = kept {
+            held.listeners.push(socket);
+        }
+        let got = lab.restarts.last().map(|r| r.errno).unwrap_or(None);
+        let _ = writeln!(
+            table,
+            "     {:<50} {:<34} {:<24} {}",
+            describe_old(old, old_opts, addr),
+            format!("{new_opts} on {new_addr}"),
+            crate::run::lab::Restart::outcome(got),
+            if got == expected {
+                "✓"
+            } else {
+                "✗ (Linux should give another)"
+            }
+        );
+    }
+    lab.print(
+        "\n     The restart table, each row tried for real (each bind: a new socket, closed or \
+               kept listening):",
+    );
+    lab.print(table.trim_end());
+    lab.print(
+        "     Linux wants SO_REUSEADDR on the old socket and the new one; two listeners never \
+               share an address and port unless both set SO_REUSEPORT (same user).",
+    );
+    drop(held);
+    Ok(())
+}
