@@ -334,8 +334,9 @@ Exit codes:
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The scenario to run (`teardown list` tells what each shows)
-    #[arg(value_parser = PossibleValuesParser::new(scenario::names()))]
+    /// The scenario to run (`teardown list` tells what each shows), or `all`: the whole
+    /// catalogue, each in its own namespace, and one summary table
+    #[arg(value_parser = PossibleValuesParser::new(scenario::names().into_iter().chain(["all"])))]
     pub scenario: String,
 
     /// The server's port (the article's is 8000)

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
             },
             &mut std::io::stdout(),
         ),
+        Command::Run(args) if args.scenario == "all" => {
+            teardown::run::all::run_all(&args, &mut std::io::stdout())
+        }
         Command::Run(args) => RunConfig::try_from(args)
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };

@@ -688,3 +688,42 @@ fn the_bind_matrix_gives_each_row_the_errno_linux_gives() {
     assert_eq!(rows, expected, "{run}");
     assert!(run.stdout.contains("verdict: reproduced"), "{run}");
 }
+
+#[test]
+fn run_all_runs_the_catalogue_and_tabulates_it() {
+    if !root("run_all") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "all"]).current_dir(&dir.0);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let table: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("scenario "))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 9, "{run}");
+    for row in &table {
+        let cells: Vec<&str> = row
+            .split("  ")
+            .filter(|c| !c.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        // scenario, expected, observed, verdict, capture
+        assert_eq!(cells[1], cells[2], "expected = observed: {row}");
+        assert_eq!(cells[3], "reproduced", "{row}");
+        assert!(dir.0.join(cells[4]).exists(), "{row}");
+    }
+    assert!(
+        run.stdout
+            .trim_end()
+            .ends_with("9 of 9 scenarios reproduced"),
+        "{run}"
+    );
+    let run = teardown(&["run", "all", "-w", "x.pcapng"]);
+    assert_eq!(run.code, Some(2), "{run}");
+}

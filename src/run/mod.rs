@@ -1,6 +1,7 @@
 //! `teardown run`: a private network stack, the capture, the scenario's script, the verdict
 //! and the annotated pcapng.
 
+pub mod all;
 pub mod lab;
 pub mod report;
 
