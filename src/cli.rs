@@ -354,6 +354,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick_close: bool,
 
+    /// Print the report as JSON on standard output (segments, transitions, bind results,
+    /// verdict), for scripts; the narration goes to standard error
+    #[arg(long)]
+    pub json: bool,
+
     /// Fail (exit 2) when the kernel's own trace of state changes (tracefs) is not available,
     /// instead of going on with states inferred from packets only
     #[arg(long)]
@@ -372,6 +377,7 @@ pub struct RunConfig {
     pub host: bool,
     pub quick_close: bool,
     pub require_kernel: bool,
+    pub json: bool,
     pub output: PathBuf,
 }
 
@@ -401,6 +407,7 @@ impl TryFrom<RunArgs> for RunConfig {
             host: args.host,
             quick_close: args.quick_close,
             require_kernel: args.require_kernel,
+            json: args.json,
             output,
         })
     }

@@ -727,3 +727,37 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
     let run = teardown(&["run", "all", "-w", "x.pcapng"]);
     assert_eq!(run.code, Some(2), "{run}");
 }
+
+#[test]
+fn json_report_for_scripts() {
+    if !root("json_report") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = teardown(&[
+        "run",
+        "unread-data-rst",
+        "--json",
+        "-w",
+        dir.join("j.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}{run}"));
+    assert_eq!(report["verdict"], "reproduced");
+    assert_eq!(
+        report["observed"],
+        serde_json::json!({"client": "CLOSED", "server": "CLOSED"})
+    );
+    let last = report["segments"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["flags"], "RST,ACK");
+    assert_eq!(last["from"], "server");
+    assert_eq!(last["transitions"][0]["to"], "CLOSED");
+    assert_eq!(report["restarts"][0]["bound"], true);
+    assert_eq!(report["kernel"]["mismatched"], 0);
+    // The narration went to standard error.
+    assert!(
+        run.stderr.contains("read() → ECONNRESET (errno 104)"),
+        "{run}"
+    );
+}

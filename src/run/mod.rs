@@ -25,7 +25,14 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// Runs one scenario; returns the exit code (0 reproduced, 1 something else).
-pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
+pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
+    // With --json, standard output carries the report alone; the narration goes to stderr.
+    let mut stderr = std::io::stderr();
+    let (out, mut json_out): (&mut dyn Write, Option<&mut dyn Write>) = if config.json {
+        (&mut stderr, Some(stdout))
+    } else {
+        (stdout, None)
+    };
     // Before any thread exists: unshare() of a user namespace needs a single thread.
     if !config.host {
         netns::enter_private()?;
@@ -71,7 +78,11 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
         IpAddr::V4(CLIENT_IP),
         config.host,
         capture,
-        Box::new(std::io::stdout()),
+        if config.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        },
     );
     lab.quick_close = config.quick_close;
     lab.tracer = tracer;
@@ -143,6 +154,27 @@ pub fn run(config: &RunConfig, out: &mut dyn Write) -> Result<i32, Error> {
     }
     if let Some(a) = &lab.agreement {
         let _ = writeln!(out, "{}", a.summary());
+    }
+    if let Some(j) = json_out.as_mut() {
+        let verdict = match &outcome {
+            Err(Error::Interrupted) => "interrupted",
+            Err(_) => "failed",
+            Ok(()) if differences.is_empty() => "reproduced",
+            Ok(()) => "different",
+        };
+        let value = report::json(
+            scenario,
+            &lab,
+            &place,
+            verdict,
+            &differences,
+            &config.output,
+        );
+        let _ = writeln!(
+            j,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     }
     outcome?;
     if differences.is_empty() {

@@ -258,6 +258,90 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
     s
 }
 
+/// The run as JSON, for scripts: what ran, every segment with its transitions, every bind,
+/// the kernel's figure and the verdict.
+pub fn json(
+    scenario: &Scenario,
+    lab: &Lab,
+    place: &str,
+    verdict: &str,
+    differences: &[String],
+    capture: &std::path::Path,
+) -> serde_json::Value {
+    use serde_json::json;
+    let conn = lab.connection();
+    let first = lab.packets.first().map(|p| p.frame.ts).unwrap_or_default();
+    let segments: Vec<serde_json::Value> = lab
+        .packets
+        .iter()
+        .filter_map(|p| {
+            let (seg, event) = (p.segment()?, p.event.as_ref()?);
+            Some(json!({
+                "time_ms": p.frame.ts.saturating_sub(first).as_secs_f64() * 1000.0,
+                "from": event.from.to_string(),
+                "flags": seg.flags.to_string(),
+                "seq": event.rel_seq,
+                "ack": event.rel_ack,
+                "len": seg.len,
+                "transitions": event.transitions.iter().map(|(role, t)| json!({
+                    "endpoint": role.to_string(),
+                    "from": t.from.name(),
+                    "to": t.to.name(),
+                    "cause": t.cause,
+                    "rfc": t.rfc,
+                })).collect::<Vec<_>>(),
+                "comment": p.comment,
+            }))
+        })
+        .collect();
+    let restarts: Vec<serde_json::Value> = lab
+        .restarts
+        .iter()
+        .map(|r| {
+            json!({
+                "label": r.label,
+                "address": r.addr.to_string(),
+                "old_options": r.old_opts.to_string(),
+                "new_options": r.new_opts.to_string(),
+                "bound": r.errno.is_none(),
+                "errno": r.errno,
+                "errno_name": r.errno.map(crate::sockets::errno_name),
+                "expected_errno": r.expected,
+                "as_expected": r.errno == r.expected,
+                "holders": r.holders.iter().map(|h| json!({
+                    "state": h.state,
+                    "local": h.local.to_string(),
+                    "peer": h.peer.to_string(),
+                    "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let [client, server] = scenario.expect;
+    json!({
+        "scenario": scenario.name,
+        "lesson": scenario.lesson,
+        "place": place,
+        "server": lab.server.to_string(),
+        "client": conn.map(|c| c.client.to_string()),
+        "expected": { "client": client.name(), "server": server.name() },
+        "observed": lab.states().map(|[c, s]| json!({ "client": c.name(), "server": s.name() })),
+        "segments": segments,
+        "restarts": restarts,
+        "kernel": lab.agreement.as_ref().map(|a| json!({
+            "seen": a.seen,
+            "matched": a.matched,
+            "mismatched": a.mismatched,
+            "explained": a.explained,
+            "unplaced": a.unplaced,
+        })),
+        "dropped": lab.stats.map(|s| s.dropped),
+        "capture": capture.display().to_string(),
+        "verdict": verdict,
+        "differences": differences,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
