@@ -113,10 +113,8 @@ pub fn explain_bind(addr: SocketAddr) -> Result<Answer, Error> {
 /// case does.
 pub fn client(config: &ClientConfig, out: &mut dyn Write) -> Result<i32, Error> {
     // As the article's client: no bind(), the kernel picks the source address and port.
-    let mut conn = TcpStream::connect(config.server).map_err(|source| sockets::SockError {
-        call: format!("connect {}", config.server),
-        source,
-    })?;
+    let mut conn = TcpStream::connect(config.server)
+        .map_err(sockets::call(format!("connect {}", config.server)))?;
     let _ = conn.set_read_timeout(None);
     let local = conn.local_addr().map(|a| a.to_string()).unwrap_or_default();
     say(

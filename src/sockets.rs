@@ -81,7 +81,8 @@ pub fn errno_name(errno: i32) -> &'static str {
     }
 }
 
-fn err(call: impl Into<String>) -> impl FnOnce(io::Error) -> SockError {
+/// Names a failed call: `.map_err(call("server: shutdown(SHUT_WR)"))`.
+pub fn call(call: impl Into<String>) -> impl FnOnce(io::Error) -> SockError {
     let call = call.into();
     move |source| SockError { call, source }
 }
@@ -89,27 +90,27 @@ fn err(call: impl Into<String>) -> impl FnOnce(io::Error) -> SockError {
 /// A TCP socket with `opts` set, bound to `addr` (port 0: the kernel picks one).
 pub fn bound(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(err("socket"))?;
+        .map_err(call("socket"))?;
     if opts.reuseaddr {
         socket
             .set_reuse_address(true)
-            .map_err(err("setsockopt SO_REUSEADDR"))?;
+            .map_err(call("setsockopt SO_REUSEADDR"))?;
     }
     if opts.reuseport {
         socket
             .set_reuse_port(true)
-            .map_err(err("setsockopt SO_REUSEPORT"))?;
+            .map_err(call("setsockopt SO_REUSEPORT"))?;
     }
     socket
         .bind(&SockAddr::from(addr))
-        .map_err(err(format!("bind {addr}")))?;
+        .map_err(call(format!("bind {addr}")))?;
     Ok(socket)
 }
 
 /// A listener on `addr`, as the article's server makes it.
 pub fn listen(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
     let socket = bound(addr, opts)?;
-    socket.listen(16).map_err(err(format!("listen {addr}")))?;
+    socket.listen(16).map_err(call(format!("listen {addr}")))?;
     Ok(socket)
 }
 
@@ -127,7 +128,7 @@ pub fn connect(local_ip: std::net::IpAddr, server: SocketAddr) -> Result<TcpStre
     };
     socket
         .connect(&SockAddr::from(server))
-        .map_err(err(format!("connect {server}")))?;
+        .map_err(call(format!("connect {server}")))?;
     stream(socket)
 }
 
@@ -146,7 +147,7 @@ pub fn random_u32() -> u32 {
 }
 
 pub fn accept(listener: &Socket) -> Result<(TcpStream, SocketAddr), SockError> {
-    let (socket, peer) = listener.accept().map_err(err("accept"))?;
+    let (socket, peer) = listener.accept().map_err(call("accept"))?;
     let peer = peer.as_socket().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
     Ok((stream(socket)?, peer))
 }
@@ -158,21 +159,46 @@ fn stream(socket: Socket) -> Result<TcpStream, SockError> {
     let stream: TcpStream = socket.into();
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(err("setsockopt SO_RCVTIMEO"))?;
+        .map_err(call("setsockopt SO_RCVTIMEO"))?;
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(err("setsockopt SO_SNDTIMEO"))?;
+        .map_err(call("setsockopt SO_SNDTIMEO"))?;
     Ok(stream)
 }
 
 pub fn write(stream: &mut TcpStream, who: &str, data: &[u8]) -> Result<(), SockError> {
-    stream.write_all(data).map_err(err(format!("{who}: write")))
+    stream
+        .write_all(data)
+        .map_err(call(format!("{who}: write")))
+}
+
+/// `read()` until EOF or an error: the bytes that came, and the error that ended it, if one
+/// did (ECONNRESET after an RST...).
+pub fn read_until_end(stream: &mut TcpStream, who: &str) -> (Vec<u8>, Option<SockError>) {
+    let mut got = Vec::new();
+    loop {
+        match read(stream, who) {
+            Ok(chunk) if chunk.is_empty() => return (got, None),
+            Ok(chunk) => got.extend(chunk),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+}
+
+/// `read()` until EOF; an error is an error.
+pub fn read_to_eof(stream: &mut TcpStream, who: &str) -> Result<Vec<u8>, SockError> {
+    match read_until_end(stream, who) {
+        (got, None) => Ok(got),
+        (_, Some(e)) => Err(e),
+    }
 }
 
 /// One `read()`: what it returned (empty at EOF).
 pub fn read(stream: &mut TcpStream, who: &str) -> Result<Vec<u8>, SockError> {
     let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).map_err(err(format!("{who}: read")))?;
+    let n = stream
+        .read(&mut buf)
+        .map_err(call(format!("{who}: read")))?;
     buf.truncate(n);
     Ok(buf)
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 
-use super::Scenario;
+use super::{Scenario, old_connection};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, Socket};
@@ -111,30 +111,13 @@ fn old_socket(
     opts: SockOpts,
     held: &mut Held,
 ) -> Result<bool, Error> {
-    let listener = sockets::listen(addr, opts)?;
     if let Old::Listen = old {
-        held.listeners.push(listener);
+        held.listeners.push(sockets::listen(addr, opts)?);
         return Ok(true);
     }
-    let client = sockets::connect(lab.client_ip, addr)?;
-    let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
-    let (conn, _) = sockets::accept(&listener)?;
-    // The server closes first.
-    drop(conn);
-    drop(listener);
-    let state = match old {
-        Old::TimeWait => {
-            let mut client = client;
-            while !sockets::read(&mut client, "client")?.is_empty() {}
-            drop(client);
-            State::TimeWait
-        }
-        _ => {
-            held.clients.push(client);
-            State::FinWait2
-        }
-    };
-    lab.wait_kernel_state(addr, client_addr, state)
+    let (reached, client) = old_connection(lab, addr, opts, matches!(old, Old::TimeWait))?;
+    held.clients.extend(client);
+    Ok(reached)
 }
 
 fn describe_old(old: Old, opts: SockOpts, addr: SocketAddr) -> String {

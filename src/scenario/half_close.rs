@@ -3,7 +3,7 @@
 
 use std::net::Shutdown;
 
-use super::{Opened, Scenario, article_exchange};
+use super::{Opened, Scenario, article_exchange, server_closes};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -28,19 +28,9 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     } = article_exchange(lab, SockOpts::NONE)?;
     server_conn
         .shutdown(Shutdown::Write)
-        .map_err(|source| sockets::SockError {
-            call: "server: shutdown(SHUT_WR)".into(),
-            source,
-        })?;
+        .map_err(sockets::call("server: shutdown(SHUT_WR)"))?;
     lab.say("server", "shutdown(SHUT_WR): FIN, but it keeps reading")?;
-    let mut got = Vec::new();
-    loop {
-        let chunk = sockets::read(&mut client, "client")?;
-        if chunk.is_empty() {
-            break;
-        }
-        got.extend(chunk);
-    }
+    let got = sockets::read_to_eof(&mut client, "client")?;
     lab.say(
         "client",
         format!(
@@ -64,12 +54,8 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     drop(client);
     lab.say("client", "close()")?;
     let eof = sockets::read(&mut server_conn, "server")?;
-    lab.say(
-        "server",
-        format!("read() → {} bytes: EOF; close()", eof.len()),
-    )?;
-    drop(server_conn);
-    drop(listener);
+    lab.say("server", format!("read() → {} bytes: EOF", eof.len()))?;
+    server_closes(lab, listener, server_conn)?;
     lab.wait_for(State::Closed, State::TimeWait)?;
     lab.finish_capture()?;
     lab.restart(

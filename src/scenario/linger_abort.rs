@@ -3,10 +3,10 @@
 
 use socket2::SockRef;
 
-use super::{Opened, Scenario, article_exchange};
+use super::{Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
-use crate::sockets::{self, SockOpts, describe};
+use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 
 pub static SCENARIO: Scenario = Scenario {
@@ -23,36 +23,13 @@ pub static SCENARIO: Scenario = Scenario {
 };
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
-    let Opened {
-        listener,
-        server_conn,
-        mut client,
-    } = article_exchange(lab, SockOpts::NONE)?;
-    SockRef::from(&server_conn)
+    let opened = article_exchange(lab, SockOpts::NONE)?;
+    SockRef::from(&opened.server_conn)
         .set_linger(Some(std::time::Duration::ZERO))
-        .map_err(|source| sockets::SockError {
-            call: "setsockopt SO_LINGER".into(),
-            source,
-        })?;
+        .map_err(sockets::call("setsockopt SO_LINGER"))?;
     lab.say("server", "setsockopt SO_LINGER {on, 0}, then close()")?;
-    drop(server_conn);
-    drop(listener);
-    let mut got = Vec::new();
-    let outcome = loop {
-        match sockets::read(&mut client, "client") {
-            Ok(chunk) if chunk.is_empty() => break "read() → 0 (EOF)".to_string(),
-            Ok(chunk) => got.extend(chunk),
-            Err(e) => break format!("read() → {}", describe(&e.source)),
-        }
-    };
-    lab.say(
-        "client",
-        format!(
-            "read() → {:?} (what had arrived before the RST), then {outcome} instead of EOF",
-            String::from_utf8_lossy(&got)
-        ),
-    )?;
-    lab.client_error = Some(outcome);
+    let mut client = server_exits(lab, opened)?;
+    client_reads_until_end(lab, &mut client)?;
     drop(client);
     lab.wait_for(State::Closed, State::Closed)?;
     lab.finish_capture()?;

@@ -109,21 +109,80 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
     Ok(opened)
 }
 
-/// The server process exits: its listening socket and its connection close.
+/// A connection to `addr` whose server (socket options `opts`) closes first, not captured and
+/// not narrated: for the scenarios that need an old socket on another port or address. With
+/// `client_closes`, the client reads to EOF and closes, leaving the server's end in TIME_WAIT;
+/// without, the client's socket is handed back open and the server's end is an orphaned
+/// FIN_WAIT_2. Waits until the kernel's table shows that state; false if it never did.
+pub fn old_connection(
+    lab: &mut Lab,
+    addr: std::net::SocketAddr,
+    opts: SockOpts,
+    client_closes: bool,
+) -> Result<(bool, Option<TcpStream>), Error> {
+    let listener = sockets::listen(addr, opts)?;
+    let mut client = sockets::connect(lab.client_ip, addr)?;
+    let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
+    let (server_conn, _) = sockets::accept(&listener)?;
+    drop(server_conn);
+    drop(listener);
+    let (state, kept) = if client_closes {
+        sockets::read_to_eof(&mut client, "client")?;
+        drop(client);
+        (State::TimeWait, None)
+    } else {
+        (State::FinWait2, Some(client))
+    };
+    let reached = lab.wait_kernel_state(addr, client_addr, state)?;
+    if !reached {
+        lab.notes.push(format!(
+            "{addr} did not reach {state} in the kernel's table within the limit"
+        ));
+    }
+    Ok((reached, kept))
+}
+
+/// The client reads until EOF or an error, and says which: for the scenarios whose point is
+/// how reading ends (ECONNRESET after an RST). What it got, and how it ended.
+pub fn client_reads_until_end(lab: &mut Lab, client: &mut TcpStream) -> Result<String, Error> {
+    let (got, error) = sockets::read_until_end(client, "client");
+    let end = match error {
+        None => "read() → 0 (EOF)".to_string(),
+        Some(e) => format!("read() → {}", sockets::describe(&e.source)),
+    };
+    lab.say(
+        "client",
+        format!(
+            "read() → {:?} (what had arrived), then {end}",
+            String::from_utf8_lossy(&got)
+        ),
+    )?;
+    lab.client_error = Some(end.clone());
+    Ok(end)
+}
+
+/// The server process exits: its listening socket and its connection close. The client's
+/// socket stays open, handed back.
 pub fn server_exits(lab: &mut Lab, opened: Opened) -> Result<TcpStream, Error> {
     let Opened {
         listener,
         server_conn,
         client,
     } = opened;
+    server_closes(lab, listener, server_conn)?;
+    Ok(client)
+}
+
+/// The server closes its connection and its listener (its process exits), and the kernel's
+/// table is shown right after.
+pub fn server_closes(lab: &mut Lab, listener: Socket, server_conn: TcpStream) -> Result<(), Error> {
     drop(server_conn);
     drop(listener);
     lab.say(
         "server",
         "close() the connection and the listener: the server process exits",
     )?;
-    lab.snapshot("right after")?;
-    Ok(client)
+    lab.snapshot("right after")
 }
 
 /// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
@@ -133,14 +192,7 @@ pub fn server_exits(lab: &mut Lab, opened: Opened) -> Result<TcpStream, Error> {
 /// do; Linux then usually holds back that ACK (delayed ACK, at least 40 ms) and sends it on
 /// the client's FIN: three segments.
 pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> Result<(), Error> {
-    let mut got = Vec::new();
-    loop {
-        let chunk = sockets::read(&mut client, "client")?;
-        if chunk.is_empty() {
-            break;
-        }
-        got.extend(chunk);
-    }
+    let got = sockets::read_to_eof(&mut client, "client")?;
     lab.say(
         "client",
         format!(

@@ -1,9 +1,7 @@
 //! The client closes first: TIME_WAIT belongs to whoever closes first, so this time it is the
 //! client's, and the server restarts freely.
 
-use std::io::Read;
-
-use super::{Opened, Scenario, article_exchange};
+use super::{Opened, Scenario, article_exchange, server_closes};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -26,16 +24,10 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         mut server_conn,
         mut client,
     } = article_exchange(lab, SockOpts::NONE)?;
-    let mut reply = [0u8; 64];
-    let n = client
-        .read(&mut reply)
-        .map_err(|source| sockets::SockError {
-            call: "client: read".into(),
-            source,
-        })?;
+    let reply = sockets::read(&mut client, "client")?;
     lab.say(
         "client",
-        format!("read() → {:?}", String::from_utf8_lossy(&reply[..n])),
+        format!("read() → {:?}", String::from_utf8_lossy(&reply)),
     )?;
     drop(client);
     lab.say("client", "close(): the client closes first")?;
@@ -53,12 +45,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             "waits until its kernel has sent the ACK of the FIN by itself (a delayed ACK)",
         )?;
     }
-    drop(server_conn);
-    drop(listener);
-    lab.say(
-        "server",
-        "close() the connection and the listener: the server process exits",
-    )?;
+    server_closes(lab, listener, server_conn)?;
     lab.wait_for(State::TimeWait, State::Closed)?;
     lab.finish_capture()?;
     lab.restart("restart the server at once", SockOpts::NONE, None)?;

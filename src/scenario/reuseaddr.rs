@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 
-use super::{Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
+use super::{
+    Scenario, article_exchange, client_reads_to_eof_and_closes, old_connection, server_exits,
+};
 use crate::error::Error;
 use crate::run::lab::Lab;
-use crate::sockets::{self, SockOpts};
+use crate::sockets::SockOpts;
 use crate::tcp::State;
 
 pub static SCENARIO: Scenario = Scenario {
@@ -44,18 +46,7 @@ fn new_socket_alone(lab: &mut Lab) -> Result<(), Error> {
     lab.print(format!(
         "     Now the old socket without the option, on {second} (not captured):"
     ));
-    let listener = sockets::listen(second, SockOpts::NONE)?;
-    let client = sockets::connect(lab.client_ip, second)?;
-    let (server_conn, _) = sockets::accept(&listener)?;
-    let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
-    drop(server_conn);
-    drop(listener);
-    client_reads_to_eof_and_closes_quietly(client)?;
-    if !lab.wait_kernel_state(second, client_addr, State::TimeWait)? {
-        lab.notes.push(format!(
-            "{second} did not reach TIME_WAIT in the kernel's table within the limit"
-        ));
-    }
+    old_connection(lab, second, SockOpts::NONE, true)?;
     lab.restart_at(
         "restart with SO_REUSEADDR, old socket without",
         second,
@@ -63,10 +54,5 @@ fn new_socket_alone(lab: &mut Lab) -> Result<(), Error> {
         SockOpts::REUSEADDR,
         Some(libc::EADDRINUSE),
     )?;
-    Ok(())
-}
-
-fn client_reads_to_eof_and_closes_quietly(mut client: std::net::TcpStream) -> Result<(), Error> {
-    while !sockets::read(&mut client, "client")?.is_empty() {}
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! close() with unread bytes in the receive buffer sends RST, not FIN (RFC 2525 §2.17, RFC 9293
 //! §3.6): the peer's read() gets ECONNRESET and nobody waits in TIME_WAIT.
 
-use super::{Opened, Scenario, article_exchange};
+use super::{Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
-use crate::sockets::{self, SockOpts, describe};
+use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 
 pub static SCENARIO: Scenario = Scenario {
@@ -20,47 +20,24 @@ pub static SCENARIO: Scenario = Scenario {
 };
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
-    let Opened {
-        listener,
-        server_conn,
-        mut client,
-    } = article_exchange(lab, SockOpts::NONE)?;
-    sockets::write(&mut client, "client", b"one more thing")?;
+    let mut opened = article_exchange(lab, SockOpts::NONE)?;
+    sockets::write(&mut opened.client, "client", b"one more thing")?;
     lab.say(
         "client",
         "write(\"one more thing\"), which the server will never read",
     )?;
     // Until those bytes sit in the server's receive buffer (peek reads without taking them).
     let mut peek = [0u8; 64];
-    let waiting = server_conn
+    let waiting = opened
+        .server_conn
         .peek(&mut peek)
-        .map_err(|source| sockets::SockError {
-            call: "server: peek".into(),
-            source,
-        })?;
-    lab.say("server", format!("has {waiting} unread bytes, and closes"))?;
-    drop(server_conn);
-    drop(listener);
+        .map_err(sockets::call("server: peek"))?;
     lab.say(
         "server",
-        "close() with unread data: the kernel sends RST, not FIN",
+        format!("has {waiting} unread bytes; its close() will send RST, not FIN"),
     )?;
-    let mut got = Vec::new();
-    let outcome = loop {
-        match sockets::read(&mut client, "client") {
-            Ok(chunk) if chunk.is_empty() => break "read() → 0 (EOF)".to_string(),
-            Ok(chunk) => got.extend(chunk),
-            Err(e) => break format!("read() → {}", describe(&e.source)),
-        }
-    };
-    lab.say(
-        "client",
-        format!(
-            "read() → {:?}, then {outcome}",
-            String::from_utf8_lossy(&got)
-        ),
-    )?;
-    lab.client_error = Some(outcome);
+    let mut client = server_exits(lab, opened)?;
+    client_reads_until_end(lab, &mut client)?;
     drop(client);
     lab.wait_for(State::Closed, State::Closed)?;
     lab.finish_capture()?;

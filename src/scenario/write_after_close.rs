@@ -1,7 +1,7 @@
 //! Writing to a peer that has closed: the first write succeeds and draws an RST, the second
 //! fails with EPIPE — the signal SIGPIPE would kill a program that does not ignore it.
 
-use super::{Opened, Scenario, article_exchange};
+use super::{Scenario, article_exchange, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, describe};
@@ -20,17 +20,8 @@ pub static SCENARIO: Scenario = Scenario {
 };
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
-    let Opened {
-        listener,
-        server_conn,
-        mut client,
-    } = article_exchange(lab, SockOpts::NONE)?;
-    drop(server_conn);
-    drop(listener);
-    lab.say(
-        "server",
-        "close() the connection and the listener: the server process exits",
-    )?;
+    let opened = article_exchange(lab, SockOpts::NONE)?;
+    let mut client = server_exits(lab, opened)?;
     lab.wait_for(State::CloseWait, State::FinWait2)?;
     sockets::write(&mut client, "client", b"are you there?")?;
     lab.say(
