@@ -1,5 +1,7 @@
 //! Events → the text of a packet comment: the transitions a segment caused on each side.
 
+use std::borrow::Cow;
+
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Segment};
 use crate::kernel::agree::Note;
@@ -42,6 +44,32 @@ pub fn annotate(
         decoded,
         event,
         comment,
+    }
+}
+
+/// Comments for a long stream of segments: one that changes nothing and is nothing special
+/// (no note) shares the text of its pair of states, made once; the others get their own.
+#[derive(Default)]
+pub struct CommentCache {
+    unchanged: Vec<Option<String>>,
+}
+
+impl CommentCache {
+    pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
+        if !(event.transitions.is_empty() && event.unexpected.is_empty() && event.notes.is_empty())
+        {
+            return Cow::Owned(comment(event));
+        }
+        let n = State::ALL.len();
+        if self.unchanged.is_empty() {
+            self.unchanged = vec![None; n * n];
+        }
+        let [c, s] = event.states;
+        Cow::Borrowed(
+            self.unchanged[c.index() * n + s.index()]
+                .get_or_insert_with(|| comment(event))
+                .as_str(),
+        )
     }
 }
 
@@ -145,6 +173,30 @@ mod tests {
         assert_eq!(
             c[10],
             "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4)"
+        );
+    }
+
+    #[test]
+    fn the_cache_shares_plain_texts_and_keeps_notes_apart() {
+        let mut segs = active_close(false);
+        segs.insert(6, segs[5].clone()); // the reply again: a note
+        let mut tracker = Tracker::new();
+        let mut cache = CommentCache::default();
+        let texts: Vec<String> = segs
+            .iter()
+            .map(|s| cache.comment(&tracker.on_segment(s)).into_owned())
+            .collect();
+        let mut fresh = Tracker::new();
+        let expected: Vec<String> = segs.iter().map(|s| comment(&fresh.on_segment(s))).collect();
+        assert_eq!(texts, expected);
+        assert!(
+            texts[6].contains("retransmission or a duplicate"),
+            "{}",
+            texts[6]
+        );
+        assert_eq!(
+            texts[7],
+            "no state change: client ESTABLISHED, server ESTABLISHED"
         );
     }
 

@@ -16,13 +16,12 @@ use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use serde_json::json;
 
-use crate::annotate::{Packet, comment};
+use crate::annotate::{CommentCache, Packet};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
 use crate::input::{InPacket, Kind, Source};
 use crate::output::{ladder, pcapng::write_epb, svg};
-use crate::tcp::State;
 use crate::tracker::{Role, Tracker};
 
 /// Opens IN, `-` being standard input.
@@ -97,7 +96,8 @@ pub fn annotate_stream<R: Read>(
     // (60 s of capture time) after its last segment.
     let mut tracker = Tracker::forgetful(Duration::from_secs(60));
     let mut opened = 0usize;
-    let mut unchanged: Vec<Option<String>> = vec![None; State::ALL.len() * State::ALL.len()];
+    // Most segments change nothing: their few texts are made once.
+    let mut comments = CommentCache::default();
     let (mut packets, mut tcp) = (0u64, 0u64);
     let mut p = InPacket::default();
     while let Some(item) = src.next_into(&mut p) {
@@ -110,20 +110,7 @@ pub fn annotate_stream<R: Read>(
                         tcp += 1;
                         let event = tracker.on_segment_at(&seg, Some(p.ts));
                         opened = opened.max(event.conn + 1);
-                        let mut text = if event.transitions.is_empty()
-                            && event.unexpected.is_empty()
-                            && event.notes.is_empty()
-                        {
-                            // Most segments change nothing: the same few texts, made once.
-                            let [c, s] = event.states;
-                            std::borrow::Cow::Borrowed(
-                                unchanged[c.index() * State::ALL.len() + s.index()]
-                                    .get_or_insert_with(|| comment(&event))
-                                    .as_str(),
-                            )
-                        } else {
-                            std::borrow::Cow::Owned(comment(&event))
-                        };
+                        let mut text = comments.comment(&event);
                         if seg.captured < seg.len {
                             text.to_mut().push_str(&format!(
                                 "; cut by the capture's snaplen: {} of {} payload bytes captured",

@@ -11,14 +11,13 @@ use pcap_file::DataLink;
 
 use super::filter::Filter;
 use super::ring::Ring;
-use crate::annotate::comment;
+use crate::annotate::CommentCache;
 use crate::decode::decode_ethernet;
 use crate::error::{Error, exit};
 use crate::kernel::table;
 use crate::output::pcapng::{FileInfo, Writer};
 use crate::privs;
 use crate::signals;
-use crate::tcp::State;
 use crate::tracker::Tracker;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,9 +112,8 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     let flush_each = config.output == Output::Stdout;
     let started = Instant::now();
     let mut tracker = Tracker::new();
-    // Indexed by the two states: 11 × 11 texts at most.
-    let mut unchanged: Vec<Option<String>> = vec![None; State::ALL.len() * State::ALL.len()];
-    let mut scratch = String::new();
+    // Most segments change nothing: their few texts are made once.
+    let mut comments = CommentCache::default();
     let mut written: u64 = 0;
     let mut failure: Option<io::Error> = None;
     let enough = |written: u64| config.count.is_some_and(|c| written >= c);
@@ -144,28 +142,14 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             if !config.filter.keeps(&decoded) {
                 return;
             }
-            let text: &str = match &decoded {
-                Ok(seg) => {
-                    let event = tracker.on_segment_at(seg, Some(frame.ts));
-                    if event.transitions.is_empty() && event.unexpected.is_empty() {
-                        // Most segments change nothing: the same few texts, made once.
-                        let [c, s] = event.states;
-                        unchanged[c.index() * State::ALL.len() + s.index()]
-                            .get_or_insert_with(|| comment(&event))
-                    } else {
-                        scratch = comment(&event);
-                        &scratch
-                    }
-                }
-                Err(e) => {
-                    scratch = e.to_string();
-                    &scratch
-                }
+            let text = match &decoded {
+                Ok(seg) => comments.comment(&tracker.on_segment_at(seg, Some(frame.ts))),
+                Err(e) => std::borrow::Cow::Owned(e.to_string()),
             };
             // PACKET_OUTGOING is 4: a packet this host sent.
             let outbound = frame.pkttype == 4;
             let result = writer
-                .write_frame(frame.ts, frame.data, frame.orig_len, text, outbound)
+                .write_frame(frame.ts, frame.data, frame.orig_len, &text, outbound)
                 .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
             match result {
                 Ok(()) => written += 1,
