@@ -331,35 +331,17 @@ impl Lab {
         let Some(tracer) = self.tracer.take() else {
             return Ok(());
         };
-        let events = match tracer.read() {
-            Ok(events) => events,
-            Err(e) if self.require_kernel => {
-                return Err(Error::KernelUnavailable(format!(
-                    "the kernel's trace could not be read: {e}"
-                )));
-            }
-            Err(e) => {
-                self.notes.push(format!(
-                    "the kernel's trace could not be read ({e}): not checked"
-                ));
-                return Ok(());
-            }
+        let Some(events) =
+            self.kernel_word(tracer.read(), "the kernel's trace", "nothing checked")?
+        else {
+            return Ok(());
         };
         drop(tracer);
-        let table = match kernel::sock_diag::dump() {
-            Ok(table) => Some(table),
-            Err(e) if self.require_kernel => {
-                return Err(Error::KernelUnavailable(format!(
-                    "the socket table (sock_diag) could not be read: {e}"
-                )));
-            }
-            Err(e) => {
-                self.notes.push(format!(
-                    "the socket table (sock_diag) could not be read ({e}): final states not checked"
-                ));
-                None
-            }
-        };
+        let table = self.kernel_word(
+            kernel::sock_diag::dump(),
+            "the socket table (sock_diag)",
+            "final states not checked",
+        )?;
         let Some(conn) = self.connection().cloned() else {
             return Ok(());
         };
@@ -373,6 +355,27 @@ impl Lab {
         }
         self.agreement = Some(agreement);
         Ok(())
+    }
+
+    /// What the kernel said, or, where it could not be read, an error under
+    /// `--require-kernel` and a note (saying what goes unchecked) without it.
+    fn kernel_word<T>(
+        &mut self,
+        read: std::io::Result<T>,
+        what: &str,
+        unchecked: &str,
+    ) -> Result<Option<T>, Error> {
+        match read {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if self.require_kernel => Err(Error::KernelUnavailable(format!(
+                "{what} could not be read: {e}"
+            ))),
+            Err(e) => {
+                self.notes
+                    .push(format!("{what} could not be read ({e}): {unchecked}"));
+                Ok(None)
+            }
+        }
     }
 
     /// The kernel's word on the port right now, one line: what `ss` would show after a
