@@ -131,8 +131,36 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Packets of `segs` at the times `at(i)`, as a capture gives them, and their tracker:
+    /// the fixture of the tests of what is drawn and checked from packets.
+    pub(crate) fn captured(
+        segs: Vec<Segment>,
+        at: impl Fn(usize) -> Duration,
+    ) -> (Vec<Packet>, Tracker) {
+        let mut tracker = Tracker::new();
+        let packets = segs
+            .into_iter()
+            .enumerate()
+            .map(|(i, seg)| {
+                let frame = Frame {
+                    ts: at(i),
+                    data: vec![],
+                    orig_len: 0,
+                };
+                annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+            })
+            .collect();
+        (packets, tracker)
+    }
+
+    /// A segment every 50 µs from one second on.
+    pub(crate) fn every_50us(i: usize) -> Duration {
+        Duration::from_micros(1_000_000 + 50 * i as u64)
+    }
     use crate::tracker::tests::active_close;
 
     fn comments(merged: bool) -> Vec<String> {

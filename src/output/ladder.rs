@@ -130,27 +130,11 @@ fn trim_lines(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotate::annotate;
-    use crate::capture::Frame;
-    use crate::decode::Segment;
-    use crate::tracker::Tracker;
+    use crate::annotate::tests::{captured, every_50us};
     use crate::tracker::tests::active_close;
-    use std::time::Duration;
 
     fn diagram(merged: bool) -> String {
-        let mut tracker = Tracker::new();
-        let packets: Vec<Packet> = active_close(merged)
-            .into_iter()
-            .enumerate()
-            .map(|(i, seg)| {
-                let frame = Frame {
-                    ts: Duration::from_micros(1_000_000 + 50 * i as u64),
-                    data: vec![],
-                    orig_len: 0,
-                };
-                annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
-            })
-            .collect();
+        let (packets, tracker) = captured(active_close(merged), every_50us);
         render(&packets, &tracker.connections()[0])
     }
 

@@ -422,7 +422,7 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotate::annotate;
+    use crate::annotate::tests::{captured, every_50us};
     use crate::capture::Frame;
     use crate::decode::{DecodeError, Segment};
     use crate::tracker::Tracker;
@@ -430,20 +430,7 @@ mod tests {
     use std::time::Duration;
 
     fn packets_of(segs: Vec<Segment>) -> (Vec<Packet>, Tracker) {
-        let mut tracker = Tracker::new();
-        let packets = segs
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let frame = Frame {
-                    ts: Duration::from_micros(1_000_000 + 50 * i as u64),
-                    data: vec![],
-                    orig_len: 0,
-                };
-                annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(s.clone()))
-            })
-            .collect();
-        (packets, tracker)
+        captured(segs, every_50us)
     }
 
     fn picture(merged: bool, kernel: Option<&[Vec<Note>]>) -> String {

@@ -1,8 +1,5 @@
 use super::*;
-use crate::annotate::annotate;
-use crate::capture::Frame;
 use crate::decode::Segment;
-use crate::tracker::Tracker;
 use crate::tracker::tests::{CLIENT, SERVER, active_close};
 
 const T0: u64 = 1_000_000_000; // µs
@@ -16,19 +13,7 @@ fn packets(merged: bool) -> (Vec<Packet>, Connection) {
 
 /// Packets of `segs` at the times `at(i)`, as a capture would give them, and their connection.
 fn timed(segs: Vec<Segment>, at: impl Fn(usize) -> Duration) -> (Vec<Packet>, Connection) {
-    let mut tracker = Tracker::new();
-    let packets = segs
-        .into_iter()
-        .enumerate()
-        .map(|(i, seg)| {
-            let frame = Frame {
-                ts: at(i),
-                data: vec![],
-                orig_len: 0,
-            };
-            annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
-        })
-        .collect();
+    let (packets, tracker) = crate::annotate::tests::captured(segs, at);
     (packets, tracker.connections()[0].clone())
 }
 
