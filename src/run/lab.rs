@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::annotate::{Packet, annotate, comment_with};
+use crate::capture::filter::Filter;
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, LiveCapture, Stats};
 use crate::decode::decode_ethernet;
@@ -74,7 +75,8 @@ pub struct Lab {
     pub client_ip: IpAddr,
     /// The options the scenario's first server socket was made with.
     pub server_opts: SockOpts,
-    pub host: bool,
+    /// On the host's loopback, only the scenario's traffic is kept (as `capture --port` does).
+    host_filter: Option<Filter>,
     /// The client closes the moment it reads EOF (`--quick-close`).
     pub quick_close: bool,
     running: Option<Running>,
@@ -145,7 +147,7 @@ impl Lab {
             server,
             client_ip,
             server_opts: SockOpts::NONE,
-            host,
+            host_filter: host.then(|| Filter::port(server.port())),
             quick_close: false,
             running: Some(Running {
                 stop,
@@ -256,18 +258,15 @@ impl Lab {
 
     /// Tracks and keeps one frame; on the host's loopback, only the scenario's traffic.
     fn take(&mut self, frame: Frame) {
-        if self.host {
-            let ours = match decode_ethernet(&frame.data) {
-                Ok(seg) => {
-                    seg.src.port() == self.server.port() || seg.dst.port() == self.server.port()
-                }
-                Err(_) => false,
-            };
-            if !ours {
-                return;
-            }
+        let decoded = decode_ethernet(&frame.data);
+        if self
+            .host_filter
+            .as_ref()
+            .is_some_and(|f| !f.keeps(&decoded))
+        {
+            return;
         }
-        let packet = annotate(&mut self.tracker, frame, decode_ethernet);
+        let packet = annotate(&mut self.tracker, frame, move |_| decoded.clone());
         self.packets.push(packet);
     }
 
