@@ -72,7 +72,9 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     let mut ring = Ring::open(&config.iface, is_loopback(&config.iface), POLL)?;
     // Opened while still privileged (any directory); then handed to -Z USER.
     let out: Box<dyn Write> = match &config.output {
-        Output::Stdout => Box::new(io::stdout().lock()),
+        // Buffered, and flushed after each packet: stdout's own line buffering would flush
+        // in the middle of a block at every newline byte.
+        Output::Stdout => Box::new(BufWriter::new(io::stdout().lock())),
         Output::File(path) => Box::new(BufWriter::with_capacity(
             1 << 20,
             File::create(path).map_err(Error::io(format!("creating {}", path.display())))?,

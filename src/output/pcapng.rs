@@ -39,8 +39,6 @@ const OUTBOUND: u32 = 0b10;
 
 pub struct Writer<W: Write> {
     inner: PcapNgWriter<W>,
-    /// The packet block being encoded, reused.
-    block: Vec<u8>,
 }
 
 /// Keeps an I/O error as it is (a closed pipe must stay BrokenPipe); the rest become "other".
@@ -80,10 +78,7 @@ impl<W: Write> Writer<W> {
             ],
         };
         inner.write_pcapng_block(interface).map_err(to_io)?;
-        Ok(Writer {
-            inner,
-            block: Vec::with_capacity(1 << 17),
-        })
+        Ok(Writer { inner })
     }
 
     pub fn write_packet(&mut self, packet: &Packet) -> io::Result<()> {
@@ -91,10 +86,9 @@ impl<W: Write> Writer<W> {
         self.write_frame(f.ts, &f.data, f.orig_len, &packet.comment, false)
     }
 
-    /// One packet from borrowed bytes: no copy on the capture's hot path. The Enhanced
-    /// Packet Block is encoded here into a reused buffer (pcapng §4.3: native byte order,
-    /// as the section header says; timestamps in the interface's nanoseconds): pcap-file's
-    /// general path costs more per packet than the whole capture may.
+    /// One packet from borrowed bytes, written straight into the output (pcapng §4.3: native
+    /// byte order, as the section header says; timestamps in the interface's nanoseconds):
+    /// pcap-file's general path costs more per packet than the whole capture may.
     pub fn write_frame(
         &mut self,
         ts: Duration,
@@ -103,13 +97,13 @@ impl<W: Write> Writer<W> {
         comment: &str,
         outbound: bool,
     ) -> io::Result<()> {
-        let mut flags = Vec::with_capacity(8);
-        flags.extend_from_slice(&2u16.to_ne_bytes()); // epb_flags
-        flags.extend_from_slice(&4u16.to_ne_bytes());
-        flags.extend_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
-        let b = &mut self.block;
-        encode_epb(
-            b,
+        // epb_flags (code 2, 4 bytes): inbound or outbound.
+        let mut flags = [0u8; 8];
+        flags[..2].copy_from_slice(&2u16.to_ne_bytes());
+        flags[2..4].copy_from_slice(&4u16.to_ne_bytes());
+        flags[4..].copy_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
+        write_epb(
+            self.inner.get_mut(),
             cfg!(target_endian = "big"),
             0,
             ts.as_nanos() as u64,
@@ -117,8 +111,7 @@ impl<W: Write> Writer<W> {
             orig_len,
             &flags,
             comment,
-        )?;
-        self.inner.get_mut().write_all(b)
+        )
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -142,22 +135,6 @@ impl<W: Write> Writer<W> {
         out.flush()?;
         Ok(out)
     }
-}
-
-/// Encodes an Enhanced Packet Block (pcapng §4.3) into `b` (cleared first); see `write_epb`.
-#[allow(clippy::too_many_arguments)]
-pub fn encode_epb(
-    b: &mut Vec<u8>,
-    big: bool,
-    interface: u32,
-    raw_ts: u64,
-    data: &[u8],
-    orig_len: u32,
-    options: &[u8],
-    comment: &str,
-) -> io::Result<()> {
-    b.clear();
-    write_epb(b, big, interface, raw_ts, data, orig_len, options, comment)
 }
 
 /// Writes an Enhanced Packet Block (pcapng §4.3) in the given byte order, piece by piece
