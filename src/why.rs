@@ -356,7 +356,7 @@ impl Answer {
             fixes.push(format!("Or wait: the port frees up in {wait:.1} s."));
             fixes.push(
                 "Never \"fix\" it with SO_LINGER {on, 0}: close() then sends an RST instead of \
-                 a FIN, and data still in flight is lost."
+                 a FIN, and data still in flight is lost (see it: teardown run linger-abort)."
                     .to_string(),
             );
         }

@@ -112,6 +112,7 @@ fn time_wait_explains_the_active_close_and_the_both_sockets_rule() {
     assert!(fixes[1].starts_with("Let the clients close first"));
     assert_eq!(fixes[2], "Or wait: the port frees up in 59.8 s.");
     assert!(fixes[3].starts_with("Never \"fix\" it with SO_LINGER {on, 0}"));
+    assert!(fixes[3].ends_with("(see it: teardown run linger-abort)."));
 }
 
 #[test]
