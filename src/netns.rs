@@ -73,3 +73,21 @@ pub fn loopback_up() -> io::Result<()> {
     unsafe { libc::close(fd) };
     result
 }
+
+/// A sysctl of the calling thread's network namespace (`net.ipv4.tcp_fin_timeout`), as
+/// `sysctl -n` prints it.
+pub fn sysctl(name: &str) -> io::Result<String> {
+    Ok(fs::read_to_string(sysctl_path(name))?.trim().to_string())
+}
+
+/// Sets a sysctl of the calling thread's network namespace; returns the old value. The
+/// `net.` ones belong to the namespace: a private one's change dies with it.
+pub fn set_sysctl(name: &str, value: &str) -> io::Result<String> {
+    let old = sysctl(name)?;
+    fs::write(sysctl_path(name), value)?;
+    Ok(old)
+}
+
+fn sysctl_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/proc/sys").join(name.replace('.', "/"))
+}

@@ -59,6 +59,8 @@ pub struct Connection {
     pub segments: u64,
     /// The capture time of its last segment, when known.
     pub last_seen: Option<std::time::Duration>,
+    /// Changes without a segment (a timer), told by `remove`: shown on the next segment.
+    pending: Vec<(Role, Transition)>,
 }
 
 impl Connection {
@@ -259,7 +261,7 @@ impl Tracker {
         }
         conn.last_seg[side] = Some(this);
         conn.last_at[side] = at;
-        let mut transitions = Vec::new();
+        let mut transitions = std::mem::take(&mut conn.pending);
         let mut unexpected = Vec::new();
         for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
             let step = conn.endpoints[role.index()].on_segment(&s, dir);
@@ -279,6 +281,19 @@ impl Tracker {
             unexpected,
             notes,
             states: [conn.state(Role::Client), conn.state(Role::Server)],
+        }
+    }
+
+    /// The kernel removed `role`'s end of connection `id` without a segment, e.g. by a timer
+    /// seen in its socket table: it is CLOSED from now on, and the next segment of the
+    /// connection carries the change, with `cause`.
+    pub fn remove(&mut self, id: usize, role: Role, cause: &'static str, rfc: &'static str) {
+        let Some(pos) = self.position(id) else {
+            return;
+        };
+        let conn = &mut self.conns[pos];
+        if let Some(t) = conn.endpoints[role.index()].remove(cause, rfc) {
+            conn.pending.push((role, t));
         }
     }
 
@@ -316,6 +331,7 @@ impl Tracker {
             last_at: [None, None],
             segments: 0,
             last_seen: None,
+            pending: Vec::new(),
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
@@ -581,5 +597,36 @@ pub(crate) mod tests {
         let (tracker, events) = run(&segs);
         assert_eq!(tracker.connections().len(), 2);
         assert_eq!(events.last().unwrap().conn, 1);
+    }
+
+    #[test]
+    fn an_endpoint_removed_by_its_timer_answers_the_late_fin_with_rst() {
+        use Role::*;
+        use State::*;
+        // The server closes; the client acks but keeps its end open (client-never-closes).
+        let mut segs = active_close(false);
+        segs.truncate(9);
+        let mut tracker = Tracker::new();
+        for s in &segs {
+            tracker.on_segment(s);
+        }
+        assert_eq!(tracker.connections()[0].state(Server), FinWait2);
+        tracker.remove(0, Server, "its FIN_WAIT_2 timer", "Linux tcp_fin_timeout");
+        assert_eq!(tracker.connections()[0].state(Server), Closed);
+        // Much later the client closes: its FIN finds no socket, and a RST answers it.
+        let fin = tracker.on_segment(&segment(true, FA, 112, 913, 0));
+        assert_eq!(
+            moves(&fin),
+            [(Server, FinWait2, Closed), (Client, CloseWait, LastAck)]
+        );
+        assert_eq!(fin.transitions[0].1.cause, "its FIN_WAIT_2 timer");
+        assert!(fin.unexpected.is_empty(), "{fin:?}");
+        let rst = tracker.on_segment(&segment(false, Flags::RST, 913, 0, 0));
+        assert_eq!(moves(&rst), [(Client, LastAck, Closed)]);
+        assert!(rst.unexpected.is_empty(), "{rst:?}");
+        // Removing it again changes nothing more.
+        tracker.remove(0, Server, "again", "none");
+        let ack = tracker.on_segment(&segment(true, A, 113, 913, 0));
+        assert!(ack.transitions.is_empty());
     }
 }

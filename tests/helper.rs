@@ -111,13 +111,15 @@ pub fn teardown(args: &[&str]) -> Run {
 }
 
 /// One captured segment as tshark decodes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub from_client: bool,
     /// The letters of tcp.flags.str that are set, in Wireshark's order: "S", "AS", "AF"...
     pub flags: String,
     pub len: u32,
     pub comment: String,
+    /// Seconds since the first packet (frame.time_relative).
+    pub time: f64,
 }
 
 /// Reads a capture with tshark; `server_port` tells the directions apart.
@@ -136,6 +138,8 @@ pub fn tshark_rows(file: &Path, server_port: u16) -> Vec<Row> {
         "tcp.len",
         "-e",
         "frame.comment",
+        "-e",
+        "frame.time_relative",
     ]);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
@@ -143,7 +147,7 @@ pub fn tshark_rows(file: &Path, server_port: u16) -> Vec<Row> {
         .lines()
         .map(|line| {
             let cols: Vec<&str> = line.split('\t').collect();
-            assert_eq!(cols.len(), 4, "{line}");
+            assert_eq!(cols.len(), 5, "{line}");
             Row {
                 from_client: cols[0] != server_port.to_string(),
                 flags: cols[1]
@@ -152,6 +156,7 @@ pub fn tshark_rows(file: &Path, server_port: u16) -> Vec<Row> {
                     .collect(),
                 len: cols[2].parse().unwrap_or(0),
                 comment: cols[3].to_string(),
+                time: cols[4].parse().unwrap_or(f64::NAN),
             }
         })
         .collect()

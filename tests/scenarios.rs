@@ -699,6 +699,7 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
     cmd.args(["run", "all"]).current_dir(&dir.0);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
+    let catalogue = teardown(&["list"]).stdout.lines().count();
     let table: Vec<&str> = run
         .stdout
         .lines()
@@ -706,7 +707,7 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(table.len(), 9, "{run}");
+    assert_eq!(table.len(), catalogue, "{run}");
     for row in &table {
         let cells: Vec<&str> = row
             .split("  ")
@@ -721,7 +722,7 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
     assert!(
         run.stdout
             .trim_end()
-            .ends_with("9 of 9 scenarios reproduced"),
+            .ends_with(&format!("{catalogue} of {catalogue} scenarios reproduced")),
         "{run}"
     );
     let run = teardown(&["run", "all", "-w", "x.pcapng"]);
@@ -760,4 +761,66 @@ fn json_report_for_scripts() {
         run.stderr.contains("read() → ECONNRESET (errno 104)"),
         "{run}"
     );
+}
+
+#[test]
+fn an_orphaned_fin_wait_2_is_removed_by_its_timer_and_the_late_fin_draws_rst() {
+    if !root("orphan_fin_wait_2") || !tshark("orphan_fin_wait_2") {
+        return;
+    }
+    let host_timeout = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap();
+    let (run, rows, _dir) = scenario("orphan-fin-wait-2");
+    assert!(
+        run.stdout
+            .contains("sysctl net.ipv4.tcp_fin_timeout = 2 (was 60), in this run's namespace only"),
+        "{run}"
+    );
+    // The sysctl changed in the run's namespace only.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap(),
+        host_timeout
+    );
+    assert_opening(&rows, &run);
+    let close = closing(&rows);
+    assert_eq!(ladder(close), ["S:AF", "C:A", "C:AF", "S:R"], "{run}");
+    assert_eq!(close[0].comment, SERVER_FIN, "{run}");
+    // The late FIN comes after the timer: more than tcp_fin_timeout after the server's close.
+    let late = close[2].time - close[0].time;
+    assert!((2.0..5.0).contains(&late), "FIN {late} s after{run}");
+    assert!(
+        close[2].comment.starts_with(
+            "server FIN_WAIT_2 → CLOSED (removed by the kernel before this segment: its \
+             FIN_WAIT_2 timer (tcp_fin_timeout) expired"
+        ),
+        "{run}"
+    );
+    assert!(
+        close[2]
+            .comment
+            .contains("client CLOSE_WAIT → LAST_ACK (sent FIN"),
+        "{run}"
+    );
+    assert!(
+        close[3].comment.starts_with(
+            "client LAST_ACK → CLOSED (received RST, RFC 9293 §3.10.7.4; kernel agrees"
+        ),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows);
+    // Refused while the orphan lives, bound once the timer removed it.
+    assert!(
+        run.stdout.contains(
+            "restart the server at once: bind 127.0.0.1:8000 with no option → EADDRINUSE (errno 98)"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("restart the server now: bind 127.0.0.1:8000 with no option → bound"),
+        "{run}"
+    );
+    // Never on the host: the sysctl would change there.
+    let host = teardown(&["run", "orphan-fin-wait-2", "--host"]);
+    assert_eq!(host.code, Some(2), "{host}");
+    assert!(host.stderr.contains("run it without --host"), "{host}");
 }

@@ -268,6 +268,11 @@ pub fn agree(
                 _ => received(Need::AckOfFin).or_else(|| received(Need::Rst)),
             },
             Some(Cause::Sent(need)) => sent(need),
+            // LAST_ACK or CLOSING ends at the ACK of its FIN, or at a RST in its place (the
+            // peer's socket was gone: RFC 9293 §3.10.7.1).
+            Some(Cause::Received(Need::AckOfFin)) if new == State::Closed => {
+                received(Need::AckOfFin).or_else(|| received(Need::Rst))
+            }
             Some(Cause::Received(need)) => received(need),
             Some(Cause::Either(need)) => {
                 // Whichever reset is nearer in time.

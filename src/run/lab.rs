@@ -77,6 +77,8 @@ pub struct Lab {
     pub server_opts: SockOpts,
     /// On the host's loopback, only the scenario's traffic is kept (as `capture --port` does).
     host_filter: Option<Filter>,
+    /// Sysctls this run changed in its namespace: (name, old value, new value).
+    pub sysctls: Vec<(String, String, String)>,
     /// The client closes the moment it reads EOF (`--quick-close`).
     pub quick_close: bool,
     running: Option<Running>,
@@ -148,6 +150,7 @@ impl Lab {
             client_ip,
             server_opts: SockOpts::NONE,
             host_filter: host.then(|| Filter::port(server.port())),
+            sysctls: Vec::new(),
             quick_close: false,
             running: Some(Running {
                 stop,
@@ -201,6 +204,25 @@ impl Lab {
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }
+        Ok(())
+    }
+
+    /// Sets a sysctl of the run's own network namespace, and says so: the host's stays as it
+    /// is (`run` refuses --host for a scenario that does this).
+    pub fn sysctl(&mut self, name: &str, value: &str, why: &str) -> Result<(), Error> {
+        if self.host_filter.is_some() {
+            return Err(Error::Usage(format!(
+                "{name} would change on the host: run this scenario without --host"
+            )));
+        }
+        let old = crate::netns::set_sysctl(name, value)
+            .map_err(Error::io(format!("setting {name} in the run's namespace")))?;
+        let _ = writeln!(
+            self.out,
+            "     sysctl {name} = {value} (was {old}), in this run's namespace only: {why}"
+        );
+        self.sysctls
+            .push((name.to_string(), old, value.to_string()));
         Ok(())
     }
 
@@ -523,6 +545,31 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(false)
+    }
+}
+
+impl Lab {
+    /// Polls the kernel's table until no socket at `local` (to `peer`) is left, for up to
+    /// `limit`: for a timer's work. How long it took, or None if the socket stayed.
+    pub fn wait_kernel_gone(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        limit: Duration,
+    ) -> Result<Option<Duration>, Error> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            let sockets = kernel::sockets_on_port(local.port())
+                .map_err(Error::io("reading the kernel's socket table"))?;
+            if !sockets.iter().any(|s| s.local == local && s.peer == peer) {
+                return Ok(Some(start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(None)
     }
 }
 

@@ -42,6 +42,13 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     signals::install();
     let server = SocketAddr::new(IpAddr::V4(SERVER_IP), config.port);
     if config.host {
+        if let Some(name) = config.scenario.sysctls.first() {
+            return Err(Error::Usage(format!(
+                "{} changes {name}, which teardown does only inside a run's own network \
+                 namespace: run it without --host",
+                config.scenario.name
+            )));
+        }
         refuse_busy_port(server)?;
     }
     let tracer = match &tracefs {

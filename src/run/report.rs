@@ -216,6 +216,12 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
         .map(|c| c.client.to_string())
         .unwrap_or_else(|| lab.client_ip.to_string());
     let _ = writeln!(s, "Server {}, client {client}, {place}.", lab.server);
+    for (name, old, new) in &lab.sysctls {
+        let _ = writeln!(
+            s,
+            "sysctl {name} = {new} (was {old}) in this run's namespace only."
+        );
+    }
     for r in &lab.restarts {
         let _ = write!(
             s,
@@ -326,6 +332,9 @@ pub fn json(
         "client": conn.map(|c| c.client.to_string()),
         "expected": { "client": client.name(), "server": server.name() },
         "observed": lab.states().map(|[c, s]| json!({ "client": c.name(), "server": s.name() })),
+        "sysctls": lab.sysctls.iter().map(|(name, old, new)| json!({
+            "name": name, "value": new, "was": old,
+        })).collect::<Vec<_>>(),
         "segments": segments,
         "restarts": restarts,
         "kernel": lab.agreement.as_ref().map(|a| json!({

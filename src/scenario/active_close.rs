@@ -13,6 +13,7 @@ pub static SCENARIO: Scenario = Scenario {
             The server's end of the connection stays in TIME_WAIT for 60 s, so restarting the \
             server at once fails with EADDRINUSE.",
     expect: [State::Closed, State::TimeWait],
+    sysctls: &[],
     script,
 };
 

@@ -19,6 +19,7 @@ pub static SCENARIO: Scenario = Scenario {
             listener) with the options of the row, then binds a new socket with the row's options \
             and records the errno. The first row's connection is the one captured.",
     expect: [State::Closed, State::TimeWait],
+    sysctls: &[],
     script,
 };
 

@@ -15,6 +15,7 @@ pub static SCENARIO: Scenario = Scenario {
             CLOSE_WAIT with the unread reply in its Recv-Q, and restarting the server fails \
             with EADDRINUSE.",
     expect: [State::CloseWait, State::FinWait2],
+    sysctls: &[],
     script,
 };
 

@@ -17,6 +17,7 @@ pub static SCENARIO: Scenario = Scenario {
             other way. The client reads EOF, still writes its last words, which the server reads \
             in FIN_WAIT_2, then closes. The server's end ends in TIME_WAIT as in active-close.",
     expect: [State::Closed, State::TimeWait],
+    sysctls: &[],
     script,
 };
 

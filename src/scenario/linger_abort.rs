@@ -19,6 +19,7 @@ pub static SCENARIO: Scenario = Scenario {
             server had not sent yet would have been thrown away, with no retransmission of a lost \
             last segment either. That is why it is no fix for EADDRINUSE: SO_REUSEADDR is.",
     expect: [State::Closed, State::Closed],
+    sysctls: &[],
     script,
 };
 

@@ -6,6 +6,7 @@ mod bind_matrix;
 mod client_never_closes;
 mod half_close;
 mod linger_abort;
+mod orphan_fin_wait_2;
 mod passive_close;
 mod reuseaddr;
 mod unread_data_rst;
@@ -26,6 +27,8 @@ pub struct Scenario {
     pub about: &'static str,
     /// The states the connection must end in: [client, server].
     pub expect: [State; 2],
+    /// The sysctls it changes, only ever inside the run's own namespace (never with --host).
+    pub sysctls: &'static [&'static str],
     pub script: fn(&mut Lab) -> Result<(), Error>,
 }
 
@@ -35,7 +38,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 9] = [
+pub static ALL: [&Scenario; 10] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -45,6 +48,7 @@ pub static ALL: [&Scenario; 9] = [
     &half_close::SCENARIO,
     &write_after_close::SCENARIO,
     &bind_matrix::SCENARIO,
+    &orphan_fin_wait_2::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -15,6 +15,7 @@ pub static SCENARIO: Scenario = Scenario {
             in TIME_WAIT, the server's end is gone at once (LAST_ACK → CLOSED), and restarting the \
             server at once works.",
     expect: [State::TimeWait, State::Closed],
+    sysctls: &[],
     script,
 };
 

@@ -20,6 +20,7 @@ pub static SCENARIO: Scenario = Scenario {
             Linux the new socket's SO_REUSEADDR alone is not enough (on macOS and the BSDs it \
             would be).",
     expect: [State::Closed, State::TimeWait],
+    sysctls: &[],
     script,
 };
 

@@ -16,6 +16,7 @@ pub static SCENARIO: Scenario = Scenario {
             instead of FIN, the client's read() fails with ECONNRESET, neither end waits in \
             TIME_WAIT, and the server restarts at once.",
     expect: [State::Closed, State::Closed],
+    sysctls: &[],
     script,
 };
 

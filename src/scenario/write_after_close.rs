@@ -16,6 +16,7 @@ pub static SCENARIO: Scenario = Scenario {
             client's second write fails with EPIPE; a program that has not ignored SIGPIPE is \
             killed by it at that moment (teardown ignores it, and reports it).",
     expect: [State::Closed, State::Closed],
+    sysctls: &[],
     script,
 };
 

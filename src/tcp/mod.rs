@@ -251,6 +251,21 @@ impl Endpoint {
         }
     }
 
+    /// The kernel removed this endpoint without a segment (a timer: the orphaned FIN_WAIT_2's
+    /// `tcp_fin_timeout`, TIME_WAIT's 2×MSL). Later segments find no connection: CLOSED.
+    pub fn remove(&mut self, cause: &'static str, rfc: &'static str) -> Option<Transition> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.state, State::Closed);
+        Some(Transition {
+            from,
+            to: State::Closed,
+            cause,
+            rfc,
+        })
+    }
+
     /// Feeds one segment this endpoint sent or received. Every change of state passes here.
     pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
         if dir == Dir::Sent {
@@ -280,6 +295,11 @@ impl Endpoint {
             // A reset aborts any synchronized or opening connection (RFC 9293 §3.10.7.4,
             // second step; §3.10.7.3 for SYN-SENT); sending one aborts it too (§3.10.5 ABORT).
             (Closed | Listen, _) if f.rst() => return Step::default(),
+            // No connection: anything but a reset is answered with a reset and changes
+            // nothing (RFC 9293 §3.10.7.1), e.g. a FIN after a timer removed the socket.
+            (Closed, Rx) if self.fin_seq.is_some() || self.iss.is_some() => {
+                return Step::default();
+            }
             (_, Tx) if f.rst() => (Closed, "sent RST", "RFC 9293 §3.10.5"),
             (_, Rx) if f.rst() => (Closed, "received RST", "RFC 9293 §3.10.7.4"),
             // Active OPEN: send SYN, enter SYN-SENT (§3.10.1).
