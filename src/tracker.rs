@@ -117,6 +117,20 @@ pub struct Tracker {
     /// Forget a finished connection this long (capture time) after its last segment.
     forget_after: Option<std::time::Duration>,
     since_sweep: u32,
+    /// `net.ipv4.tcp_rfc1337 = 1`: TIME_WAIT ignores a RST (RFC 1337 §3, fix F1).
+    pub rfc1337: bool,
+    /// Segments that did not come from their source's socket (sent through a raw socket),
+    /// with what to say of them.
+    forged: Vec<(Forged, String)>,
+}
+
+/// A segment recognised by its source, destination, sequence number and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forged {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: SeqNum,
+    pub len: u32,
 }
 
 impl Tracker {
@@ -174,7 +188,20 @@ impl Tracker {
 
     /// As `on_segment`, with the segment's capture time: a copy within a millisecond of the
     /// original is a duplicate (seen twice), a later one a retransmission.
+    /// The next segment that matches `forged` was not sent by its source's socket: its sender's
+    /// state does not change, and `note` says where it came from.
+    pub fn forged(&mut self, forged: Forged, note: String) {
+        self.forged.push((forged, note));
+    }
+
     pub fn on_segment_at(&mut self, seg: &Segment, at: Option<std::time::Duration>) -> Event {
+        let forged = self
+            .forged
+            .iter()
+            .position(|(f, _)| {
+                f.src == seg.src && f.dst == seg.dst && f.seq == seg.seq && f.len == seg.len
+            })
+            .map(|i| self.forged.remove(i).1);
         if let (Some(now), Some(_)) = (at, self.forget_after) {
             self.since_sweep += 1;
             if self.since_sweep >= 4096 {
@@ -240,7 +267,8 @@ impl Tracker {
         let side = from.index();
         let space = s.seq_space();
         let this = (seg.seq, seg.len, seg.flags.0);
-        if space > 0 {
+        // A forged copy is said to be one; its sender's sequence space is not its own.
+        if space > 0 && forged.is_none() {
             let end = seg.seq + space;
             match conn.next[side] {
                 Some(next) if next.after_or_eq(end) => notes.push(repeat(
@@ -259,11 +287,29 @@ impl Tracker {
                 conn.next[side] = Some(end);
             }
         }
-        conn.last_seg[side] = Some(this);
-        conn.last_at[side] = at;
+        if forged.is_none() {
+            conn.last_seg[side] = Some(this);
+            conn.last_at[side] = at;
+        }
         let mut transitions = std::mem::take(&mut conn.pending);
         let mut unexpected = Vec::new();
+        let sender_steps = forged.is_none();
+        notes.extend(forged);
         for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
+            if dir == Dir::Sent && !sender_steps {
+                continue;
+            }
+            if dir == Dir::Received
+                && seg.flags.rst()
+                && self.rfc1337
+                && conn.state(role) == State::TimeWait
+            {
+                notes.push(format!(
+                    "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
+                     (RFC 1337 §3)"
+                ));
+                continue;
+            }
             let step = conn.endpoints[role.index()].on_segment(&s, dir);
             if let Some(t) = step.transition {
                 transitions.push((role, t));

@@ -824,3 +824,71 @@ fn an_orphaned_fin_wait_2_is_removed_by_its_timer_and_the_late_fin_draws_rst() {
     assert_eq!(host.code, Some(2), "{host}");
     assert!(host.stderr.contains("run it without --host"), "{host}");
 }
+
+#[test]
+fn an_in_window_rst_kills_time_wait_unless_rfc1337_is_set() {
+    if !root("timewait_assassination") || !tshark("timewait_assassination") {
+        return;
+    }
+    let host_rfc1337 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rfc1337").unwrap();
+    let (run, rows, dir) = scenario("timewait-assassination");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rfc1337").unwrap(),
+        host_rfc1337,
+        "the host's sysctl is untouched"
+    );
+    let fin = rows.iter().position(|r| r.flags.contains('F')).unwrap();
+    assert_opening(&rows[..fin], &run);
+    // The article's close (4 segments), then the old duplicate, TIME_WAIT's ACK, the RST.
+    let close = &closing(&rows)[..7];
+    assert_eq!(
+        ladder(close),
+        ["S:AF", "C:A", "C:AF", "S:A", "C:AP", "S:A", "C:R"],
+        "{run}"
+    );
+    assert_eq!(close[4].len, 11, "{run}");
+    assert!(
+        close[4]
+            .comment
+            .starts_with("an old duplicate: a copy of the client's first data"),
+        "{run}"
+    );
+    assert!(
+        close[6].comment.starts_with(
+            "server TIME_WAIT → CLOSED (received RST in TIME_WAIT: TIME-WAIT assassination"
+        ),
+        "{run}"
+    );
+    // The kernel's trace follows port 8000 only.
+    assert_kernel_agrees(&run, &rows[..fin + 7]);
+    assert!(
+        run.stdout.contains(
+            "restart the server after the RST: bind 127.0.0.1:8000 with no option → bound"
+        ),
+        "{run}"
+    );
+    // Port 8001, tcp_rfc1337 = 1: the same RST is ignored and TIME_WAIT keeps the port.
+    let other = tshark_rows(&dir.join("s.pcapng"), 8001);
+    let rst = other
+        .iter()
+        .rev()
+        .find(|r| r.flags == "R" && r.comment.contains("ignores the RST"))
+        .unwrap_or_else(|| panic!("no ignored RST{run}"));
+    assert!(
+        rst.comment
+            .starts_with("server ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("sysctl net.ipv4.tcp_rfc1337 = 1 (was 0), in this run's namespace only"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains(
+            "restart the port+1 server after the RST: bind 127.0.0.1:8001 with no option → \
+             EADDRINUSE (errno 98)"
+        ),
+        "{run}"
+    );
+}

@@ -248,9 +248,25 @@ impl Lab {
     /// Feeds captured segments to the tracker until the client and the server are in these
     /// states. Returns false, and records the miss, when they are not within the limit.
     pub fn wait_for(&mut self, client: State, server: State) -> Result<bool, Error> {
-        let deadline = Instant::now() + WAIT_LIMIT;
+        let reached = self.wait_until(WAIT_LIMIT, |lab| lab.states() == Some([client, server]))?;
+        if !reached {
+            self.missed.push(Missed {
+                expected: [client, server],
+                observed: self.states(),
+            });
+        }
+        Ok(reached)
+    }
+
+    /// Feeds captured segments to the tracker until `done` holds, for up to `limit`.
+    pub fn wait_until(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&Lab) -> bool,
+    ) -> Result<bool, Error> {
+        let deadline = Instant::now() + limit;
         loop {
-            if self.states() == Some([client, server]) {
+            if done(self) {
                 return Ok(true);
             }
             if signals::interrupted() {
@@ -258,10 +274,6 @@ impl Lab {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.running.is_none() {
-                self.missed.push(Missed {
-                    expected: [client, server],
-                    observed: self.states(),
-                });
                 return Ok(false);
             }
             let Some(running) = &self.running else {

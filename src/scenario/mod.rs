@@ -9,6 +9,7 @@ mod linger_abort;
 mod orphan_fin_wait_2;
 mod passive_close;
 mod reuseaddr;
+mod timewait_assassination;
 mod unread_data_rst;
 mod write_after_close;
 
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 10] = [
+pub static ALL: [&Scenario; 11] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -49,6 +50,7 @@ pub static ALL: [&Scenario; 10] = [
     &write_after_close::SCENARIO,
     &bind_matrix::SCENARIO,
     &orphan_fin_wait_2::SCENARIO,
+    &timewait_assassination::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

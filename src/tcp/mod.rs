@@ -301,6 +301,13 @@ impl Endpoint {
                 return Step::default();
             }
             (_, Tx) if f.rst() => (Closed, "sent RST", "RFC 9293 §3.10.5"),
+            // An in-window RST ends TIME-WAIT early: the "TIME-WAIT assassination" hazard of
+            // RFC 1337 §2 (Linux ignores it when net.ipv4.tcp_rfc1337 = 1: the tracker's job).
+            (TimeWait, Rx) if f.rst() => (
+                Closed,
+                "received RST in TIME_WAIT: TIME-WAIT assassination",
+                "RFC 9293 §3.10.7.4, RFC 1337 §2",
+            ),
             (_, Rx) if f.rst() => (Closed, "received RST", "RFC 9293 §3.10.7.4"),
             // Active OPEN: send SYN, enter SYN-SENT (§3.10.1).
             (Closed, Tx) if f.syn() && !f.ack() => (SynSent, "sent SYN", "RFC 9293 §3.10.1"),
@@ -370,6 +377,9 @@ impl Endpoint {
             (TimeWait | Closed, Tx) if f.ack() && !f.fin() && seg.len == 0 => {
                 return Step::default();
             }
+            // TIME-WAIT answers any other segment (an old duplicate) with an ACK and stays
+            // (RFC 9293 §3.10.7.4, first check).
+            (TimeWait, Rx) if !f.syn() => return Step::default(),
             // ACKs and data while the connection is open in that direction change nothing.
             (Established | FinWait1 | FinWait2 | CloseWait, _) if !f.syn() && !f.fin() => {
                 if dir == Tx && seg.len > 0 && self.fin_seq.is_some() {
