@@ -344,8 +344,15 @@ pub struct RunArgs {
     pub port: u16,
 
     /// Run on the host's own loopback instead of a private network namespace
-    #[arg(long)]
+    #[arg(long, conflicts_with = "netns")]
     pub host: bool,
+
+    /// Run across two private network namespaces joined by a veth pair, a client host
+    /// (10.77.0.1) and a server host (10.77.0.2), as the textbook's two machines; the capture
+    /// is taken on the client's end of the wire. The scenarios that hold back or drop a
+    /// segment always run this way
+    #[arg(long)]
+    pub netns: bool,
 
     /// The client closes the moment read() returns 0, as most programs do. Linux then
     /// usually sends the ACK of the server's FIN on the client's own FIN, so the close
@@ -375,6 +382,7 @@ pub struct RunConfig {
     pub scenario: &'static Scenario,
     pub port: u16,
     pub host: bool,
+    pub netns: bool,
     pub quick_close: bool,
     pub require_kernel: bool,
     pub json: bool,
@@ -405,6 +413,7 @@ impl TryFrom<RunArgs> for RunConfig {
             scenario,
             port: args.port,
             host: args.host,
+            netns: args.netns,
             quick_close: args.quick_close,
             require_kernel: args.require_kernel,
             json: args.json,

@@ -109,7 +109,9 @@ pub fn bound(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
 
 /// A listener on `addr`, as the article's server makes it.
 pub fn listen(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
-    let socket = bound(addr, opts)?;
+    // Across a veth the server's sockets are made on the server's host.
+    let socket = crate::netns::pair::in_server(|| Ok(bound(addr, opts)))
+        .map_err(call("setns to the server's namespace"))??;
     socket.listen(16).map_err(call(format!("listen {addr}")))?;
     Ok(socket)
 }

@@ -36,6 +36,16 @@ const EXPIRES_OFFSET: usize = 4 + size_of::<SocketIdBuffer>();
 /// TIME_WAIT sockets and orphaned FIN_WAIT_2 sockets (the kernel reports those as time-wait
 /// sockets whose state is FIN_WAIT_2). `owner` is left None (the caller fills it).
 pub fn dump() -> io::Result<Vec<KernelSocket>> {
+    let mut sockets = dump_here()?;
+    // Across a veth, the server's host has a table of its own.
+    if crate::netns::pair::active() {
+        sockets.extend(crate::netns::pair::in_server(dump_here)?);
+    }
+    Ok(sockets)
+}
+
+/// The table of the calling thread's network namespace.
+fn dump_here() -> io::Result<Vec<KernelSocket>> {
     // A netlink socket belongs to the namespace of the thread that creates it.
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;

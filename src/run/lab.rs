@@ -215,8 +215,13 @@ impl Lab {
                 "{name} would change on the host: run this scenario without --host"
             )));
         }
-        let old = crate::netns::set_sysctl(name, value)
-            .map_err(Error::io(format!("setting {name} in the run's namespace")))?;
+        let set = || crate::netns::set_sysctl(name, value);
+        let old = set().map_err(Error::io(format!("setting {name} in the run's namespace")))?;
+        // Across a veth, on both hosts.
+        if crate::netns::pair::active() {
+            crate::netns::pair::in_server(set)
+                .map_err(Error::io(format!("setting {name} on the server's host")))?;
+        }
         let _ = writeln!(
             self.out,
             "     sysctl {name} = {value} (was {old}), in this run's namespace only: {why}"

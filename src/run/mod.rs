@@ -15,8 +15,9 @@ use crate::capture::LiveCapture;
 use crate::cli::RunConfig;
 use crate::error::{Error, exit};
 use crate::kernel::{self, tracefs::Tracefs, tracefs::Tracer};
-use crate::netns;
+use crate::netns::{self, pair};
 use crate::output::pcapng::{FileInfo, write_file};
+use crate::scenario::Place;
 use crate::signals;
 use lab::{Lab, POLL};
 
@@ -33,14 +34,38 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     } else {
         (stdout, None)
     };
+    let scenario = config.scenario;
+    let two_hosts = config.netns || scenario.place == Place::TwoHosts;
+    if config.host && two_hosts {
+        return Err(Error::Usage(format!(
+            "{} holds back or drops segments between two hosts, which it builds as two network \
+             namespaces of its own: run it without --host",
+            scenario.name
+        )));
+    }
+    if config.netns && scenario.place == Place::OneHost {
+        return Err(Error::Usage(format!(
+            "{} tries one host's bind() rules on several loopback addresses: run it without \
+             --netns",
+            scenario.name
+        )));
+    }
     // Before any thread exists: unshare() of a user namespace needs a single thread.
     if !config.host {
         netns::enter_private()?;
+        if two_hosts {
+            netns::pair::create()?;
+        }
     }
     // Also single-threaded: tracefs may have to be mounted in a mount namespace of our own.
     let tracefs = kernel::tracefs::locate();
     signals::install();
-    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), config.port);
+    let (server_ip, client_ip, iface) = if two_hosts {
+        (pair::SERVER_IP, pair::CLIENT_IP, pair::CLIENT_IF)
+    } else {
+        (SERVER_IP, CLIENT_IP, "lo")
+    };
+    let server = SocketAddr::new(IpAddr::V4(server_ip), config.port);
     if config.host {
         if let Some(name) = config.scenario.sysctls.first() {
             return Err(Error::Usage(format!(
@@ -71,18 +96,24 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // Kernel stamps on before the first packet, or the first ones carry the time of reading.
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    let capture = LiveCapture::open("lo", POLL)?;
+    let capture = LiveCapture::open(iface, POLL)?;
     let place = if config.host {
         "on the host's loopback".to_string()
+    } else if two_hosts {
+        format!(
+            "across two private network namespaces joined by a veth pair (client host \
+             {}, server host {}), captured on the client's end of the wire",
+            pair::CLIENT_IF,
+            pair::SERVER_IF
+        )
     } else {
         "in a private network namespace (its own TCP stack, loopback only)".to_string()
     };
-    let scenario = config.scenario;
     let _ = writeln!(out, "teardown run {}: {}", scenario.name, scenario.lesson);
-    let _ = writeln!(out, "server {server}, client {CLIENT_IP}, {place}\n");
+    let _ = writeln!(out, "server {server}, client {client_ip}, {place}\n");
     let mut lab = Lab::new(
         server,
-        IpAddr::V4(CLIENT_IP),
+        IpAddr::V4(client_ip),
         config.host,
         capture,
         if config.json {
@@ -117,7 +148,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     };
     let info = FileInfo {
         section_comment: report::section_comment(scenario, &lab, &place, &verdict),
-        iface: "lo".into(),
+        iface: iface.into(),
         linktype: DataLink::ETHERNET,
     };
     let dir = config

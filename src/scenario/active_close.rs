@@ -1,6 +1,6 @@
 //! The article's first case: the server closes first and keeps the port in TIME_WAIT.
 
-use super::{Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
+use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
@@ -14,6 +14,7 @@ pub static SCENARIO: Scenario = Scenario {
             server at once fails with EADDRINUSE.",
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

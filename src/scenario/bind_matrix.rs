@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 
-use super::{Scenario, old_connection};
+use super::{Place, Scenario, old_connection};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, Socket};
@@ -20,6 +20,7 @@ pub static SCENARIO: Scenario = Scenario {
             and records the errno. The first row's connection is the one captured.",
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
+    place: Place::OneHost,
     script,
 };
 

@@ -1,6 +1,6 @@
 //! The article's second case: the client never closes; the server's end waits in FIN_WAIT_2.
 
-use super::{Scenario, article_exchange, server_exits};
+use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
@@ -16,6 +16,7 @@ pub static SCENARIO: Scenario = Scenario {
             with EADDRINUSE.",
     expect: [State::CloseWait, State::FinWait2],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

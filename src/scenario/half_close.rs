@@ -3,7 +3,7 @@
 
 use std::net::Shutdown;
 
-use super::{Opened, Scenario, article_exchange, server_closes};
+use super::{Opened, Place, Scenario, article_exchange, server_closes};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -18,6 +18,7 @@ pub static SCENARIO: Scenario = Scenario {
             in FIN_WAIT_2, then closes. The server's end ends in TIME_WAIT as in active-close.",
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

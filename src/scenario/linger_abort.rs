@@ -3,7 +3,7 @@
 
 use socket2::SockRef;
 
-use super::{Scenario, article_exchange, client_reads_until_end, server_exits};
+use super::{Place, Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -20,6 +20,7 @@ pub static SCENARIO: Scenario = Scenario {
             last segment either. That is why it is no fix for EADDRINUSE: SO_REUSEADDR is.",
     expect: [State::Closed, State::Closed],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

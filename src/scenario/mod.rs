@@ -30,7 +30,21 @@ pub struct Scenario {
     pub expect: [State; 2],
     /// The sysctls it changes, only ever inside the run's own namespace (never with --host).
     pub sysctls: &'static [&'static str],
+    /// Where it can run.
+    pub place: Place,
     pub script: fn(&mut Lab) -> Result<(), Error>,
+}
+
+/// Where a scenario can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// On loopback (the default), on the host's (`--host`), or across a veth (`--netns`).
+    Any,
+    /// On one host only: it binds several loopback addresses (127.0.0.x) of one machine.
+    OneHost,
+    /// Always across two namespaces joined by a veth: it holds back or drops segments with
+    /// the kernel's packet filter.
+    TwoHosts,
 }
 
 impl std::fmt::Debug for Scenario {

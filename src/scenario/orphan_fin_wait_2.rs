@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Scenario, article_exchange, server_exits};
+use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -26,6 +26,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart now succeeds.",
     expect: [State::Closed, State::Closed],
     sysctls: &["net.ipv4.tcp_fin_timeout"],
+    place: Place::Any,
     script,
 };
 

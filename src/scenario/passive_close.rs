@@ -1,7 +1,7 @@
 //! The client closes first: TIME_WAIT belongs to whoever closes first, so this time it is the
 //! client's, and the server restarts freely.
 
-use super::{Opened, Scenario, article_exchange, server_closes};
+use super::{Opened, Place, Scenario, article_exchange, server_closes};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -16,6 +16,7 @@ pub static SCENARIO: Scenario = Scenario {
             server at once works.",
     expect: [State::TimeWait, State::Closed],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

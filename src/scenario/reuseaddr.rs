@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{
-    Scenario, article_exchange, client_reads_to_eof_and_closes, old_connection, server_exits,
+    Place, Scenario, article_exchange, client_reads_to_eof_and_closes, old_connection, server_exits,
 };
 use crate::error::Error;
 use crate::run::lab::Lab;
@@ -21,6 +21,7 @@ pub static SCENARIO: Scenario = Scenario {
             would be).",
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
+    place: Place::OneHost,
     script,
 };
 

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
+use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -27,6 +27,7 @@ pub static SCENARIO: Scenario = Scenario {
             TIME_WAIT keeps the port.",
     expect: [State::Closed, State::Closed],
     sysctls: &["net.ipv4.tcp_rfc1337"],
+    place: Place::Any,
     script,
 };
 

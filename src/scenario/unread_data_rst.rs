@@ -1,7 +1,7 @@
 //! close() with unread bytes in the receive buffer sends RST, not FIN (RFC 2525 §2.17, RFC 9293
 //! §3.6): the peer's read() gets ECONNRESET and nobody waits in TIME_WAIT.
 
-use super::{Scenario, article_exchange, client_reads_until_end, server_exits};
+use super::{Place, Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
@@ -17,6 +17,7 @@ pub static SCENARIO: Scenario = Scenario {
             TIME_WAIT, and the server restarts at once.",
     expect: [State::Closed, State::Closed],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 

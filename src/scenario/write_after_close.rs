@@ -1,7 +1,7 @@
 //! Writing to a peer that has closed: the first write succeeds and draws an RST, the second
 //! fails with EPIPE — the signal SIGPIPE would kill a program that does not ignore it.
 
-use super::{Scenario, article_exchange, server_exits};
+use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, describe};
@@ -17,6 +17,7 @@ pub static SCENARIO: Scenario = Scenario {
             killed by it at that moment (teardown ignores it, and reports it).",
     expect: [State::Closed, State::Closed],
     sysctls: &[],
+    place: Place::Any,
     script,
 };
 
