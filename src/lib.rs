@@ -14,6 +14,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod error;
+pub mod gate;
 pub mod input;
 pub mod kernel;
 pub mod netns;

@@ -273,7 +273,12 @@ pub fn agree(
             Some(Cause::Received(Need::AckOfFin)) if new == State::Closed => {
                 received(Need::AckOfFin).or_else(|| received(Need::Rst))
             }
-            Some(Cause::Received(need)) => received(need),
+            // A socket changes in order: a cause captured before the socket's previous change
+            // (crossing FINs, seen from the other end of the wire) acts after it.
+            Some(Cause::Received(need)) => received(need).map(|i| match last_placed[idx(role)] {
+                Some((_, _, p)) if p > i => p,
+                _ => i,
+            }),
             Some(Cause::Either(need)) => {
                 // Whichever reset is nearer in time.
                 match (sent(need), received(need)) {

@@ -387,3 +387,34 @@ mod tests {
         assert!(lines[1].ends_with("none (the kernel keeps it)"));
     }
 }
+
+/// A TcpExt counter of the calling process's network namespace (/proc/net/netstat, as
+/// `nstat` reads it), e.g. `TCPLossProbes`.
+pub fn tcp_ext_counter(name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    counter_in(&text, name)
+}
+
+fn counter_in(text: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let at = names.split_whitespace().position(|n| n == name)?;
+        return values.split_whitespace().nth(at)?.parse().ok();
+    }
+    None
+}
+
+#[cfg(test)]
+mod netstat_tests {
+    #[test]
+    fn a_tcp_ext_counter_is_read_by_its_name() {
+        let text = "TcpExt: SyncookiesSent TCPLossProbes TCPTimeouts\nTcpExt: 0 1 3\n\
+                    IpExt: InNoRoutes\nIpExt: 7\n";
+        assert_eq!(super::counter_in(text, "TCPLossProbes"), Some(1));
+        assert_eq!(super::counter_in(text, "TCPTimeouts"), Some(3));
+        assert_eq!(super::counter_in(text, "Nope"), None);
+    }
+}

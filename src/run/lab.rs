@@ -77,6 +77,10 @@ pub struct Lab {
     pub server_opts: SockOpts,
     /// On the host's loopback, only the scenario's traffic is kept (as `capture --port` does).
     host_filter: Option<Filter>,
+    /// On the host's own loopback (`--host`).
+    host: bool,
+    /// The packet filter holding back or dropping segments, for the scenarios that need it.
+    pub gate: Option<crate::gate::Gate>,
     /// Sysctls this run changed in its namespace: (name, old value, new value).
     pub sysctls: Vec<(String, String, String)>,
     /// The client closes the moment it reads EOF (`--quick-close`).
@@ -149,8 +153,11 @@ impl Lab {
             server,
             client_ip,
             server_opts: SockOpts::NONE,
-            host_filter: host.then(|| Filter::port(server.port())),
+            host_filter: (host || crate::netns::pair::active())
+                .then(|| Filter::port(server.port())),
+            host,
             sysctls: Vec::new(),
+            gate: None,
             quick_close: false,
             running: Some(Running {
                 stop,
@@ -210,7 +217,7 @@ impl Lab {
     /// Sets a sysctl of the run's own network namespace, and says so: the host's stays as it
     /// is (`run` refuses --host for a scenario that does this).
     pub fn sysctl(&mut self, name: &str, value: &str, why: &str) -> Result<(), Error> {
-        if self.host_filter.is_some() {
+        if self.host {
             return Err(Error::Usage(format!(
                 "{name} would change on the host: run this scenario without --host"
             )));
@@ -306,6 +313,37 @@ impl Lab {
             return;
         }
         let packet = annotate(&mut self.tracker, frame, move |_| decoded.clone());
+        // Crossing FINs: the peer's FIN, captured first, did not move this endpoint to
+        // CLOSE_WAIT after all; its own FIN (this packet) says it was in FIN_WAIT_1.
+        let crossed = packet.event.as_ref().and_then(|e| {
+            e.transitions
+                .iter()
+                .find(|(_, t)| t.cause == crate::tcp::CROSSED)
+                .map(|(role, _)| (e.conn, *role))
+        });
+        if let Some((conn, role)) = crossed
+            && let Some(earlier) = self.packets.iter_mut().rev().find_map(|p| {
+                p.event
+                    .as_mut()
+                    .filter(|e| e.conn == conn)
+                    .filter(|e| {
+                        e.transitions
+                            .iter()
+                            .any(|(r, t)| *r == role && t.to == State::CloseWait)
+                    })
+                    .map(|e| (e, &mut p.comment))
+            })
+        {
+            let (event, comment) = earlier;
+            event
+                .transitions
+                .retain(|(r, t)| !(*r == role && t.to == State::CloseWait));
+            event.states[role.index()] = State::FinWait1;
+            event.notes.push(format!(
+                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
+            ));
+            *comment = crate::annotate::comment(event);
+        }
         self.packets.push(packet);
     }
 
@@ -325,6 +363,7 @@ impl Lab {
             Err(_) => return Err(Error::CaptureLost("the capture thread panicked".into())),
         };
         self.stats = Some(stats);
+        self.tell_gate();
         self.check_with_kernel()?;
         let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
@@ -361,6 +400,87 @@ impl Lab {
             ));
         }
         Ok(())
+    }
+
+    /// Says in the packet comments what the gate did: how long a segment was held back, and,
+    /// on the retransmission it caused, which segment was dropped (the capture never saw it).
+    fn tell_gate(&mut self) {
+        use crate::gate::policy::Decision;
+        let Some(gate) = self.gate.take() else {
+            return;
+        };
+        let actions = gate.log();
+        drop(gate);
+        let first = self.packets.first().map(|p| p.frame.ts).unwrap_or_default();
+        let ms = |t: Duration| t.saturating_sub(first).as_secs_f64() * 1000.0;
+        let mut told = vec![false; self.packets.len()];
+        for a in &actions {
+            let s = &a.segment;
+            let same = |p: &Packet| {
+                p.segment().is_some_and(|q| {
+                    q.src == s.src && q.dst == s.dst && q.seq == s.seq && q.flags == s.flags
+                })
+            };
+            let (index, note) = match (a.decision, a.held_for) {
+                (Decision::Hold, Some(held)) => {
+                    let Some(i) = (0..self.packets.len()).find(|&i| {
+                        !told[i]
+                            && same(&self.packets[i])
+                            && self.packets[i].frame.ts + Duration::from_millis(1) >= a.at
+                    }) else {
+                        continue;
+                    };
+                    (
+                        i,
+                        format!(
+                            "held back by teardown's packet filter for {:.1} ms (NFQUEUE), then \
+                             released",
+                            held.as_secs_f64() * 1000.0
+                        ),
+                    )
+                }
+                (Decision::Drop, _) => {
+                    // The peer's next retransmission is what the loss caused.
+                    let Some(i) = (0..self.packets.len()).find(|&i| {
+                        let p = &self.packets[i];
+                        p.frame.ts >= a.at
+                            && p.segment().is_some_and(|q| q.src == s.dst)
+                            && p.event.as_ref().is_some_and(|e| {
+                                e.notes.iter().any(|n| n.contains("retransmission"))
+                            })
+                            && !told[i]
+                    }) else {
+                        self.notes.push(format!(
+                            "teardown dropped the {}'s {} (ack {}) at {:.1} ms; nothing was sent \
+                             again after it",
+                            a.from,
+                            s.flags,
+                            s.ack.0,
+                            ms(a.at)
+                        ));
+                        continue;
+                    };
+                    (
+                        i,
+                        format!(
+                            "sent again because the {}'s {} segment sent at {:.1} ms never \
+                             arrived: teardown's packet filter dropped it (so the capture never \
+                             saw it either)",
+                            a.from,
+                            s.flags,
+                            ms(a.at)
+                        ),
+                    )
+                }
+                _ => continue,
+            };
+            told[index] = true;
+            let packet = &mut self.packets[index];
+            if let Some(event) = packet.event.as_mut() {
+                event.notes.push(note);
+                packet.comment = crate::annotate::comment(event);
+            }
+        }
     }
 
     /// Reads the kernel's trace and socket table, sets them beside the inference, and

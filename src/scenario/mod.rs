@@ -6,9 +6,11 @@ mod bind_matrix;
 mod client_never_closes;
 mod half_close;
 mod linger_abort;
+mod lost_final_ack;
 mod orphan_fin_wait_2;
 mod passive_close;
 mod reuseaddr;
+mod simultaneous_close;
 mod timewait_assassination;
 mod unread_data_rst;
 mod write_after_close;
@@ -53,7 +55,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 11] = [
+pub static ALL: [&Scenario; 13] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -65,6 +67,8 @@ pub static ALL: [&Scenario; 11] = [
     &bind_matrix::SCENARIO,
     &orphan_fin_wait_2::SCENARIO,
     &timewait_assassination::SCENARIO,
+    &simultaneous_close::SCENARIO,
+    &lost_final_ack::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -195,6 +195,11 @@ pub struct Step {
     pub unexpected: Option<Unexpected>,
 }
 
+/// The cause of a simultaneous close seen from the other side of the wire: the earlier
+/// ESTABLISHED → CLOSE_WAIT of the same endpoint was never so (see `Tracker` users).
+pub const CROSSED: &str = "sent FIN, then received the peer's FIN before the ACK of its own: \
+                           the FINs crossed (FIN_WAIT_1 → CLOSING)";
+
 /// One side of a connection as seen from the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -345,6 +350,24 @@ impl Endpoint {
             }
             // FIN received in ESTABLISHED: enter CLOSE-WAIT (§3.10.7.4, eighth step).
             (Established, Rx) if f.fin() => (CloseWait, "received FIN", "RFC 9293 §3.10.7.4"),
+            // The FINs crossed: this FIN does not acknowledge the peer's, so it left before the
+            // peer's FIN arrived. The endpoint was in FIN-WAIT-1, not CLOSE-WAIT, when that
+            // FIN came (a capture on the peer's side of the wire saw it first): CLOSING
+            // (§3.6, simultaneous close; §3.10.7.4).
+            (CloseWait, Tx)
+                if f.fin() && self.peer_fin.is_some_and(|pf| !seg.ack.after_or_eq(pf + 1)) =>
+            {
+                self.state = Closing;
+                return Step {
+                    transition: Some(Transition {
+                        from: Established,
+                        to: Closing,
+                        cause: CROSSED,
+                        rfc: "RFC 9293 §3.6, §3.10.7.4",
+                    }),
+                    unexpected: None,
+                };
+            }
             // CLOSE in CLOSE-WAIT: send FIN, enter LAST-ACK (§3.10.4).
             (CloseWait, Tx) if f.fin() => (LastAck, "sent FIN", "RFC 9293 §3.10.4"),
             // FIN-WAIT-1 receives a FIN that also acks ours: TIME-WAIT (§3.10.7.4, eighth step).

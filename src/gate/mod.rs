@@ -1,0 +1,275 @@
+//! Holding back and dropping chosen segments with the kernel's own packet filter: an
+//! iptables NFQUEUE rule on each host's OUTPUT hands the connection's segments to teardown,
+//! whose policy accepts, drops or holds each (this kernel has no netem qdisc, and the nft
+//! `queue` statement is not built in). The rules live in the run's own namespaces, so they
+//! go with them, whatever way the process ends.
+
+pub mod policy;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::decode::{Segment, decode, link};
+use crate::error::Error;
+use crate::netns::pair;
+use crate::signals;
+use crate::tracker::Role;
+use policy::{Decision, Policy};
+
+/// The queue number in each namespace (each has its own queues).
+const QUEUE: u16 = 0;
+/// A held segment goes on after this even if the policy never said so: nothing hangs.
+const HOLD_LIMIT: Duration = Duration::from_secs(3);
+
+/// What the gate did with one segment.
+#[derive(Clone, Debug)]
+pub struct Action {
+    /// Wall-clock time, as the capture stamps packets.
+    pub at: Duration,
+    pub from: Role,
+    pub decision: Decision,
+    pub segment: Segment,
+    /// For a held segment: how long it was held.
+    pub held_for: Option<Duration>,
+}
+
+struct Shared {
+    policy: Box<dyn Policy>,
+    /// Bumped at each release: each queue lets its held segments go when it changes.
+    generation: u64,
+    log: Vec<Action>,
+}
+
+/// The running gate: one queue reader per host.
+pub struct Gate {
+    stop: Arc<AtomicBool>,
+    shared: Arc<Mutex<Shared>>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// `iptables ARGS` in the client's namespace (the process's own) or the server's.
+fn iptables(server: bool, args: &[&str]) -> Result<(), Error> {
+    let mut cmd = Command::new("iptables");
+    cmd.args(args);
+    if server {
+        let Some(fd) = pair::server_fd() else {
+            return Err(Error::Usage(
+                "the gate needs the two-namespace setup".into(),
+            ));
+        };
+        // The child runs in the server's namespace; the fd is inherited across fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Usage(
+                "this scenario holds back segments with iptables (NFQUEUE), which is not \
+                 installed: apt-get install iptables"
+                    .into(),
+            )
+        } else {
+            Error::io("running iptables")(e)
+        }
+    })?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "iptables {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+impl Gate {
+    /// Queues every segment of the connection to `port` on both hosts' OUTPUT and starts
+    /// deciding with `policy`.
+    pub fn start(port: u16, policy: Box<dyn Policy>) -> Result<Gate, Error> {
+        let port = port.to_string();
+        let queue = QUEUE.to_string();
+        for (server, dir) in [(false, "--dport"), (true, "--sport")] {
+            iptables(
+                server,
+                &[
+                    "-w",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    dir,
+                    &port,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &queue,
+                    // Once teardown stops reading, segments pass instead of being dropped.
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Mutex::new(Shared {
+            policy,
+            generation: 0,
+            log: Vec::new(),
+        }));
+        let mut threads = Vec::new();
+        for role in [Role::Client, Role::Server] {
+            let (stop, shared) = (stop.clone(), shared.clone());
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                signals::block_in_this_thread();
+                let opened = if role == Role::Server {
+                    pair::in_server(open_queue)
+                } else {
+                    open_queue()
+                };
+                let queue = match opened {
+                    Ok(q) => {
+                        let _ = ready_tx.send(Ok(()));
+                        q
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return Err(e);
+                    }
+                };
+                serve(queue, role, &stop, &shared)
+            }));
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::Usage(format!("NFQUEUE: {e}"))),
+                Err(_) => return Err(Error::Usage("NFQUEUE: the queue reader died".into())),
+            }
+        }
+        Ok(Gate {
+            stop,
+            shared,
+            threads,
+        })
+    }
+
+    /// What it did so far.
+    pub fn log(&self) -> Vec<Action> {
+        self.shared
+            .lock()
+            .map(|s| s.log.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn describe(&self) -> String {
+        self.shared
+            .lock()
+            .map(|s| s.policy.describe())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // Held segments are let go; the rules stay until the namespaces go, and with
+        // nobody reading the queue the kernel would drop what they queue: the run is over.
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_queue() -> std::io::Result<nfq::Queue> {
+    let mut q = nfq::Queue::open()?;
+    q.bind(QUEUE)?;
+    q.set_nonblocking(true);
+    Ok(q)
+}
+
+/// Reads one host's queue until told to stop, deciding each segment.
+fn serve(
+    mut queue: nfq::Queue,
+    role: Role,
+    stop: &AtomicBool,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
+    let mut held: Vec<(nfq::Message, Instant, usize)> = Vec::new();
+    let mut generation = 0u64;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        match queue.recv() {
+            Ok(mut msg) => {
+                let seg = decode(link::RAW, msg.get_payload());
+                let Ok(seg) = seg else {
+                    msg.set_verdict(nfq::Verdict::Accept);
+                    queue.verdict(msg)?;
+                    continue;
+                };
+                let mut s = shared
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?;
+                let decision = s.policy.decide(role, &seg);
+                if s.policy.release() {
+                    s.generation += 1;
+                }
+                s.log.push(Action {
+                    at: now(),
+                    from: role,
+                    decision,
+                    segment: seg,
+                    held_for: None,
+                });
+                let index = s.log.len() - 1;
+                drop(s);
+                match decision {
+                    Decision::Hold => held.push((msg, Instant::now(), index)),
+                    Decision::Accept | Decision::Drop => {
+                        msg.set_verdict(if decision == Decision::Drop {
+                            nfq::Verdict::Drop
+                        } else {
+                            nfq::Verdict::Accept
+                        });
+                        queue.verdict(msg)?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => return Err(e),
+        }
+        let current = shared.lock().map(|s| s.generation).unwrap_or(u64::MAX);
+        let overdue = held
+            .first()
+            .is_some_and(|(_, t, _)| t.elapsed() > HOLD_LIMIT);
+        if current != generation || overdue || stopping {
+            generation = current;
+            for (mut msg, since, index) in held.drain(..) {
+                if let Ok(mut s) = shared.lock()
+                    && let Some(a) = s.log.get_mut(index)
+                {
+                    a.held_for = Some(since.elapsed());
+                }
+                msg.set_verdict(nfq::Verdict::Accept);
+                queue.verdict(msg)?;
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
