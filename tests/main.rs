@@ -10,4 +10,5 @@ mod offline;
 mod programs;
 mod run_errors;
 mod scenarios;
+mod scripts;
 mod why;

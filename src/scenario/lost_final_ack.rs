@@ -40,7 +40,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         gate.describe()
     ));
     lab.gate = Some(gate);
-    let counters = || ["TCPLossProbes", "TCPTimeouts"].map(|n| crate::kernel::tcp_ext_counter(n));
+    let counters = || ["TCPLossProbes", "TCPTimeouts"].map(crate::kernel::tcp_ext_counter);
     let before = counters();
     let opened = article_exchange(lab, SockOpts::NONE)?;
     let client = server_exits(lab, opened)?;
