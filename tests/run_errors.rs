@@ -138,3 +138,86 @@ fn ctrl_c_mid_run_leaves_a_valid_capture() {
     );
     assert!(section_comment(&file).contains("Verdict: interrupted"));
 }
+
+/// What a run could leave on the host: its veth ends, NFQUEUE rules, changed sysctls.
+fn host_traces() -> (bool, String, [String; 2]) {
+    let veth = ["td-client", "td-server"]
+        .iter()
+        .any(|n| std::path::Path::new("/sys/class/net").join(n).exists());
+    let rules = Command::new("/usr/sbin/iptables")
+        .args(["-w", "-S", "OUTPUT"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let sysctl =
+        |n: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{n}")).unwrap_or_default();
+    (
+        veth,
+        rules,
+        [sysctl("tcp_fin_timeout"), sysctl("tcp_rfc1337")],
+    )
+}
+
+#[test]
+fn ctrl_c_or_a_panic_mid_scenario_leaves_no_namespace_rule_or_sysctl_behind() {
+    if !root("cleanup") || !tshark("cleanup") {
+        return;
+    }
+    let before = host_traces();
+    assert!(!before.0, "a veth of teardown's exists before the test");
+    assert!(!before.1.contains("NFQUEUE"), "{}", before.1);
+    // Interrupted while the packet filter holds both FINs, or panicking mid-way through the
+    // scenarios that change sysctls and drop segments.
+    for (scenario, hook, step, signal) in [
+        ("simultaneous-close", "TEARDOWN_PAUSE_AFTER_STEP", "7", true),
+        ("lost-final-ack", "TEARDOWN_PANIC_AFTER_STEP", "9", false),
+        ("orphan-fin-wait-2", "TEARDOWN_PANIC_AFTER_STEP", "7", false),
+        (
+            "timewait-assassination",
+            "TEARDOWN_PAUSE_AFTER_STEP",
+            "9",
+            true,
+        ),
+    ] {
+        let dir = TempDir::new();
+        let file = dir.join("c.pcapng");
+        let mut child = Command::new(BIN)
+            .args(["run", scenario, "-w", file.to_str().unwrap()])
+            .env(hook, step)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        let mark = format!("{step:>3}. ");
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            seen.push_str(&line);
+            if line.starts_with(&mark) {
+                break;
+            }
+        }
+        if signal {
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if signal {
+            assert_eq!(out.status.code(), Some(130), "{scenario}: {seen}{stderr}");
+            // The capture so far is valid.
+            let rows = tshark_rows(&file, 8000);
+            assert!(rows.len() >= 4, "{scenario}: {rows:?}");
+        } else {
+            assert!(
+                stderr.contains("panicking on purpose"),
+                "{scenario}: {seen}{stderr}"
+            );
+            assert_ne!(out.status.code(), Some(0), "{scenario}");
+        }
+        assert_eq!(host_traces(), before, "{scenario} left something behind");
+    }
+}

@@ -892,3 +892,168 @@ fn an_in_window_rst_kills_time_wait_unless_rfc1337_is_set() {
         "{run}"
     );
 }
+
+/// The rows of the connection to port 8000 as captured on the client's veth (the capture
+/// has only the scenario's port there).
+fn two_hosts(name: &str) -> (Run, Vec<Row>, TempDir) {
+    let (run, rows, dir) = scenario(name);
+    assert!(
+        run.stdout.contains(
+            "server 10.77.0.2:8000, client 10.77.0.1, across two private network namespaces"
+        ),
+        "{run}"
+    );
+    (run, rows, dir)
+}
+
+#[test]
+fn simultaneous_close_crosses_the_fins_and_leaves_time_wait_on_both_sides() {
+    if !root("simultaneous_close") || !tshark("simultaneous_close") {
+        return;
+    }
+    let (run, rows, _dir) = two_hosts("simultaneous-close");
+    assert_opening(&rows, &run);
+    let close = closing(&rows);
+    // Two FINs, neither acking the other, then two ACKs.
+    assert_eq!(close.len(), 4, "{run}");
+    let mut fins: Vec<String> = ladder(&close[..2]);
+    fins.sort();
+    assert_eq!(fins, ["C:AF", "S:AF"], "{run}");
+    let mut acks: Vec<String> = ladder(&close[2..]);
+    acks.sort();
+    assert_eq!(acks, ["C:A", "S:A"], "{run}");
+    // The second FIN carries both sides' CLOSING; each ACK one side's TIME_WAIT.
+    let second = &close[1].comment;
+    for who in ["client", "server"] {
+        assert!(
+            close.iter().any(|r| r.comment.contains(&format!(
+                "{who} CLOSING → TIME_WAIT (received ACK of its FIN"
+            ))),
+            "{who}{run}"
+        );
+    }
+    assert!(second.contains("→ CLOSING"), "{run}");
+    assert!(
+        second.contains("FIN_WAIT_1 → CLOSING (received FIN before the ACK of its own"),
+        "{run}"
+    );
+    assert!(
+        second.contains("ESTABLISHED → CLOSING (sent FIN, then received the peer's FIN"),
+        "{run}"
+    );
+    assert!(
+        close[..2]
+            .iter()
+            .all(|r| r.comment.contains("held back by teardown's packet filter")),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows);
+    assert!(
+        run.stdout.contains(
+            "restart the server at once: bind 10.77.0.2:8000 with no option → EADDRINUSE (errno 98)"
+        ),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
+    if !root("lost_final_ack") || !tshark("lost_final_ack") {
+        return;
+    }
+    let (run, rows, _dir) = two_hosts("lost-final-ack");
+    assert_opening(&rows, &run);
+    let all = closing(&rows);
+    assert_eq!(ladder(&all[..1]), ["S:AF"], "{run}");
+    // From the client's FIN: its final ACK dropped, the FIN three more times, then the ACK.
+    let first = all
+        .iter()
+        .position(|r| r.from_client && r.flags.contains('F'))
+        .unwrap();
+    let close = &all[first - 1..];
+    assert_eq!(
+        ladder(&close[1..]),
+        ["C:AF", "C:AF", "C:AF", "C:AF", "S:A"],
+        "{run}"
+    );
+    for again in &close[2..5] {
+        assert!(
+            again
+                .comment
+                .contains("retransmission of the previous segment after"),
+            "{run}"
+        );
+        assert!(
+            again
+                .comment
+                .contains("sent again because the server's ACK segment sent at")
+                && again
+                    .comment
+                    .contains("teardown's packet filter dropped it"),
+            "{run}"
+        );
+    }
+    // A probe and the first timeout about 200 ms each, then the timeout doubles.
+    let gaps: Vec<f64> = close[1..5]
+        .windows(2)
+        .map(|w| w[1].time - w[0].time)
+        .collect();
+    assert!(gaps.iter().all(|g| *g > 0.15), "{gaps:?}");
+    assert!(gaps[2] > 1.6 * gaps[1], "backoff: {gaps:?}");
+    assert!(
+        close[5]
+            .comment
+            .starts_with("client LAST_ACK → CLOSED (received ACK of its FIN"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("sent its FIN 3 more time(s)")
+            && run.stdout.contains("1 tail loss probe(s)")
+            && run.stdout.contains("2 retransmission timeout(s)"),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows);
+    // TIME_WAIT restarted its 60 s at the last FIN: almost all of it is left.
+    let table = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("TIME_WAIT") && l.contains("10.77.0.2:8000") && l.contains("left"))
+        .unwrap_or_else(|| panic!("no TIME_WAIT row{run}"));
+    assert!(table.contains("timewait, 59."), "{table}");
+}
+
+#[test]
+fn netns_runs_a_loopback_scenario_across_the_veth() {
+    if !root("netns_flag") || !tshark("netns_flag") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("n.pcapng");
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "--netns",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("server 10.77.0.2:8000, client 10.77.0.1"),
+        "{run}"
+    );
+    let rows = tshark_rows(&file, 8000);
+    assert_active_close(&rows, &run, Form::Four);
+    let refused = teardown(&["run", "bind-matrix", "--netns"]);
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(
+        refused.stderr.contains("run it without --netns"),
+        "{refused}"
+    );
+    let refused = teardown(&["run", "simultaneous-close", "--host"]);
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(
+        refused.stderr.contains("run it without --host"),
+        "{refused}"
+    );
+}

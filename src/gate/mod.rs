@@ -59,7 +59,12 @@ fn now() -> Duration {
 
 /// `iptables ARGS` in the client's namespace (the process's own) or the server's.
 fn iptables(server: bool, args: &[&str]) -> Result<(), Error> {
-    let mut cmd = Command::new("iptables");
+    // Root's PATH has /usr/sbin; a sudo or cron PATH may not.
+    let program = ["/usr/sbin/iptables", "/sbin/iptables"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("iptables");
+    let mut cmd = Command::new(program);
     cmd.args(args);
     if server {
         let Some(fd) = pair::server_fd() else {

@@ -217,6 +217,7 @@ pub fn agree(
     let flags = |i: usize| packets[i].segment().map(|s| s.flags).unwrap_or_default();
     let at = |i: usize| micros(packets[i].frame.ts);
     let wire = Wire::new(packets, &ours);
+    let port_known = events.iter().any(|e| e.local == conn.client);
 
     // Place every state change of the connection's two sockets on its segment.
     let mut chains: Vec<Chain> = Vec::new();
@@ -228,7 +229,7 @@ pub fn agree(
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
         };
-        let Some(role) = role_of(conn, ev.local, ev.remote) else {
+        let Some(role) = role_of(conn, ev.local, ev.remote, port_known) else {
             continue;
         };
         out.seen += 1;
@@ -533,12 +534,23 @@ fn kname(s: State) -> &'static str {
 
 /// The connection's endpoint a traced socket is; the SYN_SENT event may come before the
 /// client has its port (sport 0).
-fn role_of(conn: &Connection, local: SocketAddr, remote: SocketAddr) -> Option<Role> {
+/// `port_known`: the trace has events with the client's own port, so one with port 0 (a
+/// connect() before the kernel picked a port) is another socket's, not this client's.
+fn role_of(
+    conn: &Connection,
+    local: SocketAddr,
+    remote: SocketAddr,
+    port_known: bool,
+) -> Option<Role> {
     if local == conn.client && remote == conn.server {
         Some(Role::Client)
     } else if local == conn.server && remote == conn.client {
         Some(Role::Server)
-    } else if local.port() == 0 && local.ip() == conn.client.ip() && remote == conn.server {
+    } else if !port_known
+        && local.port() == 0
+        && local.ip() == conn.client.ip()
+        && remote == conn.server
+    {
         Some(Role::Client)
     } else {
         None

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::cli::RunArgs;
 use crate::error::{Error, exit};
-use crate::scenario;
+use crate::scenario::{self, Place};
 
 /// The "final" line of a run's ladder: `final  CLOSED  ...  TIME_WAIT`.
 fn observed(stdout: &str) -> Option<(String, String)> {
@@ -28,11 +28,27 @@ pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let exe = std::env::current_exe().map_err(Error::io("finding teardown's own binary"))?;
     let mut rows = Vec::new();
     let mut worst = exit::REPRODUCED;
+    let mut skipped = Vec::new();
     for s in scenario::ALL {
+        // What cannot run where it was asked to is said, not counted as a failure.
+        let cannot = if args.host && s.place == Place::TwoHosts {
+            Some("holds back segments between two namespaces: not with --host")
+        } else if args.host && !s.sysctls.is_empty() {
+            Some("changes a sysctl, only ever in its own namespace: not with --host")
+        } else if args.netns && s.place == Place::OneHost {
+            Some("binds several loopback addresses of one host: not with --netns")
+        } else {
+            None
+        };
+        if let Some(why) = cannot {
+            skipped.push(format!("{}: {why}", s.name));
+            continue;
+        }
         let mut cmd = Command::new(&exe);
         cmd.args(["run", s.name, "--port", &args.port.to_string()]);
         for (set, flag) in [
             (args.host, "--host"),
+            (args.netns, "--netns"),
             (args.quick_close, "--quick-close"),
             (args.require_kernel, "--require-kernel"),
         ] {
@@ -102,6 +118,9 @@ pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
     }
     let reproduced = rows.iter().filter(|r| r[3] == "reproduced").count();
     let _ = writeln!(out, "\n{reproduced} of {} scenarios reproduced", rows.len());
+    for s in &skipped {
+        let _ = writeln!(out, "skipped {s}");
+    }
     Ok(worst)
 }
 
