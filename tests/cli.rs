@@ -6,34 +6,51 @@ use crate::helper::*;
 fn list_shows_each_scenario_with_its_lesson() {
     let run = teardown(&["list"]);
     assert_eq!(run.code, Some(0), "{run}");
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 9, "{run}");
+    // Name and lesson, in two columns (spacing aside).
+    let lines: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines.len(), 13, "{run}");
     assert!(
-        lines[3].starts_with("passive-close        TIME_WAIT belongs to whoever closes first"),
+        lines[3].starts_with("passive-close TIME_WAIT belongs to whoever closes first"),
         "{run}"
     );
     assert!(
-        lines[4].starts_with("unread-data-rst      close() with unread data sends RST"),
+        lines[4].starts_with("unread-data-rst close() with unread data sends RST"),
         "{run}"
     );
     assert!(
-        lines[5].starts_with("linger-abort         SO_LINGER {on, 0} closes with RST"),
+        lines[5].starts_with("linger-abort SO_LINGER {on, 0} closes with RST"),
         "{run}"
     );
     assert!(
-        lines[0].starts_with(
-            "active-close         the side that closes first keeps the port in TIME_WAIT"
+        lines[0].starts_with("active-close the side that closes first keeps the port in TIME_WAIT"),
+        "{run}"
+    );
+    assert!(
+        lines[1].starts_with("client-never-closes a peer that never closes"),
+        "{run}"
+    );
+    assert!(
+        lines[2].starts_with("reuseaddr SO_REUSEADDR lets the restart bind"),
+        "{run}"
+    );
+    for (line, start) in [
+        (
+            9,
+            "orphan-fin-wait-2 an orphaned FIN_WAIT_2 is removed after tcp_fin_timeout",
         ),
-        "{run}"
-    );
-    assert!(
-        lines[1].starts_with("client-never-closes  a peer that never closes"),
-        "{run}"
-    );
-    assert!(
-        lines[2].starts_with("reuseaddr            SO_REUSEADDR lets the restart bind"),
-        "{run}"
-    );
+        (
+            10,
+            "timewait-assassination an in-window RST kills a TIME_WAIT socket",
+        ),
+        (11, "simultaneous-close both FINs cross"),
+        (12, "lost-final-ack the last ACK is lost"),
+    ] {
+        assert!(lines[line].starts_with(start), "{run}");
+    }
 }
 
 #[test]

@@ -300,13 +300,14 @@ pub fn agree(
             peer_sent_fin[idx(role)] = Some(t);
         }
         match placed {
-            Some(packet) => match chains.last_mut() {
-                Some(c)
-                    if c.packet == packet && c.role == role && c.states.last() == Some(&old) =>
-                {
-                    c.states.push(new)
-                }
-                _ => chains.push(Chain {
+            // Another socket's change may come between two of one chain (crossing FINs).
+            Some(packet) => match chains
+                .iter_mut()
+                .rev()
+                .find(|c| c.packet == packet && c.role == role && c.states.last() == Some(&old))
+            {
+                Some(c) => c.states.push(new),
+                None => chains.push(Chain {
                     packet,
                     role,
                     states: vec![old, new],
