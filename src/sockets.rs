@@ -279,3 +279,38 @@ mod checksum_tests {
         assert_eq!(with_tcp_checksum(&built[..10]), None);
     }
 }
+
+/// A client socket on `local_ip` whose port the kernel picks at connect() from
+/// net.ipv4.ip_local_port_range, as a program that never binds gets one (IP_BIND_ADDRESS_NO_PORT
+/// defers the choice to connect(), where the whole 4-tuple is known). When every port to
+/// `server` is held, connect() fails with EADDRNOTAVAIL.
+pub fn connect_ephemeral(
+    local_ip: std::net::IpAddr,
+    server: SocketAddr,
+) -> Result<TcpStream, SockError> {
+    let socket =
+        Socket::new(Domain::for_address(server), Type::STREAM, None).map_err(call("socket"))?;
+    const IP_BIND_ADDRESS_NO_PORT: libc::c_int = 24;
+    let one: libc::c_int = 1;
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_IP,
+            IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(call("setsockopt IP_BIND_ADDRESS_NO_PORT")(
+            io::Error::last_os_error(),
+        ));
+    }
+    socket
+        .bind(&SockAddr::from(SocketAddr::new(local_ip, 0)))
+        .map_err(call(format!("bind {local_ip}:0")))?;
+    socket
+        .connect(&SockAddr::from(server))
+        .map_err(call(format!("connect {server}")))?;
+    stream(socket)
+}

@@ -217,7 +217,38 @@ pub fn agree(
     let flags = |i: usize| packets[i].segment().map(|s| s.flags).unwrap_or_default();
     let at = |i: usize| micros(packets[i].frame.ts);
     let wire = Wire::new(packets, &ours);
-    let port_known = events.iter().any(|e| e.local == conn.client);
+    // connect() on a socket without a port yet (IP_BIND_ADDRESS_NO_PORT, or no bind) is
+    // traced with port 0. The trace is global: such an event is this client's only when no
+    // SYN_SENT carries its port, and only the last one before its SYN.
+    let opens = |e: &KernelEvent| {
+        matches!(
+            e.kind,
+            EventKind::SetState {
+                old: State::Closed,
+                new: State::SynSent
+            }
+        )
+    };
+    let port_known = events.iter().any(|e| e.local == conn.client && opens(e));
+    let syn_at = ours
+        .iter()
+        .find(|&&i| sender(i) == Some(Role::Client) && flags(i).syn() && !flags(i).ack())
+        .map(|&i| at(i));
+    let zero_pick = syn_at.filter(|_| !port_known).and_then(|t| {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                opens(e)
+                    && e.local.port() == 0
+                    && e.local.ip() == conn.client.ip()
+                    && e.remote == conn.server
+                    && micros(e.at) <= t + SLACK_US
+                    && micros(e.at) + LATE_US >= t
+            })
+            .map(|(k, _)| k)
+            .next_back()
+    });
 
     // Place every state change of the connection's two sockets on its segment.
     let mut chains: Vec<Chain> = Vec::new();
@@ -225,11 +256,11 @@ pub fn agree(
     let mut last_placed: [Option<(u128, State, usize)>; 2] = [None, None];
     // Per side: when the kernel changed it for sending its FIN (FIN_WAIT1 or LAST_ACK).
     let mut peer_sent_fin: [Option<u128>; 2] = [None, None];
-    for ev in events {
+    for (k, ev) in events.iter().enumerate() {
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
         };
-        let Some(role) = role_of(conn, ev.local, ev.remote, port_known) else {
+        let Some(role) = role_of(conn, ev.local, ev.remote, zero_pick == Some(k)) else {
             continue;
         };
         out.seen += 1;
@@ -535,19 +566,18 @@ fn kname(s: State) -> &'static str {
 
 /// The connection's endpoint a traced socket is; the SYN_SENT event may come before the
 /// client has its port (sport 0).
-/// `port_known`: the trace has events with the client's own port, so one with port 0 (a
-/// connect() before the kernel picked a port) is another socket's, not this client's.
+/// `zero_ours`: this event with port 0 is the client's connect() (see `zero_pick`).
 fn role_of(
     conn: &Connection,
     local: SocketAddr,
     remote: SocketAddr,
-    port_known: bool,
+    zero_ours: bool,
 ) -> Option<Role> {
     if local == conn.client && remote == conn.server {
         Some(Role::Client)
     } else if local == conn.server && remote == conn.client {
         Some(Role::Server)
-    } else if !port_known
+    } else if zero_ours
         && local.port() == 0
         && local.ip() == conn.client.ip()
         && remote == conn.server

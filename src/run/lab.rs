@@ -101,6 +101,8 @@ pub struct Lab {
     pub require_kernel: bool,
     /// The kernel's table at the moments that matter (after each close), for the file.
     pub snapshots: Vec<(String, Vec<KernelSocket>)>,
+    /// The scenario's own checks that failed: "LABEL: expected X, observed Y".
+    pub differences: Vec<String>,
     /// What the client's last read() got, where a scenario is about it (ECONNRESET...).
     pub client_error: Option<String>,
     out: Box<dyn Write>,
@@ -176,6 +178,7 @@ impl Lab {
             require_kernel: false,
             snapshots: Vec::new(),
             client_error: None,
+            differences: Vec::new(),
             out,
             step: 0,
             pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")
@@ -236,6 +239,18 @@ impl Lab {
         self.sysctls
             .push((name.to_string(), old, value.to_string()));
         Ok(())
+    }
+
+    /// A scenario's own check: when `observed` is not `expected`, the run says so and the
+    /// verdict counts it. Returns whether they agree.
+    pub fn expect(&mut self, label: &str, expected: &str, observed: &str) -> bool {
+        if expected == observed {
+            return true;
+        }
+        let line = format!("{label}: expected {expected}, observed {observed}");
+        let _ = writeln!(self.out, "     ✗ {line}");
+        self.differences.push(line);
+        false
     }
 
     /// Prints a line as it is.

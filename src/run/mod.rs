@@ -131,6 +131,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     let _ = lab.finish_capture();
     let mut differences =
         report::differences(scenario.expect, lab.states(), &lab.missed, &lab.restarts);
+    differences.extend(lab.differences.iter().cloned());
     if let Some(a) = lab.agreement.as_ref().filter(|a| !a.ok()) {
         differences.push(format!(
             "the kernel disagreed with the inference {} time(s): see MISMATCH above and in the \

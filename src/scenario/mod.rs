@@ -9,6 +9,7 @@ mod linger_abort;
 mod lost_final_ack;
 mod orphan_fin_wait_2;
 mod passive_close;
+pub mod port_exhaustion;
 mod reuseaddr;
 mod simultaneous_close;
 mod timewait_assassination;
@@ -55,7 +56,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 13] = [
+pub static ALL: [&Scenario; 14] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -69,6 +70,7 @@ pub static ALL: [&Scenario; 13] = [
     &timewait_assassination::SCENARIO,
     &simultaneous_close::SCENARIO,
     &lost_final_ack::SCENARIO,
+    &port_exhaustion::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {
