@@ -61,6 +61,8 @@ pub struct Connection {
     pub last_seen: Option<std::time::Duration>,
     /// Changes without a segment (a timer), told by `remove`: shown on the next segment.
     pending: Vec<(Role, Transition)>,
+    /// The TSval of the client's SYN (RFC 7323), to compare a later incarnation's with.
+    syn_tsval: Option<u32>,
 }
 
 impl Connection {
@@ -215,6 +217,7 @@ impl Tracker {
             Some((k, id)) if k == key => Some(id),
             _ => self.by_tuple.get(&key).copied(),
         };
+        let mut incarnation = None;
         let id = match known.as_ref() {
             // A new SYN on a tuple whose previous connection is over: a new incarnation.
             Some(&id)
@@ -223,6 +226,7 @@ impl Tracker {
                         .connection(id)
                         .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
             {
+                incarnation = self.connection(id).map(|old| reincarnation(old, seg));
                 self.open(seg)
             }
             Some(&id) => id,
@@ -256,7 +260,10 @@ impl Tracker {
             _ => None,
         };
         let s = seg.seg();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = incarnation.into_iter().flatten().collect();
+        if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
+            conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
+        }
         if conn.segments == 1 && conn.joined_mid {
             notes.push(
                 "joined mid-connection: the capture began after the handshake, the states \
@@ -378,6 +385,7 @@ impl Tracker {
             segments: 0,
             last_seen: None,
             pending: Vec::new(),
+            syn_tsval: None,
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
@@ -406,6 +414,42 @@ fn repeat(
         ),
         (true, None) => "a retransmission or a duplicate of the previous segment".to_string(),
         (false, _) => format!("retransmission: seq {rel_seq} was sent before"),
+    }
+}
+
+/// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
+/// the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to accept a
+/// new connection (RFC 6191). Timestamps are what make either safe.
+fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
+    let new = seg.options.timestamp.map(|(val, _)| val);
+    let stamps = match (new, old.syn_tsval) {
+        (Some(n), Some(o)) => format!(
+            "its TSval {n} is {} than the old connection's ({o} on its SYN)",
+            if SeqNum(n).after_or_eq(SeqNum(o) + 1) {
+                "newer"
+            } else {
+                "not newer"
+            }
+        ),
+        (Some(n), None) => format!("its TSval is {n}"),
+        _ => "it carries no timestamp".to_string(),
+    };
+    if old.state(Role::Client) == State::TimeWait {
+        Some(format!(
+            "a new connection on the 4-tuple of connection {}, whose client end is in TIME_WAIT: \
+             the client's kernel took the port over (net.ipv4.tcp_tw_reuse); {stamps}, so the \
+             peer's PAWS check tells old segments from new (RFC 7323 §5)",
+            old.id
+        ))
+    } else if old.state(Role::Server) == State::TimeWait {
+        Some(format!(
+            "a new SYN for the 4-tuple of connection {}, whose server end is in TIME_WAIT: \
+             TIME_WAIT may accept it when its sequence number or timestamp is newer than the old \
+             connection's (RFC 6191); {stamps}",
+            old.id
+        ))
+    } else {
+        None
     }
 }
 

@@ -126,6 +126,8 @@ fn cause(old: State, new: State) -> Option<Cause> {
 const NEAR_US: u128 = 5_000;
 /// How far a segment the endpoint sent may seem to come before the call that sent it.
 const SLACK_US: u128 = 50;
+/// The connect() that sent a SYN comes this close before it, at most.
+const INCARNATION_US: u128 = 1_000;
 /// A received segment older than this did not cause the change: a timer did.
 const LATE_US: u128 = 1_000_000;
 
@@ -260,6 +262,11 @@ pub fn agree(
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
         };
+        // An earlier incarnation of the same 4-tuple (a port taken over from TIME_WAIT) is
+        // another connection: its changes came before this one's connect().
+        if syn_at.is_some_and(|t| micros(ev.at) + INCARNATION_US < t) {
+            continue;
+        }
         let Some(role) = role_of(conn, ev.local, ev.remote, zero_pick == Some(k)) else {
             continue;
         };

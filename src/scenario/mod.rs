@@ -13,6 +13,7 @@ pub mod port_exhaustion;
 mod reuseaddr;
 mod simultaneous_close;
 mod timewait_assassination;
+mod tw_reuse;
 mod unread_data_rst;
 mod write_after_close;
 
@@ -56,7 +57,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 14] = [
+pub static ALL: [&Scenario; 15] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -71,6 +72,7 @@ pub static ALL: [&Scenario; 14] = [
     &simultaneous_close::SCENARIO,
     &lost_final_ack::SCENARIO,
     &port_exhaustion::SCENARIO,
+    &tw_reuse::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {
