@@ -243,6 +243,7 @@ Examples:
   sudo teardown why 127.0.0.1:8000    on one address ([::1]:8000 for IPv6)
   teardown why 8000 --json            for scripts
   sudo teardown why 8000 --netns blue --netns green
+  teardown why --connect 10.0.0.5:80  a client's connect() fails with EADDRNOTAVAIL
 
 It lists every socket that holds the port (from the kernel: state, addresses, queues,
 timer, and the process behind it where there is one), tries the bind for real with a
@@ -250,13 +251,23 @@ throw-away socket (no option, SO_REUSEADDR, SO_REUSEPORT, both; never listening,
 once), and says which rule applies and what to do. Without root it shows what an ordinary
 user may see and says what it could not.
 
-Exit codes: 0 a plain bind() would succeed now, 1 it would not, 2 usage or permission
-error.";
+With --connect it counts the local ports held by connections to that server (TIME_WAIT
+above all: the client closed first) against net.ipv4.ip_local_port_range, and names the
+fixes that work and the ones that harm.
+
+Exit codes: 0 a plain bind() (a connect() with --connect) would succeed now, 1 it would not,
+2 usage or permission error.";
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["target", "connect"])))]
 pub struct WhyArgs {
-    /// PORT, ADDRESS:PORT or [IPv6-ADDRESS]:PORT
-    pub target: String,
+    /// PORT, ADDRESS:PORT or [IPv6-ADDRESS]:PORT: why bind() fails
+    pub target: Option<String>,
+
+    /// ADDRESS:PORT of a server: why connect() to it fails with EADDRNOTAVAIL (the local ports
+    /// held by connections to it, mostly in TIME_WAIT, against the ephemeral port range)
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub connect: Option<std::net::SocketAddr>,
 
     /// Look in this network namespace (a name `ip netns list` shows); repeat for several.
     /// Default: the current one

@@ -114,9 +114,55 @@ fn sockets(args: SocketsArgs) -> Result<i32, Error> {
     Ok(exit::REPRODUCED)
 }
 
+/// `why --connect DEST`, in each namespace asked for.
+fn why_connect(dest: std::net::SocketAddr, args: &WhyArgs) -> Result<i32, Error> {
+    use teardown::why::connect;
+    let places: Vec<Option<String>> = if args.netns.is_empty() {
+        vec![None]
+    } else {
+        args.netns.iter().cloned().map(Some).collect()
+    };
+    let mut answers = Vec::new();
+    for place in places {
+        if let Some(name) = &place {
+            table::enter_named_netns(name).map_err(Error::Usage)?;
+        }
+        answers.push(
+            connect::ask(dest, place).map_err(Error::io("reading the kernel's socket table"))?,
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = match answers.as_slice() {
+            [one] => one.to_json(),
+            many => serde_json::Value::Array(many.iter().map(|a| a.to_json()).collect()),
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        for (i, a) in answers.iter().enumerate() {
+            if i > 0 {
+                let _ = writeln!(out);
+            }
+            let _ = write!(out, "{}", a.to_text());
+        }
+    }
+    Ok(if answers.iter().any(|a| a.exhausted()) {
+        exit::DIFFERENT
+    } else {
+        exit::REPRODUCED
+    })
+}
+
 fn why(args: WhyArgs) -> Result<i32, Error> {
     use teardown::why::{Answer, Target};
-    let target = Target::parse(&args.target).map_err(Error::Usage)?;
+    if let Some(dest) = args.connect {
+        return why_connect(dest, &args);
+    }
+    let target = Target::parse(args.target.as_deref().unwrap_or_default()).map_err(Error::Usage)?;
     let places: Vec<Option<String>> = if args.netns.is_empty() {
         vec![None]
     } else {

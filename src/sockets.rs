@@ -314,3 +314,12 @@ pub fn connect_ephemeral(
         .map_err(call(format!("connect {server}")))?;
     stream(socket)
 }
+
+/// A client socket bound to `local` (a port of one's choosing), connected to `server`.
+pub fn connect_from(local: SocketAddr, server: SocketAddr) -> Result<TcpStream, SockError> {
+    let socket = bound(local, SockOpts::NONE)?;
+    socket
+        .connect(&SockAddr::from(server))
+        .map_err(call(format!("connect {server}")))?;
+    stream(socket)
+}

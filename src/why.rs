@@ -474,5 +474,7 @@ fn them(n: usize) -> &'static str {
     if n == 1 { "it" } else { "them" }
 }
 
+pub mod connect;
+
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ fn list_shows_each_scenario_with_its_lesson() {
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    assert_eq!(lines.len(), 13, "{run}");
+    assert_eq!(lines.len(), 16, "{run}");
     assert!(
         lines[3].starts_with("passive-close TIME_WAIT belongs to whoever closes first"),
         "{run}"

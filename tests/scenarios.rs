@@ -1057,3 +1057,130 @@ fn netns_runs_a_loopback_scenario_across_the_veth() {
         "{refused}"
     );
 }
+
+#[test]
+fn the_client_runs_out_of_ports_and_connect_fails_with_eaddrnotavail() {
+    if !root("port_exhaustion") || !tshark("port_exhaustion") {
+        return;
+    }
+    let (run, rows, _dir) = scenario("port-exhaustion");
+    // Six connections, each closed by the client first: six client FINs, no seventh SYN.
+    let syns = rows.iter().filter(|r| r.flags == "S").count();
+    assert_eq!(syns, 6, "{run}");
+    let client_fins: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.from_client && r.flags.contains('F'))
+        .collect();
+    assert_eq!(client_fins.len(), 6, "{run}");
+    assert!(
+        client_fins.iter().all(|r| r
+            .comment
+            .starts_with("client ESTABLISHED → FIN_WAIT_1 (sent FIN")),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("connect() #7 to 127.0.0.1:8000 → EADDRNOTAVAIL (errno 99)"),
+        "{run}"
+    );
+    // The kernel's table: six TIME_WAIT client ports, and the arithmetic.
+    let tw = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("TIME_WAIT") && l.contains("127.0.0.2:") && l.contains("left"))
+        .count();
+    assert_eq!(tw, 6, "{run}");
+    assert!(
+        run.stdout
+            .contains("this run:      6 ports ÷ 60 s = 0.10 connections/s"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("Linux default: 28232 ports (32768–60999) ÷ 60 s = 471 connections/s"),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows[rows.len() - 6..]);
+}
+
+#[test]
+fn tw_reuse_takes_a_time_wait_port_over_after_the_delay_and_not_before() {
+    if !root("tw_reuse") || !tshark("tw_reuse") {
+        return;
+    }
+    let (run, _rows, dir) = scenario("tw-reuse");
+    for value in [0, 1, 2] {
+        assert!(
+            run.stdout.contains(&format!(
+                "tcp_tw_reuse = {value}: connect() #7 to 127.0.0.1:{} at once → EADDRNOTAVAIL \
+                 (errno 99)",
+                [8001, 8002, 8000][value]
+            )),
+            "{value}{run}"
+        );
+    }
+    // With 1 and 2 (loopback) the port comes back after the delay, and not before it.
+    let delay: f64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse_delay")
+        .map(|v| v.trim().parse::<f64>().unwrap() / 1000.0)
+        .unwrap_or(1.0);
+    for value in [1, 2] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| {
+                l.contains(&format!(
+                    "tcp_tw_reuse = {value}: connect() again → connected"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no takeover with {value}{run}"));
+        let after: f64 = line
+            .split(" s after the first close")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((delay..delay + 1.5).contains(&after), "{line}");
+    }
+    // The reused SYNs say so, with their timestamps.
+    let rows = tshark_rows(&dir.join("s.pcapng"), 8000);
+    let reused: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.comment.contains("the client's kernel took the port over"))
+        .collect();
+    assert_eq!(reused.len(), 2, "{run}");
+    assert!(
+        reused
+            .iter()
+            .all(|r| r.flags == "S" && r.comment.contains("is newer than the old connection's"))
+    );
+    assert!(run.stdout.contains("verdict: reproduced"), "{run}");
+}
+
+#[test]
+fn a_newer_syn_is_let_in_by_the_servers_time_wait() {
+    if !root("timewait_new_syn") || !tshark("timewait_new_syn") {
+        return;
+    }
+    let (run, rows, _dir) = scenario("timewait-new-syn");
+    let syns: Vec<&Row> = rows.iter().filter(|r| r.flags == "S").collect();
+    assert_eq!(syns.len(), 2, "{run}");
+    assert!(
+        syns[1]
+            .comment
+            .contains("whose server end is in TIME_WAIT: TIME_WAIT may accept it when its sequence number or timestamp is newer than the old connection's (RFC 6191)"),
+        "{run}"
+    );
+    // The SYN,ACK answers it: a new connection on the same 4-tuple.
+    let second = rows.iter().rposition(|r| r.flags == "S").unwrap();
+    assert_eq!(
+        ladder(&rows[second..second + 3]),
+        ["C:S", "S:AS", "C:A"],
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("accept() → a connection from 127.0.0.2:"),
+        "{run}"
+    );
+    assert_kernel_agrees(&run, &rows[second..]);
+}

@@ -315,3 +315,84 @@ fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
     assert_eq!(run.code, Some(2), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
 }
+
+/// In a fresh namespace: a 6-port range, `closed` connections to 127.0.0.1:8000 closed by the
+/// client first (TIME_WAIT on the client's port), then `why --connect` and one more connect().
+const CONNECT_SETUP: &str = r#"
+import json, socket, subprocess, sys, time
+closed, binary = int(sys.argv[1]), sys.argv[2]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+open("/proc/sys/net/ipv4/ip_local_port_range", "w").write("41000 41005")
+open("/proc/sys/net/ipv4/tcp_tw_reuse", "w").write("0")
+l = socket.socket(); l.bind(("127.0.0.1", 8000)); l.listen()
+for _ in range(closed):
+    c = socket.create_connection(("127.0.0.1", 8000))
+    a, _ = l.accept()
+    c.close(); a.recv(10); a.close()
+def time_wait():
+    rows = open("/proc/net/tcp").read().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[2].endswith(":1F40") and r.split()[3] == "06")
+for _ in range(1000):
+    if time_wait() == closed: break
+    time.sleep(0.005)
+out = subprocess.run([binary, "why", "--connect", "127.0.0.1:8000", "--json"], capture_output=True, text=True)
+text = subprocess.run([binary, "why", "--connect", "127.0.0.1:8000"], capture_output=True, text=True)
+try:
+    socket.create_connection(("127.0.0.1", 8000)).close(); errno = 0
+except OSError as e:
+    errno = e.errno
+print(json.dumps({"code": out.returncode, "stdout": out.stdout, "stderr": out.stderr, "text": text.stdout, "connect_errno": errno}))
+"#;
+
+fn why_connect_after(closed: usize) -> (Value, Value) {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-n",
+        "python3",
+        "-c",
+        CONNECT_SETUP,
+        &closed.to_string(),
+        BIN,
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let report: Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}{run}"));
+    let stdout = report["stdout"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", report["stderr"]));
+    (report, answer)
+}
+
+#[test]
+fn why_connect_counts_the_time_wait_ports_against_the_range() {
+    if !root("why_connect") {
+        return;
+    }
+    // All six ports in TIME_WAIT: the next connect() fails, and why says so (exit 1).
+    let (report, answer) = why_connect_after(6);
+    assert_eq!(report["connect_errno"], libc::EADDRNOTAVAIL, "{report}");
+    assert_eq!(report["code"], 1, "{report}");
+    assert_eq!(answer["destination"], "127.0.0.1:8000");
+    assert_eq!(answer["port_range"], serde_json::json!([41000, 41005]));
+    assert_eq!(answer["time_wait"], 6, "{answer}");
+    assert_eq!(answer["held"], 6, "{answer}");
+    assert_eq!(answer["exhausted"], true);
+    assert_eq!(answer["tcp_tw_reuse"], 0);
+    let text = report["text"].as_str().unwrap();
+    assert!(
+        text.contains("6 of the 6 local ports (41000–41005) are held by connections to it, 6 of them in TIME_WAIT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fails with EADDRNOTAVAIL (errno 99"),
+        "{text}"
+    );
+    assert!(text.contains("tcp_tw_recycle"), "{text}");
+    // Four of six: room left, exit 0, and the connect() works.
+    let (report, answer) = why_connect_after(4);
+    assert_eq!(report["connect_errno"], 0, "{report}");
+    assert_eq!(report["code"], 0, "{report}");
+    assert_eq!(answer["time_wait"], 4, "{answer}");
+    assert_eq!(answer["exhausted"], false);
+}

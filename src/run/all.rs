@@ -56,7 +56,7 @@ pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
                 cmd.arg(flag);
             }
         }
-        let _ = write!(out, "{:<22}", s.name);
+        let _ = write!(out, "{:<24}", s.name);
         let _ = out.flush();
         let result = cmd
             .output()
@@ -73,7 +73,7 @@ pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
         if code != 0 {
             // What differed, as the run said it.
             for line in stdout.lines().filter(|l| l.starts_with("  - ")) {
-                let _ = writeln!(out, "{:22}{}", "", line.trim());
+                let _ = writeln!(out, "{:24}{}", "", line.trim());
             }
         }
         worst = worst.max(code.min(exit::ERROR));

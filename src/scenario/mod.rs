@@ -13,6 +13,7 @@ pub mod port_exhaustion;
 mod reuseaddr;
 mod simultaneous_close;
 mod timewait_assassination;
+mod timewait_new_syn;
 mod tw_reuse;
 mod unread_data_rst;
 mod write_after_close;
@@ -57,7 +58,7 @@ impl std::fmt::Debug for Scenario {
     }
 }
 
-pub static ALL: [&Scenario; 15] = [
+pub static ALL: [&Scenario; 16] = [
     &active_close::SCENARIO,
     &client_never_closes::SCENARIO,
     &reuseaddr::SCENARIO,
@@ -73,6 +74,7 @@ pub static ALL: [&Scenario; 15] = [
     &lost_final_ack::SCENARIO,
     &port_exhaustion::SCENARIO,
     &tw_reuse::SCENARIO,
+    &timewait_new_syn::SCENARIO,
 ];
 
 pub fn names() -> Vec<&'static str> {
