@@ -158,10 +158,18 @@ impl Gate {
                 };
                 serve(queue, role, &stop, &shared)
             }));
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Error::Usage(format!("NFQUEUE: {e}"))),
-                Err(_) => return Err(Error::Usage("NFQUEUE: the queue reader died".into())),
+            let failed = match ready_rx.recv() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("NFQUEUE: {e}")),
+                Err(_) => Some("NFQUEUE: the queue reader died".to_string()),
+            };
+            if let Some(why) = failed {
+                // The reader already started lets its segments go and ends.
+                stop.store(true, Ordering::SeqCst);
+                for t in threads.drain(..) {
+                    let _ = t.join();
+                }
+                return Err(Error::Usage(why));
             }
         }
         Ok(Gate {
