@@ -137,7 +137,7 @@ impl Gate {
         }));
         let mut threads = Vec::new();
         for role in [Role::Client, Role::Server] {
-            let (stop, shared) = (stop.clone(), shared.clone());
+            let (stop_reader, shared) = (stop.clone(), shared.clone());
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             threads.push(std::thread::spawn(move || {
                 signals::block_in_this_thread();
@@ -156,7 +156,7 @@ impl Gate {
                         return Err(e);
                     }
                 };
-                serve(queue, role, &stop, &shared)
+                serve(queue, role, &stop_reader, &shared)
             }));
             let failed = match ready_rx.recv() {
                 Ok(Ok(())) => None,
