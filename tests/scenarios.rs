@@ -1184,3 +1184,30 @@ fn a_newer_syn_is_let_in_by_the_servers_time_wait() {
     );
     assert_kernel_agrees(&run, &rows[second..]);
 }
+
+#[test]
+fn run_all_on_the_host_gives_each_scenario_its_own_ports_and_skips_the_namespaced_ones() {
+    if !root("run_all_host") {
+        return;
+    }
+    let dir = TempDir::new();
+    // Ports of the host's own: a run leaves TIME_WAITs on them for a minute, so each test run
+    // takes others (16 scenarios, 10 ports each).
+    let base = 20000 + (std::process::id() % 200) * 160;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "all", "--host", "--port", &base.to_string()])
+        .current_dir(&dir.0);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains("10 of 10 scenarios reproduced"),
+        "{run}"
+    );
+    for skipped in [
+        "skipped orphan-fin-wait-2: changes a sysctl",
+        "skipped simultaneous-close: holds back segments between two namespaces",
+        "skipped tw-reuse: changes a sysctl",
+    ] {
+        assert!(run.stdout.contains(skipped), "{skipped}{run}");
+    }
+}
