@@ -911,7 +911,7 @@ fn simultaneous_close_crosses_the_fins_and_leaves_time_wait_on_both_sides() {
     if !root("simultaneous_close") || !tshark("simultaneous_close") {
         return;
     }
-    let (run, rows, _dir) = two_hosts("simultaneous-close");
+    let (run, rows, dir) = two_hosts("simultaneous-close");
     assert_opening(&rows, &run);
     let close = closing(&rows);
     // Two FINs, neither acking the other, then two ACKs.
@@ -945,6 +945,13 @@ fn simultaneous_close_crosses_the_fins_and_leaves_time_wait_on_both_sides() {
         close[..2]
             .iter()
             .all(|r| r.comment.contains("held back by teardown's packet filter")),
+        "{run}"
+    );
+    assert!(
+        section_comment(&dir.join("s.pcapng")).contains(
+            "Packet filter (iptables NFQUEUE, in the run's namespaces): hold each FIN until both \
+             hosts have sent one"
+        ),
         "{run}"
     );
     assert_kernel_agrees(&run, &rows);

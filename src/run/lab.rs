@@ -81,6 +81,8 @@ pub struct Lab {
     host: bool,
     /// The packet filter holding back or dropping segments, for the scenarios that need it.
     pub gate: Option<crate::gate::Gate>,
+    /// What the gate did, in words, once it is gone: for the capture's section comment.
+    pub filter_rule: Option<String>,
     /// Sysctls this run changed in its namespace: (name, old value, new value).
     pub sysctls: Vec<(String, String, String)>,
     /// The client closes the moment it reads EOF (`--quick-close`).
@@ -160,6 +162,7 @@ impl Lab {
             host,
             sysctls: Vec::new(),
             gate: None,
+            filter_rule: None,
             quick_close: false,
             running: Some(Running {
                 stop,
@@ -425,6 +428,7 @@ impl Lab {
             return;
         };
         let actions = gate.log();
+        self.filter_rule = Some(gate.describe());
         drop(gate);
         let first = self.packets.first().map(|p| p.frame.ts).unwrap_or_default();
         let ms = |t: Duration| t.saturating_sub(first).as_secs_f64() * 1000.0;

@@ -216,6 +216,12 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
         .map(|c| c.client.to_string())
         .unwrap_or_else(|| lab.client_ip.to_string());
     let _ = writeln!(s, "Server {}, client {client}, {place}.", lab.server);
+    if let Some(rule) = &lab.filter_rule {
+        let _ = writeln!(
+            s,
+            "Packet filter (iptables NFQUEUE, in the run's namespaces): {rule}."
+        );
+    }
     for (name, old, new) in &lab.sysctls {
         let _ = writeln!(
             s,
