@@ -2,8 +2,9 @@
 //! tshark, and prints command, stdout and stderr when an assertion fails.
 
 use std::fmt;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_teardown");
@@ -191,4 +192,30 @@ pub fn section_comment(file: &Path) -> String {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// Starts `teardown run SCENARIO` that stops after `step` (pause or panic, by `hook`), and
+/// reads its narration up to that step.
+pub fn held_run(scenario: &str, hook: &str, step: &str, file: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["run", scenario, "-w", file.to_str().unwrap()])
+        .env(hook, step)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let marker = format!("{step:>3}. ");
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.starts_with(&marker) {
+            break;
+        }
+    }
+    (child, seen)
 }

@@ -30,31 +30,6 @@ fn host_tracefs_mounts() -> usize {
         .count()
 }
 
-/// Starts a run that stops after `step` (pause or panic, by `hook`).
-fn held_run(hook: &str, step: &str, file: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["run", "active-close", "-w", file.to_str().unwrap()])
-        .env(hook, step)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    let marker = format!("{step:>3}. ");
-    loop {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if line.starts_with(&marker) {
-            break;
-        }
-    }
-    (child, seen)
-}
-
 #[test]
 fn tracefs_is_left_as_found_after_a_run_ctrl_c_and_a_panic() {
     if !root("tracefs_left_as_found") {
@@ -64,7 +39,12 @@ fn tracefs_is_left_as_found_after_a_run_ctrl_c_and_a_panic() {
     let mounts_before = host_tracefs_mounts();
 
     // A normal run: while it is paused its instance exists; afterwards it is gone.
-    let (child, seen) = held_run("TEARDOWN_PAUSE_AFTER_STEP", "3", &dir.join("a.pcapng"));
+    let (child, seen) = held_run(
+        "active-close",
+        "TEARDOWN_PAUSE_AFTER_STEP",
+        "3",
+        &dir.join("a.pcapng"),
+    );
     let name = format!("teardown-{}-", child.id());
     let has = |name: &str| instances().iter().any(|i| i.starts_with(name));
     assert!(has(&name), "no instance {name}* during the run: {seen}");
@@ -74,7 +54,12 @@ fn tracefs_is_left_as_found_after_a_run_ctrl_c_and_a_panic() {
     assert!(!has(&name), "{name}* left behind after Ctrl-C");
 
     // A panic in the middle of the run.
-    let (child, seen) = held_run("TEARDOWN_PANIC_AFTER_STEP", "5", &dir.join("b.pcapng"));
+    let (child, seen) = held_run(
+        "active-close",
+        "TEARDOWN_PANIC_AFTER_STEP",
+        "5",
+        &dir.join("b.pcapng"),
+    );
     // The run had its tracer (it would have said so otherwise) when it panicked.
     assert!(!seen.contains("kernel confirmation is off"), "{seen}");
     let name = format!("teardown-{}-", child.id());

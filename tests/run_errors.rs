@@ -181,26 +181,7 @@ fn ctrl_c_or_a_panic_mid_scenario_leaves_no_namespace_rule_or_sysctl_behind() {
     ] {
         let dir = TempDir::new();
         let file = dir.join("c.pcapng");
-        let mut child = Command::new(BIN)
-            .args(["run", scenario, "-w", file.to_str().unwrap()])
-            .env(hook, step)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = String::new();
-        let mark = format!("{step:>3}. ");
-        loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            seen.push_str(&line);
-            if line.starts_with(&mark) {
-                break;
-            }
-        }
+        let (child, seen) = held_run(scenario, hook, step, &file);
         if signal {
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }
