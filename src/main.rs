@@ -114,9 +114,14 @@ fn sockets(args: SocketsArgs) -> Result<i32, Error> {
     Ok(exit::REPRODUCED)
 }
 
-/// `why --connect DEST`, in each namespace asked for.
-fn why_connect(dest: std::net::SocketAddr, args: &WhyArgs) -> Result<i32, Error> {
-    use teardown::why::connect;
+/// Asks `ask` in each namespace `--netns` names (or the current one), then prints the
+/// answers as text or JSON.
+fn in_each_place<A>(
+    args: &WhyArgs,
+    mut ask: impl FnMut(Option<String>) -> Result<A, Error>,
+    text: impl Fn(&A) -> String,
+    json: impl Fn(&A) -> serde_json::Value,
+) -> Result<Vec<A>, Error> {
     let places: Vec<Option<String>> = if args.netns.is_empty() {
         vec![None]
     } else {
@@ -127,15 +132,13 @@ fn why_connect(dest: std::net::SocketAddr, args: &WhyArgs) -> Result<i32, Error>
         if let Some(name) = &place {
             table::enter_named_netns(name).map_err(Error::Usage)?;
         }
-        answers.push(
-            connect::ask(dest, place).map_err(Error::io("reading the kernel's socket table"))?,
-        );
+        answers.push(ask(place)?);
     }
     let mut out = std::io::stdout().lock();
     if args.json {
         let value = match answers.as_slice() {
-            [one] => one.to_json(),
-            many => serde_json::Value::Array(many.iter().map(|a| a.to_json()).collect()),
+            [one] => json(one),
+            many => serde_json::Value::Array(many.iter().map(&json).collect()),
         };
         let _ = writeln!(
             out,
@@ -147,35 +150,32 @@ fn why_connect(dest: std::net::SocketAddr, args: &WhyArgs) -> Result<i32, Error>
             if i > 0 {
                 let _ = writeln!(out);
             }
-            let _ = write!(out, "{}", a.to_text());
+            let _ = write!(out, "{}", text(a));
         }
     }
-    Ok(if answers.iter().any(|a| a.exhausted()) {
-        exit::DIFFERENT
-    } else {
-        exit::REPRODUCED
-    })
+    Ok(answers)
 }
 
 fn why(args: WhyArgs) -> Result<i32, Error> {
-    use teardown::why::{Answer, Target};
+    use teardown::why::{Answer, Target, connect};
+    let read = || Error::io("reading the kernel's socket table");
     if let Some(dest) = args.connect {
-        return why_connect(dest, &args);
+        let answers = in_each_place(
+            &args,
+            |place| connect::ask(dest, place).map_err(read()),
+            connect::ConnectAnswer::to_text,
+            connect::ConnectAnswer::to_json,
+        )?;
+        return Ok(if answers.iter().any(|a| a.exhausted()) {
+            exit::DIFFERENT
+        } else {
+            exit::REPRODUCED
+        });
     }
     let target = Target::parse(args.target.as_deref().unwrap_or_default()).map_err(Error::Usage)?;
-    let places: Vec<Option<String>> = if args.netns.is_empty() {
-        vec![None]
-    } else {
-        args.netns.iter().cloned().map(Some).collect()
-    };
     let root = unsafe { libc::geteuid() } == 0;
-    let mut answers = Vec::new();
-    for place in places {
-        if let Some(name) = &place {
-            table::enter_named_netns(name).map_err(Error::Usage)?;
-        }
-        let mut answer = teardown::why::ask(target, place.clone())
-            .map_err(Error::io("reading the kernel's socket table"))?;
+    let ask = |place: Option<String>| {
+        let mut answer = teardown::why::ask(target, place.clone()).map_err(read())?;
         if answer.trials[0].errno == Some(libc::EADDRNOTAVAIL) {
             return Err(Error::Usage(format!(
                 "{} is not an address of this machine{} (bind: EADDRNOTAVAIL)",
@@ -197,27 +197,9 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
                  sudo to name them"
             ));
         }
-        answers.push(answer);
-    }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let value = match answers.as_slice() {
-            [one] => one.to_json(),
-            many => serde_json::Value::Array(many.iter().map(Answer::to_json).collect()),
-        };
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-    } else {
-        for (i, a) in answers.iter().enumerate() {
-            if i > 0 {
-                let _ = writeln!(out);
-            }
-            let _ = write!(out, "{}", a.to_text());
-        }
-    }
+        Ok(answer)
+    };
+    let answers = in_each_place(&args, ask, Answer::to_text, Answer::to_json)?;
     Ok(if answers.iter().all(Answer::plain_bind_ok) {
         exit::REPRODUCED
     } else {

@@ -138,9 +138,10 @@ impl Lab {
                     }
                 }
                 // Drain what is already queued, for a bounded time: on the host's loopback
-                // other programs' traffic may never let the socket fall quiet.
+                // other programs' traffic may never let the socket fall quiet. After Ctrl-C
+                // too: what the kernel captured before it belongs in the file.
                 let until = Instant::now() + DRAIN_LIMIT;
-                while Instant::now() < until && !signals::interrupted() {
+                while Instant::now() < until {
                     match capture.next_frame()? {
                         Some(frame) => {
                             if tx.send(frame).is_err() {
