@@ -126,8 +126,6 @@ fn cause(old: State, new: State) -> Option<Cause> {
 const NEAR_US: u128 = 5_000;
 /// How far a segment the endpoint sent may seem to come before the call that sent it.
 const SLACK_US: u128 = 50;
-/// The connect() that sent a SYN comes this close before it, at most.
-const INCARNATION_US: u128 = 1_000;
 /// A received segment older than this did not cause the change: a timer did.
 const LATE_US: u128 = 1_000_000;
 
@@ -258,13 +256,26 @@ pub fn agree(
     let mut last_placed: [Option<(u128, State, usize)>; 2] = [None, None];
     // Per side: when the kernel changed it for sending its FIN (FIN_WAIT1 or LAST_ACK).
     let mut peer_sent_fin: [Option<u128>; 2] = [None, None];
+    // This connection's connect(): the last SYN_SENT of its client up to its SYN.
+    let begun = syn_at.and_then(|t| {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(k, e)| {
+                opens(e)
+                    && (e.local == conn.client || zero_pick == Some(*k))
+                    && micros(e.at) <= t + SLACK_US
+            })
+            .map(|(_, e)| micros(e.at))
+            .max()
+    });
     for (k, ev) in events.iter().enumerate() {
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
         };
         // An earlier incarnation of the same 4-tuple (a port taken over from TIME_WAIT) is
         // another connection: its changes came before this one's connect().
-        if syn_at.is_some_and(|t| micros(ev.at) + INCARNATION_US < t) {
+        if begun.is_some_and(|b| micros(ev.at) < b) {
             continue;
         }
         let Some(role) = role_of(conn, ev.local, ev.remote, zero_pick == Some(k)) else {

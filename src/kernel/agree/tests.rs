@@ -436,3 +436,44 @@ fn a_held_socket_moves_to_time_wait_at_the_peers_fin_not_at_the_ack_before_it() 
     assert_eq!(server_at(9).unwrap().inferred, Some((FinWait2, TimeWait)));
     assert_eq!(server_at(9).unwrap().verdict, Verdict::Agrees, "{a:#?}");
 }
+
+#[test]
+fn an_earlier_incarnation_of_the_4_tuple_is_left_out() {
+    use State::*;
+    let (c, s) = (CLIENT, SERVER);
+    let (packets, conn) = packets(false);
+    // The same 4-tuple's previous connection, a second earlier (its port taken over from
+    // TIME_WAIT), then this one's connect() 1.5 ms before its SYN, as under load.
+    let mut events = vec![
+        ev(-1_000_000, c, s, Closed, SynSent),
+        ev(-999_900, c, s, SynSent, Established),
+        ev(-999_000, c, s, Established, FinWait1),
+        ev(-998_000, c, s, FinWait1, FinWait2),
+        ev(-997_000, c, s, FinWait2, Closed),
+    ];
+    events.extend(kernel_trace().into_iter().map(|mut e| {
+        if matches!(
+            e.kind,
+            EventKind::SetState {
+                old: Closed,
+                new: SynSent
+            }
+        ) {
+            e.at -= Duration::from_micros(1_500);
+        }
+        e
+    }));
+    let a = agree(&packets, &conn, &events, None);
+    assert_eq!(
+        (a.matched, a.mismatched, a.unplaced),
+        (a.seen, 0, 0),
+        "{a:?}"
+    );
+    assert_eq!(
+        verdicts(&a, 0),
+        [
+            (Role::Client, Verdict::Agrees),
+            (Role::Server, Verdict::Explained)
+        ]
+    );
+}
