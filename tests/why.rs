@@ -63,9 +63,11 @@ out = subprocess.run([binary, "why", target, "--json"], capture_output=True, tex
 print(json.dumps({"pid": os.getpid(), "code": out.returncode, "stdout": out.stdout, "stderr": out.stderr}))
 "#;
 
-fn why_in(situation: &str, target: &str) -> (i32, Value, u64) {
+/// Runs a Python `script` with `args` in a fresh network namespace; it prints a JSON report
+/// whose "stdout" is what `why --json` printed. Returns the report and that answer.
+fn python_in_netns(script: &str, args: &[&str]) -> (Value, Value) {
     let mut cmd = Command::new("unshare");
-    cmd.args(["-n", "python3", "-c", SETUP, situation, target, BIN]);
+    cmd.args(["-n", "python3", "-c", script]).args(args);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
     let report: Value =
@@ -73,6 +75,11 @@ fn why_in(situation: &str, target: &str) -> (i32, Value, u64) {
     let stdout = report["stdout"].as_str().unwrap();
     let answer: Value = serde_json::from_str(stdout)
         .unwrap_or_else(|e| panic!("{e}: {stdout} {}", report["stderr"]));
+    (report, answer)
+}
+
+fn why_in(situation: &str, target: &str) -> (i32, Value, u64) {
+    let (report, answer) = python_in_netns(SETUP, &[situation, target, BIN]);
     (
         report["code"].as_i64().unwrap() as i32,
         answer,
