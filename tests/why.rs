@@ -352,23 +352,7 @@ print(json.dumps({"code": out.returncode, "stdout": out.stdout, "stderr": out.st
 "#;
 
 fn why_connect_after(closed: usize) -> (Value, Value) {
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "-n",
-        "python3",
-        "-c",
-        CONNECT_SETUP,
-        &closed.to_string(),
-        BIN,
-    ]);
-    let run = run_cmd(cmd);
-    assert_eq!(run.code, Some(0), "{run}");
-    let report: Value =
-        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}{run}"));
-    let stdout = report["stdout"].as_str().unwrap();
-    let answer: Value = serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", report["stderr"]));
-    (report, answer)
+    python_in_netns(CONNECT_SETUP, &[&closed.to_string(), BIN])
 }
 
 #[test]
