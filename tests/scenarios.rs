@@ -987,6 +987,12 @@ fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
         assert!(
             again
                 .comment
+                .contains("kernel: a retransmission (tcp:tcp_retransmit_skb)"),
+            "{run}"
+        );
+        assert!(
+            again
+                .comment
                 .contains("retransmission of the previous segment after"),
             "{run}"
         );
@@ -1011,6 +1017,11 @@ fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
         close[5]
             .comment
             .starts_with("client LAST_ACK → CLOSED (received ACK of its FIN"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("3 retransmission(s) traced by tcp_retransmit_skb"),
         "{run}"
     );
     assert!(

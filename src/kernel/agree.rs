@@ -50,6 +50,8 @@ pub struct Agreement {
     pub explained: usize,
     /// Kernel changes with no segment (timers).
     pub unplaced: usize,
+    /// Retransmissions in the capture that the kernel traced as such.
+    pub retransmissions: usize,
 }
 
 impl Agreement {
@@ -71,6 +73,13 @@ impl Agreement {
         }
         if self.unplaced > 0 {
             let _ = write!(s, ", {} without a segment (timers)", self.unplaced);
+        }
+        if self.retransmissions > 0 {
+            let _ = write!(
+                s,
+                "; {} retransmission(s) traced by tcp_retransmit_skb",
+                self.retransmissions
+            );
         }
         s
     }
@@ -387,6 +396,35 @@ pub fn agree(
                     None => out.section.push((Verdict::Info, text)),
                 }
             }
+        }
+    }
+
+    // Retransmissions: the kernel's tcp_retransmit_skb beside the segment the capture calls
+    // one (the first such segment of that side, sent after the event's time).
+    let mut confirmed: Vec<usize> = Vec::new();
+    for ev in events.iter().filter(|e| e.kind == EventKind::Retransmit) {
+        let Some(role) = role_of(conn, ev.local, ev.remote, false) else {
+            continue;
+        };
+        let t = micros(ev.at);
+        let again = ours.iter().copied().find(|&i| {
+            sender(i) == Some(role)
+                && at(i) + SLACK_US >= t
+                && !confirmed.contains(&i)
+                && packets[i]
+                    .event
+                    .as_ref()
+                    .is_some_and(|e| e.notes.iter().any(|n| n.starts_with("retransmission")))
+        });
+        if let Some(i) = again {
+            confirmed.push(i);
+            out.retransmissions += 1;
+            out.per_packet[i].push(Note {
+                role,
+                inferred: None,
+                verdict: Verdict::Agrees,
+                text: "kernel: a retransmission (tcp:tcp_retransmit_skb)".to_string(),
+            });
         }
     }
 
