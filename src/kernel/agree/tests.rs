@@ -477,3 +477,48 @@ fn an_earlier_incarnation_of_the_4_tuple_is_left_out() {
         ]
     );
 }
+
+#[test]
+fn a_retransmission_is_set_beside_the_kernels_tcp_retransmit_skb() {
+    let (c, s) = (CLIENT, SERVER);
+    // The four-segment close, then the client's FIN once more, 200 ms later.
+    let mut segs = active_close(false);
+    let fin = segs[9].clone();
+    segs.insert(10, fin);
+    let n = segs.len();
+    let (packets, conn) = timed(segs, |i| {
+        let extra = if i >= 10 { 200_000 } else { 0 };
+        Duration::from_micros(T0 + 100 * i as u64 + extra)
+    });
+    assert!(
+        packets[10]
+            .comment
+            .contains("retransmission of the previous segment after 200 ms"),
+        "{}",
+        packets[10].comment
+    );
+    let retransmit = |us: i64| KernelEvent {
+        at: Duration::from_micros((T0 as i64 + us) as u64),
+        local: c.parse().unwrap(),
+        remote: s.parse().unwrap(),
+        kind: EventKind::Retransmit,
+    };
+    let mut events = kernel_trace();
+    events.push(retransmit(201_000 - 5));
+    // One with no repeated segment behind it confirms nothing.
+    events.push(retransmit(900_000));
+    let a = agree(&packets, &conn, &events, None);
+    assert_eq!(a.retransmissions, 1);
+    assert!(
+        a.per_packet[10]
+            .iter()
+            .any(|n| n.text == "kernel: a retransmission (tcp:tcp_retransmit_skb)")
+    );
+    assert!(
+        a.per_packet[..10]
+            .iter()
+            .flatten()
+            .all(|n| !n.text.contains("tcp_retransmit_skb"))
+    );
+    assert_eq!(n, 12);
+}
