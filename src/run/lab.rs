@@ -685,27 +685,12 @@ impl Lab {
         peer: SocketAddr,
         state: State,
     ) -> Result<bool, Error> {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        while Instant::now() < deadline {
-            if signals::interrupted() {
-                return Err(Error::Interrupted);
-            }
-            let sockets = kernel::sockets_on_port(local.port())
-                .map_err(Error::io("reading the kernel's socket table"))?;
-            if sockets
-                .iter()
-                .filter(|s| s.local.port() == local.port())
-                .any(|s| s.local == local && s.peer == peer && s.rfc_state() == Some(state))
-            {
-                return Ok(true);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(false)
+        let found = self.poll_kernel(local, peer, WAIT_LIMIT, |s| {
+            s.is_some_and(|s| s.rfc_state() == Some(state))
+        })?;
+        Ok(found.is_some())
     }
-}
 
-impl Lab {
     /// Polls the kernel's table until no socket at `local` (to `peer`) is left, for up to
     /// `limit`: for a timer's work. How long it took, or None if the socket stayed.
     pub fn wait_kernel_gone(
@@ -714,6 +699,18 @@ impl Lab {
         peer: SocketAddr,
         limit: Duration,
     ) -> Result<Option<Duration>, Error> {
+        self.poll_kernel(local, peer, limit, |s| s.is_none())
+    }
+
+    /// Reads the kernel's table every 2 ms until `done` holds for the socket at `local` (to
+    /// `peer`, None when there is none), for up to `limit`; how long it took.
+    fn poll_kernel(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        limit: Duration,
+        done: impl Fn(Option<&KernelSocket>) -> bool,
+    ) -> Result<Option<Duration>, Error> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if signals::interrupted() {
@@ -721,10 +718,10 @@ impl Lab {
             }
             let sockets = kernel::sockets_on_port(local.port())
                 .map_err(Error::io("reading the kernel's socket table"))?;
-            if !sockets.iter().any(|s| s.local == local && s.peer == peer) {
+            if done(sockets.iter().find(|s| s.local == local && s.peer == peer)) {
                 return Ok(Some(start.elapsed()));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         Ok(None)
     }
