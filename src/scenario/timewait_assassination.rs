@@ -121,18 +121,21 @@ fn closed_with_data(lab: &mut Lab, addr: SocketAddr) -> Result<bool, Error> {
 /// would arrive, and waits for the exchange it sets off: TIME_WAIT's ACK and the client
 /// kernel's RST. The client's address, or None if the connection was not seen.
 fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>, Error> {
-    // Every segment so far in the tracker first.
-    lab.wait_until(Duration::from_millis(50), |_| false)?;
-    let found = lab.packets.iter().find_map(|p| {
-        let (seg, event) = (p.segment()?, p.event.as_ref()?);
-        (seg.dst == server && event.from == Role::Client && seg.len > 0).then(|| {
-            (
-                event.conn,
-                seg.clone(),
-                p.frame.data.get(14..).map(<[u8]>::to_vec),
-            )
+    // The client's first data segment to `server`, once the capture has brought it in.
+    let first_data = |lab: &Lab| {
+        lab.packets.iter().find_map(|p| {
+            let (seg, event) = (p.segment()?, p.event.as_ref()?);
+            (seg.dst == server && event.from == Role::Client && seg.len > 0).then(|| {
+                (
+                    event.conn,
+                    seg.clone(),
+                    p.frame.data.get(14..).map(<[u8]>::to_vec),
+                )
+            })
         })
-    });
+    };
+    lab.wait_until(Duration::from_secs(1), |lab| first_data(lab).is_some())?;
+    let found = first_data(lab);
     let Some((conn, seg, Some(ip_packet))) = found else {
         lab.notes.push(format!(
             "no data segment of the connection to {server} was captured: nothing to send again"
