@@ -128,6 +128,11 @@ pub fn connect(local_ip: std::net::IpAddr, server: SocketAddr) -> Result<TcpStre
             other => break other?,
         }
     };
+    connected(socket, server)
+}
+
+/// `connect()` of a socket made and bound, as a stream with the experiment's timeouts.
+fn connected(socket: Socket, server: SocketAddr) -> Result<TcpStream, SockError> {
     socket
         .connect(&SockAddr::from(server))
         .map_err(call(format!("connect {server}")))?;
@@ -309,17 +314,10 @@ pub fn connect_ephemeral(
     socket
         .bind(&SockAddr::from(SocketAddr::new(local_ip, 0)))
         .map_err(call(format!("bind {local_ip}:0")))?;
-    socket
-        .connect(&SockAddr::from(server))
-        .map_err(call(format!("connect {server}")))?;
-    stream(socket)
+    connected(socket, server)
 }
 
 /// A client socket bound to `local` (a port of one's choosing), connected to `server`.
 pub fn connect_from(local: SocketAddr, server: SocketAddr) -> Result<TcpStream, SockError> {
-    let socket = bound(local, SockOpts::NONE)?;
-    socket
-        .connect(&SockAddr::from(server))
-        .map_err(call(format!("connect {server}")))?;
-    stream(socket)
+    connected(bound(local, SockOpts::NONE)?, server)
 }
