@@ -94,6 +94,8 @@ pub struct Event {
     pub notes: Vec<String>,
     /// Both states after the segment: [client, server].
     pub states: [State; 2],
+    /// Its sender sent this sequence space before: a retransmission (not a copy seen twice).
+    pub resent: bool,
 }
 
 impl Event {
@@ -275,15 +277,20 @@ impl Tracker {
         let space = s.seq_space();
         let this = (seg.seq, seg.len, seg.flags.0);
         // A forged copy is said to be one; its sender's sequence space is not its own.
+        let mut resent = false;
         if space > 0 && forged.is_none() {
             let end = seg.seq + space;
             match conn.next[side] {
-                Some(next) if next.after_or_eq(end) => notes.push(repeat(
-                    conn.last_seg[side] == Some(this),
-                    conn.last_at[side],
-                    at,
-                    rel_seq,
-                )),
+                Some(next) if next.after_or_eq(end) => {
+                    let (note, again) = repeat(
+                        conn.last_seg[side] == Some(this),
+                        conn.last_at[side],
+                        at,
+                        rel_seq,
+                    );
+                    notes.push(note);
+                    resent = again;
+                }
                 Some(next) if seg.seq.after_or_eq(next + 1) => notes.push(format!(
                     "out of order: {} bytes before it are missing from the capture or come later",
                     seg.seq - next
@@ -334,6 +341,7 @@ impl Tracker {
             unexpected,
             notes,
             states: [conn.state(Role::Client), conn.state(Role::Server)],
+            resent,
         }
     }
 
@@ -393,27 +401,37 @@ impl Tracker {
 }
 
 /// What a segment that repeats sequence space is: a copy seen twice (within a millisecond of
-/// the original), or a retransmission.
+/// the original), or a retransmission (then true).
 fn repeat(
     same_as_last: bool,
     last_at: Option<std::time::Duration>,
     at: Option<std::time::Duration>,
     rel_seq: u32,
-) -> String {
+) -> (String, bool) {
     let gap = match (last_at, at) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
     match (same_as_last, gap) {
-        (true, Some(g)) if g < std::time::Duration::from_millis(1) => {
-            "duplicate: the capture saw the previous segment twice".to_string()
-        }
-        (true, Some(g)) => format!(
-            "retransmission of the previous segment after {:.0} ms",
-            g.as_secs_f64() * 1000.0
+        (true, Some(g)) if g < std::time::Duration::from_millis(1) => (
+            "duplicate: the capture saw the previous segment twice".to_string(),
+            false,
         ),
-        (true, None) => "a retransmission or a duplicate of the previous segment".to_string(),
-        (false, _) => format!("retransmission: seq {rel_seq} was sent before"),
+        (true, Some(g)) => (
+            format!(
+                "retransmission of the previous segment after {:.0} ms",
+                g.as_secs_f64() * 1000.0
+            ),
+            true,
+        ),
+        (true, None) => (
+            "a retransmission or a duplicate of the previous segment".to_string(),
+            true,
+        ),
+        (false, _) => (
+            format!("retransmission: seq {rel_seq} was sent before"),
+            true,
+        ),
     }
 }
 

@@ -95,6 +95,9 @@ enum Need {
     AckOfSyn,
     /// An ACK of R's FIN.
     AckOfFin,
+    /// An ACK of R's FIN, or a RST in its place (the peer's socket was gone: RFC 9293
+    /// §3.10.7.1).
+    AckOfFinOrRst,
     /// R's peer's FIN, or an ACK of R's FIN (the move to the time-wait table).
     FinOrAckOfFin,
 }
@@ -119,9 +122,8 @@ fn cause(old: State, new: State) -> Option<Cause> {
         // Linux creates the connection's socket when the handshake's ACK arrives.
         (Listen, SynReceived) | (SynReceived, Established) => Cause::Received(Need::AckOfSyn),
         (Established, CloseWait) | (FinWait1, Closing) => Cause::Received(Need::Fin),
-        (FinWait1, FinWait2) | (Closing, Closed) | (LastAck, Closed) => {
-            Cause::Received(Need::AckOfFin)
-        }
+        (FinWait1, FinWait2) => Cause::Received(Need::AckOfFin),
+        (Closing, Closed) | (LastAck, Closed) => Cause::Received(Need::AckOfFinOrRst),
         // The move to the time-wait table: at the peer's FIN, or (orphaned) at its ACK.
         (FinWait2, Closed) => Cause::Received(Need::FinOrAckOfFin),
         // A reset: received, or sent by the endpoint itself (SO_LINGER 0, unread data).
@@ -192,6 +194,7 @@ impl<'a> Wire<'a> {
             Need::Rst => f.rst(),
             Need::AckOfSyn => !f.syn() && self.acks(i, self.syn[idx(role)]),
             Need::AckOfFin => self.acks(i, self.fin[idx(role)]),
+            Need::AckOfFinOrRst => f.rst() || self.acks(i, self.fin[idx(role)]),
             Need::FinOrAckOfFin => f.fin() || self.acks(i, self.fin[idx(role)]),
         }
     }
@@ -327,11 +330,6 @@ pub fn agree(
                 _ => received(Need::AckOfFin).or_else(|| received(Need::Rst)),
             },
             Some(Cause::Sent(need)) => sent(need),
-            // LAST_ACK or CLOSING ends at the ACK of its FIN, or at a RST in its place (the
-            // peer's socket was gone: RFC 9293 §3.10.7.1).
-            Some(Cause::Received(Need::AckOfFin)) if new == State::Closed => {
-                received(Need::AckOfFin).or_else(|| received(Need::Rst))
-            }
             // A socket changes in order: a cause captured before the socket's previous change
             // (crossing FINs, seen from the other end of the wire) acts after it.
             Some(Cause::Received(need)) => received(need).map(|i| match last_placed[idx(role)] {
@@ -411,10 +409,7 @@ pub fn agree(
             sender(i) == Some(role)
                 && at(i) + SLACK_US >= t
                 && !confirmed.contains(&i)
-                && packets[i]
-                    .event
-                    .as_ref()
-                    .is_some_and(|e| e.notes.iter().any(|n| n.starts_with("retransmission")))
+                && packets[i].event.as_ref().is_some_and(|e| e.resent)
         });
         if let Some(i) = again {
             confirmed.push(i);

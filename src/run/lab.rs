@@ -465,9 +465,7 @@ impl Lab {
                         let p = &self.packets[i];
                         p.frame.ts >= a.at
                             && p.segment().is_some_and(|q| q.src == s.dst)
-                            && p.event.as_ref().is_some_and(|e| {
-                                e.notes.iter().any(|n| n.contains("retransmission"))
-                            })
+                            && p.event.as_ref().is_some_and(|e| e.resent)
                             && !told[i]
                     }) else {
                         self.notes.push(format!(
