@@ -222,8 +222,8 @@ impl Lab {
     }
 
     /// Sets a sysctl of the run's own network namespace, and says so: the host's stays as it
-    /// is (`run` refuses --host for a scenario that does this).
-    pub fn sysctl(&mut self, name: &str, value: &str, why: &str) -> Result<(), Error> {
+    /// is (`run` refuses --host for a scenario that does this). Returns the old value.
+    pub fn sysctl(&mut self, name: &str, value: &str, why: &str) -> Result<String, Error> {
         if self.host {
             return Err(Error::Usage(format!(
                 "{name} would change on the host: run this scenario without --host"
@@ -241,8 +241,8 @@ impl Lab {
             "     sysctl {name} = {value} (was {old}), in this run's namespace only: {why}"
         );
         self.sysctls
-            .push((name.to_string(), old, value.to_string()));
-        Ok(())
+            .push((name.to_string(), old.clone(), value.to_string()));
+        Ok(old)
     }
 
     /// A scenario's own check: when `observed` is not `expected`, the run says so and the
