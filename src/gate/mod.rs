@@ -197,8 +197,8 @@ impl Gate {
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        // Held segments are let go; the rules stay until the namespaces go, and with
-        // nobody reading the queue the kernel would drop what they queue: the run is over.
+        // Held segments are let go. The rules stay until the namespaces go; with nobody
+        // reading the queue, --queue-bypass lets their segments pass.
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -248,16 +248,15 @@ fn serve(
                 });
                 let index = s.log.len() - 1;
                 drop(s);
-                match decision {
-                    Decision::Hold => held.push((msg, Instant::now(), index)),
-                    Decision::Accept | Decision::Drop => {
-                        msg.set_verdict(if decision == Decision::Drop {
-                            nfq::Verdict::Drop
-                        } else {
-                            nfq::Verdict::Accept
-                        });
-                        queue.verdict(msg)?;
-                    }
+                if decision == Decision::Hold {
+                    held.push((msg, Instant::now(), index));
+                } else {
+                    msg.set_verdict(if decision == Decision::Drop {
+                        nfq::Verdict::Drop
+                    } else {
+                        nfq::Verdict::Accept
+                    });
+                    queue.verdict(msg)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
