@@ -1,5 +1,6 @@
 //! What a run leaves behind: the annotated pcapng file and the ladder diagram.
 
+pub mod dest;
 pub mod ladder;
 pub mod pcapng;
 pub mod svg;
