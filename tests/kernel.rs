@@ -91,6 +91,50 @@ fn tracefs_is_left_as_found_after_a_run_ctrl_c_and_a_panic() {
     );
 }
 
+#[test]
+fn a_run_killed_with_sigkill_leaves_an_instance_the_next_run_removes() {
+    if !root("sigkill_instance") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (mut child, seen) = held_run(
+        "active-close",
+        "TEARDOWN_PAUSE_AFTER_STEP",
+        "3",
+        &dir.join("a.pcapng"),
+    );
+    let name = format!("teardown-{}-", child.id());
+    let has = |name: &str| instances().iter().any(|i| i.starts_with(name));
+    assert!(has(&name), "no instance {name}* during the run: {seen}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing could clean up after SIGKILL: the instance is still there.
+    assert!(has(&name), "SIGKILL left no instance: nothing to test");
+
+    let run = teardown(&[
+        "run",
+        "active-close",
+        "-w",
+        dir.join("b.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        !has(&name),
+        "{name}* still there after the next run: {:?}",
+        instances()
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("left by a teardown that was killed"))
+        .unwrap_or_else(|| panic!("the run did not say it removed it: {run}"));
+    assert!(
+        line.starts_with("note: removed 1 tracefs instance left by"),
+        "{line}"
+    );
+    assert!(line.contains(&name), "{line}");
+}
+
 /// Whether the teardown process an instance is named after still runs (a parallel test).
 fn alive(instance: &str) -> bool {
     instance

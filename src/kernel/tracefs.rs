@@ -101,6 +101,8 @@ pub struct Tracer {
     dir: PathBuf,
     /// realtime − monotonic, to put the trace's times on the packets' clock.
     offset_ns: i128,
+    /// The instances of dead teardown processes removed at the start.
+    pub removed: Vec<String>,
 }
 
 const EVENTS: [(&str, bool); 4] = [
@@ -112,22 +114,25 @@ const EVENTS: [(&str, bool); 4] = [
 ];
 
 impl Tracer {
-    /// Creates `instances/teardown-PID` under `root`, filtered to `port`, and enables the
-    /// events. Instances of dead teardown processes (killed with SIGKILL) are removed first.
+    /// Creates `instances/teardown-PID-NS-RANDOM` under `root`, filtered to `port`, and
+    /// enables the events. Instances of dead teardown processes (killed with SIGKILL) are
+    /// removed first; `removed` names them.
     pub fn start(root: &Path, port: u16) -> io::Result<Tracer> {
         let instances = root.join("instances");
-        remove_stale(&instances);
-        // The pid says whose it is; the random part keeps two PID namespaces sharing one
-        // tracefs from colliding.
+        let removed = remove_stale(&instances, pid_namespace());
+        // The pid says whose it is and the PID namespace where that pid means it; the random
+        // part keeps two runs of one pid (reused) apart.
         let dir = instances.join(format!(
-            "teardown-{}-{:08x}",
+            "teardown-{}-{:x}-{:08x}",
             std::process::id(),
+            pid_namespace(),
             crate::sockets::random_u32()
         ));
         fs::create_dir(&dir)?;
         let tracer = Tracer {
             dir,
             offset_ns: clock_offset_ns(),
+            removed,
         };
         // The trace's own clock is CLOCK_MONOTONIC; packets carry realtime.
         fs::write(tracer.dir.join("trace_clock"), "mono")?;
@@ -164,34 +169,65 @@ impl Drop for Tracer {
     }
 }
 
-fn remove_stale(instances: &Path) {
-    let Ok(entries) = fs::read_dir(instances) else {
-        return;
+/// This process's PID namespace (its inode): a pid in an instance's name means this
+/// process's pid only when the namespaces match.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+/// An instance's owner, from its name: `teardown-PID-NS-RANDOM`, or the older
+/// `teardown-PID-RANDOM` (no namespace).
+fn owner(name: &str) -> Option<(i32, Option<u64>)> {
+    let mut parts = name.strip_prefix("teardown-")?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let second = parts.next()?;
+    let ns = match parts.next() {
+        Some(_) => Some(u64::from_str_radix(second, 16).ok()?),
+        None => None,
     };
+    Some((pid, ns))
+}
+
+/// Removes the instances of teardown processes that are dead, and returns their names. One
+/// of this PID namespace goes at once; one of another namespace (or of no stated namespace)
+/// only when it is over 10 minutes old, since its pid cannot be checked from here.
+fn remove_stale(instances: &Path, own_ns: u64) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(instances) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("teardown-"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((pid, ns)) = owner(&name) else {
             continue;
         };
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        // Only old ones: a young instance whose pid is not alive here may belong to a run in
-        // another PID namespace.
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(600));
-        if !alive && old {
-            let _ = fs::remove_dir(entry.path());
+        let old = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600))
+        };
+        let dead = if ns == Some(own_ns) {
+            !alive
+        } else {
+            !alive && old()
+        };
+        if dead {
+            // Tracing off first, so the buffers stop filling even if the rmdir fails.
+            let _ = fs::write(entry.path().join("tracing_on"), "0");
+            if fs::remove_dir(entry.path()).is_ok() {
+                removed.push(name);
+            }
         }
     }
+    removed
 }
 
 fn clock_offset_ns() -> i128 {
@@ -306,6 +342,17 @@ fn kernel_state(name: &str) -> Option<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_names_its_pid_and_pid_namespace() {
+        assert_eq!(
+            owner("teardown-1234-effffffc-0a1b2c3d"),
+            Some((1234, Some(0xeffffffc)))
+        );
+        assert_eq!(owner("teardown-1234-0a1b2c3d"), Some((1234, None)));
+        assert_eq!(owner("teardown-x-1"), None);
+        assert_eq!(owner("other-1234-1"), None);
+    }
 
     /// Recorded on this kernel (6.18) during `teardown run active-close`.
     const TRACE: &str = "# tracer: nop

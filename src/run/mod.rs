@@ -82,7 +82,21 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         Tracefs::Unavailable(why) => Err(why.clone()),
     };
     let tracer = match tracer {
-        Ok(tracer) => Some(tracer),
+        Ok(tracer) => {
+            if !tracer.removed.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "note: removed {} left by a teardown that was killed: {}",
+                    crate::text::count(
+                        tracer.removed.len(),
+                        "tracefs instance",
+                        "tracefs instances"
+                    ),
+                    tracer.removed.join(", ")
+                );
+            }
+            Some(tracer)
+        }
         Err(why) if config.require_kernel => return Err(Error::KernelUnavailable(why)),
         Err(why) => {
             let _ = writeln!(
