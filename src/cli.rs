@@ -397,7 +397,10 @@ pub struct RunConfig {
     pub quick_close: bool,
     pub require_kernel: bool,
     pub json: bool,
+    /// `-` is standard output.
     pub output: PathBuf,
+    /// No -w: `captures/SCENARIO.pcapng`, whose directory the run makes when missing.
+    pub default_output: bool,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -411,15 +414,11 @@ impl TryFrom<RunArgs> for RunConfig {
                 scenario::names().join(", ")
             ))
         })?;
+        scenario.port_range(args.port).map_err(Error::Usage)?;
+        let default_output = args.write.is_none();
         let output = args
             .write
             .unwrap_or_else(|| PathBuf::from("captures").join(format!("{}.pcapng", scenario.name)));
-        if output.is_dir() {
-            return Err(Error::Usage(format!(
-                "-w {}: is a directory; give a file name",
-                output.display()
-            )));
-        }
         Ok(RunConfig {
             scenario,
             port: args.port,
@@ -429,6 +428,7 @@ impl TryFrom<RunArgs> for RunConfig {
             require_kernel: args.require_kernel,
             json: args.json,
             output,
+            default_output,
         })
     }
 }
@@ -472,6 +472,25 @@ mod tests {
         assert_eq!(args.state, Some(State::TimeWait));
         let err = Cli::try_parse_from(["teardown", "sockets", "--state", "bogus"]).unwrap_err();
         assert!(err.to_string().contains("states: CLOSED, LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn a_scenario_whose_ports_pass_65535_is_refused_before_it_starts() {
+        let parse = |port: &str| {
+            let cli =
+                Cli::try_parse_from(["teardown", "run", "bind-matrix", "--port", port]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            RunConfig::try_from(args)
+        };
+        let err = parse("65527").unwrap_err().to_string();
+        assert!(
+            err.contains("bind-matrix uses 10 ports, 65527 to 65536"),
+            "{err}"
+        );
+        assert!(err.contains("give --port 65526 or lower"), "{err}");
+        assert_eq!(parse("65526").unwrap().port, 65526);
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub mod exit {
     pub const DIFFERENT: i32 = 1;
     /// Usage or environment error.
     pub const ERROR: i32 = 2;
-    /// Interrupted by Ctrl-C or SIGTERM (128 + SIGINT), as shells report it.
+    /// Interrupted by Ctrl-C (128 + SIGINT), as shells report it; SIGTERM gives 143 and
+    /// SIGHUP 129 (`signals::exit_code`).
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -51,7 +52,7 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Interrupted => exit::INTERRUPTED,
+            Error::Interrupted => crate::signals::exit_code(),
             _ => exit::ERROR,
         }
     }

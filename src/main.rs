@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ),
         Command::Run(args) if args.scenario == "all" => {
-            teardown::run::all::run_all(&args, &mut std::io::stdout())
+            teardown::run::all::run_all(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Run(args) => RunConfig::try_from(args)
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),

@@ -1,12 +1,14 @@
 //! Ctrl-C, SIGTERM, SIGHUP and SIGQUIT: noted, not fatal, so a run can still write what it
 //! captured and remove what it set up.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that interrupted the run, 0 while none has.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(signal: libc::c_int) {
+    // The first one is the one reported.
+    let _ = SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// Installs the handler without SA_RESTART, so a blocking call returns EINTR at once.
@@ -37,5 +39,14 @@ pub fn block_in_this_thread() {
 }
 
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// The exit code a shell reports for a process ended by the signal that interrupted this
+/// one: 128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 131 SIGQUIT).
+pub fn exit_code() -> i32 {
+    128 + match SIGNAL.load(Ordering::SeqCst) {
+        0 => libc::SIGINT,
+        s => s,
+    }
 }

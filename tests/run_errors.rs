@@ -202,3 +202,128 @@ fn ctrl_c_or_a_panic_mid_scenario_leaves_no_namespace_rule_or_sysctl_behind() {
         assert_eq!(host_traces(), before, "{scenario} left something behind");
     }
 }
+
+#[test]
+fn sigterm_and_sighup_exit_143_and_129_as_shells_report_them() {
+    if !root("signal_exit_codes") {
+        return;
+    }
+    let dir = TempDir::new();
+    for (signal, code) in [
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+        (libc::SIGINT, 130),
+    ] {
+        let file = dir.join(&format!("s{signal}.pcapng"));
+        let (child, seen) = held_run("active-close", "TEARDOWN_PAUSE_AFTER_STEP", "3", &file);
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "signal {signal}: {seen}{stderr}"
+        );
+        // Interrupted, the capture so far is still written.
+        assert!(file.exists(), "signal {signal}: no capture");
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_the_run_starts() {
+    if !root("output_checked_first") {
+        return;
+    }
+    let dir = TempDir::new();
+    let missing = dir.join("no/such/x.pcapng");
+    // A read-only file system (as root every directory is writable but such a one), mounted
+    // in a mount namespace of the test's own.
+    let ro = dir.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let in_ro = |path: &str| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "sh", "-c"]).arg(format!(
+            "mount --make-rprivate / && mount -t tmpfs -o ro tmpfs {} && exec {BIN} run \
+             active-close -w {path}",
+            ro.display()
+        ));
+        run_cmd(cmd)
+    };
+    let ro_file = ro.join("x.pcapng");
+    let ro_file = ro_file.to_str().unwrap();
+    let runs = [
+        (
+            in_ro(ro_file),
+            format!("-w {ro_file}: cannot write there (read-only file system)"),
+        ),
+        (
+            teardown(&["run", "active-close", "-w", missing.to_str().unwrap()]),
+            "the directory".to_string(),
+        ),
+    ];
+    for (run, says) in &runs {
+        assert_eq!(run.code, Some(2), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(run.stderr.contains(says), "expected {says:?}{run}");
+        assert!(!run.stderr.contains(".part"), "{run}");
+        // Refused before anything ran: no narration, no step.
+        assert!(!run.stdout.contains("teardown run"), "{run}");
+    }
+    let run = teardown(&["run", "active-close", "-w", missing.to_str().unwrap()]);
+    assert!(
+        run.stderr
+            .contains(&format!("mkdir -p {}", dir.join("no/such").display())),
+        "{run}"
+    );
+    assert!(!dir.join("no").exists(), "a directory was created: {run}");
+
+    // An ordinary user in a directory it may not write, with and without -w.
+    let closed = TempDir::new();
+    let run = as_nobody(&[
+        "run",
+        "active-close",
+        "-w",
+        closed.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr
+            .contains("cannot write there (permission denied)"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("teardown run"), "{run}");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["run", "active-close"])
+        .current_dir(&closed.0);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("captures"), "{run}");
+    assert!(run.stderr.contains("-w FILE"), "{run}");
+}
+
+#[test]
+fn dash_writes_the_capture_to_standard_output_and_the_narration_to_stderr() {
+    if !root("write_dash") || !tshark("write_dash") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "active-close", "-w", "-"])
+        .current_dir(&dir.0);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(&out.stdout[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "not pcapng");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("verdict: reproduced"), "{stderr}");
+    assert!(stderr.contains("capture: standard output"), "{stderr}");
+    // No file named "-", no picture beside nothing.
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+    let file = dir.join("out.pcapng");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let rows = tshark_rows(&file, 8000);
+    assert_eq!(ladder(&rows[..3]), ["C:S", "S:AS", "C:A"]);
+    let run = teardown(&["run", "active-close", "-w", "-", "--json"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("both want standard output"), "{run}");
+}

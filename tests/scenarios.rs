@@ -700,6 +700,13 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
     let catalogue = teardown(&["list"]).stdout.lines().count();
+    // Progress on standard error, the table alone on standard output.
+    assert!(
+        run.stderr
+            .contains("[1/16] active-close (port 8000) … reproduced"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("[1/16]"), "{run}");
     let table: Vec<&str> = run
         .stdout
         .lines()
@@ -1232,20 +1239,51 @@ fn run_all_on_the_host_gives_each_scenario_its_own_ports_and_skips_the_namespace
         .map(|k| 20000 + ((std::process::id() as u16).wrapping_add(k) % 200) * 160)
         .find(|b| !in_use.iter().any(|p| (*b..*b + 160).contains(p)))
         .expect("a free block of 160 ports");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "all", "--host", "--port", &base.to_string()])
-        .current_dir(&dir.0);
-    let run = run_cmd(cmd);
-    assert_eq!(run.code, Some(0), "{run}");
+    // A port in the middle of the layout (bind-matrix, place 8, its sixth row) is taken:
+    // refused before the first scenario starts.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", base + 85)).unwrap();
+    let run = teardown(&["run", "all", "--host", "--port", &base.to_string()]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
     assert!(
-        run.stdout.contains("10 of 10 scenarios reproduced"),
+        run.stderr.contains(&format!("127.0.0.1:{}", base + 85)),
         "{run}"
     );
-    for skipped in [
-        "skipped orphan-fin-wait-2: changes a sysctl",
-        "skipped simultaneous-close: holds back segments between two namespaces",
-        "skipped tw-reuse: changes a sysctl",
-    ] {
-        assert!(run.stdout.contains(skipped), "{skipped}{run}");
+    assert!(!run.stderr.contains("[1/"), "a scenario ran: {run}");
+    drop(taken);
+
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "run",
+        "all",
+        "--host",
+        "--json",
+        "--port",
+        &base.to_string(),
+    ])
+    .current_dir(&dir.0);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let reports: Vec<serde_json::Value> =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not a JSON array: {e}{run}"));
+    assert_eq!(reports.len(), 16, "{run}");
+    let verdicts = |v: &str| reports.iter().filter(|r| r["verdict"] == v).count();
+    assert_eq!(
+        (verdicts("reproduced"), verdicts("skipped")),
+        (10, 6),
+        "{run}"
+    );
+    for (i, r) in reports.iter().enumerate() {
+        if r["verdict"] == "reproduced" {
+            // Each on its own ports: base + 10 × its place in `teardown list`.
+            let server = r["server"].as_str().unwrap();
+            assert_eq!(server, format!("127.0.0.1:{}", base + 10 * i as u16), "{r}");
+            assert_eq!(r["observed"], r["expected"], "{r}");
+        }
     }
+    for skipped in ["orphan-fin-wait-2", "simultaneous-close", "tw-reuse"] {
+        let r = reports.iter().find(|r| r["scenario"] == skipped).unwrap();
+        assert_eq!(r["verdict"], "skipped", "{r}");
+    }
+    assert!(run.stderr.contains("[10/10] timewait-new-syn"), "{run}");
 }

@@ -144,7 +144,16 @@ fn cannot_write(flag: &str, path: &Path, e: &io::Error) -> String {
         Some(libc::EACCES) | Some(libc::EPERM) => "permission denied".to_string(),
         Some(libc::EROFS) => "read-only file system".to_string(),
         Some(libc::ENOSPC) => "no space left on the device".to_string(),
-        _ => e.to_string(),
+        // "No such file or directory (os error 2)" → "no such file or directory"
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or_default();
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map(|c| c.to_lowercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
     };
     format!(
         "{flag} {}: cannot write there ({why}); choose a directory you can write to",

@@ -1,58 +1,173 @@
 //! `teardown run all`: every scenario, each in a process (and so a network namespace) of its
-//! own, then one table: scenario, expected, observed, verdict, capture.
+//! own, read through its `--json` report; progress on standard error, then one table on
+//! standard output (or, with `--json`, one JSON array of the reports).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::Command;
+
+use serde_json::{Value, json};
 
 use crate::cli::RunArgs;
 use crate::error::{Error, exit};
-use crate::scenario::{self, Place};
+use crate::scenario::{self, HOST_STRIDE, Place, Scenario};
+use crate::text::count;
 
-/// The "final" line of a run's ladder: `final  CLOSED  ...  TIME_WAIT`.
-fn observed(stdout: &str) -> Option<(String, String)> {
-    let line = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("final "))?;
-    let mut words = line.split_whitespace().skip(1);
-    Some((words.next()?.to_string(), words.next()?.to_string()))
+/// One scenario's place in the plan: its port, or why it does not run where asked.
+#[derive(Debug)]
+struct Planned {
+    scenario: &'static Scenario,
+    port: u16,
+    skip: Option<&'static str>,
 }
 
-pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
+/// What one child said, from its JSON report (or its error line when it gave none).
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    /// reproduced, different, failed, interrupted, error.
+    verdict: String,
+    observed: Option<(String, String)>,
+    differences: Vec<String>,
+    capture: Option<String>,
+    error: Option<String>,
+    report: Value,
+}
+
+fn cannot(args: &RunArgs, s: &Scenario) -> Option<&'static str> {
+    if args.host && s.place == Place::TwoHosts {
+        Some("holds back segments between two namespaces: not with --host")
+    } else if args.host && !s.sysctls.is_empty() {
+        Some("changes a sysctl, only ever in its own namespace: not with --host")
+    } else if args.netns && s.place == Place::OneHost {
+        Some("binds several loopback addresses of one host: not with --netns")
+    } else {
+        None
+    }
+}
+
+/// The ports of the catalogue: `--port` for each in its own namespace; on the host
+/// `--port + 10 × i`, scenario `i` of `teardown list` from 0. Refused when any passes 65535.
+fn plan(args: &RunArgs) -> Result<Vec<Planned>, String> {
+    let place = |i: usize| u32::from(HOST_STRIDE) * i as u32;
+    // The highest --port whose layout fits, for the message.
+    let highest = scenario::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| cannot(args, s).is_none())
+        .map(|(i, s)| 65536 - u32::from(s.ports) - if args.host { place(i) } else { 0 })
+        .min()
+        .unwrap_or(65535);
+    let mut plan = Vec::new();
+    for (i, s) in scenario::ALL.iter().enumerate() {
+        let skip = cannot(args, s);
+        let port = match (skip, args.host) {
+            (None, true) => u16::try_from(u32::from(args.port) + place(i)).ok(),
+            _ => Some(args.port),
+        };
+        if skip.is_none() && !port.is_some_and(|p| s.port_range(p).is_ok()) {
+            return Err(if args.host {
+                format!(
+                    "--port {}: run all --host gives each scenario ports of its own, from \
+                     --port + {HOST_STRIDE} × its place in `teardown list`; {} (place {i}) \
+                     would need ports past 65535: give --port {highest} or lower",
+                    args.port, s.name
+                )
+            } else {
+                format!(
+                    "--port {}: {} uses {} ports from --port up, past 65535: give --port \
+                     {highest} or lower",
+                    args.port, s.name, s.ports
+                )
+            });
+        }
+        plan.push(Planned {
+            scenario: s,
+            port: port.unwrap_or(args.port),
+            skip,
+        });
+    }
+    Ok(plan)
+}
+
+/// Reads a child's output: its JSON report, or the error line it printed instead.
+fn outcome(code: i32, stdout: &str, stderr: &str) -> Outcome {
+    let error_line = || {
+        stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("teardown: "))
+            .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("no message")
+            .to_string()
+    };
+    match serde_json::from_str::<Value>(stdout) {
+        Ok(report) => {
+            let text = |v: &Value| v.as_str().map(str::to_string);
+            let observed = report["observed"]
+                .as_object()
+                .and_then(|o| Some((text(&o["client"])?, text(&o["server"])?)));
+            let differences = report["differences"]
+                .as_array()
+                .map(|a| a.iter().filter_map(text).collect())
+                .unwrap_or_default();
+            let verdict = text(&report["verdict"]).unwrap_or_else(|| "error".into());
+            Outcome {
+                error: (code == exit::ERROR || verdict == "failed").then(error_line),
+                verdict,
+                observed,
+                differences,
+                capture: text(&report["capture"]),
+                report,
+            }
+        }
+        Err(_) => Outcome {
+            verdict: if code > 128 {
+                "interrupted".into()
+            } else {
+                "error".into()
+            },
+            observed: None,
+            differences: Vec::new(),
+            capture: None,
+            error: Some(error_line()),
+            report: Value::Null,
+        },
+    }
+}
+
+pub fn run_all(
+    args: &RunArgs,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<i32, Error> {
     if args.write.is_some() {
         return Err(Error::Usage(
             "with `run all` each capture goes to captures/SCENARIO.pcapng: -w names one file"
                 .into(),
         ));
     }
+    let plan = plan(args).map_err(Error::Usage)?;
+    if args.host {
+        // Every port of the layout, before the first scenario starts.
+        for p in plan.iter().filter(|p| p.skip.is_none()) {
+            for port in p.scenario.port_range(p.port).map_err(Error::Usage)? {
+                super::refuse_busy_port(SocketAddr::new(super::SERVER_IP.into(), port))?;
+            }
+        }
+    }
     let exe = std::env::current_exe().map_err(Error::io("finding teardown's own binary"))?;
-    let mut rows = Vec::new();
+    let total = plan.iter().filter(|p| p.skip.is_none()).count();
     let mut worst = exit::REPRODUCED;
-    let mut skipped = Vec::new();
-    for (i, s) in scenario::ALL.iter().enumerate() {
-        // What cannot run where it was asked to is said, not counted as a failure.
-        let cannot = if args.host && s.place == Place::TwoHosts {
-            Some("holds back segments between two namespaces: not with --host")
-        } else if args.host && !s.sysctls.is_empty() {
-            Some("changes a sysctl, only ever in its own namespace: not with --host")
-        } else if args.netns && s.place == Place::OneHost {
-            Some("binds several loopback addresses of one host: not with --netns")
-        } else {
-            None
-        };
-        if let Some(why) = cannot {
-            skipped.push(format!("{}: {why}", s.name));
+    let mut results: Vec<(&Planned, Outcome)> = Vec::new();
+    let mut reports = Vec::new();
+    for p in &plan {
+        let s = p.scenario;
+        if let Some(why) = p.skip {
+            reports.push(json!({"scenario": s.name, "verdict": "skipped", "reason": why}));
             continue;
         }
         let mut cmd = Command::new(&exe);
-        // On the host's loopback one scenario's TIME_WAIT would block the next one's port:
-        // each gets ports of its own there (bind-matrix uses ten).
-        let port = if args.host {
-            args.port.saturating_add(10 * i as u16)
-        } else {
-            args.port
-        };
-        cmd.args(["run", s.name, "--port", &port.to_string()]);
+        cmd.args(["run", s.name, "--port", &p.port.to_string(), "--json"]);
         for (set, flag) in [
             (args.host, "--host"),
             (args.netns, "--netns"),
@@ -63,82 +178,181 @@ pub fn run_all(args: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
                 cmd.arg(flag);
             }
         }
-        let _ = write!(out, "{:<24}", s.name);
-        let _ = out.flush();
+        let _ = write!(
+            progress,
+            "[{}/{total}] {} (port {}) … ",
+            results.len() + 1,
+            s.name,
+            p.port
+        );
+        let _ = progress.flush();
+        let started = std::time::Instant::now();
         let result = cmd
             .output()
             .map_err(Error::io(format!("running {}", exe.display())))?;
-        let stdout = String::from_utf8_lossy(&result.stdout);
-        let stderr = String::from_utf8_lossy(&result.stderr);
         let code = result.status.code().unwrap_or(exit::ERROR);
-        let verdict = match code {
-            0 => "reproduced".to_string(),
-            1 => "the kernel did something else".to_string(),
-            _ => format!("error: {}", stderr.lines().next().unwrap_or("no message")),
-        };
-        let _ = writeln!(out, "{verdict}");
-        if code != 0 {
-            // What differed, as the run said it.
-            for line in stdout.lines().filter(|l| l.starts_with("  - ")) {
-                let _ = writeln!(out, "{:24}{}", "", line.trim());
-            }
+        let o = outcome(
+            code,
+            &String::from_utf8_lossy(&result.stdout),
+            &String::from_utf8_lossy(&result.stderr),
+        );
+        let _ = writeln!(
+            progress,
+            "{} ({:.1} s)",
+            o.verdict,
+            started.elapsed().as_secs_f64()
+        );
+        reports.push(if o.report.is_null() {
+            json!({"scenario": s.name, "verdict": o.verdict, "error": o.error})
+        } else {
+            o.report.clone()
+        });
+        results.push((p, o));
+        if code > 128 {
+            // Ctrl-C (or a kill) reached the child and us alike: stop here, as it did.
+            worst = code;
+            break;
         }
         worst = worst.max(code.min(exit::ERROR));
-        let [client, server] = s.expect;
-        let expected = format!("client {client}, server {server}");
-        let observed = observed(&stdout)
-            .map(|(c, s)| format!("client {c}, server {s}"))
-            .unwrap_or_else(|| "-".into());
-        let capture = PathBuf::from("captures").join(format!("{}.pcapng", s.name));
-        rows.push([
-            s.name.to_string(),
-            expected,
-            observed,
-            verdict,
-            capture.display().to_string(),
-        ]);
     }
-    let header = ["scenario", "expected", "observed", "verdict", "capture"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(reports)).unwrap_or_default()
+        );
+        return Ok(worst);
+    }
+    let _ = write!(out, "{}", table(&results));
+    for p in plan.iter().filter(|p| p.skip.is_some()) {
+        let _ = writeln!(
+            out,
+            "skipped {}: {}",
+            p.scenario.name,
+            p.skip.unwrap_or_default()
+        );
+    }
+    Ok(worst)
+}
+
+/// The table, then what differed and the errors, each under it on lines of their own so a
+/// long message does not widen every row.
+fn table(results: &[(&Planned, Outcome)]) -> String {
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|(p, o)| {
+            let [client, server] = p.scenario.expect;
+            let verdict = match o.verdict.as_str() {
+                "different" => "the kernel did something else (below)".to_string(),
+                "failed" | "error" => format!("{} (below)", o.verdict),
+                v => v.to_string(),
+            };
+            [
+                p.scenario.name.to_string(),
+                format!("client {client}, server {server}"),
+                o.observed
+                    .as_ref()
+                    .map(|(c, s)| format!("client {c}, server {s}"))
+                    .unwrap_or_else(|| "-".into()),
+                verdict,
+                o.capture.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["scenario", "expected", "observed", "verdict", "capture"].map(String::from);
+    let mut widths = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
-        cells
+    let line = |cells: &[String; 5]| {
+        let mut l = cells
             .iter()
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l + "\n"
     };
-    let _ = writeln!(out, "\n{}", line(header));
+    let mut text = format!("\n{}", line(&header));
     for row in &rows {
-        let _ = writeln!(
-            out,
-            "{}",
-            line([&row[0], &row[1], &row[2], &row[3], &row[4]])
-        );
+        text += &line(row);
     }
-    let reproduced = rows.iter().filter(|r| r[3] == "reproduced").count();
-    let _ = writeln!(out, "\n{reproduced} of {} scenarios reproduced", rows.len());
-    for s in &skipped {
-        let _ = writeln!(out, "skipped {s}");
+    let notes: Vec<String> = results
+        .iter()
+        .flat_map(|(p, o)| {
+            o.differences
+                .iter()
+                .chain(o.error.as_ref())
+                .map(move |d| format!("  {}: {d}\n", p.scenario.name))
+        })
+        .collect();
+    if !notes.is_empty() {
+        text += "\n";
+        text += &notes.concat();
     }
-    Ok(worst)
+    let reproduced = results
+        .iter()
+        .filter(|(_, o)| o.verdict == "reproduced")
+        .count();
+    text += &format!(
+        "\n{reproduced} of {} reproduced\n",
+        count(results.len(), "scenario", "scenarios")
+    );
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command as Cmd};
+    use clap::Parser;
+
+    fn args(words: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["teardown", "run", "all"].iter().chain(words)).unwrap();
+        let Cmd::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        args
+    }
 
     #[test]
-    fn the_final_line_of_a_ladder_gives_both_states() {
-        let out = "  time ms  client\n    final  CLOSED                          TIME_WAIT\n";
-        assert_eq!(observed(out), Some(("CLOSED".into(), "TIME_WAIT".into())));
-        assert_eq!(observed("nothing"), None);
+    fn on_the_host_each_scenario_gets_ports_ten_apart_in_list_order() {
+        let host = plan(&args(&["--host", "--port", "20000"])).unwrap();
+        assert_eq!(host[0].scenario.name, "active-close");
+        assert_eq!(host[0].port, 20000);
+        assert_eq!(host[8].scenario.name, "bind-matrix");
+        assert_eq!(host[8].port, 20080);
+        assert_eq!(host[15].port, 20150);
+        let plain = plan(&args(&["--port", "9000"])).unwrap();
+        assert!(plain.iter().all(|p| p.port == 9000));
+    }
+
+    #[test]
+    fn a_layout_past_65535_is_refused_with_the_highest_port_that_fits() {
+        let err = plan(&args(&["--host", "--port", "65400"])).unwrap_err();
+        assert!(err.contains("timewait-new-syn (place 15)"), "{err}");
+        assert!(err.contains("give --port 65385 or lower"), "{err}");
+        assert!(plan(&args(&["--host", "--port", "65385"])).is_ok());
+        let err = plan(&args(&["--port", "65530"])).unwrap_err();
+        assert!(err.contains("bind-matrix uses 10 ports"), "{err}");
+        assert!(err.contains("give --port 65526 or lower"), "{err}");
+    }
+
+    #[test]
+    fn a_childs_report_gives_verdict_states_and_differences() {
+        let report = r#"{"scenario":"x","verdict":"different","observed":{"client":"CLOSED",
+            "server":"FIN_WAIT_2"},"differences":["server: expected TIME_WAIT, observed FIN_WAIT_2"],
+            "capture":"captures/x.pcapng"}"#;
+        let o = outcome(1, report, "narration\n");
+        assert_eq!(o.verdict, "different");
+        assert_eq!(o.observed, Some(("CLOSED".into(), "FIN_WAIT_2".into())));
+        assert_eq!(o.differences.len(), 1);
+        assert_eq!(o.error, None);
+        let o = outcome(2, "", "teardown: 127.0.0.1:8000 is already in use\n");
+        assert_eq!(o.verdict, "error");
+        assert_eq!(o.error.as_deref(), Some("127.0.0.1:8000 is already in use"));
     }
 }

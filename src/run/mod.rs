@@ -7,7 +7,7 @@ pub mod report;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pcap_file::DataLink;
 
@@ -16,7 +16,8 @@ use crate::cli::RunConfig;
 use crate::error::{Error, exit};
 use crate::kernel::{self, tracefs::Tracefs, tracefs::Tracer};
 use crate::netns::{self, pair};
-use crate::output::pcapng::{FileInfo, write_file};
+use crate::output::dest::Dest;
+use crate::output::pcapng::{FileInfo, Writer};
 use crate::scenario::Place;
 use crate::signals;
 use lab::{Lab, POLL};
@@ -27,14 +28,26 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// Runs one scenario; returns the exit code (0 reproduced, 1 something else).
 pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
-    // With --json, standard output carries the report alone; the narration goes to stderr.
+    let scenario = config.scenario;
+    if config.json && config.output.as_os_str() == "-" {
+        return Err(Error::Usage(
+            "-w - and --json both want standard output: give -w a file name, or drop --json".into(),
+        ));
+    }
+    // Where the capture and its picture go, checked before any socket is opened: a run that
+    // cannot write its file must not run first and fail at the end.
+    let (mut dest, mut picture, created_dir) = outputs(config)?;
+    // With --json or -w -, standard output carries the report or the capture alone; the
+    // narration goes to stderr.
     let mut stderr = std::io::stderr();
+    let narration_to_stderr = config.json || dest.is_stdout();
     let (out, mut json_out): (&mut dyn Write, Option<&mut dyn Write>) = if config.json {
         (&mut stderr, Some(stdout))
+    } else if narration_to_stderr {
+        (&mut stderr, None)
     } else {
         (stdout, None)
     };
-    let scenario = config.scenario;
     let two_hosts = config.netns || scenario.place == Place::TwoHosts;
     if config.host && two_hosts {
         return Err(Error::Usage(format!(
@@ -74,7 +87,9 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
                 config.scenario.name
             )));
         }
-        refuse_busy_port(server)?;
+        for port in scenario.port_range(config.port).map_err(Error::Usage)? {
+            refuse_busy_port(SocketAddr::new(server.ip(), port))?;
+        }
     }
     let tracer = match &tracefs {
         Tracefs::Available(root) => Tracer::start(root, config.port)
@@ -130,7 +145,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         IpAddr::V4(client_ip),
         config.host,
         capture,
-        if config.json {
+        if narration_to_stderr {
             Box::new(std::io::stderr())
         } else {
             Box::new(std::io::stdout())
@@ -166,33 +181,29 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         iface: iface.into(),
         linktype: DataLink::ETHERNET,
     };
-    let dir = config
-        .output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        .map(Path::to_path_buf);
-    write_file(&config.output, &info, &lab.packets, lab.stats)
-        .map_err(Error::io(format!("writing {}", config.output.display())))?;
-    give_to_sudo_user(&config.output, dir.as_deref());
+    write_capture(&mut dest, &info, &lab.packets, lab.stats)
+        .map_err(Error::io(format!("writing {}", dest.name())))?;
+    if let Some(path) = dest.path() {
+        give_to_sudo_user(path, created_dir.as_deref());
+    }
     // The same ladder as a picture, beside the capture.
-    let picture = config.output.with_extension("svg");
-    if let Some(conn) = lab.connection() {
+    let mut drawn = None;
+    if let (Some(svg), Some(conn)) = (picture.take(), lab.connection()) {
         let notes = lab.agreement.as_ref().map(|a| &a.per_packet[..]);
-        std::fs::write(
-            &picture,
-            crate::output::svg::render(&lab.packets, conn, notes),
-        )
-        .map_err(Error::io(format!("writing {}", picture.display())))?;
-        give_to_sudo_user(&picture, None);
+        let name = svg.name();
+        svg.write_all(crate::output::svg::render(&lab.packets, conn, notes).as_bytes())
+            .map_err(Error::io(format!("writing {name}")))?;
+        give_to_sudo_user(Path::new(&name), None);
+        drawn = Some(name);
     }
     let _ = writeln!(
         out,
         "\ncapture: {} ({} packets, each with a comment: open it in Wireshark)",
-        config.output.display(),
+        dest.name(),
         lab.packets.len()
     );
-    if lab.connection().is_some() {
-        let _ = writeln!(out, "diagram: {}", picture.display());
+    if let Some(name) = &drawn {
+        let _ = writeln!(out, "diagram: {name}");
     }
     if !live {
         lab.notes.push(
@@ -221,7 +232,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
             &place,
             verdict,
             &differences,
-            &config.output,
+            Path::new(&dest.name()),
         );
         let _ = writeln!(
             j,
@@ -242,6 +253,60 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
 }
 
+/// The capture's destination and its picture's (an SVG beside a file; none for standard
+/// output or a device), both checked; and the directory made for the default `captures/`.
+fn outputs(config: &RunConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>), Error> {
+    let mut created = None;
+    let flag = if config.default_output {
+        // The design's own folder: the one directory a command makes by itself.
+        if let Some(dir) = config.output.parent().filter(|d| !d.exists()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Usage(format!(
+                    "cannot create {} for the capture ({e}); give -w FILE to write elsewhere",
+                    dir.display()
+                ))
+            })?;
+            created = Some(dir.to_path_buf());
+        }
+        "the capture"
+    } else {
+        "-w"
+    };
+    let check = |path: &Path| {
+        Dest::check(flag, path).map_err(|e| {
+            Error::Usage(if config.default_output {
+                format!("{e}, with -w FILE")
+            } else {
+                e
+            })
+        })
+    };
+    let dest = check(&config.output)?;
+    let picture = match &dest {
+        Dest::File { path, .. } => Some(check(&path.with_extension("svg"))?),
+        _ => None,
+    };
+    Ok((dest, picture, created))
+}
+
+/// Writes the capture into `dest` and puts it in place.
+fn write_capture(
+    dest: &mut Dest,
+    info: &FileInfo,
+    packets: &[crate::annotate::Packet],
+    stats: Option<crate::capture::Stats>,
+) -> std::io::Result<()> {
+    let mut writer = Writer::new(std::io::BufWriter::new(dest.open()?), info)?;
+    for packet in packets {
+        writer.write_packet(packet)?;
+    }
+    let end = packets.last().map(|p| p.frame.ts).unwrap_or_default();
+    let mut sink = writer.finish(stats, end)?;
+    sink.flush()?;
+    drop(sink);
+    dest.commit()
+}
+
 /// Colour on a terminal only, never with NO_COLOR set.
 fn color_wanted() -> bool {
     use std::io::IsTerminal;
@@ -249,7 +314,7 @@ fn color_wanted() -> bool {
 }
 
 /// On the host's loopback the port may already be taken: say by what, before starting.
-fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
+pub(crate) fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
     let holders: Vec<String> = kernel::sockets_on_port(server.port())
         .map_err(Error::io("reading the kernel's socket table"))?
         .into_iter()

@@ -21,6 +21,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
     place: Place::OneHost,
+    ports: 10,
     script,
 };
 
@@ -142,7 +143,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     );
     for (i, (old, old_opts, other_ip, new_opts, expected)) in ROWS.into_iter().enumerate() {
         // Each row its own port: the states of one must not spoil the next.
-        let addr = SocketAddr::new(base.ip(), base.port().wrapping_add(i as u16));
+        let addr = SocketAddr::new(base.ip(), base.port() + i as u16);
         if !old_socket(lab, old, addr, old_opts, &mut held)? {
             lab.notes.push(format!(
                 "row {}: the old socket never reached its state",

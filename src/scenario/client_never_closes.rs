@@ -17,6 +17,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::CloseWait, State::FinWait2],
     sysctls: &[],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

@@ -21,6 +21,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::Closed],
     sysctls: &[],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

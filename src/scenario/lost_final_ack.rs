@@ -30,6 +30,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
     place: Place::TwoHosts,
+    ports: 1,
     script,
 };
 

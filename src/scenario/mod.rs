@@ -37,6 +37,9 @@ pub struct Scenario {
     pub sysctls: &'static [&'static str],
     /// Where it can run.
     pub place: Place,
+    /// How many ports it uses, from `--port` up: each of bind-matrix's rows and each of
+    /// tw-reuse's settings has a port of its own.
+    pub ports: u16,
     pub script: fn(&mut Lab) -> Result<(), Error>,
 }
 
@@ -50,6 +53,23 @@ pub enum Place {
     /// Always across two namespaces joined by a veth: it holds back or drops segments with
     /// the kernel's packet filter.
     TwoHosts,
+}
+
+impl Scenario {
+    /// The ports it uses with `--port base`, or why they do not fit below 65536.
+    pub fn port_range(&self, base: u16) -> Result<std::ops::RangeInclusive<u16>, String> {
+        let last = u32::from(base) + u32::from(self.ports) - 1;
+        match u16::try_from(last) {
+            Ok(last) => Ok(base..=last),
+            Err(_) => Err(format!(
+                "--port {base}: {} uses {} ports, {base} to {last}, past 65535; give --port {} \
+                 or lower",
+                self.name,
+                self.ports,
+                65536 - u32::from(self.ports)
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for Scenario {
@@ -76,6 +96,11 @@ pub static ALL: [&Scenario; 16] = [
     &tw_reuse::SCENARIO,
     &timewait_new_syn::SCENARIO,
 ];
+
+/// `run all --host` gives scenario `i` of the catalogue (in `teardown list`'s order, from 0)
+/// the ports from `base + HOST_STRIDE × i`: on one host's loopback one scenario's TIME_WAIT
+/// would refuse the next one's bind.
+pub const HOST_STRIDE: u16 = 10;
 
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|s| s.name).collect()
@@ -242,4 +267,39 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     lab.say("client", "close()")?;
     lab.snapshot("right after")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_declares_its_ports_and_they_fit_in_the_host_stride() {
+        for s in ALL {
+            assert!(
+                s.ports >= 1 && s.ports <= HOST_STRIDE,
+                "{}: {}",
+                s.name,
+                s.ports
+            );
+        }
+    }
+
+    #[test]
+    fn ports_past_65535_are_refused_with_the_highest_base_that_fits() {
+        let matrix = find("bind-matrix").unwrap();
+        assert_eq!(matrix.port_range(65526), Ok(65526..=65535));
+        let err = matrix.port_range(65527).unwrap_err();
+        assert_eq!(
+            err,
+            "--port 65527: bind-matrix uses 10 ports, 65527 to 65536, past 65535; give --port \
+             65526 or lower"
+        );
+        let reuse = find("tw-reuse").unwrap();
+        assert!(reuse.port_range(65534).is_err());
+        assert_eq!(
+            find("active-close").unwrap().port_range(65535),
+            Ok(65535..=65535)
+        );
+    }
 }

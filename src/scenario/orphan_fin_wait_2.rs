@@ -27,6 +27,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::Closed],
     sysctls: &["net.ipv4.tcp_fin_timeout"],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

@@ -17,6 +17,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::TimeWait, State::Closed],
     sysctls: &[],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

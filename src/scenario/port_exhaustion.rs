@@ -31,6 +31,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::TimeWait, State::Closed],
     sysctls: &["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

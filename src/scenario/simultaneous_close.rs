@@ -23,6 +23,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::TimeWait, State::TimeWait],
     sysctls: &[],
     place: Place::TwoHosts,
+    ports: 1,
     script,
 };
 

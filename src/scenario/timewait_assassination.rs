@@ -28,6 +28,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::Closed],
     sysctls: &["net.ipv4.tcp_rfc1337"],
     place: Place::Any,
+    ports: 2,
     script,
 };
 
@@ -67,7 +68,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "RFC 1337's fix: TIME_WAIT ignores RSTs",
     )?;
     lab.tracker.rfc1337 = true;
-    let other = SocketAddr::new(server.ip(), server.port().wrapping_add(1));
+    let other = SocketAddr::new(server.ip(), server.port() + 1);
     let reached = closed_with_data(lab, other)?;
     lab.say(
         "server",

@@ -22,6 +22,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::TimeWait],
     sysctls: &[],
     place: Place::Any,
+    ports: 1,
     script,
 };
 

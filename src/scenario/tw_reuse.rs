@@ -29,6 +29,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::TimeWait, State::Closed],
     sysctls: &["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"],
     place: Place::Any,
+    ports: 3,
     script,
 };
 
@@ -55,8 +56,8 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     let main = lab.server;
     // The default (2) last, on the scenario's own port: its connection is the verdict's.
     for (value, port) in [
-        (0u8, main.port().wrapping_add(1)),
-        (1, main.port().wrapping_add(2)),
+        (0u8, main.port() + 1),
+        (1, main.port() + 2),
         (2, main.port()),
     ] {
         lab.print("");

@@ -18,6 +18,7 @@ pub static SCENARIO: Scenario = Scenario {
     expect: [State::Closed, State::Closed],
     sysctls: &[],
     place: Place::Any,
+    ports: 1,
     script,
 };
 
