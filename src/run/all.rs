@@ -64,7 +64,7 @@ fn plan(args: &RunArgs) -> Result<Vec<Planned>, String> {
             (None, true) => u16::try_from(u32::from(args.port) + place(i)).ok(),
             _ => Some(args.port),
         };
-        if skip.is_none() && !port.is_some_and(|p| s.port_range(p).is_ok()) {
+        if skip.is_none() && port.is_none_or(|p| s.port_range(p).is_err()) {
             return Err(if args.host {
                 format!(
                     "--port {}: run all --host gives each scenario ports of its own, from \
