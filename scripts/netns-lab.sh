@@ -32,8 +32,8 @@
 # --keep-captures DIR also records the client's veth with `teardown capture` into
 # DIR/netns-lab*.pcapng, each segment commented with the TCP state changes it caused.
 #
-# The binary: $TEARDOWN_BIN, else `teardown` on PATH, else target/debug/teardown in this
-# repository (cargo build).
+# The binary: $TEARDOWN_BIN, else `teardown` on PATH, else the newer of target/release and
+# target/debug's teardown in this repository (cargo build --release, or cargo build).
 #
 # Nothing is left behind: a trap on EXIT, INT, TERM, HUP and PIPE (Ctrl-C, an error, a
 # closed terminal, a `| head`) stops the background programs and deletes both namespaces,
@@ -75,8 +75,14 @@ if [ -n "${TEARDOWN_BIN:-}" ]; then
 elif command -v teardown >/dev/null; then
   bin=$(command -v teardown)
 else
-  bin=$repo/target/debug/teardown
-  [ -x "$bin" ] || die "no teardown binary: run \`cargo build\` in $repo, or set TEARDOWN_BIN"
+  # The README builds with --release, `cargo test` builds debug: the newer of the two.
+  bin=""
+  for candidate in "$repo/target/release/teardown" "$repo/target/debug/teardown"; do
+    if [ -x "$candidate" ] && { [ -z "$bin" ] || [ "$candidate" -nt "$bin" ]; }; then
+      bin=$candidate
+    fi
+  done
+  [ -n "$bin" ] || die "no teardown binary: run \`cargo build --release\` in $repo, or set TEARDOWN_BIN"
 fi
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 

@@ -514,3 +514,40 @@ fn netns_lab_usage_and_environment_errors_exit_2() {
     );
     assert_eq!(run.stdout, "", "{run}");
 }
+
+#[test]
+fn netns_lab_finds_the_release_build_the_readme_makes() {
+    if !root("netns_lab_release") {
+        return;
+    }
+    // A checkout of its own with only target/release/teardown, and no teardown on PATH.
+    let repo = TempDir::new();
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::copy(SCRIPT, repo.join("scripts/netns-lab.sh")).unwrap();
+    let script = repo.join("scripts/netns-lab.sh");
+    let path = "/usr/sbin:/usr/bin:/sbin:/bin";
+    let missing = run_cmd({
+        let mut c = Command::new(&script);
+        c.env_remove("TEARDOWN_BIN").env("PATH", path);
+        c
+    });
+    assert_eq!(missing.code, Some(2), "{missing}");
+    assert!(
+        missing.stderr.contains("run `cargo build --release` in"),
+        "{missing}"
+    );
+    std::fs::create_dir_all(repo.join("target/release")).unwrap();
+    let release = repo.join("target/release/teardown");
+    std::fs::copy(BIN, &release).unwrap();
+    let run = run_cmd({
+        let mut c = Command::new(&script);
+        c.env_remove("TEARDOWN_BIN").env("PATH", path);
+        c
+    });
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains(&format!("netns-lab: teardown is {}", release.display())),
+        "{run}"
+    );
+}
