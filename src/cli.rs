@@ -10,11 +10,14 @@ use crate::scenario::{self, Scenario};
 use crate::tcp::State;
 
 const EXIT_CODES: &str = "\
-Exit codes:
+Exit codes (each command's --help has its own):
   0    the kernel did what the scenario expects (reproduced)
   1    the kernel did something else (the difference is printed)
   2    usage or environment error (no privileges, port in use, ...)
-  130  interrupted (Ctrl-C); the capture so far is still written";
+  130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP); the capture so far is still written.
+       `capture` exits 0 when Ctrl-C ends it, as tcpdump does: stopping is how it ends
+
+Shell completions: teardown completions bash|zsh|fish; the manual: teardown man | man -l -";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +66,74 @@ pub enum Command {
     /// One line per connection of a capture: who closed first, how, final states
     #[command(after_help = SUMMARY_HELP)]
     Summary(SummaryArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), made from these same definitions
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
+}
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  source <(teardown completions bash)                          this shell only
+  teardown completions bash > /etc/bash_completion.d/teardown   every bash, for good
+  teardown completions zsh > \"${fpath[1]}/_teardown\"
+  teardown completions fish > ~/.config/fish/completions/teardown.fish";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+const MAN_HELP: &str = "\
+Examples:
+  teardown man | man -l -                                  read it now
+  teardown man > /usr/local/share/man/man1/teardown.1      install it: then `man teardown`
+  teardown man run > /usr/local/share/man/man1/teardown-run.1";
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (teardown-run(1), ...) instead of teardown(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+}
+
+/// The manual page of teardown, or of one of its commands, in roff.
+pub fn man_page(command: Option<&str>) -> Result<Vec<u8>, Error> {
+    use clap::CommandFactory;
+    let top = Cli::command();
+    let cmd = match command {
+        None => top,
+        Some(name) => {
+            let names: Vec<String> = top
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            let sub = top.find_subcommand(name).cloned().ok_or_else(|| {
+                Error::Usage(format!(
+                    "no command {name:?}; commands: {}",
+                    names.join(", ")
+                ))
+            })?;
+            sub.name(format!("teardown-{name}"))
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut out)
+        .map_err(Error::io("rendering the manual page"))?;
+    Ok(out)
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "teardown", &mut out);
+    out
 }
 
 const ANNOTATE_HELP: &str = "\
@@ -491,6 +562,34 @@ mod tests {
         );
         assert!(err.contains("give --port 65526 or lower"), "{err}");
         assert_eq!(parse("65526").unwrap().port, 65526);
+    }
+
+    #[test]
+    fn the_manual_has_every_command_and_a_page_of_its_own_for_each() {
+        let page = String::from_utf8(man_page(None).unwrap()).unwrap();
+        assert!(page.contains(".TH teardown 1"), "{page}");
+        for cmd in ["run", "annotate", "capture", "why", "completions"] {
+            assert!(
+                page.contains(&format!("teardown\\-{cmd}(1)")),
+                "{cmd}: {page}"
+            );
+        }
+        let run = String::from_utf8(man_page(Some("run")).unwrap()).unwrap();
+        assert!(run.contains(".TH teardown-run 1"), "{run}");
+        assert!(run.contains("quick\\-close"), "{run}");
+        let err = man_page(Some("nope")).unwrap_err().to_string();
+        assert!(err.contains("commands: run, list"), "{err}");
+    }
+
+    #[test]
+    fn completions_know_the_commands_and_the_scenarios() {
+        let bash = String::from_utf8(completions(clap_complete::Shell::Bash)).unwrap();
+        assert!(bash.contains("complete -F _teardown"), "{bash}");
+        assert!(bash.contains("active-close"), "scenario names complete");
+        let fish = String::from_utf8(completions(clap_complete::Shell::Fish)).unwrap();
+        assert!(fish.contains("complete -c teardown"), "{fish}");
+        let zsh = String::from_utf8(completions(clap_complete::Shell::Zsh)).unwrap();
+        assert!(zsh.starts_with("#compdef teardown"), "{zsh}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => list(),
+        Command::Completions(args) => print(&teardown::cli::completions(args.shell)),
+        Command::Man(args) => {
+            teardown::cli::man_page(args.command.as_deref()).and_then(|p| print(&p))
+        }
         Command::Sockets(args) => sockets(args),
         Command::Why(args) => why(args),
         Command::Server(args) => teardown::programs::server(
@@ -68,6 +72,17 @@ fn main() -> ExitCode {
             eprintln!("teardown: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that went away (`| head`) is no error.
+fn print(bytes: &[u8]) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("writing to standard output")(e))
+        }
+        _ => Ok(exit::REPRODUCED),
     }
 }
 
