@@ -261,13 +261,14 @@ Exit codes: 0 a plain bind() (a connect() with --connect) would succeed now, 1 i
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["target", "connect"])))]
 pub struct WhyArgs {
-    /// PORT, ADDRESS:PORT or [IPv6-ADDRESS]:PORT: why bind() fails
+    /// PORT (or :PORT), ADDRESS:PORT or [IPv6-ADDRESS]:PORT: why bind() fails
     pub target: Option<String>,
 
-    /// ADDRESS:PORT of a server: why connect() to it fails with EADDRNOTAVAIL (the local ports
-    /// held by connections to it, mostly in TIME_WAIT, against the ephemeral port range)
-    #[arg(long, value_name = "ADDRESS:PORT")]
-    pub connect: Option<std::net::SocketAddr>,
+    /// HOST:PORT of a server (127.0.0.1:8000, [::1]:8000, localhost:8000): why connect() to it
+    /// fails with EADDRNOTAVAIL (the local ports held by connections to it, mostly in
+    /// TIME_WAIT, against the ephemeral port range)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
 
     /// Look in this network namespace (a name `ip netns list` shows); repeat for several.
     /// Default: the current one

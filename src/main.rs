@@ -159,10 +159,11 @@ fn in_each_place<A>(
 fn why(args: WhyArgs) -> Result<i32, Error> {
     use teardown::why::{Answer, Target, connect};
     let read = || Error::io("reading the kernel's socket table");
-    if let Some(dest) = args.connect {
+    if let Some(dest) = &args.connect {
+        let dest = connect::Dest::parse(dest).map_err(Error::Usage)?;
         let answers = in_each_place(
             &args,
-            |place| connect::ask(dest, place).map_err(read()),
+            |place| connect::ask(&dest, place).map_err(read()),
             connect::ConnectAnswer::to_text,
             connect::ConnectAnswer::to_json,
         )?;
