@@ -193,10 +193,16 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
             .filter(|s| s.inode != 0 && s.owner.is_none())
             .count();
         if hidden > 0 && !root {
-            answer.unseen.push(format!(
-                "{hidden} socket(s) belong to processes this user may not look into: run with \
-                 sudo to name them"
-            ));
+            answer.unseen.push(if hidden == 1 {
+                "1 socket belongs to a process this user may not look into: run with sudo (or \
+                 as root) to name it"
+                    .to_string()
+            } else {
+                format!(
+                    "{hidden} sockets belong to processes this user may not look into: run with \
+                     sudo (or as root) to name them"
+                )
+            });
         }
         Ok(answer)
     };
