@@ -261,6 +261,8 @@ A failed bind prints the article's line with the errno name and number, then the
 explanation as `teardown why`: the socket that holds the port, its state, its timer, and the
 option that would have let the bind succeed. Ctrl-C ends the server as a kill would.
 
+A port below 1024 (net.ipv4.ip_unprivileged_port_start) needs root or CAP_NET_BIND_SERVICE.
+
 Exit codes: 0 served a client, 1 the bind failed (explained), 2 usage or environment error.";
 
 const CLIENT_HELP: &str = "\
@@ -271,7 +273,7 @@ Examples:
   teardown client --no-close          read until EOF but never close (CLOSE_WAIT)
 
 Exit codes: 0 done, 1 the connection failed in a way the output names, 2 usage or
-environment error (e.g. nothing listens: ECONNREFUSED).";
+environment error (e.g. nothing listens on the port: start `teardown server` first).";
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -315,6 +317,7 @@ Examples:
   teardown why 8000 --json            for scripts
   sudo teardown why 8000 --netns blue --netns green
   teardown why --connect 10.0.0.5:80  a client's connect() fails with EADDRNOTAVAIL
+  teardown why --connect localhost:8000
 
 It lists every socket that holds the port (from the kernel: state, addresses, queues,
 timer, and the process behind it where there is one), tries the bind for real with a
@@ -332,13 +335,14 @@ Exit codes: 0 a plain bind() (a connect() with --connect) would succeed now, 1 i
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["target", "connect"])))]
 pub struct WhyArgs {
-    /// PORT, ADDRESS:PORT or [IPv6-ADDRESS]:PORT: why bind() fails
+    /// PORT (or :PORT), ADDRESS:PORT or [IPv6-ADDRESS]:PORT: why bind() fails
     pub target: Option<String>,
 
-    /// ADDRESS:PORT of a server: why connect() to it fails with EADDRNOTAVAIL (the local ports
-    /// held by connections to it, mostly in TIME_WAIT, against the ephemeral port range)
-    #[arg(long, value_name = "ADDRESS:PORT")]
-    pub connect: Option<std::net::SocketAddr>,
+    /// HOST:PORT of a server (127.0.0.1:8000, [::1]:8000, localhost:8000): why connect() to it
+    /// fails with EADDRNOTAVAIL (the local ports held by connections to it, mostly in
+    /// TIME_WAIT, against the ephemeral port range)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
 
     /// Look in this network namespace (a name `ip netns list` shows); repeat for several.
     /// Default: the current one

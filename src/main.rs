@@ -174,10 +174,11 @@ fn in_each_place<A>(
 fn why(args: WhyArgs) -> Result<i32, Error> {
     use teardown::why::{Answer, Target, connect};
     let read = || Error::io("reading the kernel's socket table");
-    if let Some(dest) = args.connect {
+    if let Some(dest) = &args.connect {
+        let dest = connect::Dest::parse(dest).map_err(Error::Usage)?;
         let answers = in_each_place(
             &args,
-            |place| connect::ask(dest, place).map_err(read()),
+            |place| connect::ask(&dest, place).map_err(read()),
             connect::ConnectAnswer::to_text,
             connect::ConnectAnswer::to_json,
         )?;
@@ -207,10 +208,16 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
             .filter(|s| s.inode != 0 && s.owner.is_none())
             .count();
         if hidden > 0 && !root {
-            answer.unseen.push(format!(
-                "{hidden} socket(s) belong to processes this user may not look into: run with \
-                 sudo to name them"
-            ));
+            answer.unseen.push(if hidden == 1 {
+                "1 socket belongs to a process this user may not look into: run with sudo (or \
+                 as root) to name it"
+                    .to_string()
+            } else {
+                format!(
+                    "{hidden} sockets belong to processes this user may not look into: run with \
+                     sudo (or as root) to name them"
+                )
+            });
         }
         Ok(answer)
     };

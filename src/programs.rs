@@ -51,7 +51,15 @@ pub fn server(config: &ServerConfig, out: &mut dyn Write) -> Result<i32, Error> 
             let _ = write!(out, "\n{}", explain_bind(config.addr)?.to_text());
             return Ok(exit::DIFFERENT);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let hint = privileged_port_hint(config.addr.port());
+            return Err(match (e.errno(), hint) {
+                (Some(libc::EACCES), Some(hint)) => {
+                    Error::Usage(format!("bind {}: EACCES (errno 13): {hint}", config.addr))
+                }
+                _ => e.into(),
+            });
+        }
     };
     say(
         out,
@@ -100,6 +108,21 @@ pub fn server(config: &ServerConfig, out: &mut dyn Write) -> Result<i32, Error> 
     Ok(exit::REPRODUCED)
 }
 
+/// Why a bind to `port` got EACCES, when the reason is that it is a privileged port.
+fn privileged_port_hint(port: u16) -> Option<String> {
+    let start: u16 = crate::netns::sysctl("net.ipv4.ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    (port < start).then(|| {
+        format!(
+            "ports below {start} need privileges: run as root, give the binary \
+             CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=ep), lower \
+             net.ipv4.ip_unprivileged_port_start, or choose --port {start} or above"
+        )
+    })
+}
+
 /// What holds `addr`, and the trial binds: the same explanation as `teardown why`.
 pub fn explain_bind(addr: SocketAddr) -> Result<Answer, Error> {
     let target = Target {
@@ -113,8 +136,25 @@ pub fn explain_bind(addr: SocketAddr) -> Result<Answer, Error> {
 /// case does.
 pub fn client(config: &ClientConfig, out: &mut dyn Write) -> Result<i32, Error> {
     // As the article's client: no bind(), the kernel picks the source address and port.
-    let mut conn = TcpStream::connect(config.server)
-        .map_err(sockets::call(format!("connect {}", config.server)))?;
+    let mut conn = match TcpStream::connect(config.server) {
+        Ok(conn) => conn,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let server = if config.server.ip().is_loopback() {
+                format!("`teardown server --port {}`", config.server.port())
+            } else {
+                format!(
+                    "`teardown server --port {}` on {}",
+                    config.server.port(),
+                    config.server.ip()
+                )
+            };
+            return Err(Error::Usage(format!(
+                "nothing listens on {}: start {server} first",
+                config.server
+            )));
+        }
+        Err(e) => return Err(sockets::call(format!("connect {}", config.server))(e).into()),
+    };
     let _ = conn.set_read_timeout(None);
     let local = conn.local_addr().map(|a| a.to_string()).unwrap_or_default();
     say(

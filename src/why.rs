@@ -21,7 +21,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// `8000`, `127.0.0.1:8000` or `[::1]:8000`.
+    /// `8000`, `:8000`, `127.0.0.1:8000` or `[::1]:8000`.
     pub fn parse(s: &str) -> Result<Target, String> {
         let s = s.trim();
         let port = |p: &str| -> Result<u16, String> {
@@ -45,7 +45,23 @@ impl Target {
                 port: port(&addr.port().to_string())?,
             });
         }
+        // `:8000` and `*:8000`, as ss and netstat write a port on every address.
+        if let Some(p) = s.strip_prefix(':').or_else(|| s.strip_prefix("*:"))
+            && !p.contains(':')
+        {
+            return Ok(Target {
+                ip: None,
+                port: port(p)?,
+            });
+        }
         match s.rsplit_once(':') {
+            Some((host, p)) if looks_like_ipv4(host) => {
+                let _ = port(p)?;
+                Err(format!(
+                    "{host} is not a valid IPv4 address (four numbers from 0 to 255, e.g. \
+                     127.0.0.1:{p})"
+                ))
+            }
             Some((host, p)) if host.parse::<IpAddr>().is_err() && !host.contains(':') => {
                 let _ = port(p)?;
                 Err(format!(
@@ -125,18 +141,41 @@ pub fn trial_binds(target: &Target) -> Vec<Trial> {
 /// Asks the kernel about `target` in the current network namespace: the sockets in its way
 /// (with their processes) and a trial bind with each option. `netns` names the namespace.
 pub fn ask(target: Target, netns: Option<String>) -> std::io::Result<Answer> {
-    let mut holders: Vec<KernelSocket> = crate::kernel::all_sockets()?
-        .into_iter()
+    let all = crate::kernel::all_sockets()?;
+    let mut holders: Vec<KernelSocket> = all
+        .iter()
         .filter(|s| target.overlaps(s.local))
+        .cloned()
         .collect();
+    let mut peers = local_peers(&holders, &all);
+    let n = holders.len();
+    // One walk of /proc for both.
+    holders.append(&mut peers);
     crate::kernel::fill_owners(&mut holders);
+    let peers = holders.split_off(n);
     Ok(Answer {
         target,
         netns,
         trials: trial_binds(&target),
         holders,
+        peers,
         unseen: Vec::new(),
     })
+}
+
+/// The other ends on this machine of the orphaned FIN_WAIT_2 holders: a CLOSE_WAIT socket
+/// whose 4-tuple is the holder's reversed. Its process is the one to fix.
+pub fn local_peers(holders: &[KernelSocket], all: &[KernelSocket]) -> Vec<KernelSocket> {
+    holders
+        .iter()
+        .filter(|h| h.rfc_state() == Some(State::FinWait2) && h.inode == 0)
+        .filter_map(|h| {
+            all.iter().find(|s| {
+                s.local == h.peer && s.peer == h.local && s.rfc_state() == Some(State::CloseWait)
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// Everything `why` found, for one network namespace.
@@ -146,6 +185,8 @@ pub struct Answer {
     /// `None`: the namespace `why` runs in.
     pub netns: Option<String>,
     pub holders: Vec<KernelSocket>,
+    /// The local CLOSE_WAIT ends of orphaned FIN_WAIT_2 holders (see `local_peers`).
+    pub peers: Vec<KernelSocket>,
     pub trials: Vec<Trial>,
     /// What could not be seen (without root: other users' processes).
     pub unseen: Vec<String>,
@@ -175,20 +216,7 @@ impl Answer {
                 errno_name(n)
             )),
         }
-        let of = |s: &KernelSocket| match &s.owner {
-            Some(o) => format!(
-                "pid {} ({}) of user {}",
-                o.pid,
-                short_command(if o.cmdline.is_empty() {
-                    &o.command
-                } else {
-                    &o.cmdline
-                }),
-                o.user
-            ),
-            None if s.inode == 0 => "no process".to_string(),
-            None => "a process this user may not see".to_string(),
-        };
+        let of = owner_phrase;
         let in_state = |st: State| -> Vec<&KernelSocket> {
             self.holders
                 .iter()
@@ -266,6 +294,15 @@ impl Answer {
                 left(&fw2)
             ));
         }
+        for p in &self.peers {
+            why.push(format!(
+                "The other end, {}, is on this machine: {} holds it in CLOSE_WAIT. The FIN \
+                 reached it, but that program has not closed its socket; fix it there (close() \
+                 once read() returns 0).",
+                p.local,
+                of(p)
+            ));
+        }
         let told = |s: &KernelSocket| match s.rfc_state() {
             Some(State::Listen | State::TimeWait) => true,
             Some(State::FinWait2) => s.inode == 0,
@@ -313,6 +350,20 @@ impl Answer {
             return Vec::new();
         }
         let mut fixes = Vec::new();
+        for p in &self.peers {
+            fixes.push(match &p.owner {
+                Some(o) => format!(
+                    "Fix pid {} ({}): it holds the other end, {}, in CLOSE_WAIT; it must close() \
+                     its socket once read() returns 0.",
+                    o.pid, o.command, p.local
+                ),
+                None => format!(
+                    "Fix the program that holds the other end, {}, in CLOSE_WAIT (run as root to \
+                     name it): it must close() its socket once read() returns 0.",
+                    p.local
+                ),
+            });
+        }
         let has = |st: State| self.holders.iter().any(|s| s.rfc_state() == Some(st));
         let old_connections = has(State::TimeWait) || has(State::FinWait2);
         if old_connections {
@@ -443,6 +494,14 @@ impl Answer {
                 "command": h.owner.as_ref().map(|o| o.cmdline.clone()),
                 "user": h.owner.as_ref().map(|o| o.user.clone()),
             })).collect::<Vec<_>>(),
+            "peers": self.peers.iter().map(|p| json!({
+                "state": p.state,
+                "local": p.local.to_string(),
+                "peer": p.peer.to_string(),
+                "pid": p.owner.as_ref().map(|o| o.pid),
+                "command": p.owner.as_ref().map(|o| o.cmdline.clone()),
+                "user": p.owner.as_ref().map(|o| o.user.clone()),
+            })).collect::<Vec<_>>(),
             "trials": self.trials.iter().map(|t| json!({
                 "options": t.opts.to_string(),
                 "bound": t.errno.is_none(),
@@ -454,6 +513,29 @@ impl Answer {
             "unseen": self.unseen,
         })
     }
+}
+
+/// `pid 9 (app --serve) of user u`, or who else holds the socket.
+fn owner_phrase(s: &KernelSocket) -> String {
+    match &s.owner {
+        Some(o) => format!(
+            "pid {} ({}) of user {}",
+            o.pid,
+            short_command(if o.cmdline.is_empty() {
+                &o.command
+            } else {
+                &o.cmdline
+            }),
+            o.user
+        ),
+        None if s.inode == 0 => "no process".to_string(),
+        None => "a process this user may not see".to_string(),
+    }
+}
+
+/// Only digits and dots, with a dot: meant as an IPv4 address (a host name has a letter).
+pub(crate) fn looks_like_ipv4(host: &str) -> bool {
+    host.contains('.') && host.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 /// A command line fit for a sentence: one line, at most 60 characters.

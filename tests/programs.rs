@@ -97,9 +97,11 @@ echo "== table"
 "$B" sockets --port 8000
 echo "== restart"
 "$B" server; echo "restart exit=$?"
+echo "== client"; echo "$C"
 kill $C; rm -f /tmp/teardown-case2-*.$$
 "#,
     );
+    let client = section(&run, "client").trim();
     let table = section(&run, "table");
     let rows: Vec<Vec<&str>> = table
         .lines()
@@ -116,6 +118,18 @@ kill $C; rm -f /tmp/teardown-case2-*.$$
         "{run}"
     );
     assert!(restart.contains("sits in FIN_WAIT_2"), "{run}");
+    // The client's end is on this machine: `why` names its pid, the program to fix.
+    let flat = restart.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!("is on this machine: pid {client} (")),
+        "{run}"
+    );
+    assert!(
+        flat.contains(&format!(
+            "Fix pid {client} (teardown): it holds the other end"
+        )),
+        "{run}"
+    );
     assert!(restart.contains("restart exit=1"), "{run}");
 }
 
@@ -169,6 +183,29 @@ fn client_without_a_server_says_so_in_one_line() {
     assert!(run.stdout.contains("exit=2"), "{run}");
     assert_eq!(
         run.stderr.trim(),
-        "teardown: the experiment failed: connect 127.0.0.1:8009: ECONNREFUSED (errno 111)"
+        "teardown: nothing listens on 127.0.0.1:8009: start `teardown server --port 8009` first"
+    );
+}
+
+#[test]
+fn server_on_a_privileged_port_as_a_user_says_what_it_needs() {
+    if !root("programs_privileged_port") {
+        return;
+    }
+    let run = in_namespace(
+        r#"setpriv --reuid=65534 --regid=65534 --clear-groups "$B" server --port 80; echo "exit=$?""#,
+    );
+    assert!(run.stdout.contains("exit=2"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr.starts_with(
+            "teardown: bind 0.0.0.0:80: EACCES (errno 13): ports below 1024 need privileges: run \
+             as root, give the binary CAP_NET_BIND_SERVICE"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("net.ipv4.ip_unprivileged_port_start"),
+        "{run}"
     );
 }

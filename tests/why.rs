@@ -170,7 +170,7 @@ fn an_orphaned_fin_wait_2_blocks_too() {
     if !root("why_orphan") {
         return;
     }
-    let (code, a, _) = why_in("orphan", "8000");
+    let (code, a, pid) = why_in("orphan", "8000");
     assert_eq!(code, 1, "{a:#}");
     assert_eq!(a["target"], "0.0.0.0:8000");
     assert_eq!(errnos(&a), [IN_USE; 4], "{a:#}");
@@ -182,7 +182,30 @@ fn an_orphaned_fin_wait_2_blocks_too() {
         .collect();
     assert_eq!(states, ["FIN_WAIT_2"], "{a:#}");
     assert_eq!(a["holders"][0]["pid"], Value::Null);
-    assert!(explanation(&a).contains("sits in FIN_WAIT_2"), "{a:#}");
+    let why = explanation(&a);
+    assert!(why.contains("sits in FIN_WAIT_2"), "{a:#}");
+    // The client's end is on this machine, in CLOSE_WAIT, held by the setup program: named.
+    let client = a["holders"][0]["peer"].as_str().unwrap();
+    assert_eq!(a["peers"][0]["local"], client, "{a:#}");
+    assert_eq!(a["peers"][0]["state"], "CLOSE_WAIT", "{a:#}");
+    assert_eq!(a["peers"][0]["pid"], pid, "{a:#}");
+    assert!(
+        why.contains(&format!(
+            "The other end, {client}, is on this machine: pid {pid} ("
+        )) && why.contains("python3 -c"),
+        "{why}"
+    );
+    assert!(
+        why.contains("holds it in CLOSE_WAIT. The FIN reached it, but that program has not closed its socket; fix it there"),
+        "{why}"
+    );
+    assert_eq!(
+        a["fixes"][0],
+        format!(
+            "Fix pid {pid} (python3): it holds the other end, {client}, in CLOSE_WAIT; it must \
+             close() its socket once read() returns 0."
+        )
+    );
 }
 
 #[test]
@@ -241,6 +264,17 @@ fn a_reuseport_group_admits_a_reuseport_socket() {
 }
 
 #[test]
+fn colon_port_means_every_address_as_in_ss() {
+    if !root("why_colon_port") {
+        return;
+    }
+    let (code, a, _) = why_in("orphan", ":8000");
+    assert_eq!(code, 1, "{a:#}");
+    assert_eq!(a["target"], "0.0.0.0:8000", "{a:#}");
+    assert_eq!(a["holders"][0]["state"], "FIN_WAIT_2", "{a:#}");
+}
+
+#[test]
 fn a_free_port_exits_0() {
     if !root("why_free") {
         return;
@@ -259,6 +293,10 @@ fn bad_targets_are_one_line_and_exit_2() {
         (
             "192.0.2.1:8000",
             "192.0.2.1 is not an address of this machine",
+        ),
+        (
+            "999.1.1.1:80",
+            "teardown: 999.1.1.1 is not a valid IPv4 address (four numbers from 0 to 255",
         ),
     ] {
         let run = teardown(&["why", target]);
@@ -299,11 +337,10 @@ fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
         Value::Null,
         "another user's process stays hidden{run}"
     );
-    assert!(
-        a["unseen"][0]
-            .as_str()
-            .unwrap()
-            .contains("run with sudo to name them"),
+    assert_eq!(
+        a["unseen"][0],
+        "1 socket belongs to a process this user may not look into: run with sudo (or as root) \
+         to name it",
         "{run}"
     );
     // Looking into a namespace needs root: one line, exit 2.
@@ -327,10 +364,11 @@ fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
 /// client first (TIME_WAIT on the client's port), then `why --connect` and one more connect().
 const CONNECT_SETUP: &str = r#"
 import json, socket, subprocess, sys, time
-closed, binary = int(sys.argv[1]), sys.argv[2]
+closed, binary, reuse, dest, narrow = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "narrow"
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-open("/proc/sys/net/ipv4/ip_local_port_range", "w").write("41000 41005")
-open("/proc/sys/net/ipv4/tcp_tw_reuse", "w").write("0")
+if narrow:
+    open("/proc/sys/net/ipv4/ip_local_port_range", "w").write("41000 41005")
+open("/proc/sys/net/ipv4/tcp_tw_reuse", "w").write(reuse)
 l = socket.socket(); l.bind(("127.0.0.1", 8000)); l.listen()
 for _ in range(closed):
     c = socket.create_connection(("127.0.0.1", 8000))
@@ -342,8 +380,8 @@ def time_wait():
 for _ in range(1000):
     if time_wait() == closed: break
     time.sleep(0.005)
-out = subprocess.run([binary, "why", "--connect", "127.0.0.1:8000", "--json"], capture_output=True, text=True)
-text = subprocess.run([binary, "why", "--connect", "127.0.0.1:8000"], capture_output=True, text=True)
+out = subprocess.run([binary, "why", "--connect", dest, "--json"], capture_output=True, text=True)
+text = subprocess.run([binary, "why", "--connect", dest], capture_output=True, text=True)
 try:
     socket.create_connection(("127.0.0.1", 8000)).close(); errno = 0
 except OSError as e:
@@ -351,8 +389,25 @@ except OSError as e:
 print(json.dumps({"code": out.returncode, "stdout": out.stdout, "stderr": out.stderr, "text": text.stdout, "connect_errno": errno}))
 "#;
 
+/// The 6-port range, tcp_tw_reuse 0, `why --connect 127.0.0.1:8000`.
 fn why_connect_after(closed: usize) -> (Value, Value) {
-    python_in_netns(CONNECT_SETUP, &[&closed.to_string(), BIN])
+    why_connect(closed, "0", "127.0.0.1:8000", "narrow")
+}
+
+/// `range`: "narrow" (41000–41005) or "default".
+fn why_connect(closed: usize, tw_reuse: &str, dest: &str, range: &str) -> (Value, Value) {
+    python_in_netns(
+        CONNECT_SETUP,
+        &[&closed.to_string(), BIN, tw_reuse, dest, range],
+    )
+}
+
+fn longest_line(text: &str) -> usize {
+    text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]
@@ -372,18 +427,101 @@ fn why_connect_counts_the_time_wait_ports_against_the_range() {
     assert_eq!(answer["tcp_tw_reuse"], 0);
     let text = report["text"].as_str().unwrap();
     assert!(
-        text.contains("6 of the 6 local ports (41000–41005) are held by connections to it, 6 of them in TIME_WAIT"),
+        flat(text).contains("6 of the 6 local ports (41000–41005) are held by connections to it, 6 of them in TIME_WAIT"),
         "{text}"
     );
     assert!(
-        text.contains("fails with EADDRNOTAVAIL (errno 99"),
+        flat(text).contains("fails with EADDRNOTAVAIL (errno 99"),
         "{text}"
     );
     assert!(text.contains("tcp_tw_recycle"), "{text}");
+    // Wrapped as plain `why` wraps.
+    assert!(longest_line(text) <= 90, "{text}");
+    assert!(
+        text.contains("What to do:\n  - Reuse connections"),
+        "{text}"
+    );
     // Four of six: room left, exit 0, and the connect() works.
     let (report, answer) = why_connect_after(4);
     assert_eq!(report["connect_errno"], 0, "{report}");
     assert_eq!(report["code"], 0, "{report}");
     assert_eq!(answer["time_wait"], 4, "{answer}");
     assert_eq!(answer["exhausted"], false);
+}
+
+#[test]
+fn why_connect_with_nothing_held_says_so_briefly() {
+    if !root("why_connect_nothing_held") {
+        return;
+    }
+    // A fresh namespace, Linux's default range (32768–60999), no connection at all.
+    let (report, answer) = why_connect(0, "2", "127.0.0.1:8000", "default");
+    assert_eq!(report["code"], 0, "{report}");
+    assert_eq!(answer["held"], 0, "{answer}");
+    assert_eq!(answer["fixes"], serde_json::json!([]), "{answer}");
+    // The README's number: 28232 ports ÷ 60 s, rounded half up.
+    assert_eq!(answer["sustainable_per_second"], 471, "{answer}");
+    let text = report["text"].as_str().unwrap();
+    assert!(
+        flat(text).starts_with(
+            "connect() to 127.0.0.1:8000 in this network namespace: no local port \
+             (32768–60999, 28232 ports) is held by a connection to it"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("What to do"), "{text}");
+    assert!(text.lines().count() <= 3, "{text}");
+    assert!(longest_line(text) <= 90, "{text}");
+}
+
+#[test]
+fn why_connect_resolves_localhost_and_knows_tw_reuse_2_covers_loopback() {
+    if !root("why_connect_localhost") {
+        return;
+    }
+    // tcp_tw_reuse = 2 (Linux's default: loopback only), 4 of 6 ports in TIME_WAIT.
+    let (report, answer) = why_connect(4, "2", "localhost:8000", "narrow");
+    assert_eq!(report["code"], 0, "{report}");
+    assert_eq!(answer["destination"], "127.0.0.1:8000", "{answer}");
+    assert_eq!(answer["host"], "localhost", "{answer}");
+    assert_eq!(answer["time_wait"], 4, "{answer}");
+    assert_eq!(answer["tcp_tw_reuse"], 2, "{answer}");
+    assert_eq!(answer["tw_reuse_applies"], true, "{answer}");
+    let text = report["text"].as_str().unwrap();
+    assert!(
+        flat(text).starts_with(
+            "connect() to 127.0.0.1:8000 (localhost) in this network namespace: 4 of the 6"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Set net.ipv4.tcp_tw_reuse"), "{text}");
+    assert!(
+        flat(text).contains(
+            "net.ipv4.tcp_tw_reuse is 2 (Linux's default: loopback only), which covers 127.0.0.1"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn why_connect_gives_one_line_for_a_bare_port_or_a_bad_address() {
+    for (dest, says) in [
+        (
+            "8000",
+            "teardown: --connect 8000: give the server's address and port, e.g. --connect 127.0.0.1:8000",
+        ),
+        (
+            "999.1.1.1:80",
+            "teardown: --connect 999.1.1.1:80: 999.1.1.1 is not a valid IPv4 address",
+        ),
+        (
+            "no-such-host.invalid:80",
+            "teardown: --connect no-such-host.invalid:80: cannot resolve no-such-host.invalid",
+        ),
+    ] {
+        let run = teardown(&["why", "--connect", dest]);
+        assert_eq!(run.code, Some(2), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(run.stderr.starts_with(says), "{run}");
+    }
 }

@@ -3,20 +3,118 @@
 //! mostly in TIME_WAIT, because the client closes first.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use serde_json::json;
 
 use crate::kernel::KernelSocket;
+use crate::run::report::wrap;
 use crate::tcp::State;
 
 /// Linux's TIME_WAIT (TCP_TIMEWAIT_LEN), in seconds.
-const TIME_WAIT_S: f64 = 60.0;
+const TIME_WAIT_S: u32 = 60;
+
+/// The new connections per second to one destination that `ports` local ports sustain when
+/// each stays in TIME_WAIT 60 s: a whole number, rounded half up (28232 ports: 471); below
+/// one per second (fewer than 30 ports), two decimals. The one rounding `why --connect`, the
+/// README and `run port-exhaustion` use.
+pub fn sustainable_rate(ports: u32) -> String {
+    if ports >= TIME_WAIT_S / 2 {
+        ((ports + TIME_WAIT_S / 2) / TIME_WAIT_S).to_string()
+    } else {
+        format!("{:.2}", f64::from(ports) / f64::from(TIME_WAIT_S))
+    }
+}
+
+/// The destination of `--connect`: an address, and the host name it was given as, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub addr: SocketAddr,
+    pub host: Option<String>,
+}
+
+impl Dest {
+    /// `127.0.0.1:8000`, `[::1]:8000` or `localhost:8000` (resolved; IPv4 first).
+    pub fn parse(s: &str) -> Result<Dest, String> {
+        let s = s.trim();
+        let what = |why: &str| format!("--connect {s}: {why}, e.g. --connect 127.0.0.1:8000");
+        if s.is_empty() {
+            return Err(
+                "--connect needs the server's address and port, e.g. --connect 127.0.0.1:8000"
+                    .into(),
+            );
+        }
+        if s.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "--connect {s}: give the server's address and port, e.g. --connect 127.0.0.1:{}",
+                s.parse::<u16>().ok().filter(|&p| p > 0).unwrap_or(8000)
+            ));
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(what("give the server's address and port"));
+        };
+        let port = match port.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => n as u16,
+            _ => return Err(what(&format!("{port:?} is not a port (1 to 65535)"))),
+        };
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            if ip.is_ipv6() && bare == host {
+                return Err(what("an IPv6 address goes in brackets ([::1]:8000)"));
+            }
+            return Ok(Dest {
+                addr: SocketAddr::new(ip, port),
+                host: None,
+            });
+        }
+        if host.is_empty() {
+            return Err(what("give the server's address before the colon"));
+        }
+        if crate::why::looks_like_ipv4(host) {
+            return Err(what(&format!(
+                "{host} is not a valid IPv4 address (four numbers from 0 to 255)"
+            )));
+        }
+        if host.contains(':') {
+            return Err(what("an IPv6 address goes in brackets ([::1]:8000)"));
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("--connect {s}: cannot resolve {host}: {e}"))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("--connect {s}: {host} resolves to no address"))?;
+        Ok(Dest {
+            addr,
+            host: Some(host.to_string()),
+        })
+    }
+}
+
+/// How close the destination is to running out of local ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pressure {
+    /// No port is held by a connection to it.
+    None,
+    /// Fewer than half the ports connect() tries.
+    Low,
+    /// Half of them or more, or all.
+    High,
+}
 
 /// What the kernel shows about connections to one destination.
 #[derive(Clone, Debug)]
 pub struct ConnectAnswer {
     pub dest: SocketAddr,
+    /// The host name `--connect` was given, when it was one.
+    pub host: Option<String>,
     pub netns: Option<String>,
     /// net.ipv4.ip_local_port_range.
     pub range: (u16, u16),
@@ -43,6 +141,7 @@ impl ConnectAnswer {
             .collect();
         ConnectAnswer {
             dest,
+            host: None,
             netns,
             range,
             tw_reuse,
@@ -81,10 +180,83 @@ impl ConnectAnswer {
         ports.len() as u32
     }
 
-    /// The fixes, the working ones first, then the two that harm.
+    pub fn pressure(&self) -> Pressure {
+        match self.held() {
+            0 => Pressure::None,
+            n if !self.exhausted() && 2 * n < self.usable() => Pressure::Low,
+            _ => Pressure::High,
+        }
+    }
+
+    /// Loopback as tcp_tw_reuse = 2 counts it (tcp_twsk_unique): 127.0.0.0/8, ::1 and
+    /// ::ffff:127.0.0.0/104.
+    fn loopback(&self) -> bool {
+        match self.dest.ip() {
+            IpAddr::V4(ip) => ip.is_loopback(),
+            IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        }
+    }
+
+    /// Whether connect() may take over this destination's TIME_WAIT ports already.
+    fn reuse_applies(&self) -> bool {
+        match self.tw_reuse {
+            Some(1) => true,
+            Some(2) => self.loopback(),
+            _ => false,
+        }
+    }
+
+    fn delay(&self) -> String {
+        self.tw_reuse_delay_ms
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "1 s".to_string())
+    }
+
+    /// What tcp_tw_reuse does for this destination now, and what to set where it helps.
+    fn tw_reuse_fix(&self) -> String {
+        let delay = self.delay();
+        let rule = format!(
+            "connect() takes over a TIME_WAIT port to it once the port is {delay} old, if both \
+             ends use TCP timestamps"
+        );
+        let yet = if self.exhausted() {
+            "; the ports ran out all the same, so each is younger than that or the peer sends \
+             no timestamps."
+        } else {
+            "."
+        };
+        match (self.tw_reuse, self.loopback()) {
+            (Some(1), _) => format!("net.ipv4.tcp_tw_reuse is 1 already: {rule}{yet}"),
+            (Some(2), true) => format!(
+                "net.ipv4.tcp_tw_reuse is 2 (Linux's default: loopback only), which covers {}: \
+                 {rule}{yet} Setting it to 1 changes nothing for this destination.",
+                self.dest.ip()
+            ),
+            (Some(2), false) => format!(
+                "Set net.ipv4.tcp_tw_reuse = 1 (now 2: loopback only, and {} is not loopback): \
+                 connect() may then take over a TIME_WAIT port {delay} old, safe thanks to TCP \
+                 timestamps (RFC 7323).",
+                self.dest.ip()
+            ),
+            (_, true) => format!(
+                "Set net.ipv4.tcp_tw_reuse = 2 (Linux's default: loopback only, enough for {}) \
+                 or 1 (every destination): connect() may then take over a TIME_WAIT port \
+                 {delay} old, safe thanks to TCP timestamps (RFC 7323).",
+                self.dest.ip()
+            ),
+            (_, false) => format!(
+                "Set net.ipv4.tcp_tw_reuse = 1: connect() may then take over a TIME_WAIT port \
+                 {delay} old, safe thanks to TCP timestamps (RFC 7323)."
+            ),
+        }
+    }
+
+    /// Every fix, the working ones first, then the two that harm.
     pub fn fixes(&self) -> Vec<String> {
         let (lo, hi) = self.range;
-        let mut fixes = vec![
+        vec![
             "Reuse connections: HTTP keep-alive, a connection pool; one connection for many \
              requests holds one port, not one per request."
                 .to_string(),
@@ -94,114 +266,141 @@ impl ConnectAnswer {
                 self.dest
             ),
             format!(
-                "Widen net.ipv4.ip_local_port_range (now {lo}–{hi}, {} ports: {:.1} new \
-                 connections per second to one destination; 1024–65535 gives {:.0}).",
+                "Widen net.ipv4.ip_local_port_range (now {lo}–{hi}, {} ports: {} new \
+                 connections per second to one destination; 1024–65535 gives {}).",
                 self.ports(),
-                f64::from(self.ports()) / TIME_WAIT_S,
-                64512.0 / TIME_WAIT_S
+                sustainable_rate(self.ports()),
+                sustainable_rate(64512)
             ),
-        ];
-        let delay = self
-            .tw_reuse_delay_ms
-            .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "1 to 2 s".to_string());
-        fixes.push(match self.tw_reuse {
-            Some(1) => format!(
-                "net.ipv4.tcp_tw_reuse is 1 already: connect() takes over a TIME_WAIT port once \
-                 it is {delay} old, if both ends use TCP timestamps; every port here is younger or \
-                 the peer sends no timestamps."
-            ),
-            Some(2) => format!(
-                "Set net.ipv4.tcp_tw_reuse = 1 (now 2: loopback connections only): connect() \
-                 may then take over a TIME_WAIT port {delay} old, safe thanks to TCP timestamps."
-            ),
-            _ => format!(
-                "Set net.ipv4.tcp_tw_reuse = 1: connect() may then take over a TIME_WAIT port \
-                 {delay} old, safe thanks to TCP timestamps (RFC 7323)."
-            ),
-        });
-        fixes.push(
+            self.tw_reuse_fix(),
             "Spread the load over more destination addresses or ports: the limit is per \
              destination."
                 .to_string(),
-        );
-        fixes.push(
             "Harmful: SO_LINGER {on, 0} closes with RST instead of FIN. No TIME_WAIT, but data \
              in flight is lost and the server reads ECONNRESET."
                 .to_string(),
-        );
-        fixes.push(
             "Harmful, and gone: net.ipv4.tcp_tw_recycle broke clients behind NAT and was removed \
              in Linux 4.12; advice that names it is out of date."
                 .to_string(),
-        );
-        fixes
+        ]
     }
 
-    pub fn to_text(&self) -> String {
-        let mut s = String::new();
+    /// The fixes worth showing now: none while no port is held, the first two while few are.
+    pub fn advice(&self) -> Vec<String> {
+        let mut fixes = self.fixes();
+        match self.pressure() {
+            Pressure::None => Vec::new(),
+            Pressure::Low => {
+                fixes.truncate(2);
+                fixes
+            }
+            Pressure::High => fixes,
+        }
+    }
+
+    /// The paragraphs of the answer, unwrapped.
+    fn paragraphs(&self) -> Vec<String> {
         let place = match &self.netns {
             Some(n) => format!("network namespace {n}"),
             None => "this network namespace".to_string(),
         };
-        let tw = self.time_wait();
+        let dest = match &self.host {
+            Some(h) => format!("{} ({h})", self.dest),
+            None => self.dest.to_string(),
+        };
         let (lo, hi) = self.range;
-        let _ = writeln!(
-            s,
-            "connect() to {} in {place}: {} of the {} local ports ({lo}–{hi}) are held by \
-             connections to it, {} of them in TIME_WAIT.",
-            self.dest,
-            self.held(),
+        let held = self.held();
+        if self.pressure() == Pressure::None {
+            return vec![format!(
+                "connect() to {dest} in {place}: no local port ({lo}–{hi}, {} ports) is held \
+                 by a connection to it, so a new connect() finds a free one. Nothing to fix \
+                 for this destination now; if connect() fails with EADDRNOTAVAIL, ask again \
+                 while it does.",
+                self.ports()
+            )];
+        }
+        let tw = self.time_wait();
+        let mut out = vec![format!(
+            "connect() to {dest} in {place}: {held} of the {} local ports ({lo}–{hi}) {} held \
+             by connections to it, {} of them in TIME_WAIT.",
             self.ports(),
+            if held == 1 { "is" } else { "are" },
             tw.len()
-        );
+        )];
         if self.usable() != self.ports() {
-            let _ = writeln!(
-                s,
+            out.push(format!(
                 "connect() tries {} of them each time (an even count: one port of an odd range \
                  is out of its reach).",
                 self.usable()
-            );
+            ));
         }
-        if self.exhausted() {
-            let _ = writeln!(
-                s,
+        out.push(if self.exhausted() {
+            format!(
                 "A new connect() to {} fails with EADDRNOTAVAIL (errno 99, Cannot assign \
                  requested address): no local port is free for this destination.",
                 self.dest
-            );
+            )
         } else {
-            let _ = writeln!(
-                s,
+            format!(
                 "A new connect() to {} still finds a free port ({} left).",
                 self.dest,
-                self.usable().saturating_sub(self.held())
-            );
-        }
+                self.usable().saturating_sub(held)
+            )
+        });
         if let Some(first) = tw
             .iter()
             .filter_map(|s| s.timer.as_ref().map(|t| t.remaining.as_secs_f64()))
             .reduce(f64::min)
         {
-            let _ = writeln!(
-                s,
+            let mut p = format!(
                 "The client closed first, so each closed connection keeps its port in TIME_WAIT \
-                 for 60 s; the first frees in {first:.1} s. The sustainable rate is ports ÷ 60 s = \
-                 {:.1} new connections per second to {}.",
-                f64::from(self.ports()) / TIME_WAIT_S,
+                 for 60 s; the first frees in {first:.1} s. The sustainable rate is ports ÷ 60 s \
+                 = {} new connections per second to {}",
+                sustainable_rate(self.ports()),
                 self.dest
             );
+            if self.reuse_applies() {
+                let _ = write!(
+                    p,
+                    ", more where tcp_tw_reuse takes over ports {} old",
+                    self.delay()
+                );
+            }
+            p.push('.');
+            out.push(p);
         }
-        let _ = writeln!(s, "What to do:");
-        for fix in self.fixes() {
-            let _ = writeln!(s, "  - {fix}");
+        out
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for p in self.paragraphs() {
+            for line in wrap(&p, 90) {
+                let _ = writeln!(s, "{line}");
+            }
+        }
+        let advice = self.advice();
+        if self.pressure() == Pressure::Low {
+            let _ = writeln!(
+                s,
+                "What to do: nothing yet. Should the ports run out, the first fixes are:"
+            );
+        } else if !advice.is_empty() {
+            let _ = writeln!(s, "What to do:");
+        }
+        for fix in advice {
+            for (i, line) in wrap(&fix, 86).iter().enumerate() {
+                let _ = writeln!(s, "{}{line}", if i == 0 { "  - " } else { "    " });
+            }
         }
         s
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        let rate = sustainable_rate(self.ports());
         json!({
             "destination": self.dest.to_string(),
+            "host": self.host,
             "netns": self.netns,
             "port_range": [self.range.0, self.range.1],
             "ports": self.ports(),
@@ -211,19 +410,22 @@ impl ConnectAnswer {
             "exhausted": self.exhausted(),
             "tcp_tw_reuse": self.tw_reuse,
             "tcp_tw_reuse_delay_ms": self.tw_reuse_delay_ms,
-            "sustainable_per_second": f64::from(self.ports()) / TIME_WAIT_S,
+            "tw_reuse_applies": self.reuse_applies(),
+            // The same number the text gives (471, not 470.53).
+            "sustainable_per_second": serde_json::from_str::<serde_json::Value>(&rate)
+                .unwrap_or(serde_json::Value::Null),
             "holders": self.holders.iter().map(|h| json!({
                 "local": h.local.to_string(),
                 "state": h.state,
                 "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
             })).collect::<Vec<_>>(),
-            "fixes": self.fixes(),
+            "fixes": self.advice(),
         })
     }
 }
 
 /// Asks the kernel of the calling thread's namespace.
-pub fn ask(dest: SocketAddr, netns: Option<String>) -> std::io::Result<ConnectAnswer> {
+pub fn ask(dest: &Dest, netns: Option<String>) -> std::io::Result<ConnectAnswer> {
     let range = crate::netns::sysctl("net.ipv4.ip_local_port_range")?;
     let mut it = range.split_whitespace().map(|p| p.parse::<u16>().ok());
     let range = match (it.next().flatten(), it.next().flatten()) {
@@ -241,9 +443,9 @@ pub fn ask(dest: SocketAddr, netns: Option<String>) -> std::io::Result<ConnectAn
         .ok()
         .and_then(|v| v.parse().ok());
     let sockets = crate::kernel::all_sockets()?;
-    Ok(ConnectAnswer::new(
-        dest, netns, range, tw_reuse, delay, sockets,
-    ))
+    let mut answer = ConnectAnswer::new(dest.addr, netns, range, tw_reuse, delay, sockets);
+    answer.host = dest.host.clone();
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -302,14 +504,16 @@ mod tests {
         assert_eq!((a.ports(), a.usable(), a.held()), (6, 6, 6));
         assert!(a.exhausted());
         let text = a.to_text();
-        assert!(text.contains("6 of the 6 local ports (40000–40005) are held by connections to it, 6 of them in TIME_WAIT"), "{text}");
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains("6 of the 6 local ports (40000–40005) are held by connections to it, 6 of them in TIME_WAIT"), "{text}");
         assert!(
-            text.contains("fails with EADDRNOTAVAIL (errno 99"),
+            flat.contains("fails with EADDRNOTAVAIL (errno 99"),
             "{text}"
         );
-        assert!(text.contains("the first frees in 50.0 s"), "{text}");
+        assert!(flat.contains("the first frees in 50.0 s"), "{text}");
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            text.contains("ports ÷ 60 s = 0.1 new connections per second"),
+            flat.contains("ports ÷ 60 s = 0.10 new connections per second"),
             "{text}"
         );
         // A wider range has room left.
@@ -334,12 +538,182 @@ mod tests {
         let fixes = a.fixes();
         assert!(fixes[0].starts_with("Reuse connections"));
         assert!(fixes[1].starts_with("Let the server close first"));
-        assert!(
-            fixes[2].contains("now 32768–60999, 28232 ports: 470.5 new connections per second")
-        );
+        assert!(fixes[2].contains("now 32768–60999, 28232 ports: 471 new connections per second"));
         assert!(fixes[3].starts_with("Set net.ipv4.tcp_tw_reuse = 1"));
         assert!(fixes[3].contains("1000 ms old"));
         assert!(fixes[5].contains("SO_LINGER {on, 0}"));
         assert!(fixes[6].contains("tcp_tw_recycle") && fixes[6].contains("removed in Linux 4.12"));
+    }
+
+    fn with_reuse(dest: &str, tw_reuse: u8, sockets: Vec<KernelSocket>) -> ConnectAnswer {
+        ConnectAnswer::new(
+            dest.parse().unwrap(),
+            None,
+            (40000, 40005),
+            Some(tw_reuse),
+            Some(1000),
+            sockets,
+        )
+    }
+
+    fn time_waits(dest: &str, n: u16) -> Vec<KernelSocket> {
+        (40000..40000 + n)
+            .map(|p| socket(&format!("127.0.0.1:{p}"), dest, "TIME_WAIT", 59))
+            .collect()
+    }
+
+    #[test]
+    fn one_rounding_for_the_sustainable_rate() {
+        assert_eq!(sustainable_rate(28232), "471", "28232 ÷ 60 = 470.53");
+        assert_eq!(sustainable_rate(64512), "1075", "64512 ÷ 60 = 1075.2");
+        assert_eq!(sustainable_rate(30), "1", "0.5 rounds half up");
+        assert_eq!(sustainable_rate(89), "1");
+        assert_eq!(sustainable_rate(90), "2");
+        assert_eq!(sustainable_rate(6), "0.10");
+        let a = answer((32768, 60999), Vec::new());
+        assert_eq!(a.to_json()["sustainable_per_second"], 471);
+        assert!(
+            a.fixes()[2].contains("1024–65535 gives 1075"),
+            "{:?}",
+            a.fixes()
+        );
+    }
+
+    #[test]
+    fn nothing_held_says_so_in_one_paragraph_without_the_list() {
+        let a = answer((32768, 60999), Vec::new());
+        assert_eq!(a.pressure(), Pressure::None);
+        let text = a.to_text();
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.starts_with(
+                "connect() to 10.0.0.5:80 in this network namespace: no local port \
+                 (32768–60999, 28232 ports) is held by a connection to it"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("What to do"), "{text}");
+        assert!(text.lines().count() <= 3, "{text}");
+        assert_eq!(a.to_json()["fixes"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn few_held_shortens_the_list_to_the_first_fixes() {
+        // 2 of 6: room left, nothing urgent.
+        let a = answer(
+            (40000, 40005),
+            (40000..40002)
+                .map(|p| socket(&format!("10.0.0.1:{p}"), DEST, "TIME_WAIT", 59))
+                .collect(),
+        );
+        assert_eq!(a.pressure(), Pressure::Low);
+        let text = a.to_text();
+        assert!(text.contains("2 of the 6 local ports"), "{text}");
+        assert!(
+            text.contains(
+                "What to do: nothing yet. Should the ports run out, the first fixes are:"
+            ),
+            "{text}"
+        );
+        assert_eq!(a.advice().len(), 2);
+        assert!(!text.contains("tcp_tw_recycle"), "{text}");
+        // One port held reads in the singular.
+        let a = answer(
+            (40000, 40005),
+            vec![socket("10.0.0.1:40000", DEST, "TIME_WAIT", 59)],
+        );
+        let flat = a.to_text().split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("1 of the 6 local ports (40000–40005) is held"),
+            "{flat}"
+        );
+    }
+
+    #[test]
+    fn the_text_wraps_like_plain_why() {
+        let a = answer((40000, 40005), time_waits(DEST, 6));
+        let text = a.to_text();
+        assert!(
+            text.contains("What to do:\n  - Reuse connections"),
+            "{text}"
+        );
+        for line in text.lines() {
+            assert!(line.chars().count() <= 90, "{line:?} in\n{text}");
+        }
+        // A fix's continuation lines are indented under its text.
+        assert!(text.contains("\n    "), "{text}");
+    }
+
+    #[test]
+    fn tw_reuse_2_already_covers_a_loopback_destination() {
+        let a = with_reuse("127.0.0.1:8000", 2, time_waits("127.0.0.1:8000", 4));
+        let fix = &a.fixes()[3];
+        assert!(
+            fix.starts_with(
+                "net.ipv4.tcp_tw_reuse is 2 (Linux's default: loopback only), which covers \
+                 127.0.0.1: connect() takes over a TIME_WAIT port to it once the port is 1000 \
+                 ms old"
+            ),
+            "{fix}"
+        );
+        assert!(
+            fix.ends_with("Setting it to 1 changes nothing for this destination."),
+            "{fix}"
+        );
+        assert!(
+            !a.to_text().contains("Set net.ipv4.tcp_tw_reuse"),
+            "{}",
+            a.to_text()
+        );
+        assert_eq!(a.to_json()["tw_reuse_applies"], true);
+        // Exhausted all the same: the ports are too young, or no timestamps.
+        let a = with_reuse("127.0.0.1:8000", 2, time_waits("127.0.0.1:8000", 6));
+        assert!(a.fixes()[3].contains("the ports ran out all the same"));
+        let a = with_reuse("[::ffff:127.0.0.1]:8000", 2, vec![]);
+        assert!(a.fixes()[3].starts_with("net.ipv4.tcp_tw_reuse is 2"));
+        // 2 does not cover a remote destination; 0 on loopback: 2 is enough.
+        let a = with_reuse("10.0.0.5:80", 2, vec![]);
+        assert!(a.fixes()[3].starts_with(
+            "Set net.ipv4.tcp_tw_reuse = 1 (now 2: loopback only, and 10.0.0.5 is not loopback)"
+        ));
+        let a = with_reuse("127.0.0.1:8000", 0, vec![]);
+        assert!(a.fixes()[3].starts_with(
+            "Set net.ipv4.tcp_tw_reuse = 2 (Linux's default: loopback only, enough for \
+             127.0.0.1) or 1"
+        ));
+        let a = with_reuse("10.0.0.5:80", 1, time_waits("10.0.0.5:80", 6));
+        assert!(a.fixes()[3].starts_with("net.ipv4.tcp_tw_reuse is 1 already"));
+    }
+
+    #[test]
+    fn destinations_parse_addresses_and_host_names() {
+        let d = Dest::parse("127.0.0.1:8000").unwrap();
+        assert_eq!((d.addr, d.host), ("127.0.0.1:8000".parse().unwrap(), None));
+        let d = Dest::parse("[::1]:8000").unwrap();
+        assert_eq!(d.addr, "[::1]:8000".parse().unwrap());
+        let d = Dest::parse("localhost:80").unwrap();
+        assert_eq!(d.addr, "127.0.0.1:80".parse().unwrap(), "IPv4 first");
+        assert_eq!(d.host.as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn bad_destinations_say_what_to_write() {
+        let e = |s: &str| Dest::parse(s).unwrap_err();
+        assert_eq!(
+            e("8000"),
+            "--connect 8000: give the server's address and port, e.g. --connect 127.0.0.1:8000"
+        );
+        assert!(e(":8000").contains("give the server's address before the colon"));
+        assert!(e("999.1.1.1:80").contains("999.1.1.1 is not a valid IPv4 address"));
+        assert!(e("127.0.0.1:0").contains("\"0\" is not a port (1 to 65535)"));
+        assert!(e("127.0.0.1:70000").contains("is not a port"));
+        assert!(e("::1:80").contains("in brackets"));
+        assert!(e("server").contains("give the server's address and port"));
+        assert!(
+            e("no-such-host.invalid:80").starts_with(
+                "--connect no-such-host.invalid:80: cannot resolve no-such-host.invalid"
+            )
+        );
+        assert!(e("").starts_with("--connect needs the server's address and port"));
     }
 }

@@ -22,6 +22,17 @@ fn targets_parse_port_address_and_ipv6() {
         Target::parse("8000").unwrap().addr(),
         "0.0.0.0:8000".parse().unwrap()
     );
+    // As ss writes a port on every address.
+    for every in [":8000", "*:8000"] {
+        assert_eq!(
+            Target::parse(every).unwrap(),
+            Target {
+                ip: None,
+                port: 8000
+            },
+            "{every}"
+        );
+    }
 }
 
 #[test]
@@ -39,6 +50,20 @@ fn bad_targets_get_one_clear_line() {
     );
     let e = Target::parse("::1:8000").unwrap_err();
     assert!(e.contains("in brackets"), "{e}");
+    let e = Target::parse("999.1.1.1:80").unwrap_err();
+    assert_eq!(
+        e,
+        "999.1.1.1 is not a valid IPv4 address (four numbers from 0 to 255, e.g. 127.0.0.1:80)"
+    );
+    assert!(
+        Target::parse("10.1.1:80")
+            .unwrap_err()
+            .contains("is not a valid IPv4 address")
+    );
+    assert_eq!(
+        Target::parse(":abc").unwrap_err(),
+        "\"abc\" is not a port number"
+    );
     assert!(Target::parse("nonsense").is_err());
     assert!(Target::parse("").is_err());
 }
@@ -76,6 +101,7 @@ fn answer(target: &str, holders: Vec<KernelSocket>, errnos: [Option<i32>; 4]) ->
         target: Target::parse(target).unwrap(),
         netns: None,
         holders,
+        peers: vec![],
         trials: TRIAL_OPTS
             .iter()
             .zip(errnos)
@@ -212,4 +238,42 @@ fn a_free_port_says_so_and_json_has_every_trial() {
 fn privileged_ports_say_so() {
     let a = answer("80", vec![], [Some(libc::EACCES); 4]);
     assert!(a.explanation()[0].contains("ports below 1024 need root or CAP_NET_BIND_SERVICE"));
+}
+
+#[test]
+fn an_orphans_local_other_end_names_the_program_to_fix() {
+    // The server's orphan 127.0.0.1:8000 → 127.0.0.2:41188, and the client's end of it.
+    let orphan = socket(ORPHAN);
+    let mut client = socket(
+        "   4: 0200007F:A0E4 0100007F:1F40 08 00000000:00000000 00:00000000 00000000     0        0 5151 1 0000000000000000",
+    );
+    let unrelated = socket(
+        "   5: 0200007F:A0E8 0100007F:1F40 08 00000000:00000000 00:00000000 00000000     0        0 5152 1 0000000000000000",
+    );
+    let all = vec![orphan.clone(), unrelated, client.clone()];
+    let peers = local_peers(std::slice::from_ref(&orphan), &all);
+    assert_eq!(peers, [client.clone()]);
+    client.owner = Some(Owner {
+        pid: 1234,
+        command: "python3".into(),
+        cmdline: "python3 client.py".into(),
+        user: "root".into(),
+    });
+    let mut a = answer("8000", vec![orphan], [IN_USE; 4]);
+    a.peers = vec![client];
+    let why = a.explanation().join(" ");
+    assert!(
+        why.contains(
+            "The other end, 127.0.0.2:41188, is on this machine: pid 1234 (python3 client.py) of \
+             user root holds it in CLOSE_WAIT. The FIN reached it, but that program has not \
+             closed its socket; fix it there (close() once read() returns 0)."
+        ),
+        "{why}"
+    );
+    assert_eq!(
+        a.fixes()[0],
+        "Fix pid 1234 (python3): it holds the other end, 127.0.0.2:41188, in CLOSE_WAIT; it \
+         must close() its socket once read() returns 0."
+    );
+    assert_eq!(a.to_json()["peers"][0]["pid"], 1234);
 }
