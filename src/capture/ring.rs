@@ -1,4 +1,4 @@
-//! Capture on one interface through a `TPACKET_V3` ring: an `AF_PACKET` socket whose receive
+//! Capture on one interface (or on all of them, `any`, cooked) through a `TPACKET_V3` ring: an `AF_PACKET` socket whose receive
 //! queue is memory shared with the kernel. The kernel fills 1 MiB blocks with frames and
 //! hands each block over whole; user space walks the block in place and hands it back, so
 //! there is no system call per packet (at most one `poll` per block).
@@ -947,6 +947,39 @@ mod tests {
         assert_eq!(frames[0].orig_len, 101);
         assert_eq!(frames[0].pkttype, 4);
         assert_eq!(frames[1].data, vec![2; 60]);
+    }
+
+    #[test]
+    fn a_cooked_frame_gets_the_sll2_header_tshark_reads() {
+        let mut packet = Vec::new();
+        etherparse::PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 8000, 1, 1024)
+            .syn()
+            .write(&mut packet, &[])
+            .unwrap();
+        let frame = RingFrame {
+            ts: Duration::ZERO,
+            data: &packet,
+            orig_len: packet.len() as u32,
+            pkttype: 4,
+            link: LinkAddr {
+                protocol: 0x0800,
+                ifindex: 0x0102_0304,
+                hatype: 1,
+                halen: 6,
+                addr: [0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0, 0],
+            },
+        };
+        let header = frame.sll2_header();
+        assert_eq!(
+            header,
+            [
+                0x08, 0x00, 0, 0, 1, 2, 3, 4, 0, 1, 4, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0, 0
+            ]
+        );
+        let cooked = [&header[..], &packet].concat();
+        let seg = crate::decode::decode(crate::decode::link::LINUX_SLL2, &cooked).unwrap();
+        assert_eq!((seg.src.port(), seg.dst.port()), (40000, 8000));
     }
 
     #[test]
