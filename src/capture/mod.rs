@@ -1,4 +1,5 @@
-//! Frame sources: the live capture on an interface (the TPACKET_V3 ring, its filter compiled by libpcap).
+//! Frame sources: the live capture on an interface (the TPACKET_V3 ring, its filter compiled
+//! by libpcap).
 
 pub mod filter;
 pub mod live;

@@ -1,7 +1,8 @@
-//! Capture on one interface (or on all of them, `any`, cooked) through a `TPACKET_V3` ring: an `AF_PACKET` socket whose receive
-//! queue is memory shared with the kernel. The kernel fills 1 MiB blocks with frames and
-//! hands each block over whole; user space walks the block in place and hands it back, so
-//! there is no system call per packet (at most one `poll` per block).
+//! Capture on one interface (or on all of them, `any`, cooked) through a `TPACKET_V3` ring:
+//! an `AF_PACKET` socket whose receive queue is memory shared with the kernel. The kernel
+//! fills 1 MiB blocks with frames and hands each block over whole; user space walks the block
+//! in place and hands it back, so there is no system call per packet (at most one `poll` per
+//! block).
 //!
 //! See Documentation/networking/packet_mmap.rst for the protocol: a block belongs to user
 //! space once its `block_status` has `TP_STATUS_USER` (read with acquire ordering), and goes
