@@ -1,5 +1,6 @@
-//! Live capture on one interface: an `AF_PACKET` socket configured here (no duplicate
-//! loopback copies, a large receive buffer, kernel timestamps), read through pnet.
+//! Live capture on one interface, and the interfaces `capture -D` lists: an `AF_PACKET`
+//! socket configured here (no duplicate loopback copies, a large receive buffer, kernel
+//! timestamps), read through pnet.
 
 use std::io;
 use std::mem;
@@ -239,7 +240,7 @@ pub struct Listed {
     pub up: bool,
     pub running: bool,
     pub loopback: bool,
-    /// The carrier (`/sys/class/net/IF/carrier`), where the interface has one.
+    /// The carrier, where the interface has one and is up.
     pub connected: Option<bool>,
 }
 
@@ -306,12 +307,10 @@ pub fn interfaces() -> Vec<Listed> {
     let mut all: Vec<Listed> = datalink::interfaces()
         .into_iter()
         .map(|i| {
-            let carrier = std::fs::read_to_string(format!("/sys/class/net/{}/carrier", i.name));
             Listed {
-                // A loopback has no carrier; one that is down has none to read.
-                connected: (!i.is_loopback() && i.is_up())
-                    .then(|| carrier.ok().map(|c| c.trim() == "1"))
-                    .flatten(),
+                // IFF_LOWER_UP, the carrier (not /sys, which shows the namespace it was
+                // mounted in); a loopback has none, one that is down says nothing.
+                connected: (!i.is_loopback() && i.is_up()).then(|| i.is_lower_up()),
                 up: i.is_up(),
                 running: i.is_running(),
                 loopback: i.is_loopback(),
