@@ -171,7 +171,12 @@ pub struct AnnotateArgs {
     /// The capture to read (pcap or pcapng); `-` reads standard input
     pub input: String,
     /// The pcapng to write; `-` writes standard output
-    #[arg(short = 'o', short_alias = 'w', long = "output", value_name = "OUT")]
+    #[arg(
+        short = 'o',
+        visible_short_alias = 'w',
+        long = "output",
+        value_name = "OUT"
+    )]
     pub output: std::path::PathBuf,
 }
 
@@ -202,22 +207,33 @@ pub struct SummaryArgs {
 const CAPTURE_HELP: &str = "\
 Examples:
   sudo teardown capture -o live.pcapng                      lo, every TCP segment, until Ctrl-C
-  sudo teardown capture --port 8000 -c 20 -o x.pcapng       20 segments of port 8000
-  sudo teardown capture -f 'tcp port 8000' --duration 10 -o x.pcapng
+  sudo teardown capture port 8000 -c 20 -w x.pcapng         20 packets of port 8000
+  sudo teardown capture 'tcp[tcpflags] & (tcp-fin|tcp-rst) != 0' -o ends.pcapng
+  sudo teardown capture -i any port 8000 -o x.pcapng        every interface (Linux cooked v2)
   sudo teardown capture -o - | wireshark -k -i -            live into Wireshark, with comments
   sudo teardown capture -i veth0 --netns blue -o x.pcapng   inside an `ip netns` namespace
+  teardown capture -D                                       the interfaces -i takes
   wireshark -X lua_script:scripts/teardown.lua x.pcapng     the states in the Info column
+
+The filter is tcpdump's (pcap-filter(7)): libpcap compiles it and the kernel runs it on the
+capture socket, so what it rejects never reaches teardown. Without one, every TCP segment is
+written; with one, every packet it matches (TCP segments commented, the rest as they are).
 
 The capture reads a TPACKET_V3 ring (no drops on a loopback flood), gives up its privileges
 before it parses a single packet (to -Z USER, or by dropping every capability), stops cleanly
 on Ctrl-C, -c or --duration, and ends the file with the kernel's received/dropped counts.
 
-Exit codes: 0 captured (also when the reader of -o - went away), 2 usage or environment
-error (unknown interface, a filter it cannot honour, no CAP_NET_RAW).";
+Exit codes: 0 captured, also when stopped by Ctrl-C (as tcpdump) or when the reader of -o -
+went away; 2 usage or environment error (unknown interface, a filter libpcap cannot compile,
+no CAP_NET_RAW).";
 
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
-    /// The interface to capture on
+    /// A filter expression as for tcpdump (pcap-filter(7)), e.g. `port 8000`; its words are
+    /// joined by spaces. Without one: every TCP segment
+    #[arg(value_name = "EXPRESSION", conflicts_with_all = ["filter", "port"])]
+    pub expression: Vec<String>,
+    /// The interface to capture on; `any` for all of them
     #[arg(
         short = 'i',
         long = "interface",
@@ -225,21 +241,30 @@ pub struct CaptureArgs {
         value_name = "IFACE"
     )]
     pub iface: String,
-    /// Only segments with this port at either end
+    /// Only TCP segments with this port at either end (the expression `tcp port N`)
     #[arg(long, conflicts_with = "filter", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
-    /// A filter: `tcp`, `port N`, `host ADDR`, joined by `and`
+    /// The filter expression as one argument (as EXPRESSION)
     #[arg(short = 'f', long = "filter", value_name = "EXPR")]
     pub filter: Option<String>,
-    /// Stop after this many segments
+    /// Stop after this many packets
     #[arg(short = 'c', long = "count", value_name = "COUNT")]
     pub count: Option<u64>,
     /// Stop after this many seconds
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
     /// The pcapng file to write; `-` streams it to standard output, flushed per packet
-    #[arg(short = 'o', short_alias = 'w', long = "output", value_name = "FILE")]
-    pub output: std::path::PathBuf,
+    #[arg(
+        short = 'o',
+        visible_short_alias = 'w',
+        long = "output",
+        value_name = "FILE",
+        required_unless_present = "list_interfaces"
+    )]
+    pub output: Option<std::path::PathBuf>,
+    /// List the interfaces -i takes, as tcpdump -D does, and exit
+    #[arg(short = 'D', long = "list-interfaces")]
+    pub list_interfaces: bool,
     /// Capture inside this network namespace (a name `ip netns list` shows)
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,

@@ -230,13 +230,24 @@ fn why(args: WhyArgs) -> Result<i32, Error> {
 }
 
 fn capture(args: teardown::cli::CaptureArgs) -> Result<i32, Error> {
-    use teardown::capture::filter::Filter;
     use teardown::capture::session::{CaptureConfig, Output};
-    let filter = match (&args.port, &args.filter) {
-        (Some(port), _) => Filter::port(*port),
-        (None, Some(expr)) => Filter::parse(expr).map_err(Error::Usage)?,
-        (None, None) => Filter::default(),
-    };
+    if let Some(name) = &args.netns
+        && args.list_interfaces
+    {
+        table::enter_named_netns(name).map_err(Error::Usage)?;
+    }
+    if args.list_interfaces {
+        let list = teardown::capture::live::list_text(&teardown::capture::live::interfaces());
+        let _ = write!(std::io::stdout().lock(), "{list}");
+        return Ok(exit::REPRODUCED);
+    }
+    let filter = match (args.port, args.filter) {
+        (Some(port), _) => Some(format!("tcp port {port}")),
+        (None, Some(expr)) => Some(expr),
+        // Like tcpdump: the trailing words are one expression.
+        (None, None) => Some(args.expression.join(" ")),
+    }
+    .filter(|e| !e.trim().is_empty());
     let duration = match args.duration {
         Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
         Some(d) => {
@@ -246,10 +257,15 @@ fn capture(args: teardown::cli::CaptureArgs) -> Result<i32, Error> {
         }
         None => None,
     };
-    let output = if args.output.as_os_str() == "-" {
+    let Some(output) = args.output else {
+        return Err(Error::Usage(
+            "capture: give the file to write with -o FILE (or -o - for standard output)".into(),
+        ));
+    };
+    let output = if output.as_os_str() == "-" {
         Output::Stdout
     } else {
-        Output::File(args.output.clone())
+        Output::File(output)
     };
     let config = CaptureConfig {
         iface: args.iface,

@@ -48,6 +48,13 @@ cat {err}
 "#,
         err = err.display()
     ));
+    assert!(
+        section(&run, "log").contains(
+            "listening on lo, link-type EN10MB (Ethernet), filter \"tcp port 8000\"; privileges \
+             dropped: every capability given up"
+        ),
+        "{run}"
+    );
     let status = section(&run, "status");
     assert!(status.contains("CapPrm:\t0000000000000000"), "{run}");
     assert!(status.contains("CapEff:\t0000000000000000"), "{run}");
@@ -95,6 +102,7 @@ ready {err}
 PID=$(grep -o 'pid [0-9]*' {err} | cut -d' ' -f2)
 grep -E '^(Uid|CapEff)' /proc/$PID/status
 kill -INT $P; wait $P; echo "exit=$?"
+cat {err}
 stat -c '%U' {out}
 "#,
         err = err.display(),
@@ -106,6 +114,11 @@ stat -c '%U' {out}
     );
     assert!(run.stdout.contains("CapEff:\t0000000000000000"), "{run}");
     assert!(run.stdout.contains("exit=0"), "{run}");
+    assert!(
+        run.stdout
+            .contains("; privileges dropped: running as user nobody (uid 65534, gid 65534)\n"),
+        "{run}"
+    );
     assert!(
         run.stdout.trim_end().ends_with("nobody"),
         "the file is the user's{run}"
@@ -210,13 +223,26 @@ fn bad_interface_filter_and_privileges_get_one_line_and_exit_2() {
         "{run}"
     );
     assert!(run.stderr.contains("lo"), "{run}");
-    let run = teardown(&["capture", "-f", "udp port 53", "-o", o]);
-    assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr
-            .contains("cannot honour the filter \"udp port 53\""),
-        "{run}"
-    );
+    // libpcap's reason, and what to do, on one line; nothing written.
+    for args in [&["tcp", "port"][..], &["-f", "port 99999"], &["frob", "1"]] {
+        let expr = args
+            .iter()
+            .filter(|a| **a != "-f")
+            .copied()
+            .collect::<Vec<_>>();
+        let run = teardown(&[&["capture"], args, &["-o", o]].concat());
+        assert_eq!(run.code, Some(2), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(
+            run.stderr.starts_with(&format!(
+                "teardown: cannot compile the filter {:?}: libpcap says \"",
+                expr.join(" ")
+            )),
+            "{run}"
+        );
+        assert!(run.stderr.contains("(man 7 pcap-filter)"), "{run}");
+        assert!(!out.exists(), "{run}");
+    }
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
@@ -272,6 +298,7 @@ ip netns exec $A "$B" server > /dev/null & S=$!
 for i in $(seq 500); do ip netns exec $A "$B" sockets --port 8000 --state listen | grep -q LISTEN && break; sleep 0.01; done
 ip netns exec $Z "$B" client --addr 192.0.2.1 > /dev/null
 wait $S; wait $P; echo "capture exit=$?"
+cat {err}
 "#,
         out = out.display(),
         err = err.display()
@@ -280,6 +307,12 @@ wait $S; wait $P; echo "capture exit=$?"
     cmd.args(["-c", &script]).env("B", BIN);
     let run = run_cmd(cmd);
     assert!(run.stdout.contains("capture exit=0"), "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "listening on tdva{id} in network namespace tdit-a{id}, link-type EN10MB"
+        )),
+        "{run}"
+    );
     let mut cmd = Command::new("tshark");
     cmd.arg("-r").arg(&out).args([
         "-T",
@@ -319,5 +352,203 @@ wait $S; wait $P; echo "capture exit=$?"
     assert!(
         !listed.stdout.contains(&format!("tdit-a{id}")),
         "namespace left behind"
+    );
+}
+
+/// The ports of the TCP segments in a capture, in order, as tshark reads them.
+fn ports(file: &std::path::Path) -> Vec<(u16, u16)> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap_or_else(|| panic!("{run}"));
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
+/// `the kernel received N` from the capture's last line: what passed the socket's filter.
+fn received(log: &str) -> usize {
+    log.split("the kernel received ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {log}"))
+}
+
+/// Captures, in a namespace of its own, the article's exchange on ports 8000, 8001 and
+/// 8002 with `capture ARGS -o FILE`; returns the run (its log included) and the file.
+fn capture_three_exchanges(dir: &TempDir, args: &str) -> (Run, std::path::PathBuf) {
+    let (err, out) = (dir.join("err"), dir.join("f.pcapng"));
+    let run = in_namespace(&format!(
+        r#"
+"$B" capture {args} -o {out} 2>{err} &
+P=$!
+ready {err}
+exchange 8000; exchange 8001; exchange 8002
+sleep 0.1
+kill -INT $P; wait $P; echo "exit=$?"
+cat {err}
+"#,
+        err = err.display(),
+        out = out.display()
+    ));
+    assert!(run.stdout.contains("exit=0"), "{run}");
+    (run, out)
+}
+
+#[test]
+fn a_trailing_expression_is_compiled_by_libpcap_and_run_by_the_kernel() {
+    if !root("capture_expression") || !tshark("capture_expression") {
+        return;
+    }
+    let dir = TempDir::new();
+    // tcpdump's way: the words after the options, joined; `or` is beyond any home-made subset.
+    let (run, out) = capture_three_exchanges(&dir, "tcp port 8000 or tcp port 8001");
+    let seen = ports(&out);
+    let has = |p: u16| seen.iter().any(|&(a, b)| a == p || b == p);
+    assert!(has(8000) && has(8001), "{seen:?}{run}");
+    assert!(!has(8002), "segments of port 8002 written: {seen:?}{run}");
+    // The kernel counts only what its filter passed: the 8002 exchange never reached us.
+    assert_eq!(received(&run.stdout), seen.len(), "{run}");
+    assert!(
+        section_comment(&out).contains("filter \"tcp port 8000 or tcp port 8001\""),
+        "{}",
+        section_comment(&out)
+    );
+    let rows = tshark_rows(&out, 8000);
+    assert!(
+        rows[0].comment.starts_with("client CLOSED → SYN_SENT"),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn an_expression_only_libpcap_knows_filters_in_the_kernel() {
+    if !root("capture_fin_only") || !tshark("capture_fin_only") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (run, out) =
+        capture_three_exchanges(&dir, "'tcp[tcpflags] & tcp-fin != 0' and not port 8001");
+    let rows = tshark_rows(&out, 8000);
+    // Two FINs per exchange, of 8000 and 8002 only.
+    assert_eq!(rows.len(), 4, "{rows:?}{run}");
+    assert!(rows.iter().all(|r| r.flags.contains('F')), "{rows:?}");
+    assert!(ports(&out).iter().all(|&(a, b)| a != 8001 && b != 8001));
+    assert_eq!(received(&run.stdout), 4, "{run}");
+}
+
+#[test]
+fn any_captures_every_interface_as_linux_cooked_v2() {
+    if !root("capture_any") || !tshark("capture_any") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (run, out) = capture_three_exchanges(&dir, "-i any port 8000");
+    assert!(
+        run.stdout
+            .contains("listening on any, link-type LINUX_SLL2 (Linux cooked v2), filter"),
+        "{run}"
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let mut reader = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+    let mut linktypes = Vec::new();
+    while let Some(block) = reader.next_block() {
+        if let pcap_file::pcapng::Block::InterfaceDescription(idb) = block.unwrap().0 {
+            linktypes.push(idb.linktype);
+        }
+    }
+    assert_eq!(linktypes, [pcap_file::DataLink::LINUX_SLL2]);
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(&out).args([
+        "-T",
+        "fields",
+        "-e",
+        "sll.ifindex",
+        "-e",
+        "sll.hatype",
+        "-e",
+        "sll.pkttype",
+        "-e",
+        "tcp.dstport",
+        "-e",
+        "frame.comment",
+    ]);
+    let tshark = run_cmd(cmd);
+    let rows: Vec<Vec<&str>> = tshark
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').collect())
+        .collect();
+    // The article's exchange, each segment once (lo's outgoing copy is left out).
+    assert_eq!(rows.len(), 10, "{tshark}{run}");
+    for r in &rows {
+        // lo: interface 1, ARPHRD_LOOPBACK, received by the host.
+        assert_eq!(&r[..3], ["1", "772", "0"], "{tshark}");
+    }
+    assert_eq!(rows[0][3], "8000", "{tshark}");
+    assert!(
+        rows[0][4].starts_with("client CLOSED → SYN_SENT"),
+        "{tshark}"
+    );
+    assert!(
+        rows[9][4].starts_with("client LAST_ACK → CLOSED"),
+        "{tshark}"
+    );
+}
+
+#[test]
+fn list_interfaces_like_tcpdump_without_an_output_file() {
+    let run = teardown(&["capture", "-D"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lo = run
+        .stdout
+        .lines()
+        .find(|l| {
+            l.split_once('.')
+                .is_some_and(|(_, rest)| rest.starts_with("lo ["))
+        })
+        .unwrap_or_else(|| panic!("no lo{run}"));
+    assert!(lo.ends_with(" [Up, Running, Loopback]"), "{run}");
+    assert!(
+        run.stdout
+            .contains(".any (Pseudo-device that captures on all interfaces) [Up, Running]\n"),
+        "{run}"
+    );
+    // Numbered from 1, one a line.
+    for (n, line) in run.stdout.lines().enumerate() {
+        assert!(line.starts_with(&format!("{}.", n + 1)), "{run}");
+    }
+    // Anything else still needs a file.
+    let run = teardown(&["capture", "port", "8000"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("--output <FILE>"), "{run}");
+}
+
+#[test]
+fn help_shows_w_and_says_ctrl_c_exits_0() {
+    for command in ["capture", "annotate"] {
+        let run = teardown(&[command, "--help"]);
+        assert_eq!(run.code, Some(0), "{run}");
+        let o = run
+            .stdout
+            .lines()
+            .position(|l| l.trim_start().starts_with("-o, --output"))
+            .unwrap_or_else(|| panic!("no -o{run}"));
+        // The alias is named on -o's entry (its description may wrap).
+        let entry: String = run.stdout.lines().skip(o).take(3).collect();
+        assert!(entry.contains("[alias: -w]"), "{run}");
+    }
+    let run = teardown(&["capture", "--help"]);
+    assert!(
+        run.flat()
+            .contains("Exit codes: 0 captured, also when stopped by Ctrl-C (as tcpdump)"),
+        "{run}"
     );
 }

@@ -1,4 +1,5 @@
-//! Frame sources: the live capture on an interface (AF_PACKET through pnet).
+//! Frame sources: the live capture on an interface (the TPACKET_V3 ring, its filter compiled
+//! by libpcap).
 
 pub mod filter;
 pub mod live;

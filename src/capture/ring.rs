@@ -1,7 +1,8 @@
-//! Capture on one interface through a `TPACKET_V3` ring: an `AF_PACKET` socket whose receive
-//! queue is memory shared with the kernel. The kernel fills 1 MiB blocks with frames and
-//! hands each block over whole; user space walks the block in place and hands it back, so
-//! there is no system call per packet (at most one `poll` per block).
+//! Capture on one interface (or on all of them, `any`, cooked) through a `TPACKET_V3` ring:
+//! an `AF_PACKET` socket whose receive queue is memory shared with the kernel. The kernel
+//! fills 1 MiB blocks with frames and hands each block over whole; user space walks the block
+//! in place and hands it back, so there is no system call per packet (at most one `poll` per
+//! block).
 //!
 //! See Documentation/networking/packet_mmap.rst for the protocol: a block belongs to user
 //! space once its `block_status` has `TP_STATUS_USER` (read with acquire ordering), and goes
@@ -67,7 +68,45 @@ pub struct RingFrame<'a> {
     pub orig_len: u32,
     /// sll_pkttype: 0 PACKET_HOST, 4 PACKET_OUTGOING, ...
     pub pkttype: u8,
+    /// The rest of the frame's `sockaddr_ll`: what a cooked (SLL2) header says.
+    pub link: LinkAddr,
 }
+
+/// The fields of a frame's `sockaddr_ll` besides its packet type, in host byte order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkAddr {
+    /// The ether type (0x0800 IPv4, 0x86dd IPv6).
+    pub protocol: u16,
+    pub ifindex: i32,
+    /// ARPHRD_* (1 Ethernet, 772 loopback).
+    pub hatype: u16,
+    /// The sender's link-layer address, `halen` bytes of it.
+    pub halen: u8,
+    pub addr: [u8; 8],
+}
+
+/// Length of the Linux cooked v2 header (LINKTYPE_LINUX_SLL2).
+pub const SLL2_LEN: usize = 20;
+
+impl RingFrame<'_> {
+    /// The frame's LINKTYPE_LINUX_SLL2 header (tcpdump.org/linktypes/LINKTYPE_LINUX_SLL2),
+    /// for a cooked capture whose data starts at the network header.
+    pub fn sll2_header(&self) -> [u8; SLL2_LEN] {
+        let l = &self.link;
+        let mut h = [0u8; SLL2_LEN];
+        h[0..2].copy_from_slice(&l.protocol.to_be_bytes());
+        // 2..4 reserved, zero.
+        h[4..8].copy_from_slice(&l.ifindex.to_be_bytes());
+        h[8..10].copy_from_slice(&l.hatype.to_be_bytes());
+        h[10] = self.pkttype;
+        h[11] = l.halen.min(8);
+        h[12..20].copy_from_slice(&l.addr);
+        h
+    }
+}
+
+/// The name `-i` takes for every interface at once, as in tcpdump.
+pub const ANY: &str = "any";
 
 /// A `TPACKET_V3` receive ring on one interface; see the module comment.
 pub struct Ring {
@@ -91,14 +130,34 @@ impl Ring {
     /// Opens the ring on `iface`; packets queue from the moment this returns. Nothing after
     /// this needs privileges (the mapping outlives a change of uid or capabilities).
     pub fn open(iface: &str, ignore_outgoing: bool, poll: Duration) -> Result<Ring, CaptureError> {
-        let index = find_interface(iface)?;
+        Ring::open_filtered(iface, ignore_outgoing, None, poll)
+    }
+
+    /// As `open`, with a classic BPF program attached before the first packet queues, so
+    /// the kernel drops what it rejects. `iface` [`ANY`]: every interface, cooked (the frame
+    /// starts at the network header; [`RingFrame::sll2_header`] gives the link header).
+    pub fn open_filtered(
+        iface: &str,
+        ignore_outgoing: bool,
+        filter: Option<&[libc::sock_filter]>,
+        poll: Duration,
+    ) -> Result<Ring, CaptureError> {
+        let cooked = iface == ANY;
+        // Index 0 binds to every interface.
+        let index = if cooked { 0 } else { find_interface(iface)? };
         let io_err = |op: &'static str, source: io::Error| CaptureError::Io {
             iface: iface.to_string(),
             op,
             source,
         };
         // Protocol 0: nothing is queued until the bind below, after the ring is in place.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        // On `any` each interface has its own link header: SOCK_DGRAM strips them all.
+        let kind = if cooked {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_RAW
+        };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, kind | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             let err = io::Error::last_os_error();
             return Err(match err.raw_os_error() {
@@ -132,6 +191,10 @@ impl Ring {
             tp_feature_req_word: 0,
         };
         setsockopt(&fd, PACKET_RX_RING, &req).map_err(|e| io_err("PACKET_RX_RING", e))?;
+        if let Some(program) = filter {
+            // Before the bind: no packet is queued unfiltered.
+            attach_filter(&fd, program).map_err(|e| io_err("SO_ATTACH_FILTER", e))?;
+        }
 
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -357,6 +420,13 @@ fn walk_block(block: &[u8], f: &mut dyn FnMut(RingFrame<'_>)) -> usize {
             data,
             orig_len: h.tp_len,
             pkttype: sll.sll_pkttype,
+            link: LinkAddr {
+                protocol: u16::from_be(sll.sll_protocol),
+                ifindex: sll.sll_ifindex,
+                hatype: sll.sll_hatype,
+                halen: sll.sll_halen,
+                addr: sll.sll_addr,
+            },
         });
         passed += 1;
         // 0 marks the last frame of the block.
@@ -398,7 +468,30 @@ fn setsockopt<T>(fd: &OwnedFd, name: libc::c_int, value: &T) -> io::Result<()> {
     }
 }
 
-/// The interface's index, or the list of interfaces there are.
+/// Attaches a classic BPF program to the socket (SO_ATTACH_FILTER).
+fn attach_filter(fd: &OwnedFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog as *const libc::sock_fprog as *const libc::c_void,
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The index of the interface named `name` (the lookup is live.rs's, shared).
 fn find_interface(name: &str) -> Result<libc::c_int, CaptureError> {
     super::live::find_interface(name).map(|i| i.index as libc::c_int)
@@ -855,6 +948,39 @@ mod tests {
         assert_eq!(frames[0].orig_len, 101);
         assert_eq!(frames[0].pkttype, 4);
         assert_eq!(frames[1].data, vec![2; 60]);
+    }
+
+    #[test]
+    fn a_cooked_frame_gets_the_sll2_header_tshark_reads() {
+        let mut packet = Vec::new();
+        etherparse::PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 8000, 1, 1024)
+            .syn()
+            .write(&mut packet, &[])
+            .unwrap();
+        let frame = RingFrame {
+            ts: Duration::ZERO,
+            data: &packet,
+            orig_len: packet.len() as u32,
+            pkttype: 4,
+            link: LinkAddr {
+                protocol: 0x0800,
+                ifindex: 0x0102_0304,
+                hatype: 1,
+                halen: 6,
+                addr: [0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0, 0],
+            },
+        };
+        let header = frame.sll2_header();
+        assert_eq!(
+            header,
+            [
+                0x08, 0x00, 0, 0, 1, 2, 3, 4, 0, 1, 4, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0, 0
+            ]
+        );
+        let cooked = [&header[..], &packet].concat();
+        let seg = crate::decode::decode(crate::decode::link::LINUX_SLL2, &cooked).unwrap();
+        assert_eq!((seg.src.port(), seg.dst.port()), (40000, 8000));
     }
 
     #[test]

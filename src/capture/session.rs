@@ -1,5 +1,5 @@
-//! `teardown capture`: a live capture annotated as it goes. The ring (TPACKET_V3) → the
-//! filter → the tracker → a pcapng packet with its comment, written at once (flushed per
+//! `teardown capture`: a live capture annotated as it goes. The ring (TPACKET_V3, the
+//! filter compiled by libpcap attached to its socket) → the tracker → a pcapng packet with its comment, written at once (flushed per
 //! packet on a pipe). Privileges are given up before the first packet is parsed.
 
 use std::fs::File;
@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
 
-use super::filter::Filter;
-use super::ring::Ring;
+use super::filter::{self, Bpf};
+use super::ring::{ANY, Ring, SLL2_LEN};
 use crate::annotate::CommentCache;
-use crate::decode::decode_ethernet;
+use crate::decode::{DecodeError, decode};
 use crate::error::{Error, exit};
 use crate::kernel::table;
 use crate::output::pcapng::{FileInfo, Writer};
@@ -28,8 +28,10 @@ pub enum Output {
 
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
+    /// An interface, or `any` for all of them.
     pub iface: String,
-    pub filter: Filter,
+    /// A pcap-filter(7) expression; without one, every TCP segment and nothing else.
+    pub filter: Option<String>,
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub output: Output,
@@ -42,8 +44,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// The longest the capture goes on reading what was already captured after a stop.
 const DRAIN: Duration = Duration::from_millis(300);
 
-/// ARPHRD_ETHER and ARPHRD_LOOPBACK (`lo` frames carry a 14-byte Ethernet header).
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK (`lo` frames carry a 14-byte Ethernet header); `any`
+/// is Linux cooked v2, as in tcpdump.
 fn link_type(iface: &str) -> Result<DataLink, Error> {
+    if iface == ANY {
+        return Ok(DataLink::LINUX_SLL2);
+    }
     let path = format!("/sys/class/net/{iface}/type");
     match std::fs::read_to_string(&path).map(|t| t.trim().to_string()) {
         Ok(t) if t == "1" || t == "772" => Ok(DataLink::ETHERNET),
@@ -69,7 +75,23 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     }
     signals::install();
     let linktype = link_type(&config.iface)?;
-    let mut ring = Ring::open(&config.iface, is_loopback(&config.iface), POLL)?;
+    let link = u32::from(linktype);
+    let cooked = linktype == DataLink::LINUX_SLL2;
+    let bpf = match config.filter.as_deref() {
+        Some(expr) => Some(Bpf::compile(expr, link).map_err(Error::Usage)?),
+        None => None,
+    };
+    let program = bpf.as_ref().map(Bpf::kernel_program);
+    let program = match (cooked, crate::capture::live::find_interface("lo")) {
+        (true, Ok(lo)) => Some(filter::skip_loopback_outgoing(lo.index, program)),
+        _ => program.map(<[_]>::to_vec),
+    };
+    let mut ring = Ring::open_filtered(
+        &config.iface,
+        is_loopback(&config.iface),
+        program.as_deref(),
+        POLL,
+    )?;
     // Opened while still privileged (any directory); then handed to -Z USER.
     let out: Box<dyn Write> = match &config.output {
         // Buffered, and flushed after each packet: stdout's own line buffering would flush
@@ -80,20 +102,23 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             File::create(path).map_err(Error::io(format!("creating {}", path.display())))?,
         )),
     };
-    match &config.user {
+    let became = match &config.user {
         Some(user) => {
             let (uid, gid) = privs::lookup_user(user).map_err(|e| Error::Usage(e.to_string()))?;
             if let Output::File(path) = &config.output {
                 let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
             }
             privs::become_user(uid, gid).map_err(|e| Error::Usage(e.to_string()))?;
+            format!("running as user {user} (uid {uid}, gid {gid})")
         }
-        None => privs::drop_all_capabilities().map_err(|e| Error::Usage(e.to_string()))?,
-    }
-    let filter_text = if config.filter.text.is_empty() {
-        String::new()
-    } else {
-        format!(", filter {:?}", config.filter.text)
+        None => {
+            privs::drop_all_capabilities().map_err(|e| Error::Usage(e.to_string()))?;
+            "every capability given up".to_string()
+        }
+    };
+    let filter_text = match &bpf {
+        Some(b) => format!(", filter {:?}", b.text),
+        None => String::new(),
     };
     let info = FileInfo {
         section_comment: format!(
@@ -105,11 +130,21 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         linktype,
     };
     let mut writer = Writer::new(out, &info).map_err(Error::io("writing the capture"))?;
+    let place = config
+        .netns
+        .as_ref()
+        .map(|n| format!(" in network namespace {n}"))
+        .unwrap_or_default();
+    let (dlt, what) = match linktype {
+        DataLink::LINUX_SLL2 => ("LINUX_SLL2", "Linux cooked v2"),
+        _ => ("EN10MB", "Ethernet"),
+    };
     let _ = writeln!(
         log,
-        "teardown capture: listening on {}{filter_text}, privileges dropped (pid {})",
+        "teardown capture (pid {}): listening on {}{place}, link-type {dlt} ({what}){filter_text}; \
+         privileges dropped: {became}",
+        std::process::id(),
         config.iface,
-        std::process::id()
     );
     let flush_each = config.output == Output::Stdout;
     let started = Instant::now();
@@ -118,6 +153,8 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     let mut comments = CommentCache::default();
     let mut written: u64 = 0;
     let mut failure: Option<io::Error> = None;
+    // A cooked frame is its SLL2 header, made here, then the packet.
+    let mut cooked_frame: Vec<u8> = Vec::new();
     let enough = |written: u64| config.count.is_some_and(|c| written >= c);
     let done = |written: u64| {
         signals::interrupted()
@@ -140,18 +177,33 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             if failure.is_some() || enough(written) {
                 return;
             }
-            let decoded = decode_ethernet(frame.data);
-            if !config.filter.keeps(&decoded) {
+            let (data, orig_len) = if cooked {
+                cooked_frame.clear();
+                cooked_frame.extend_from_slice(&frame.sll2_header());
+                cooked_frame.extend_from_slice(frame.data);
+                (
+                    &cooked_frame[..],
+                    frame.orig_len.saturating_add(SLL2_LEN as u32),
+                )
+            } else {
+                (frame.data, frame.orig_len)
+            };
+            if bpf.as_ref().is_some_and(|b| !b.keeps(data)) {
                 return;
             }
-            let text = match &decoded {
-                Ok(seg) => comments.comment(&tracker.on_segment_at(seg, Some(frame.ts))),
-                Err(e) => std::borrow::Cow::Owned(e.to_string()),
+            let decoded = decode(link, data);
+            let text = match (&decoded, &bpf) {
+                (Ok(seg), _) => comments.comment(&tracker.on_segment_at(seg, Some(frame.ts))),
+                // Without an expression: TCP segments only.
+                (Err(_), None) => return,
+                // What the expression asked for besides TCP is written uncommented.
+                (Err(DecodeError::NotTcp(_)), Some(_)) => std::borrow::Cow::Borrowed(""),
+                (Err(e), Some(_)) => std::borrow::Cow::Owned(e.to_string()),
             };
             // PACKET_OUTGOING is 4: a packet this host sent.
             let outbound = frame.pkttype == 4;
             let result = writer
-                .write_frame(frame.ts, frame.data, frame.orig_len, &text, outbound)
+                .write_frame(frame.ts, data, orig_len, &text, outbound)
                 .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
             match result {
                 Ok(()) => written += 1,
