@@ -262,6 +262,10 @@ fn capture(args: teardown::cli::CaptureArgs) -> Result<i32, Error> {
             "capture: give the file to write with -o FILE (or -o - for standard output)".into(),
         ));
     };
+    // The same check as every output's, before the socket is opened. The file itself is then
+    // written in place as it grows, as tcpdump -w does: a capture killed even by SIGKILL
+    // leaves what it had written.
+    teardown::output::dest::Dest::check("-o", &output).map_err(Error::Usage)?;
     let output = if output.as_os_str() == "-" {
         Output::Stdout
     } else {

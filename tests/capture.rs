@@ -552,3 +552,36 @@ fn help_shows_w_and_says_ctrl_c_exits_0() {
         "{run}"
     );
 }
+
+#[test]
+fn an_output_it_cannot_write_is_refused_before_the_capture_starts() {
+    let dir = TempDir::new();
+    let missing = dir.join("no/such/x.pcapng");
+    let run = teardown(&[
+        "capture",
+        "--port",
+        "8000",
+        "-c",
+        "1",
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "-o {}: the directory {} does not exist; create it first (mkdir -p",
+            missing.display(),
+            dir.join("no/such").display()
+        )),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("listening on"), "{run}");
+    assert!(!dir.join("no").exists(), "{run}");
+    let run = teardown(&["capture", "-c", "1", "-o", dir.0.to_str().unwrap()]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("is a directory; give a file name"),
+        "{run}"
+    );
+}
