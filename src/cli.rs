@@ -205,13 +205,13 @@ pub struct SummaryArgs {
 }
 
 const CAPTURE_HELP: &str = "\
-Examples:
-  sudo teardown capture -o live.pcapng                      lo, every TCP segment, until Ctrl-C
-  sudo teardown capture port 8000 -c 20 -w x.pcapng         20 packets of port 8000
-  sudo teardown capture 'tcp[tcpflags] & (tcp-fin|tcp-rst) != 0' -o ends.pcapng
-  sudo teardown capture -i any port 8000 -o x.pcapng        every interface (Linux cooked v2)
-  sudo teardown capture -o - | wireshark -k -i -            live into Wireshark, with comments
-  sudo teardown capture -i veth0 --netns blue -o x.pcapng   inside an `ip netns` namespace
+Examples (as root; as a user, put sudo in front):
+  teardown capture -o live.pcapng                           lo, every TCP segment, until Ctrl-C
+  teardown capture port 8000 -c 20 -w x.pcapng              20 packets of port 8000
+  teardown capture 'tcp[tcpflags] & (tcp-fin|tcp-rst) != 0' -o ends.pcapng
+  teardown capture -i any port 8000 -o x.pcapng             every interface (Linux cooked v2)
+  teardown capture -o - | wireshark -k -i -                 live into Wireshark, with comments
+  teardown capture -i veth0 --netns blue -o x.pcapng        inside an `ip netns` namespace
   teardown capture -D                                       the interfaces -i takes
   wireshark -X lua_script:scripts/teardown.lua x.pcapng     the states in the Info column
 
@@ -336,11 +336,11 @@ pub struct ClientArgs {
 }
 
 const WHY_HELP: &str = "\
-Examples:
-  sudo teardown why 8000              a server binding port 8000 on every address
-  sudo teardown why 127.0.0.1:8000    on one address ([::1]:8000 for IPv6)
+Examples (as root; as a user, put sudo in front):
+  teardown why 8000                   a server binding port 8000 on every address
+  teardown why 127.0.0.1:8000         on one address ([::1]:8000 for IPv6)
   teardown why 8000 --json            for scripts
-  sudo teardown why 8000 --netns blue --netns green
+  teardown why 8000 --netns blue --netns green
   teardown why --connect 10.0.0.5:80  a client's connect() fails with EADDRNOTAVAIL
   teardown why --connect localhost:8000
 
@@ -380,10 +380,10 @@ pub struct WhyArgs {
 }
 
 const SOCKETS_HELP: &str = "\
-Examples:
+Examples (as root; as a user, put sudo in front):
   teardown sockets --port 8000                  every socket with port 8000 at either end
   teardown sockets --state time-wait            the TIME_WAIT sockets and their time left
-  sudo teardown sockets --netns blue --json     inside `ip netns` namespace blue, as JSON
+  teardown sockets --netns blue --json          inside `ip netns` namespace blue, as JSON
 
 The table comes from sock_diag, the kernel interface ss uses; TIME_WAIT and orphaned
 FIN_WAIT_2 sockets belong to no process (the kernel keeps them). Process names of other
@@ -421,10 +421,10 @@ fn parse_state(s: &str) -> Result<State, String> {
 }
 
 const RUN_HELP: &str = "\
-Examples:
-  sudo teardown run active-close           the article's first case: TIME_WAIT, EADDRINUSE
-  sudo teardown run client-never-closes    the second case: FIN_WAIT_2 and CLOSE_WAIT
-  sudo teardown run reuseaddr --port 9000  the fix, on another port
+Examples (as root; as a user, put sudo in front):
+  teardown run active-close                the article's first case: TIME_WAIT, EADDRINUSE
+  teardown run client-never-closes         the second case: FIN_WAIT_2 and CLOSE_WAIT
+  teardown run reuseaddr --port 9000       the fix, on another port
   wireshark captures/active-close.pcapng   the capture, a comment on every packet
 
 Each run happens in a fresh private network namespace (only loopback), so a TIME_WAIT left
@@ -437,11 +437,18 @@ sock:inet_sock_set_state, in a private instance removed afterwards) and its sock
 (sock_diag, as ss reads it): \"kernel agrees\" in the packet comment, ✓ in the diagram, or
 MISMATCH and exit 1. Without tracefs (no root) the run says so once and goes on.
 
+Ports: a scenario uses --port and, for some, the ports just above it (bind-matrix 10,
+tw-reuse 3, timewait-assassination 2). `run all` runs each in a namespace of its own on
+--port; `run all --host` gives scenario i (its place in `teardown list`, from 0) the ports
+from --port + 10×i, and checks every one of them is free before the first starts. Progress
+goes to standard error, the table (or with --json one JSON array of the reports) to
+standard output.
+
 Exit codes:
   0    the kernel did what the scenario expects (reproduced)
   1    the kernel did something else, or disagreed with the inference (printed)
   2    usage or environment error (no privileges, port in use, ...)
-  130  interrupted (Ctrl-C); the capture so far is still written";
+  130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP); the capture so far is still written";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -482,7 +489,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub require_kernel: bool,
 
-    /// Where to write the annotated capture [default: captures/SCENARIO.pcapng]
+    /// Where to write the annotated capture, its SVG beside it [default:
+    /// captures/SCENARIO.pcapng]; `-` writes the pcapng to standard output (the narration then
+    /// goes to standard error). Checked before the run starts: the directory must exist
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
 }
