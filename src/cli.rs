@@ -6,6 +6,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::output::style::ColorChoice;
 use crate::scenario::{self, Scenario};
 use crate::tcp::State;
 
@@ -28,6 +29,10 @@ each endpoint's TCP state (RFC 9293) and shows why restarting a server fails wit
     after_help = EXIT_CODES,
 )]
 pub struct Cli {
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -398,6 +403,8 @@ pub struct RunConfig {
     pub require_kernel: bool,
     pub json: bool,
     pub output: PathBuf,
+    /// `--color` (global): main sets it from the top-level flag.
+    pub color: ColorChoice,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -429,6 +436,7 @@ impl TryFrom<RunArgs> for RunConfig {
             require_kernel: args.require_kernel,
             json: args.json,
             output,
+            color: ColorChoice::Auto,
         })
     }
 }

@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             teardown::run::all::run_all(&args, &mut std::io::stdout())
         }
         Command::Run(args) => RunConfig::try_from(args)
+            .map(|config| RunConfig {
+                color: cli.color,
+                ..config
+            })
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };
     match result {

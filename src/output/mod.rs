@@ -2,4 +2,5 @@
 
 pub mod ladder;
 pub mod pcapng;
+pub mod style;
 pub mod svg;

@@ -20,6 +20,7 @@ use crate::kernel::agree::{Agreement, Verdict, agree};
 use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
+use crate::output::style::Style;
 use crate::signals;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
@@ -98,7 +99,8 @@ pub struct Lab {
     pub tracer: Option<Tracer>,
     /// The kernel's word on each inferred transition, once the capture is over.
     pub agreement: Option<Agreement>,
-    pub color: bool,
+    /// Colour and width of what the run prints.
+    pub style: Style,
     /// `--require-kernel`: a kernel check that cannot be made is an error, not a note.
     pub require_kernel: bool,
     /// The kernel's table at the moments that matter (after each close), for the file.
@@ -178,7 +180,7 @@ impl Lab {
             notes: Vec::new(),
             tracer: None,
             agreement: None,
-            color: false,
+            style: Style::PLAIN,
             require_kernel: false,
             snapshots: Vec::new(),
             client_error: None,
@@ -198,7 +200,11 @@ impl Lab {
     /// stops the script here.
     pub fn say(&mut self, who: &str, what: impl AsRef<str>) -> Result<(), Error> {
         self.step += 1;
-        let _ = writeln!(self.out, "{:>3}. {who}: {}", self.step, what.as_ref());
+        let first = format!("{:>3}. ", self.step);
+        let text = self
+            .style
+            .wrap(&first, "     ", &format!("{who}: {}", what.as_ref()));
+        let _ = writeln!(self.out, "{text}");
         let _ = self.out.flush();
         if self.pause_at == Some(self.step) {
             // Test hook: hold here until a signal arrives, so a test can interrupt a run at a
@@ -236,12 +242,18 @@ impl Lab {
             crate::netns::pair::in_server(set)
                 .map_err(Error::io(format!("setting {name} on the server's host")))?;
         }
-        let _ = writeln!(
-            self.out,
-            "     sysctl {name} = {value} (was {old}), in this run's namespace only: {why}"
+        // ip_local_port_range reads back as "32768\t60999": one space, as it was written.
+        let (was, now) = (
+            super::report::one_line(&old),
+            super::report::one_line(value),
         );
-        self.sysctls
-            .push((name.to_string(), old.clone(), value.to_string()));
+        let line = self.style.wrap(
+            "     ",
+            "       ",
+            &format!("sysctl {name} = {now} (was {was}), in this run's namespace only: {why}"),
+        );
+        let _ = writeln!(self.out, "{line}");
+        self.sysctls.push((name.to_string(), was, now));
         Ok(old)
     }
 
@@ -252,7 +264,12 @@ impl Lab {
             return true;
         }
         let line = format!("{label}: expected {expected}, observed {observed}");
-        let _ = writeln!(self.out, "     ✗ {line}");
+        let mark = self.style.red("✗");
+        let _ = writeln!(
+            self.out,
+            "{}",
+            self.style.wrap(&format!("     {mark} "), "       ", &line)
+        );
         self.differences.push(line);
         false
     }
@@ -386,21 +403,17 @@ impl Lab {
         self.check_with_kernel()?;
         let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
-            Some(conn) => ladder::render_checked(&self.packets, conn, notes, self.color),
+            Some(conn) => ladder::render_checked(&self.packets, conn, notes, &self.style),
             None => "(no segment of the experiment was captured)\n".to_string(),
         };
         let _ = writeln!(self.out);
         let _ = write!(self.out, "{diagram}");
         if let Some(a) = &self.agreement {
-            let _ = writeln!(
-                self.out,
-                "\n✓ the kernel traced the same change   ○ Linux does not trace this one (the \
-                 packet comment says why)   ✗ the kernel says otherwise"
-            );
+            let _ = writeln!(self.out, "\n{}", ladder::legend(&self.style));
             for (verdict, text) in &a.section {
-                let line = format!("  {text}");
-                if *verdict == Verdict::Mismatch && self.color {
-                    let _ = writeln!(self.out, "\x1b[31m{line}\x1b[0m");
+                let line = self.style.wrap("  ", "    ", text);
+                if *verdict == Verdict::Mismatch {
+                    let _ = writeln!(self.out, "{}", self.style.red(&line));
                 } else {
                     let _ = writeln!(self.out, "{line}");
                 }
@@ -571,12 +584,17 @@ impl Lab {
                 } else {
                     "client end"
                 };
-                let mut t = format!("{who} {}", s.state);
+                let mut t = format!("{who} {}", super::report::state_name(s));
+                let mut queues = Vec::new();
                 if s.recv_q > 0 {
-                    let _ = write!(t, " (Recv-Q {})", s.recv_q);
+                    queues.push(format!("Recv-Q {}", s.recv_q));
                 }
+                // A listener's Send-Q is its backlog, not bytes waiting.
                 if s.send_q > 0 && s.state != "LISTEN" {
-                    let _ = write!(t, " (Send-Q {})", s.send_q);
+                    queues.push(format!("Send-Q {}", s.send_q));
+                }
+                if !queues.is_empty() {
+                    let _ = write!(t, " ({})", queues.join(", "));
                 }
                 t
             })
@@ -586,7 +604,10 @@ impl Lab {
         } else {
             ends.join(", ")
         };
-        let _ = writeln!(self.out, "     kernel, {label}: {line}");
+        let text = self
+            .style
+            .wrap("     ", "       ", &format!("kernel, {label}: {line}"));
+        let _ = writeln!(self.out, "{text}");
         self.snapshots.push((label.to_string(), sockets));
         Ok(())
     }
@@ -613,9 +634,13 @@ impl Lab {
     ) -> Result<Option<sockets::Socket>, Error> {
         let socket = self.try_restart(label, addr, old_opts, opts, expected)?;
         if let Some(restart) = self.restarts.last() {
-            let text = super::report::restart_text(restart);
+            let text = super::report::restart_text(restart, &self.style);
             self.step += 1;
-            let _ = write!(self.out, "{:>3}. {text}", self.step);
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let first = self
+                .style
+                .wrap(&format!("{:>3}. ", self.step), "     ", first);
+            let _ = write!(self.out, "{first}\n{rest}");
         }
         Ok(socket)
     }

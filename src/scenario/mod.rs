@@ -177,18 +177,37 @@ pub fn old_connection(
 pub fn client_reads_until_end(lab: &mut Lab, client: &mut TcpStream) -> Result<String, Error> {
     let (got, error) = sockets::read_until_end(client, "client");
     let end = match error {
-        None => "read() → 0 (EOF)".to_string(),
+        None => read_said(&[]),
         Some(e) => format!("read() → {}", sockets::describe(&e.source)),
     };
-    lab.say(
-        "client",
-        format!(
-            "read() → {:?} (what had arrived), then {end}",
-            String::from_utf8_lossy(&got)
-        ),
-    )?;
+    let text = if got.is_empty() {
+        format!("nothing had arrived: {end}")
+    } else {
+        format!("{} (what had arrived), then {end}", read_said(&got))
+    };
+    lab.say("client", text)?;
     lab.client_error = Some(end.clone());
     Ok(end)
+}
+
+/// What one `read()` returned, as the narration says it: `read() → "I am server"`, and
+/// for a read that returned nothing (the end of the stream) `read() → 0: EOF`.
+pub fn read_said(got: &[u8]) -> String {
+    if got.is_empty() {
+        "read() → 0: EOF".to_string()
+    } else {
+        format!("read() → {:?}", String::from_utf8_lossy(got))
+    }
+}
+
+/// Reading until the end: `read() → "I am server", then read() → 0: EOF`, or only
+/// `read() → 0: EOF` when nothing came before it.
+pub fn read_to_eof_said(got: &[u8]) -> String {
+    if got.is_empty() {
+        read_said(got)
+    } else {
+        format!("{}, then {}", read_said(got), read_said(&[]))
+    }
 }
 
 /// The server process exits: its listening socket and its connection close. The client's
@@ -212,7 +231,7 @@ pub fn server_closes(lab: &mut Lab, listener: Socket, server_conn: TcpStream) ->
         "server",
         "close() the connection and the listener: the server process exits",
     )?;
-    lab.snapshot("right after")
+    lab.snapshot("right after the server's close()")
 }
 
 /// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
@@ -225,10 +244,7 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     let got = sockets::read_to_eof(&mut client, "client")?;
     lab.say(
         "client",
-        format!(
-            "read() → {:?}, then read() → 0: EOF, the server closed its end",
-            String::from_utf8_lossy(&got)
-        ),
+        format!("{}, the server closed its end", read_to_eof_said(&got)),
     )?;
     if !lab.quick_close {
         lab.wait_for(State::CloseWait, State::FinWait2)?;
@@ -240,6 +256,6 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     }
     drop(client);
     lab.say("client", "close()")?;
-    lab.snapshot("right after")?;
+    lab.snapshot("right after the client's close()")?;
     Ok(())
 }
