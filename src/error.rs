@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use crate::capture::live::CaptureError;
 use crate::kernel::KernelSocket;
 use crate::netns::NetnsError;
-use crate::output::style::plural;
 use crate::sockets::SockError;
 
 /// Exit codes, as `--help` documents them.
