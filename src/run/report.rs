@@ -43,9 +43,8 @@ pub fn restart_text(r: &Restart, style: &Style) -> String {
         if r.holders.is_empty() {
             s.push_str("     the kernel's table shows no socket on that port any more\n");
         } else {
-            let _ = writeln!(
-                s,
-                "     why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
+            let why = format!(
+                "why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
                 if r.holders.len() == 1 {
                     "this socket"
                 } else {
@@ -53,6 +52,7 @@ pub fn restart_text(r: &Restart, style: &Style) -> String {
                 },
                 r.addr.port()
             );
+            let _ = writeln!(s, "{}", style.wrap("     ", "     ", &why));
             for line in render_table(&r.holders).lines() {
                 let _ = writeln!(s, "       {line}");
             }
@@ -520,6 +520,63 @@ mod tests {
             differences([Closed, TimeWait], None, &[], &[]),
             ["no segment of the experiment was captured"]
         );
+    }
+
+    #[test]
+    fn verdict_is_green_or_red_only_in_colour() {
+        let color = Style {
+            color: true,
+            width: None,
+        };
+        assert_eq!(verdict_text(&[], &Style::PLAIN), "verdict: reproduced\n");
+        assert_eq!(
+            verdict_text(&[], &color),
+            "\x1b[32mverdict: reproduced\x1b[0m\n"
+        );
+        let diffs = ["the kernel disagreed with the inference 1 time".to_string()];
+        let red = verdict_text(&diffs, &color);
+        assert!(
+            red.starts_with("\x1b[31mverdict: the kernel did something else:\x1b[0m\n"),
+            "{red}"
+        );
+        assert!(red.ends_with("  - the kernel disagreed with the inference 1 time\n"));
+    }
+
+    #[test]
+    fn a_lesson_ends_with_a_full_stop_once() {
+        assert_eq!(
+            sentence("the restart's bind() fails"),
+            "the restart's bind() fails."
+        );
+        assert_eq!(sentence("done."), "done.");
+    }
+
+    #[test]
+    fn a_sysctl_value_is_one_line_with_single_spaces() {
+        assert_eq!(one_line("32768\t60999\n"), "32768 60999");
+    }
+
+    #[test]
+    fn the_kernels_close_is_closed() {
+        let table = "header
+   0: 0200007F:A0E2 0100007F:1F40 07 0000000E:0000000B 00:00000000 00000000     0        0 1 1 0000000000000000";
+        let socket = &parse_proc_net_tcp(table)[0];
+        assert_eq!(socket.state, "CLOSE");
+        assert_eq!(state_name(socket), "CLOSED");
+    }
+
+    #[test]
+    fn the_explanation_wraps_to_a_narrow_terminal() {
+        let narrow = Style {
+            color: false,
+            width: Some(60),
+        };
+        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::NONE), &narrow);
+        let prose: Vec<&str> = text.lines().filter(|l| l.starts_with("     1")).collect();
+        assert!(!prose.is_empty(), "{text}");
+        for line in text.lines().skip(1).filter(|l| !l.starts_with("       ")) {
+            assert!(line.chars().count() <= 60, "{line}\n{text}");
+        }
     }
 
     #[test]

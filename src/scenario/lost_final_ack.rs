@@ -80,7 +80,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         lab.say(
             "client",
             format!(
-                "sent its FIN {} more, {} ms apart; its kernel counted {} (TCPLossProbes, \
+                "sent its FIN again {}, {} ms apart; its kernel counted {} (TCPLossProbes, \
                  RFC 8985 §7) and {} (TCPTimeouts), the timeout doubling each time (RFC 6298 \
                  §5.5)",
                 plural(fins.len().saturating_sub(1), "time", "times"),

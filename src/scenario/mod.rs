@@ -259,3 +259,28 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     lab.snapshot("right after the client's close()")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_read_is_the_end_of_the_stream() {
+        assert_eq!(read_said(b""), "read() → 0: EOF");
+        assert_eq!(read_said(b"I am server"), "read() → \"I am server\"");
+        assert_eq!(
+            read_to_eof_said(b"I am server"),
+            "read() → \"I am server\", then read() → 0: EOF"
+        );
+        assert_eq!(read_to_eof_said(b""), "read() → 0: EOF");
+    }
+
+    #[test]
+    fn lessons_are_one_clause_without_a_full_stop() {
+        // The section comment adds it: `teardown run NAME: LESSON.`
+        for s in ALL {
+            assert!(!s.lesson.ends_with('.'), "{}", s.name);
+            assert!(s.about.ends_with('.'), "{}", s.name);
+        }
+    }
+}
