@@ -71,7 +71,8 @@ impl Style {
     /// `text` wrapped to the width (whole words), the first line after `first`, the others
     /// after `rest`; one line when there is no limit.
     pub fn wrap(&self, first: &str, rest: &str, text: &str) -> String {
-        let Some(width) = self.width else {
+        let Some(width) = self.width.filter(|&w| columns(first) + columns(text) > w) else {
+            // No limit, or it fits: as it is, spaces and all.
             return format!("{first}{text}");
         };
         let room = width.saturating_sub(rest.chars().count()).max(20);
@@ -289,6 +290,11 @@ mod tests {
         assert_eq!(
             Style::PLAIN.wrap("  8. ", "     ", "one long line"),
             "  8. one long line"
+        );
+        // What fits stays as it is, its runs of spaces too.
+        assert_eq!(
+            s.wrap("  ", "    ", "this run:   6 ports"),
+            "  this run:   6 ports"
         );
     }
 }

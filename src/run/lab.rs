@@ -20,7 +20,7 @@ use crate::kernel::agree::{Agreement, Verdict, agree};
 use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
-use crate::output::style::Style;
+use crate::output::style::{Style, plural};
 use crate::signals;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
@@ -274,9 +274,18 @@ impl Lab {
         false
     }
 
-    /// Prints a line as it is.
+    /// Prints a line, wrapped to the terminal's width under its own indent; text of several
+    /// lines (a table) as it is.
     pub fn print(&mut self, text: impl AsRef<str>) {
-        let _ = writeln!(self.out, "{}", text.as_ref());
+        let text = text.as_ref();
+        if text.contains('\n') {
+            let _ = writeln!(self.out, "{text}");
+            return;
+        }
+        let prose = text.trim_start();
+        let indent = &text[..text.len() - prose.len()];
+        let line = self.style.wrap(indent, &format!("{indent}  "), prose);
+        let _ = writeln!(self.out, "{line}");
     }
 
     /// The connection to the scenario's server, the newest if there were several.
@@ -421,14 +430,14 @@ impl Lab {
         }
         let _ = writeln!(
             self.out,
-            "\ncaptured {} segments; the kernel dropped {} (PACKET_STATISTICS)\n",
-            self.packets.len(),
+            "\ncaptured {}; the kernel dropped {} (PACKET_STATISTICS)\n",
+            plural(self.packets.len(), "segment", "segments"),
             stats.dropped
         );
         if stats.dropped > 0 {
             self.notes.push(format!(
-                "the kernel dropped {} packets of the capture: the diagram may miss segments",
-                stats.dropped
+                "the kernel dropped {} of the capture: the diagram may miss segments",
+                plural(stats.dropped as usize, "packet", "packets")
             ));
         }
         Ok(())
@@ -690,10 +699,12 @@ impl Lab {
         let sockets = kernel::sockets_on_port(self.server.port())
             .map_err(Error::io("reading the kernel's socket table"))?;
         let table = kernel::render_table(&sockets);
-        let _ = writeln!(
-            self.out,
-            "     {title} (the kernel's table, as ss reads it):"
+        let line = self.style.wrap(
+            "     ",
+            "       ",
+            &format!("{title} (the kernel's table, as ss reads it):"),
         );
+        let _ = writeln!(self.out, "{line}");
         for line in table.lines() {
             let _ = writeln!(self.out, "       {line}");
         }

@@ -174,8 +174,9 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             },
         ]);
     }
+    lab.print("");
     lab.print(
-        "\n     The restart table, each row tried for real (each bind: a new socket, closed or \
+        "     The restart table, each row tried for real (each bind: a new socket, closed or \
                kept listening):",
     );
     // Columns as wide as their widest cell: no row out of line.
