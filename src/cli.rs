@@ -29,7 +29,7 @@ each endpoint's TCP state (RFC 9293) and shows why restarting a server fails wit
     after_help = EXIT_CODES,
 )]
 pub struct Cli {
-    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never
+    /// When to colour verdicts and the ✓ ○ ✗ marks (NO_COLOR is honoured by auto)
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
