@@ -401,6 +401,29 @@ mod tests {
     }
 
     #[test]
+    fn narrower_still_the_server_goes_below_and_nothing_breaks() {
+        let (packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        let narrow = |w| Style {
+            color: false,
+            width: Some(w),
+        };
+        let d = render_checked(&packets, conn, None, &narrow(50));
+        assert!(d.lines().all(|l| l.chars().count() <= 50), "{d}");
+        for t in transitions(&packets) {
+            assert!(d.contains(&t), "{t} is missing\n{d}");
+        }
+        // At 40 the labels lose seq and ack.
+        let d = render_checked(&packets, conn, None, &narrow(40));
+        assert!(d.lines().all(|l| l.chars().count() <= 40), "{d}");
+        assert!(d.contains("◀── FIN,ACK ─"), "{d}");
+        assert!(d.contains("── PSH,ACK len=11 ─"), "{d}");
+        // Below the narrowest layout lines may be long, but all is there and nothing panics.
+        let tiny = render_checked(&packets, conn, None, &narrow(5));
+        assert!(tiny.contains("LAST_ACK → CLOSED"), "{tiny}");
+    }
+
+    #[test]
     fn marks_and_mismatch_in_colour_without_moving_the_columns() {
         let (packets, tracker) = captured(active_close(false), every_50us);
         let conn = &tracker.connections()[0];
