@@ -14,8 +14,10 @@ local f_comment = Field.new("frame.comment")
 
 -- "server ESTABLISHED → FIN_WAIT_1 (sent FIN, RFC 9293 §3.10.4; kernel agrees); client ..."
 -- becomes "server ESTABLISHED → FIN_WAIT_1; client ...": the column keeps the transitions.
+-- Where a bracket stood before a comma or semicolon ("for 0.3 ms (NFQUEUE), then
+-- released"), no space is left before it.
 local function short(text)
-    local s = text:gsub("%b()", ""):gsub("%s+;", ";"):gsub("%s+", " ")
+    local s = text:gsub("%b()", ""):gsub("%s+([;,])", "%1"):gsub("%s+", " ")
     return (s:gsub("^%s+", ""):gsub("%s+$", ""))
 end
 

@@ -6,6 +6,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::output::style::ColorChoice;
 use crate::scenario::{self, Scenario};
 use crate::tcp::State;
 
@@ -31,6 +32,10 @@ each endpoint's TCP state (RFC 9293) and shows why restarting a server fails wit
     after_help = EXIT_CODES,
 )]
 pub struct Cli {
+    /// When to colour verdicts and the ✓ ○ ✗ marks (NO_COLOR is honoured by auto)
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -510,6 +515,8 @@ pub struct RunConfig {
     pub output: PathBuf,
     /// No -w: `captures/SCENARIO.pcapng`, whose directory the run makes when missing.
     pub default_output: bool,
+    /// `--color` (global): main sets it from the top-level flag.
+    pub color: ColorChoice,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -538,6 +545,7 @@ impl TryFrom<RunArgs> for RunConfig {
             json: args.json,
             output,
             default_output,
+            color: ColorChoice::Auto,
         })
     }
 }

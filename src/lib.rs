@@ -27,6 +27,5 @@ pub mod scenario;
 pub mod signals;
 pub mod sockets;
 pub mod tcp;
-pub mod text;
 pub mod tracker;
 pub mod why;

@@ -64,6 +64,10 @@ fn main() -> ExitCode {
             teardown::run::all::run_all(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Run(args) => RunConfig::try_from(args)
+            .map(|config| RunConfig {
+                color: cli.color,
+                ..config
+            })
             .and_then(|config| teardown::run::run(&config, &mut std::io::stdout())),
     };
     match result {

@@ -181,7 +181,7 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
     let snapshots: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with("kernel, right after: "))
+        .filter(|l| l.trim_start().starts_with("kernel, right after the "))
         .collect();
     assert_eq!(snapshots.len(), 2, "{run}");
     assert!(snapshots[0].contains("server end FIN_WAIT_"), "{run}");
@@ -190,7 +190,7 @@ fn active_close_ends_in_time_wait_and_the_restart_fails_with_eaddrinuse() {
         "{run}"
     );
     assert!(
-        snapshots[1].ends_with("kernel, right after: server end TIME_WAIT"),
+        snapshots[1].ends_with("kernel, right after the client's close(): server end TIME_WAIT"),
         "{run}"
     );
     assert!(run.stdout.contains("verdict: reproduced"), "{run}");
@@ -1032,9 +1032,11 @@ fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
         "{run}"
     );
     assert!(
-        run.stdout.contains("sent its FIN 3 more time(s)")
-            && run.stdout.contains("1 tail loss probe(s)")
-            && run.stdout.contains("2 retransmission timeout(s)"),
+        run.stdout.contains("sent its FIN again 3 times, ")
+            && run.stdout.contains("1 tail loss probe (TCPLossProbes")
+            && run
+                .stdout
+                .contains("2 retransmission timeouts (TCPTimeouts)"),
         "{run}"
     );
     assert_kernel_agrees(&run, &rows);
@@ -1286,4 +1288,379 @@ fn run_all_on_the_host_gives_each_scenario_its_own_ports_and_skips_the_namespace
         assert_eq!(r["verdict"], "skipped", "{r}");
     }
     assert!(run.stderr.contains("[10/10] timewait-new-syn"), "{run}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Texts: wording that agrees with itself and with the kernel, colour, and the terminal's
+// width (issue 13). Each runs a scenario as root into a directory of its own.
+// ---------------------------------------------------------------------------------------
+
+/// `teardown ARGS -w DIR/NAME.pcapng` with extra environment, run from DIR.
+fn texts_run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let file = dir.join("x.pcapng");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("-w")
+        .arg(&file)
+        .current_dir(&dir.0)
+        .env_remove("TEARDOWN_PAUSE_AFTER_STEP")
+        .env_remove("NO_COLOR")
+        .env_remove("COLUMNS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_cmd(cmd)
+}
+
+#[test]
+fn texts_lost_final_ack_tells_the_probe_then_the_timeouts_and_counts_right() {
+    if !root("texts_lost_final_ack") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "lost-final-ack"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let section = section_comment(&dir.join("x.pcapng"));
+    let flat = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!flat.contains("final ACK, twice"), "{section}");
+    assert!(
+        flat.contains("drops the server's ACK of the client's FIN three times"),
+        "{section}"
+    );
+    assert!(
+        flat.contains("first as a tail loss probe (RFC 8985), then at its retransmission timeout"),
+        "{section}"
+    );
+    // What the run says the kernel counted is the same story, with plurals that fit.
+    assert!(run.stdout.contains("sent its FIN again 3 times, "), "{run}");
+    assert!(
+        run.stdout.contains("1 tail loss probe (TCPLossProbes"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("2 retransmission timeouts (TCPTimeouts)"),
+        "{run}"
+    );
+}
+
+#[test]
+fn texts_section_comment_has_sentences_and_names_each_close() {
+    if !root("texts_section_comment") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "active-close"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let section = section_comment(&dir.join("x.pcapng"));
+    assert!(
+        section.starts_with(
+            "teardown run active-close: the side that closes first keeps the port in \
+             TIME_WAIT: the restart's bind() fails.\nThe server closes first"
+        ),
+        "{section}"
+    );
+    assert!(!section.contains("a close():"), "{section}");
+    for close in ["the server's close(): ", "the client's close(): "] {
+        let line = format!("Kernel table right after {close}");
+        assert_eq!(section.matches(&line).count(), 1, "{line}\n{section}");
+    }
+    assert!(
+        section.contains("Kernel table right after the client's close(): 127.0.0.1:8000 ↔ "),
+        "{section}"
+    );
+}
+
+#[test]
+fn texts_kernel_words_are_spelled_as_everywhere_else() {
+    if !root("texts_kernel_words") {
+        return;
+    }
+    // The kernel's CLOSE is CLOSED, and both queues in one bracket.
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "unread-data-rst"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let snapshot = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("kernel, right after") && l.contains("client end"))
+        .unwrap_or_else(|| panic!("no snapshot{run}"));
+    assert!(
+        snapshot.contains("client end CLOSED (Recv-Q "),
+        "{snapshot}"
+    );
+    assert!(snapshot.contains(", Send-Q "), "{snapshot}");
+    assert!(!snapshot.contains(") ("), "{snapshot}");
+    // No space before the colon when the socket has no timer.
+    let run = texts_run(&TempDir::new(), &["run", "client-never-closes"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("socket table: client CLOSE_WAIT: agrees"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains(" : "), "{run}");
+    // An empty read is the end of the stream, said as everywhere else.
+    let run = texts_run(&TempDir::new(), &["run", "timewait-new-syn"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(!run.stdout.contains("read() → \"\""), "{run}");
+    assert!(
+        run.stdout
+            .contains("client: read() → 0: EOF, the server closed its end"),
+        "{run}"
+    );
+}
+
+#[test]
+fn texts_a_sysctl_value_is_shown_with_one_space() {
+    if !root("texts_sysctl_value") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "port-exhaustion"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(!run.stdout.contains('\t'), "{run}");
+    let was = |text: &str| {
+        let after = text.split("ip_local_port_range = ").nth(1)?;
+        let was = after.split("(was ").nth(1)?.split(')').next()?.to_string();
+        Some(was)
+    };
+    let said = was(&run.stdout).unwrap_or_else(|| panic!("no sysctl line{run}"));
+    let words: Vec<&str> = said.split(' ').collect();
+    assert!(
+        words.len() == 2 && words.iter().all(|w| w.parse::<u16>().is_ok()),
+        "{said:?}"
+    );
+    let section = section_comment(&dir.join("x.pcapng"));
+    assert!(section.contains(&format!("(was {said})")), "{section}");
+}
+
+#[test]
+fn texts_bind_matrix_rows_line_up() {
+    if !root("texts_bind_matrix") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "bind-matrix"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("old socket"))
+        .take(11)
+        .collect();
+    assert_eq!(lines.len(), 11, "{run}");
+    // Where each cell starts: after a run of two or more spaces.
+    let starts = |line: &str| -> Vec<usize> {
+        let chars: Vec<char> = line.chars().collect();
+        (2..chars.len())
+            .filter(|&i| chars[i] != ' ' && chars[i - 1] == ' ' && chars[i - 2] == ' ')
+            .collect()
+    };
+    let header = starts(lines[0]);
+    assert_eq!(header.len(), 4, "{}", lines[0]);
+    for row in &lines[1..] {
+        assert_eq!(starts(row), header, "out of line:\n{}\n{row}", lines[0]);
+    }
+}
+
+#[test]
+fn texts_lua_info_column_has_no_space_before_a_comma() {
+    if !root("texts_lua") || !tshark("texts_lua") {
+        return;
+    }
+    let dir = TempDir::new();
+    let run = texts_run(&dir, &["run", "simultaneous-close"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-X")
+        .arg(format!("lua_script:{root}/scripts/teardown.lua"))
+        .arg("-r")
+        .arg(dir.join("x.pcapng"))
+        .args(["-T", "fields", "-e", "_ws.col.Info"]);
+    let info = run_cmd(cmd);
+    assert_eq!(info.code, Some(0), "{info}");
+    let released: Vec<&str> = info
+        .stdout
+        .lines()
+        .filter(|l| l.contains("then released"))
+        .collect();
+    assert!(!released.is_empty(), "{info}");
+    for line in released {
+        assert!(line.contains(" ms, then released"), "{line}");
+        assert!(!line.contains(" ,"), "{line}");
+    }
+}
+
+#[test]
+fn texts_a_time_wait_on_the_host_is_waited_for_not_stopped() {
+    if !root("texts_port_busy") {
+        return;
+    }
+    // A TIME_WAIT of our own on a host port: the server's end closes first.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    drop(server);
+    drop(listener);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let dir = TempDir::new();
+    let run = texts_run(
+        &dir,
+        &["run", "active-close", "--host", "--port", &port.to_string()],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "127.0.0.1:{port} is held by a TIME_WAIT socket that no program owns, for "
+        )),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains(" s more: wait, pick another --port, or drop --host"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("stop that program"), "{run}");
+}
+
+#[test]
+fn texts_host_is_not_offered_without_cap_net_raw() {
+    if !root("texts_no_host_hint") {
+        return;
+    }
+    // A user namespace of its own that may create no more of them, and no capability at
+    // all: neither a private namespace nor --host's capture can be had.
+    let dir = TempDir::new();
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-all \
+         --ambient-caps=-all --bounding-set=-all -- {BIN} run active-close -w {}",
+        dir.join("x.pcapng").display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c", &script]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(run.stderr.contains("needs root"), "{run}");
+    assert!(!run.stderr.contains("--host"), "{run}");
+    assert!(
+        run.stderr.contains(
+            "run with sudo, or once `sudo setcap cap_sys_admin,cap_net_admin,cap_net_raw+ep "
+        ),
+        "{run}"
+    );
+}
+
+#[test]
+fn texts_colour_only_when_asked_or_on_a_terminal_without_no_color() {
+    if !root("texts_colour") {
+        return;
+    }
+    let always = texts_run(
+        &TempDir::new(),
+        &["--color", "always", "run", "active-close"],
+        &[("NO_COLOR", "1")],
+    );
+    assert_eq!(always.code, Some(0), "{always}");
+    assert!(
+        always.stdout.contains("\x1b[32mverdict: reproduced\x1b[0m"),
+        "{always}"
+    );
+    assert!(always.stdout.contains("\x1b[32m✓\x1b[0m"), "{always}");
+    // The flag is global: after the subcommand too.
+    let after = texts_run(
+        &TempDir::new(),
+        &["run", "active-close", "--color=always"],
+        &[],
+    );
+    assert!(after.stdout.contains("\x1b[32m✓"), "{after}");
+    // Piped, by default: none; NO_COLOR with auto: none.
+    for run in [
+        texts_run(&TempDir::new(), &["run", "active-close"], &[]),
+        texts_run(
+            &TempDir::new(),
+            &["--color", "auto", "run", "active-close"],
+            &[("NO_COLOR", "1")],
+        ),
+        texts_run(
+            &TempDir::new(),
+            &["--color", "never", "run", "active-close"],
+            &[],
+        ),
+    ] {
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(!run.stdout.contains('\x1b'), "{run}");
+        assert!(run.stdout.contains("verdict: reproduced"), "{run}");
+    }
+}
+
+#[test]
+fn texts_eighty_columns_keep_the_ladder_and_the_story_within() {
+    if !root("texts_eighty_columns") {
+        return;
+    }
+    let run = texts_run(
+        &TempDir::new(),
+        &["run", "active-close"],
+        &[("COLUMNS", "80")],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("time ms"))
+        .unwrap_or_else(|| panic!("no ladder{run}"));
+    let last = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("final "))
+        .unwrap();
+    // The narration, the ladder and its legend: everything teardown's run itself words.
+    let legend_end = header
+        + lines[header..]
+            .iter()
+            .position(|l| l.starts_with("captured "))
+            .unwrap();
+    let first_step = lines.iter().position(|l| l.starts_with("  1. ")).unwrap();
+    for line in &lines[first_step..legend_end] {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}{run}",
+            line.chars().count()
+        );
+    }
+    let ladder = lines[header..=last].join("\n");
+    for change in [
+        "CLOSED → SYN_SENT ✓",
+        "LISTEN → SYN_RECEIVED ○",
+        "SYN_SENT → ESTABLISHED ✓",
+        "SYN_RECEIVED → ESTABLISHED ✓",
+        "ESTABLISHED → FIN_WAIT_1 ✓",
+        "ESTABLISHED → CLOSE_WAIT ✓",
+        "FIN_WAIT_1 → FIN_WAIT_2 ✓",
+        "CLOSE_WAIT → LAST_ACK ✓",
+        "FIN_WAIT_2 → TIME_WAIT ○",
+        "LAST_ACK → CLOSED ✓",
+    ] {
+        assert!(ladder.contains(change), "{change} missing:\n{ladder}");
+    }
+    assert_eq!(
+        lines[last].split_whitespace().collect::<Vec<_>>(),
+        ["final", "CLOSED", "TIME_WAIT"]
+    );
+    // Without COLUMNS, piped: the wide ladder, one line per segment.
+    let wide = texts_run(&TempDir::new(), &["run", "active-close"], &[]);
+    assert!(
+        wide.stdout
+            .lines()
+            .any(|l| l.chars().count() > 100 && l.contains("── SYN seq=0")),
+        "{wide}"
+    );
 }

@@ -563,7 +563,9 @@ pub fn agree(
             let kernel_state = kernel.map(|s| s.rfc_state().unwrap_or(State::Closed));
             let inferred = conn.state(role);
             let said = match kernel {
-                Some(s) => format!("{} {}", s.state, timer_text(s)),
+                Some(s) => format!("{} {}", s.state, timer_text(s))
+                    .trim_end()
+                    .to_string(),
                 None => "no socket (CLOSED)".to_string(),
             };
             let same = kernel_state.unwrap_or(State::Closed) == inferred;

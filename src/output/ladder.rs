@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::style::{MIN_WIDTH, Style, columns, pad, wrap_words};
 use crate::annotate::Packet;
 use crate::kernel::agree::{Note, Verdict};
 use crate::tracker::{Connection, Role};
@@ -13,30 +14,70 @@ const ARROW_W: usize = 40;
 
 /// The diagram of connection `conn` among `packets`.
 pub fn render(packets: &[Packet], conn: &Connection) -> String {
-    render_checked(packets, conn, None, false)
+    render_checked(packets, conn, None, &Style::PLAIN)
+}
+
+/// What the marks mean, one line (three on a narrow terminal), the marks in colour.
+pub fn legend(style: &Style) -> String {
+    let items = [
+        format!(
+            "{} the kernel traced the same change",
+            mark(Verdict::Agrees, style)
+        ),
+        format!(
+            "{} Linux does not trace this one (the packet comment says why)",
+            mark(Verdict::Explained, style)
+        ),
+        format!(
+            "{} the kernel says otherwise",
+            mark(Verdict::Mismatch, style)
+        ),
+    ];
+    let one = items.join("   ");
+    match style.width {
+        Some(w) if columns(&one) > w => items.join("\n"),
+        _ => one,
+    }
+}
+
+/// ✓ agrees (green), ○ not traced for a documented reason (yellow), ✗ MISMATCH (red).
+fn mark(verdict: Verdict, style: &Style) -> String {
+    match verdict {
+        Verdict::Agrees => style.green("✓"),
+        Verdict::Explained => style.yellow("○"),
+        Verdict::Mismatch => style.red("✗"),
+        Verdict::Info => String::new(),
+    }
+}
+
+/// One segment of the diagram, before layout.
+struct Row {
+    ms: f64,
+    label: String,
+    /// The label without seq/ack (and without len=0), for a narrow terminal.
+    short: String,
+    rightwards: bool,
+    /// Each side's change, `A → B ✓`, styled; empty when its state stayed.
+    sides: [String; 2],
+    /// What goes after the line: unexpected segments and MISMATCH notes, styled.
+    notes: Vec<String>,
 }
 
 /// The diagram with the kernel's verdict beside each change (✓ agrees, ○ not traced by
-/// Linux for a documented reason, ✗ MISMATCH), MISMATCH in red when `color`.
+/// Linux for a documented reason, ✗ MISMATCH), in colour when the style says so. Within the
+/// style's width: the ladder's columns when they fit, else each arrow on a line of its own
+/// with the changes on the line below.
 pub fn render_checked(
     packets: &[Packet],
     conn: &Connection,
     kernel: Option<&[Vec<Note>]>,
-    color: bool,
+    style: &Style,
 ) -> String {
-    let mut out = String::new();
-    let client = format!("client {}", conn.client);
-    let _ = writeln!(
-        out,
-        "{:>TIME_W$}  {client:<w$}server {}",
-        "time ms",
-        conn.server,
-        w = SIDE_W + ARROW_W + 2,
-    );
     let first = packets.iter().find_map(|p| match &p.event {
         Some(e) if e.conn == conn.id => Some(p.frame.ts),
         _ => None,
     });
+    let mut rows = Vec::new();
     for (index, packet) in packets.iter().enumerate() {
         let (Some(event), Some(seg)) = (&packet.event, packet.segment()) else {
             continue;
@@ -47,37 +88,75 @@ pub fn render_checked(
         let ms = first
             .map(|t0| packet.frame.ts.saturating_sub(t0).as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
-        let label = label(seg, event);
         let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
         let change = |role: Role| {
             let Some(t) = event.transition(role) else {
                 return String::new();
             };
-            let mark = notes
+            let verdict = notes
                 .iter()
                 .find(|n| n.role == role && n.inferred == Some((t.from, t.to)))
-                .map(|n| match n.verdict {
-                    Verdict::Agrees => " ✓",
-                    Verdict::Explained => " ○",
-                    Verdict::Mismatch => " ✗",
-                    Verdict::Info => "",
-                })
-                .unwrap_or("");
-            format!("{} → {}{mark}", t.from, t.to)
+                .map(|n| n.verdict);
+            match verdict.map(|v| mark(v, style)).filter(|m| !m.is_empty()) {
+                Some(m) => format!("{} → {} {m}", t.from, t.to),
+                None => format!("{} → {}", t.from, t.to),
+            }
         };
+        let mut after: Vec<String> = event
+            .unexpected
+            .iter()
+            .map(|(role, u)| format!("! {role} in {}: {}", u.state, u.why))
+            .collect();
+        after.extend(
+            notes
+                .iter()
+                .filter(|n| n.verdict == Verdict::Mismatch)
+                .map(|n| style.red(&n.text)),
+        );
+        rows.push(Row {
+            ms,
+            label: label(seg, event),
+            short: short_label(seg),
+            rightwards: event.from == Role::Client,
+            sides: [change(Role::Client), change(Role::Server)],
+            notes: after,
+        });
+    }
+    let ends = [
+        conn.state(Role::Client).to_string(),
+        conn.state(Role::Server).to_string(),
+    ];
+    let wide = full(conn, &rows, &ends);
+    match style.width {
+        Some(w) if wide.lines().any(|l| columns(l) > w) => {
+            stacked(conn, &rows, &ends, w.max(MIN_WIDTH))
+        }
+        _ => wide,
+    }
+}
+
+/// The ladder's columns: time, the client's change, the arrow, the server's change.
+fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
+    let mut out = String::new();
+    let client = format!("client {}", conn.client);
+    let _ = writeln!(
+        out,
+        "{:>TIME_W$}  {client:<w$}server {}",
+        "time ms",
+        conn.server,
+        w = SIDE_W + ARROW_W + 2,
+    );
+    for row in rows {
         let _ = write!(
             out,
-            "{ms:>TIME_W$.3}  {:<SIDE_W$}  {}  {}",
-            change(Role::Client),
-            arrow(&label, event.from == Role::Client),
-            change(Role::Server),
+            "{:>TIME_W$.3}  {}  {}  {}",
+            row.ms,
+            pad(&row.sides[0], SIDE_W),
+            arrow(&row.label, row.rightwards, ARROW_W),
+            row.sides[1],
         );
-        for (role, u) in &event.unexpected {
-            let _ = write!(out, "  ! {role} in {}: {}", u.state, u.why);
-        }
-        for note in notes.iter().filter(|n| n.verdict == Verdict::Mismatch) {
-            let text = format!("  {}", note.text);
-            let _ = write!(out, "{}", if color { red(&text) } else { text });
+        for note in &row.notes {
+            let _ = write!(out, "  {note}");
         }
         trim_end(&mut out);
         out.push('\n');
@@ -85,10 +164,79 @@ pub fn render_checked(
     let _ = writeln!(
         out,
         "{:>TIME_W$}  {:<SIDE_W$}  {:ARROW_W$}  {}",
+        "final", ends[0], "", ends[1]
+    );
+    trim_lines(out)
+}
+
+/// For a terminal `width` columns wide: each arrow across the width, the changes below it,
+/// the client's on the left, the server's in a column on the right.
+fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) -> String {
+    let time_w = rows
+        .iter()
+        .map(|r| format!("{:.3}", r.ms).len())
+        .chain([7])
+        .max()
+        .unwrap_or(7);
+    let left = time_w + 2;
+    let client = format!("client {}", conn.client);
+    let server = format!("server {}", conn.server);
+    // The server's column: as wide as its widest change, flush with the right edge.
+    let server_w = rows
+        .iter()
+        .map(|r| columns(&r.sides[1]))
+        .chain([columns(&ends[1]), server.len()])
+        .max()
+        .unwrap_or(0);
+    let server_at = width.saturating_sub(server_w).max(left);
+    let line = |client: &str, server: &str| -> String {
+        let mut l = " ".repeat(left);
+        l.push_str(client);
+        if !server.is_empty() {
+            // Both changes on one line when they fit side by side, else the server's below.
+            if left + columns(client) + 2 <= server_at {
+                l = pad(&l, server_at);
+            } else {
+                l.push('\n');
+                l.push_str(&" ".repeat(server_at));
+            }
+            l.push_str(server);
+        }
+        l
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>time_w$}{}",
+        "time ms",
+        &line(&client, &server)[time_w..]
+    );
+    let arrow_w = width - left;
+    for row in rows {
+        let mut label = row.label.as_str();
+        if columns(label) + 6 > arrow_w {
+            label = &row.short;
+        }
+        let _ = writeln!(
+            out,
+            "{:>time_w$.3}  {}",
+            row.ms,
+            arrow(label, row.rightwards, arrow_w)
+        );
+        if !(row.sides[0].is_empty() && row.sides[1].is_empty()) {
+            let _ = writeln!(out, "{}", line(&row.sides[0], &row.sides[1]));
+        }
+        for note in &row.notes {
+            for l in wrap_words(note, width - left - 2, 0) {
+                let _ = writeln!(out, "{}{l}", " ".repeat(left + 2));
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:>time_w$}{}",
         "final",
-        conn.state(Role::Client).to_string(),
-        "",
-        conn.state(Role::Server)
+        &line(&ends[0], &ends[1])[time_w..]
     );
     trim_lines(out)
 }
@@ -103,14 +251,19 @@ pub(crate) fn label(seg: &crate::decode::Segment, event: &crate::tracker::Event)
     label
 }
 
-fn red(s: &str) -> String {
-    format!("\x1b[31m{s}\x1b[0m")
+/// The flags, and the length when there is data: `FIN,ACK`, `PSH,ACK len=11`.
+fn short_label(seg: &crate::decode::Segment) -> String {
+    if seg.len > 0 {
+        format!("{} len={}", seg.flags, seg.len)
+    } else {
+        seg.flags.to_string()
+    }
 }
 
-/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, ARROW_W characters wide.
-fn arrow(label: &str, rightwards: bool) -> String {
+/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, `width` characters wide.
+fn arrow(label: &str, rightwards: bool, width: usize) -> String {
     let body = format!("── {label} ");
-    let fill = ARROW_W.saturating_sub(body.chars().count() + 1);
+    let fill = width.saturating_sub(body.chars().count() + 1);
     if rightwards {
         format!("{body}{}▶", "─".repeat(fill))
     } else {
@@ -170,6 +323,144 @@ mod tests {
         );
         assert!(lines[12].starts_with("    final  CLOSED"));
         assert!(lines[12].ends_with("TIME_WAIT"));
+    }
+
+    /// Every packet's notes: each transition agreed with, the last one a MISMATCH.
+    fn notes(packets: &[Packet]) -> Vec<Vec<Note>> {
+        let mut notes: Vec<Vec<Note>> = packets
+            .iter()
+            .map(|p| {
+                let Some(e) = &p.event else { return Vec::new() };
+                e.transitions
+                    .iter()
+                    .map(|(role, t)| Note {
+                        role: *role,
+                        inferred: Some((t.from, t.to)),
+                        verdict: Verdict::Agrees,
+                        text: "kernel agrees".into(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let last = notes.iter_mut().rev().find(|n| !n.is_empty()).unwrap();
+        last[0].verdict = Verdict::Mismatch;
+        last[0].text = "MISMATCH: the kernel traced no change for the client here".into();
+        notes
+    }
+
+    fn transitions(packets: &[Packet]) -> Vec<String> {
+        packets
+            .iter()
+            .filter_map(|p| p.event.as_ref())
+            .flat_map(|e| {
+                e.transitions
+                    .iter()
+                    .map(|(_, t)| format!("{} → {}", t.from, t.to))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eighty_columns_keep_every_line_within_and_every_transition() {
+        let (packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        let notes = notes(&packets);
+        let style = Style {
+            color: false,
+            width: Some(80),
+        };
+        let d = render_checked(&packets, conn, Some(&notes), &style);
+        for line in d.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}\n{d}",
+                line.chars().count()
+            );
+        }
+        for t in transitions(&packets) {
+            assert!(d.contains(&t), "{t} is missing\n{d}");
+        }
+        assert!(d.contains("── SYN seq=0 len=0 ─"), "{d}");
+        assert!(d.contains("MISMATCH: the kernel traced no change"), "{d}");
+        assert!(d.contains("CLOSED → SYN_SENT ✓"), "{d}");
+        // run all reads the final states from this line: both on it.
+        let last = d.lines().last().unwrap();
+        assert_eq!(
+            last.split_whitespace().collect::<Vec<_>>(),
+            ["final", "CLOSED", "TIME_WAIT"]
+        );
+        // Wide enough, the ladder keeps its columns.
+        let wide = Style {
+            color: false,
+            width: Some(200),
+        };
+        assert_eq!(
+            render_checked(&packets, conn, Some(&notes), &wide),
+            render_checked(&packets, conn, Some(&notes), &Style::PLAIN)
+        );
+    }
+
+    #[test]
+    fn narrower_still_the_server_goes_below_and_nothing_breaks() {
+        let (packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        let narrow = |w| Style {
+            color: false,
+            width: Some(w),
+        };
+        let d = render_checked(&packets, conn, None, &narrow(50));
+        assert!(d.lines().all(|l| l.chars().count() <= 50), "{d}");
+        for t in transitions(&packets) {
+            assert!(d.contains(&t), "{t} is missing\n{d}");
+        }
+        // At 40 the labels lose seq and ack.
+        let d = render_checked(&packets, conn, None, &narrow(40));
+        assert!(d.lines().all(|l| l.chars().count() <= 40), "{d}");
+        assert!(d.contains("◀── FIN,ACK ─"), "{d}");
+        assert!(d.contains("── PSH,ACK len=11 ─"), "{d}");
+        // Below the narrowest layout lines may be long, but all is there and nothing panics.
+        let tiny = render_checked(&packets, conn, None, &narrow(5));
+        assert!(tiny.contains("LAST_ACK → CLOSED"), "{tiny}");
+    }
+
+    #[test]
+    fn marks_and_mismatch_in_colour_without_moving_the_columns() {
+        let (packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        let notes = notes(&packets);
+        let plain = render_checked(&packets, conn, Some(&notes), &Style::PLAIN);
+        let color = Style {
+            color: true,
+            width: None,
+        };
+        let painted = render_checked(&packets, conn, Some(&notes), &color);
+        assert!(painted.contains("\x1b[32m✓\x1b[0m"), "{painted}");
+        assert!(painted.contains("\x1b[31m✗\x1b[0m"), "{painted}");
+        assert!(painted.contains("\x1b[31mMISMATCH"), "{painted}");
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let strip = |s: &str| {
+            s.split('\x1b')
+                .enumerate()
+                .map(|(i, part)| {
+                    if i == 0 {
+                        part
+                    } else {
+                        part.split_once('m').map_or("", |(_, r)| r)
+                    }
+                })
+                .collect::<String>()
+        };
+        assert_eq!(strip(&painted), plain);
+        assert!(legend(&color).starts_with("\x1b[32m✓\x1b[0m the kernel traced"));
+        assert_eq!(
+            legend(&Style {
+                color: false,
+                width: Some(80)
+            })
+            .lines()
+            .count(),
+            3
+        );
     }
 
     #[test]

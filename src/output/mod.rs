@@ -3,4 +3,5 @@
 pub mod dest;
 pub mod ladder;
 pub mod pcapng;
+pub mod style;
 pub mod svg;

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::cli::RunArgs;
 use crate::error::{Error, exit};
+use crate::output::style::plural as count;
 use crate::scenario::{self, HOST_STRIDE, Place, Scenario};
-use crate::text::count;
 
 /// One scenario's place in the plan: its port, or why it does not run where asked.
 #[derive(Debug)]

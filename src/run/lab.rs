@@ -20,6 +20,7 @@ use crate::kernel::agree::{Agreement, Verdict, agree};
 use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
+use crate::output::style::{Style, plural};
 use crate::signals;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
@@ -98,7 +99,8 @@ pub struct Lab {
     pub tracer: Option<Tracer>,
     /// The kernel's word on each inferred transition, once the capture is over.
     pub agreement: Option<Agreement>,
-    pub color: bool,
+    /// Colour and width of what the run prints.
+    pub style: Style,
     /// `--require-kernel`: a kernel check that cannot be made is an error, not a note.
     pub require_kernel: bool,
     /// The kernel's table at the moments that matter (after each close), for the file.
@@ -178,7 +180,7 @@ impl Lab {
             notes: Vec::new(),
             tracer: None,
             agreement: None,
-            color: false,
+            style: Style::PLAIN,
             require_kernel: false,
             snapshots: Vec::new(),
             client_error: None,
@@ -198,7 +200,11 @@ impl Lab {
     /// stops the script here.
     pub fn say(&mut self, who: &str, what: impl AsRef<str>) -> Result<(), Error> {
         self.step += 1;
-        let _ = writeln!(self.out, "{:>3}. {who}: {}", self.step, what.as_ref());
+        let first = format!("{:>3}. ", self.step);
+        let text = self
+            .style
+            .wrap(&first, "     ", &format!("{who}: {}", what.as_ref()));
+        let _ = writeln!(self.out, "{text}");
         let _ = self.out.flush();
         if self.pause_at == Some(self.step) {
             // Test hook: hold here until a signal arrives, so a test can interrupt a run at a
@@ -236,12 +242,18 @@ impl Lab {
             crate::netns::pair::in_server(set)
                 .map_err(Error::io(format!("setting {name} on the server's host")))?;
         }
-        let _ = writeln!(
-            self.out,
-            "     sysctl {name} = {value} (was {old}), in this run's namespace only: {why}"
+        // ip_local_port_range reads back as "32768\t60999": one space, as it was written.
+        let (was, now) = (
+            super::report::one_line(&old),
+            super::report::one_line(value),
         );
-        self.sysctls
-            .push((name.to_string(), old.clone(), value.to_string()));
+        let line = self.style.wrap(
+            "     ",
+            "       ",
+            &format!("sysctl {name} = {now} (was {was}), in this run's namespace only: {why}"),
+        );
+        let _ = writeln!(self.out, "{line}");
+        self.sysctls.push((name.to_string(), was, now));
         Ok(old)
     }
 
@@ -252,14 +264,28 @@ impl Lab {
             return true;
         }
         let line = format!("{label}: expected {expected}, observed {observed}");
-        let _ = writeln!(self.out, "     ✗ {line}");
+        let mark = self.style.red("✗");
+        let _ = writeln!(
+            self.out,
+            "{}",
+            self.style.wrap(&format!("     {mark} "), "       ", &line)
+        );
         self.differences.push(line);
         false
     }
 
-    /// Prints a line as it is.
+    /// Prints a line, wrapped to the terminal's width under its own indent; text of several
+    /// lines (a table) as it is.
     pub fn print(&mut self, text: impl AsRef<str>) {
-        let _ = writeln!(self.out, "{}", text.as_ref());
+        let text = text.as_ref();
+        if text.contains('\n') {
+            let _ = writeln!(self.out, "{text}");
+            return;
+        }
+        let prose = text.trim_start();
+        let indent = &text[..text.len() - prose.len()];
+        let line = self.style.wrap(indent, &format!("{indent}  "), prose);
+        let _ = writeln!(self.out, "{line}");
     }
 
     /// The connection to the scenario's server, the newest if there were several.
@@ -386,21 +412,17 @@ impl Lab {
         self.check_with_kernel()?;
         let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
-            Some(conn) => ladder::render_checked(&self.packets, conn, notes, self.color),
+            Some(conn) => ladder::render_checked(&self.packets, conn, notes, &self.style),
             None => "(no segment of the experiment was captured)\n".to_string(),
         };
         let _ = writeln!(self.out);
         let _ = write!(self.out, "{diagram}");
         if let Some(a) = &self.agreement {
-            let _ = writeln!(
-                self.out,
-                "\n✓ the kernel traced the same change   ○ Linux does not trace this one (the \
-                 packet comment says why)   ✗ the kernel says otherwise"
-            );
+            let _ = writeln!(self.out, "\n{}", ladder::legend(&self.style));
             for (verdict, text) in &a.section {
-                let line = format!("  {text}");
-                if *verdict == Verdict::Mismatch && self.color {
-                    let _ = writeln!(self.out, "\x1b[31m{line}\x1b[0m");
+                let line = self.style.wrap("  ", "    ", text);
+                if *verdict == Verdict::Mismatch {
+                    let _ = writeln!(self.out, "{}", self.style.red(&line));
                 } else {
                     let _ = writeln!(self.out, "{line}");
                 }
@@ -408,14 +430,14 @@ impl Lab {
         }
         let _ = writeln!(
             self.out,
-            "\ncaptured {} segments; the kernel dropped {} (PACKET_STATISTICS)\n",
-            self.packets.len(),
+            "\ncaptured {}; the kernel dropped {} (PACKET_STATISTICS)\n",
+            plural(self.packets.len(), "segment", "segments"),
             stats.dropped
         );
         if stats.dropped > 0 {
             self.notes.push(format!(
-                "the kernel dropped {} packets of the capture: the diagram may miss segments",
-                stats.dropped
+                "the kernel dropped {} of the capture: the diagram may miss segments",
+                plural(stats.dropped as usize, "packet", "packets")
             ));
         }
         Ok(())
@@ -571,12 +593,17 @@ impl Lab {
                 } else {
                     "client end"
                 };
-                let mut t = format!("{who} {}", s.state);
+                let mut t = format!("{who} {}", super::report::state_name(s));
+                let mut queues = Vec::new();
                 if s.recv_q > 0 {
-                    let _ = write!(t, " (Recv-Q {})", s.recv_q);
+                    queues.push(format!("Recv-Q {}", s.recv_q));
                 }
+                // A listener's Send-Q is its backlog, not bytes waiting.
                 if s.send_q > 0 && s.state != "LISTEN" {
-                    let _ = write!(t, " (Send-Q {})", s.send_q);
+                    queues.push(format!("Send-Q {}", s.send_q));
+                }
+                if !queues.is_empty() {
+                    let _ = write!(t, " ({})", queues.join(", "));
                 }
                 t
             })
@@ -586,7 +613,10 @@ impl Lab {
         } else {
             ends.join(", ")
         };
-        let _ = writeln!(self.out, "     kernel, {label}: {line}");
+        let text = self
+            .style
+            .wrap("     ", "       ", &format!("kernel, {label}: {line}"));
+        let _ = writeln!(self.out, "{text}");
         self.snapshots.push((label.to_string(), sockets));
         Ok(())
     }
@@ -613,9 +643,13 @@ impl Lab {
     ) -> Result<Option<sockets::Socket>, Error> {
         let socket = self.try_restart(label, addr, old_opts, opts, expected)?;
         if let Some(restart) = self.restarts.last() {
-            let text = super::report::restart_text(restart);
+            let text = super::report::restart_text(restart, &self.style);
             self.step += 1;
-            let _ = write!(self.out, "{:>3}. {text}", self.step);
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let first = self
+                .style
+                .wrap(&format!("{:>3}. ", self.step), "     ", first);
+            let _ = write!(self.out, "{first}\n{rest}");
         }
         Ok(socket)
     }
@@ -665,10 +699,12 @@ impl Lab {
         let sockets = kernel::sockets_on_port(self.server.port())
             .map_err(Error::io("reading the kernel's socket table"))?;
         let table = kernel::render_table(&sockets);
-        let _ = writeln!(
-            self.out,
-            "     {title} (the kernel's table, as ss reads it):"
+        let line = self.style.wrap(
+            "     ",
+            "       ",
+            &format!("{title} (the kernel's table, as ss reads it):"),
         );
+        let _ = writeln!(self.out, "{line}");
         for line in table.lines() {
             let _ = writeln!(self.out, "       {line}");
         }

@@ -102,7 +102,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
                 let _ = writeln!(
                     out,
                     "note: removed {} left by a teardown that was killed: {}",
-                    crate::text::count(
+                    crate::output::style::plural(
                         tracer.removed.len(),
                         "tracefs instance",
                         "tracefs instances"
@@ -154,7 +154,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     lab.quick_close = config.quick_close;
     lab.tracer = tracer;
     lab.require_kernel = config.require_kernel;
-    lab.color = color_wanted();
+    lab.style = style_wanted(config);
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();
@@ -163,9 +163,9 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     differences.extend(lab.differences.iter().cloned());
     if let Some(a) = lab.agreement.as_ref().filter(|a| !a.ok()) {
         differences.push(format!(
-            "the kernel disagreed with the inference {} time(s): see MISMATCH above and in the \
-             packet comments",
-            a.mismatched
+            "the kernel disagreed with the inference {}: see MISMATCH above and in the packet \
+             comments",
+            crate::output::style::plural(a.mismatched, "time", "times")
         ));
     }
     let verdict = match &outcome {
@@ -241,16 +241,12 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         );
     }
     outcome?;
-    if differences.is_empty() {
-        let _ = writeln!(out, "verdict: reproduced");
-        Ok(exit::REPRODUCED)
+    let _ = write!(out, "{}", report::verdict_text(&differences, &lab.style));
+    Ok(if differences.is_empty() {
+        exit::REPRODUCED
     } else {
-        let _ = writeln!(out, "verdict: the kernel did something else:");
-        for d in &differences {
-            let _ = writeln!(out, "  - {d}");
-        }
-        Ok(exit::DIFFERENT)
-    }
+        exit::DIFFERENT
+    })
 }
 
 /// The capture's destination and its picture's (an SVG beside a file; none for standard
@@ -307,38 +303,29 @@ fn write_capture(
     dest.commit()
 }
 
-/// Colour on a terminal only, never with NO_COLOR set.
-fn color_wanted() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// Colour and width for the narration's stream (standard error with --json): `--color`,
+/// NO_COLOR, COLUMNS and the terminal's size.
+fn style_wanted(config: &RunConfig) -> crate::output::style::Style {
+    crate::output::style::Style::detect(
+        config.color,
+        config.json || config.output.as_os_str() == "-",
+    )
 }
 
 /// On the host's loopback the port may already be taken: say by what, before starting.
 pub(crate) fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
-    let holders: Vec<String> = kernel::sockets_on_port(server.port())
+    let holders: Vec<_> = kernel::sockets_on_port(server.port())
         .map_err(Error::io("reading the kernel's socket table"))?
         .into_iter()
         .filter(|s| s.local.port() == server.port())
         .filter(|s| s.local.ip() == server.ip() || s.local.ip().is_unspecified())
-        .map(|s| {
-            let owner = match &s.owner {
-                Some(o) => format!(" of pid {} ({})", o.pid, o.command),
-                None if s.inode == 0 => " (no process: the kernel keeps it)".to_string(),
-                None => String::new(),
-            };
-            if s.state == "LISTEN" {
-                format!("a LISTEN socket on {}{owner}", s.local)
-            } else {
-                format!("a {} socket {} ↔ {}{owner}", s.state, s.local, s.peer)
-            }
-        })
         .collect();
     if holders.is_empty() {
         Ok(())
     } else {
         Err(Error::PortBusy {
-            addr: server.to_string(),
-            holders: holders.join(", "),
+            addr: server,
+            holders,
         })
     }
 }

@@ -5,12 +5,14 @@ use std::fmt::Write as _;
 
 use super::lab::{Lab, Missed, Restart};
 use crate::kernel::{KernelSocket, render_table};
+use crate::output::style::Style;
 use crate::scenario::Scenario;
 use crate::sockets::SockOpts;
 use crate::tcp::State;
 
-/// A restart as the terminal shows it: the call, its outcome, and why.
-pub fn restart_text(r: &Restart) -> String {
+/// A restart as the terminal shows it: the call, its outcome, and why; the explanation
+/// wrapped to the style's width.
+pub fn restart_text(r: &Restart, style: &Style) -> String {
     let mut s = format!(
         "{}: bind {} with {} → {}",
         r.label,
@@ -30,16 +32,19 @@ pub fn restart_text(r: &Restart) -> String {
         }
     );
     if r.errno != r.expected {
-        let _ = write!(s, "   ✗ expected {}", expected_text(r.expected));
+        let _ = write!(
+            s,
+            "   {}",
+            style.red(&format!("✗ expected {}", expected_text(r.expected)))
+        );
     }
     s.push('\n');
     if r.errno.is_some() {
         if r.holders.is_empty() {
             s.push_str("     the kernel's table shows no socket on that port any more\n");
         } else {
-            let _ = writeln!(
-                s,
-                "     why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
+            let why = format!(
+                "why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
                 if r.holders.len() == 1 {
                     "this socket"
                 } else {
@@ -47,12 +52,17 @@ pub fn restart_text(r: &Restart) -> String {
                 },
                 r.addr.port()
             );
+            let _ = writeln!(s, "{}", style.wrap("     ", "     ", &why));
             for line in render_table(&r.holders).lines() {
                 let _ = writeln!(s, "       {line}");
             }
         }
     }
-    for line in explain(r) {
+    // Five columns of indent; 88 columns of prose at most, narrower on a narrow terminal.
+    let width = style
+        .width
+        .map_or(88, |w| w.saturating_sub(5).clamp(30, 88));
+    for line in explain(r, width) {
         let _ = writeln!(s, "     {line}");
     }
     s
@@ -65,8 +75,8 @@ fn expected_text(expected: Option<i32>) -> String {
     }
 }
 
-/// Why the bind got what it got, and what would have changed it.
-pub fn explain(r: &Restart) -> Vec<String> {
+/// Why the bind got what it got, and what would have changed it, in lines of `width`.
+pub fn explain(r: &Restart, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for h in &r.holders {
         lines.push(explain_holder(h));
@@ -96,7 +106,7 @@ pub fn explain(r: &Restart) -> Vec<String> {
         ),
         _ => {}
     }
-    lines.into_iter().flat_map(|l| wrap(&l, 88)).collect()
+    lines.into_iter().flat_map(|l| wrap(&l, width)).collect()
 }
 
 fn explain_holder(h: &KernelSocket) -> String {
@@ -209,7 +219,9 @@ pub fn differences(
 pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &str) -> String {
     let mut s = format!(
         "teardown run {}: {}\n{}\n",
-        scenario.name, scenario.lesson, scenario.about
+        scenario.name,
+        sentence(scenario.lesson),
+        scenario.about
     );
     let client = lab
         .connection()
@@ -225,7 +237,9 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
     for (name, old, new) in &lab.sysctls {
         let _ = writeln!(
             s,
-            "sysctl {name} = {new} (was {old}) in this run's namespace only."
+            "sysctl {name} = {} (was {}) in this run's namespace only.",
+            one_line(new),
+            one_line(old)
         );
     }
     for r in &lab.restarts {
@@ -241,7 +255,7 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
             .holders
             .iter()
             .map(|h| {
-                let mut t = format!("{} ↔ {} in {}", h.local, h.peer, h.state);
+                let mut t = format!("{} ↔ {} in {}", h.local, h.peer, state_name(h));
                 if let Some(timer) = &h.timer {
                     let _ = write!(t, " ({:.1} s left)", timer.remaining.as_secs_f64());
                 }
@@ -256,9 +270,14 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
     for (label, sockets) in &lab.snapshots {
         let states: Vec<String> = sockets
             .iter()
-            .map(|k| format!("{} ↔ {} {}", k.local, k.peer, k.state))
+            .map(|k| format!("{} ↔ {} {}", k.local, k.peer, state_name(k)))
             .collect();
-        let _ = writeln!(s, "Kernel table {label} a close(): {}.", states.join(", "));
+        let states = if states.is_empty() {
+            "no socket on the port".to_string()
+        } else {
+            states.join(", ")
+        };
+        let _ = writeln!(s, "Kernel table {label}: {states}.");
     }
     if let Some(a) = &lab.agreement {
         let _ = writeln!(s, "{}.", a.summary());
@@ -268,6 +287,43 @@ pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &st
     }
     let _ = write!(s, "Verdict: {verdict}.");
     s
+}
+
+/// The verdict's lines: `verdict: reproduced` (green), or the kernel did something else (red)
+/// and each difference.
+pub fn verdict_text(differences: &[String], style: &Style) -> String {
+    if differences.is_empty() {
+        return format!("{}\n", style.green("verdict: reproduced"));
+    }
+    let mut s = format!("{}\n", style.red("verdict: the kernel did something else:"));
+    for d in differences {
+        let _ = writeln!(s, "{}", style.wrap("  - ", "    ", d));
+    }
+    s
+}
+
+/// A one-line text as a sentence: with a full stop unless it ends with one already.
+fn sentence(text: &str) -> String {
+    let text = text.trim_end();
+    if text.ends_with(['.', '!', '?']) {
+        text.to_string()
+    } else {
+        format!("{text}.")
+    }
+}
+
+/// A value as one line: runs of white space (the tab of ip_local_port_range) as one space.
+pub fn one_line(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A kernel socket's state as the rest of teardown spells it: the kernel's CLOSE is
+/// RFC 9293's CLOSED; the other names are the kernel's (as ss shows them).
+pub fn state_name(k: &KernelSocket) -> &'static str {
+    match k.state {
+        "CLOSE" => "CLOSED",
+        other => other,
+    }
 }
 
 /// The run as JSON, for scripts: what ran, every segment with its transitions, every bind,
@@ -378,7 +434,10 @@ mod tests {
 
     #[test]
     fn failed_restart_names_errno_holder_state_and_time() {
-        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::NONE));
+        let text = restart_text(
+            &failed_restart(SockOpts::NONE, SockOpts::NONE),
+            &Style::PLAIN,
+        );
         let first = text.lines().next().unwrap();
         assert_eq!(
             first,
@@ -401,7 +460,10 @@ mod tests {
 
     #[test]
     fn new_socket_alone_is_not_enough_on_linux() {
-        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::REUSEADDR));
+        let text = restart_text(
+            &failed_restart(SockOpts::NONE, SockOpts::REUSEADDR),
+            &Style::PLAIN,
+        );
         let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(flat.contains("on Linux both must set it"), "{text}");
         assert!(flat.contains("On macOS and the BSDs"), "{text}");
@@ -411,7 +473,7 @@ mod tests {
     fn an_unexpected_outcome_is_marked() {
         let mut r = failed_restart(SockOpts::NONE, SockOpts::NONE);
         r.expected = None;
-        let text = restart_text(&r);
+        let text = restart_text(&r, &Style::PLAIN);
         assert!(
             text.lines()
                 .next()
@@ -458,6 +520,63 @@ mod tests {
             differences([Closed, TimeWait], None, &[], &[]),
             ["no segment of the experiment was captured"]
         );
+    }
+
+    #[test]
+    fn verdict_is_green_or_red_only_in_colour() {
+        let color = Style {
+            color: true,
+            width: None,
+        };
+        assert_eq!(verdict_text(&[], &Style::PLAIN), "verdict: reproduced\n");
+        assert_eq!(
+            verdict_text(&[], &color),
+            "\x1b[32mverdict: reproduced\x1b[0m\n"
+        );
+        let diffs = ["the kernel disagreed with the inference 1 time".to_string()];
+        let red = verdict_text(&diffs, &color);
+        assert!(
+            red.starts_with("\x1b[31mverdict: the kernel did something else:\x1b[0m\n"),
+            "{red}"
+        );
+        assert!(red.ends_with("  - the kernel disagreed with the inference 1 time\n"));
+    }
+
+    #[test]
+    fn a_lesson_ends_with_a_full_stop_once() {
+        assert_eq!(
+            sentence("the restart's bind() fails"),
+            "the restart's bind() fails."
+        );
+        assert_eq!(sentence("done."), "done.");
+    }
+
+    #[test]
+    fn a_sysctl_value_is_one_line_with_single_spaces() {
+        assert_eq!(one_line("32768\t60999\n"), "32768 60999");
+    }
+
+    #[test]
+    fn the_kernels_close_is_closed() {
+        let table = "header
+   0: 0200007F:A0E2 0100007F:1F40 07 0000000E:0000000B 00:00000000 00000000     0        0 1 1 0000000000000000";
+        let socket = &parse_proc_net_tcp(table)[0];
+        assert_eq!(socket.state, "CLOSE");
+        assert_eq!(state_name(socket), "CLOSED");
+    }
+
+    #[test]
+    fn the_explanation_wraps_to_a_narrow_terminal() {
+        let narrow = Style {
+            color: false,
+            width: Some(60),
+        };
+        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::NONE), &narrow);
+        let prose: Vec<&str> = text.lines().filter(|l| l.starts_with("     1")).collect();
+        assert!(!prose.is_empty(), "{text}");
+        for line in text.lines().skip(1).filter(|l| !l.starts_with("       ")) {
+            assert!(line.chars().count() <= 60, "{line}\n{text}");
+        }
     }
 
     #[test]

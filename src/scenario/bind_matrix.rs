@@ -1,7 +1,6 @@
 //! The restart table: every row of "which old socket lets which new bind() through", tried for
 //! real on its own port, with the errno each bind got (Linux; ../shared/SCENARIOS.md).
 
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 
 use super::{Place, Scenario, old_connection};
@@ -135,12 +134,11 @@ fn describe_old(old: Old, opts: SockOpts, addr: SocketAddr) -> String {
 fn script(lab: &mut Lab) -> Result<(), Error> {
     let mut held = Held::default();
     let base = lab.server;
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "     {:<50} {:<34} {:<24} as expected?",
-        "old socket", "new socket", "bind()"
-    );
+    let mut table: Vec<Vec<String>> = vec![
+        ["old socket", "new socket", "bind()", "as expected?"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for (i, (old, old_opts, other_ip, new_opts, expected)) in ROWS.into_iter().enumerate() {
         // Each row its own port: the states of one must not spoil the next.
         let addr = SocketAddr::new(base.ip(), base.port() + i as u16);
@@ -166,24 +164,24 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             held.listeners.push(socket);
         }
         let got = lab.restarts.last().map(|r| r.errno).unwrap_or(None);
-        let _ = writeln!(
-            table,
-            "     {:<50} {:<34} {:<24} {}",
+        table.push(vec![
             describe_old(old, old_opts, addr),
             format!("{new_opts} on {new_addr}"),
             crate::run::lab::Restart::outcome(got),
             if got == expected {
-                "✓"
+                lab.style.green("✓")
             } else {
-                "✗ (Linux should give another)"
-            }
-        );
+                lab.style.red("✗ (Linux should give another)")
+            },
+        ]);
     }
+    lab.print("");
     lab.print(
-        "\n     The restart table, each row tried for real (each bind: a new socket, closed or \
+        "     The restart table, each row tried for real (each bind: a new socket, closed or \
                kept listening):",
     );
-    lab.print(table.trim_end());
+    // Columns as wide as their widest cell: no row out of line.
+    lab.print(crate::output::style::table("     ", &table).trim_end());
     lab.print(
         "     Linux wants SO_REUSEADDR on the old socket and the new one; two listeners never \
                share an address and port unless both set SO_REUSEPORT (same user).",

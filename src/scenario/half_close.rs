@@ -34,13 +34,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         .map_err(sockets::call("server: shutdown(SHUT_WR)"))?;
     lab.say("server", "shutdown(SHUT_WR): FIN, but it keeps reading")?;
     let got = sockets::read_to_eof(&mut client, "client")?;
-    lab.say(
-        "client",
-        format!(
-            "read() → {:?}, then read() → 0: EOF",
-            String::from_utf8_lossy(&got)
-        ),
-    )?;
+    lab.say("client", super::read_to_eof_said(&got))?;
     sockets::write(&mut client, "client", b"my last words")?;
     lab.say(
         "client",
@@ -57,7 +51,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     drop(client);
     lab.say("client", "close()")?;
     let eof = sockets::read(&mut server_conn, "server")?;
-    lab.say("server", format!("read() → {} bytes: EOF", eof.len()))?;
+    lab.say("server", super::read_said(&eof))?;
     server_closes(lab, listener, server_conn)?;
     lab.wait_for(State::Closed, State::TimeWait)?;
     lab.finish_capture()?;

@@ -202,18 +202,37 @@ pub fn old_connection(
 pub fn client_reads_until_end(lab: &mut Lab, client: &mut TcpStream) -> Result<String, Error> {
     let (got, error) = sockets::read_until_end(client, "client");
     let end = match error {
-        None => "read() → 0 (EOF)".to_string(),
+        None => read_said(&[]),
         Some(e) => format!("read() → {}", sockets::describe(&e.source)),
     };
-    lab.say(
-        "client",
-        format!(
-            "read() → {:?} (what had arrived), then {end}",
-            String::from_utf8_lossy(&got)
-        ),
-    )?;
+    let text = if got.is_empty() {
+        format!("nothing had arrived: {end}")
+    } else {
+        format!("{} (what had arrived), then {end}", read_said(&got))
+    };
+    lab.say("client", text)?;
     lab.client_error = Some(end.clone());
     Ok(end)
+}
+
+/// What one `read()` returned, as the narration says it: `read() → "I am server"`, and
+/// for a read that returned nothing (the end of the stream) `read() → 0: EOF`.
+pub fn read_said(got: &[u8]) -> String {
+    if got.is_empty() {
+        "read() → 0: EOF".to_string()
+    } else {
+        format!("read() → {:?}", String::from_utf8_lossy(got))
+    }
+}
+
+/// Reading until the end: `read() → "I am server", then read() → 0: EOF`, or only
+/// `read() → 0: EOF` when nothing came before it.
+pub fn read_to_eof_said(got: &[u8]) -> String {
+    if got.is_empty() {
+        read_said(got)
+    } else {
+        format!("{}, then {}", read_said(got), read_said(&[]))
+    }
 }
 
 /// The server process exits: its listening socket and its connection close. The client's
@@ -237,7 +256,7 @@ pub fn server_closes(lab: &mut Lab, listener: Socket, server_conn: TcpStream) ->
         "server",
         "close() the connection and the listener: the server process exits",
     )?;
-    lab.snapshot("right after")
+    lab.snapshot("right after the server's close()")
 }
 
 /// The client reads the reply, then reads until EOF (`read()` returns 0), and closes.
@@ -250,10 +269,7 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     let got = sockets::read_to_eof(&mut client, "client")?;
     lab.say(
         "client",
-        format!(
-            "read() → {:?}, then read() → 0: EOF, the server closed its end",
-            String::from_utf8_lossy(&got)
-        ),
+        format!("{}, the server closed its end", read_to_eof_said(&got)),
     )?;
     if !lab.quick_close {
         lab.wait_for(State::CloseWait, State::FinWait2)?;
@@ -265,7 +281,7 @@ pub fn client_reads_to_eof_and_closes(lab: &mut Lab, mut client: TcpStream) -> R
     }
     drop(client);
     lab.say("client", "close()")?;
-    lab.snapshot("right after")?;
+    lab.snapshot("right after the client's close()")?;
     Ok(())
 }
 
@@ -301,5 +317,25 @@ mod tests {
             find("active-close").unwrap().port_range(65535),
             Ok(65535..=65535)
         );
+    }
+
+    #[test]
+    fn an_empty_read_is_the_end_of_the_stream() {
+        assert_eq!(read_said(b""), "read() → 0: EOF");
+        assert_eq!(read_said(b"I am server"), "read() → \"I am server\"");
+        assert_eq!(
+            read_to_eof_said(b"I am server"),
+            "read() → \"I am server\", then read() → 0: EOF"
+        );
+        assert_eq!(read_to_eof_said(b""), "read() → 0: EOF");
+    }
+
+    #[test]
+    fn lessons_are_one_clause_without_a_full_stop() {
+        // The section comment adds it: `teardown run NAME: LESSON.`
+        for s in ALL {
+            assert!(!s.lesson.ends_with('.'), "{}", s.name);
+            assert!(s.about.ends_with('.'), "{}", s.name);
+        }
     }
 }

@@ -87,9 +87,8 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     lab.say(
         "client",
         format!(
-            "at last read() → {:?}, read() → 0 (EOF), close(): its FIN reaches a server with \
-             no socket for it",
-            String::from_utf8_lossy(&got)
+            "at last {}, close(): its FIN reaches a server with no socket for it",
+            super::read_to_eof_said(&got)
         ),
     )?;
     lab.wait_for(State::Closed, State::Closed)?;

@@ -28,17 +28,14 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         mut client,
     } = article_exchange(lab, SockOpts::NONE)?;
     let reply = sockets::read(&mut client, "client")?;
-    lab.say(
-        "client",
-        format!("read() → {:?}", String::from_utf8_lossy(&reply)),
-    )?;
+    lab.say("client", super::read_said(&reply))?;
     drop(client);
     lab.say("client", "close(): the client closes first")?;
-    lab.snapshot("right after")?;
+    lab.snapshot("right after the client's close()")?;
     let eof = sockets::read(&mut server_conn, "server")?;
     lab.say(
         "server",
-        format!("read() → {} bytes: EOF, the client closed", eof.len()),
+        format!("{}, the client closed", super::read_said(&eof)),
     )?;
     if !lab.quick_close {
         // The textbook's four segments: the server's kernel ACKs the FIN on its own first.

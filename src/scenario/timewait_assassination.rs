@@ -165,9 +165,9 @@ fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>
     lab.say(
         "network",
         format!(
-            "an old duplicate reaches {server}: the client's first data segment again ({} bytes; \
+            "an old duplicate reaches {server}: the client's first data segment again ({}; \
              teardown sends the captured copy through a raw socket)",
-            seg.len
+            crate::output::style::plural(seg.len as usize, "byte", "bytes")
         ),
     )?;
     let reset_seen = lab.wait_until(Duration::from_secs(1), |lab| {

@@ -33,7 +33,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     )?;
     lab.wait_for(State::Closed, State::Closed)?;
     let second = match std::io::Write::write(&mut client, b"hello?") {
-        Ok(n) => format!("{n} bytes"),
+        Ok(n) => crate::output::style::plural(n, "byte", "bytes"),
         Err(e) => describe(&e),
     };
     lab.say(
