@@ -1028,7 +1028,7 @@ fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
     );
     assert!(
         run.stdout
-            .contains("3 retransmission(s) traced by tcp_retransmit_skb"),
+            .contains("3 retransmissions traced by tcp_retransmit_skb"),
         "{run}"
     );
     assert!(

@@ -124,8 +124,8 @@ impl Policy for DropFinalAcks {
 
     fn describe(&self) -> String {
         format!(
-            "drop the server's ACK of the client's FIN, {} time(s)",
-            self.drops
+            "drop the server's ACK of the client's FIN, {}",
+            crate::output::style::plural(self.drops as usize, "time", "times")
         )
     }
 }

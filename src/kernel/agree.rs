@@ -60,15 +60,18 @@ impl Agreement {
     }
 
     pub fn summary(&self) -> String {
+        use crate::output::style::plural;
         let mut s = format!(
-            "kernel check: {} state changes traced, {} matched to their segment, {} mismatched",
-            self.seen, self.matched, self.mismatched
+            "kernel check: {} traced, {} matched to their segment, {} mismatched",
+            plural(self.seen, "state change", "state changes"),
+            self.matched,
+            self.mismatched
         );
         if self.explained > 0 {
             let _ = write!(
                 s,
-                ", {} inferred changes the kernel does not trace (explained)",
-                self.explained
+                ", {} the kernel does not trace (explained)",
+                plural(self.explained, "inferred change", "inferred changes")
             );
         }
         if self.unplaced > 0 {
@@ -77,8 +80,8 @@ impl Agreement {
         if self.retransmissions > 0 {
             let _ = write!(
                 s,
-                "; {} retransmission(s) traced by tcp_retransmit_skb",
-                self.retransmissions
+                "; {} traced by tcp_retransmit_skb",
+                plural(self.retransmissions, "retransmission", "retransmissions")
             );
         }
         s

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
+use crate::why::connect::sustainable_rate;
 
 /// Ephemeral ports in the run's range. An even number: connect() scans the range in a count
 /// rounded down to even (__inet_hash_connect), so with 5 ports a rotating one of them is out of
@@ -152,14 +153,14 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
          destination (address and port):"
     ));
     lab.print(format!(
-        "       this run:      {PORTS} ports ÷ {TIME_WAIT_S:.0} s = {:.2} connections/s",
-        f64::from(PORTS) / TIME_WAIT_S
+        "       this run:      {PORTS} ports ÷ {TIME_WAIT_S:.0} s = {} connections/s",
+        sustainable_rate(u32::from(PORTS))
     ));
     if let Some(n) = ports_of(&default_range) {
         lab.print(format!(
-            "       Linux default: {n} ports ({}) ÷ {TIME_WAIT_S:.0} s = {:.0} connections/s",
+            "       Linux default: {n} ports ({}) ÷ {TIME_WAIT_S:.0} s = {} connections/s",
             default_range.replace(char::is_whitespace, "–"),
-            f64::from(n) / TIME_WAIT_S
+            sustainable_rate(n)
         ));
     }
     lab.print(

@@ -522,3 +522,23 @@ fn a_retransmission_is_set_beside_the_kernels_tcp_retransmit_skb() {
     );
     assert_eq!(n, 12);
 }
+
+#[test]
+fn the_summary_says_one_change_and_one_retransmission_in_the_singular() {
+    let a = Agreement {
+        per_packet: Vec::new(),
+        section: Vec::new(),
+        seen: 1,
+        matched: 1,
+        mismatched: 0,
+        explained: 1,
+        unplaced: 0,
+        retransmissions: 1,
+    };
+    assert_eq!(
+        a.summary(),
+        "kernel check: 1 state change traced, 1 matched to their segment, 0 mismatched, 1 \
+         inferred change the kernel does not trace (explained); 1 retransmission traced by \
+         tcp_retransmit_skb"
+    );
+}
