@@ -15,9 +15,11 @@ use crate::helper::*;
 
 type Frames = Vec<(Duration, Vec<u8>)>;
 
+/// A fixture of tests/data: real kernel runs copied from captures/, which `teardown run`
+/// overwrites; the tests never read captures/.
 fn capture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures")
+        .join("tests/data")
         .join(name)
 }
 
