@@ -69,6 +69,7 @@ const ANNOTATE_HELP: &str = "\
 Examples:
   teardown annotate server.pcap -o server.pcapng      a tcpdump capture, commented
   tcpdump -i eth0 -w - port 8000 | teardown annotate - -o live.pcapng
+  tcpdump -i eth0 -U -w - port 8000 | teardown annotate - -o - | wireshark -k -i -
   wireshark server.pcapng                            the comments are frame.comment
 
 Reads pcap (micro- or nanoseconds) and pcapng (any resolution, several interfaces and
@@ -82,9 +83,9 @@ privileges needed.
 OUT is checked before IN is read; it may be IN (written through a temporary file, renamed at
 the end). From a pipe or a terminal each packet goes out as it comes (`-o -`: live).
 
-Exit codes: 0 written, 1 IN was cut short (a crash, a full disk): its complete packets are
-written and a warning names the byte where it ends, 2 bad input (the message names the file
-and the byte offset) or an OUT that cannot be written.";
+Exit codes: 0 written (also when the reader of `-o -` went away), 1 IN was cut short (a crash,
+a full disk): its complete packets are written and a warning names the byte where it ends,
+2 bad input (the message names the file and the byte offset) or an OUT that cannot be written.";
 
 const DIAGRAM_HELP: &str = "\
 Examples:

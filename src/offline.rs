@@ -240,7 +240,7 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
     // Live in, live out: a reader of standard output or a pipe sees each packet at once. A
     // file appears only at the end anyway.
     let flush_each = inp.live && !matches!(dest, Dest::File { .. });
-    let done = {
+    let done = (|| {
         let sink = dest
             .open()
             .map_err(Error::io(format!("writing {}", dest.name())))?;
@@ -249,7 +249,17 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
         let done = annotate_into(src, &inp.name, &mut out, flush_each)?;
         out.flush()
             .map_err(Error::io("writing the annotated capture"))?;
-        done
+        Ok(done)
+    })();
+    let done = match done {
+        // The reader of standard output went away (`| head`, Wireshark closed): not an
+        // error, as for `capture -o -`.
+        Err(Error::Io { source, .. })
+            if source.kind() == io::ErrorKind::BrokenPipe && !matches!(dest, Dest::File { .. }) =>
+        {
+            return Ok(exit::REPRODUCED);
+        }
+        other => other?,
     };
     dest.commit()
         .map_err(Error::io(format!("writing {}", dest.name())))?;

@@ -925,3 +925,24 @@ fn annotating_a_pcap_in_place_makes_it_pcapng_and_says_so() {
         ["eth.pcap", "eth.pcap.out.pcapng", "x.pcap"]
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let mut child = Command::new(BIN)
+        .args([
+            "annotate",
+            capture("tw-reuse.pcapng").to_str().unwrap(),
+            "-o",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before a byte is read, as `| head -c 0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
