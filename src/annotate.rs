@@ -130,6 +130,42 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
     parts.join("; ")
 }
 
+/// Whether `text` is a packet comment teardown wrote (`run`, `capture`, `annotate`), so that
+/// annotating again replaces it instead of adding a near copy. Every one names the states: it
+/// opens with a transition (`server FIN_WAIT_1 → TIME_WAIT (`), an `UNEXPECTED: client in`,
+/// the kernel's word (where only the kernel said something) or a decode error, or it holds
+/// the `no state change: client S, server S` that closes all others. Other tools' comments,
+/// and a person's, have none of these.
+pub fn is_teardown_comment(text: &str) -> bool {
+    let state = |s: &str| State::ALL.iter().any(|st| st.name() == s);
+    fn role(s: &str) -> Option<&str> {
+        s.strip_prefix("client ")
+            .or_else(|| s.strip_prefix("server "))
+    }
+    let transition = |part: &str| {
+        role(part)
+            .and_then(|rest| rest.split_once(" → "))
+            .and_then(|(from, rest)| Some((from, rest.split_once(" (")?.0)))
+            .is_some_and(|(from, to)| state(from) && state(to))
+    };
+    let no_change = |part: &str| {
+        part.strip_prefix("no state change: client ")
+            .and_then(|rest| rest.split_once(", server "))
+            .is_some_and(|(c, s)| state(c) && state(s))
+    };
+    let first = text.split("; ").next().unwrap_or_default();
+    transition(first)
+        || first
+            .strip_prefix("UNEXPECTED: ")
+            .and_then(role)
+            .is_some_and(|rest| rest.starts_with("in "))
+        || ["kernel: ", "MISMATCH: ", "socket table: ", "malformed: "]
+            .iter()
+            .any(|p| first.starts_with(p))
+        || (first.starts_with("link type ") && first.ends_with(" is not one teardown decodes"))
+        || text.split("; ").any(no_change)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -226,6 +262,40 @@ pub(crate) mod tests {
             texts[7],
             "no state change: client ESTABLISHED, server ESTABLISHED"
         );
+    }
+
+    #[test]
+    fn teardowns_comments_are_told_from_other_comments() {
+        let mut segs = active_close(false);
+        let mut late = segs[5].clone();
+        late.seq = late.seq + 12;
+        segs.insert(9, late);
+        segs.insert(6, segs[5].clone());
+        let mut tracker = Tracker::new();
+        for seg in &segs {
+            let text = comment(&tracker.on_segment(seg));
+            assert!(is_teardown_comment(&text), "{text}");
+        }
+        for ours in [
+            "kernel: client ESTABLISHED → CLOSE at +1.000 ms after the first segment (no \
+             segment caused it: a timer)",
+            "MISMATCH: the kernel traced no change for the server here",
+            "malformed: IPv4 header cut short",
+            "link type 189 is not one teardown decodes",
+            "no state change: client ESTABLISHED, server ESTABLISHED; cut by the capture's \
+             snaplen: 4 of 11 payload bytes captured",
+        ] {
+            assert!(is_teardown_comment(ours), "{ours}");
+        }
+        for theirs in [
+            "",
+            "a note of mine",
+            "server ESTABLISHED → FIN_WAIT_1 looks early",
+            "the client sends FIN here; no state change expected",
+            "UNEXPECTED: nothing",
+        ] {
+            assert!(!is_teardown_comment(theirs), "{theirs}");
+        }
     }
 
     #[test]

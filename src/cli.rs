@@ -145,6 +145,7 @@ const ANNOTATE_HELP: &str = "\
 Examples:
   teardown annotate server.pcap -o server.pcapng      a tcpdump capture, commented
   tcpdump -i eth0 -w - port 8000 | teardown annotate - -o live.pcapng
+  tcpdump -i eth0 -U -w - port 8000 | teardown annotate - -o - | wireshark -k -i -
   wireshark server.pcapng                            the comments are frame.comment
 
 Reads pcap (micro- or nanoseconds) and pcapng (any resolution, several interfaces and
@@ -152,24 +153,36 @@ sections); link types Ethernet (VLAN too), Linux cooked SLL and SLL2, raw IPv4/I
 loopback. Every packet is written back byte for byte with its timestamp, comments it already
 had are kept; each TCP segment gets one more naming the transitions it caused, and what it is
 (a retransmission, a duplicate, out of order, cut by the snaplen, a connection joined
-mid-way). No privileges needed.
+mid-way). Annotating again replaces teardown's earlier comment; other comments stay. No
+privileges needed.
 
-Exit codes: 0 written, 2 bad input (the message names the file and the byte offset).";
+OUT is checked before IN is read; it may be IN (written through a temporary file, renamed at
+the end). From a pipe or a terminal each packet goes out as it comes (`-o -`: live).
+
+Exit codes: 0 written (also when the reader of `-o -` went away), 1 IN was cut short (a crash,
+a full disk): its complete packets are written and a warning names the byte where it ends,
+2 bad input (the message names the file and the byte offset) or an OUT that cannot be written.";
 
 const DIAGRAM_HELP: &str = "\
 Examples:
   teardown diagram captures/active-close.pcapng
   teardown diagram server.pcap --port 8000 --svg close.svg
   teardown diagram server.pcap --conn 3          (numbers from `teardown summary`)
+  teardown diagram server.pcap --conn 3 --svg - | rsvg-convert -o close.png
 
-Exit codes: 0 drawn, 2 bad input or no such connection.";
+--svg - writes the SVG to standard output and the ladder to standard error; standard output
+takes one picture, so a capture of several connections needs --conn or --port.
+
+Exit codes: 0 drawn, 1 the capture was cut short (the complete part is drawn, a warning names
+the byte where it ends), 2 bad input, no such connection or an --svg that cannot be written.";
 
 const SUMMARY_HELP: &str = "\
 Examples:
   teardown summary server.pcap
   teardown summary server.pcap --json | jq '.[] | select(.server_state == \"TIME_WAIT\")'
 
-Exit codes: 0 summarised, 2 bad input.";
+Exit codes: 0 summarised, 1 the capture was cut short (the complete part is summarised, a
+warning names the byte where it ends), 2 bad input.";
 
 #[derive(Debug, Args)]
 pub struct AnnotateArgs {
@@ -195,7 +208,8 @@ pub struct DiagramArgs {
     /// Only connections with this port at either end
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
-    /// Also draw it as an SVG picture into this file (one file per connection: -N.svg)
+    /// Also draw it as an SVG picture into this file (one file per connection: -N.svg); `-`
+    /// writes it to standard output, and the ladder to standard error
     #[arg(long, value_name = "OUT.svg")]
     pub svg: Option<std::path::PathBuf>,
 }

@@ -1,10 +1,13 @@
 //! Capture files in: pcap (micro- or nanosecond) and pcapng (any resolution, several
 //! interfaces and sections), read as a stream. Packets come out with their timestamp and
 //! link type; pcapng's other blocks come out as they are, to be copied. Every error names the
-//! byte offset where it happened.
+//! byte offset where it happened; a file that ends inside a block (cut short by a crash or a
+//! full disk) says so, and where, after giving every complete packet before it.
 
+use std::cell::Cell;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 use std::time::Duration;
 
 use pcap_file::Endianness;
@@ -17,6 +20,9 @@ pub struct InputError {
     pub file: String,
     pub offset: u64,
     pub what: String,
+    /// The input ended inside the block (or pcap packet record) that starts at `offset`,
+    /// after this many bytes: a capture cut short, whose earlier packets are whole.
+    pub cut_at: Option<u64>,
 }
 
 impl fmt::Display for InputError {
@@ -49,6 +55,27 @@ pub struct InPacket {
     pub offset: u64,
 }
 
+impl InPacket {
+    /// Removes the comments `drop` picks from the packet's options (the other options stay
+    /// as they are, in their order); false when it drops none, and nothing was rewritten.
+    pub fn drop_comments(&mut self, drop: impl Fn(&str) -> bool) -> bool {
+        if !self.comments.iter().any(|c| drop(c)) {
+            return false;
+        }
+        let mut kept = Vec::with_capacity(self.options.len());
+        let mut start = 0;
+        for (code, value, end) in walk(&self.options, self.big_endian) {
+            if !(code == 1 && drop(&String::from_utf8_lossy(value))) {
+                kept.extend_from_slice(&self.options[start..end]);
+            }
+            start = end;
+        }
+        self.options = kept;
+        self.comments.retain(|c| !drop(c));
+        true
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A pcapng block that is not a packet, as its bytes (section and interface
@@ -69,8 +96,32 @@ pub enum Kind {
 }
 
 enum Reader<R: Read> {
-    Pcap(PcapReader<BufReader<R>>),
-    PcapNg(PcapNgReader<BufReader<R>>),
+    Pcap(PcapReader<BufReader<Counted<R>>>),
+    PcapNg(PcapNgReader<BufReader<Counted<R>>>),
+}
+
+/// How much of the input the readers took, and whether they met its end: what tells a file
+/// cut short from a block too long for the reader's buffer.
+#[derive(Debug, Default)]
+struct Count {
+    bytes: Cell<u64>,
+    eof: Cell<bool>,
+}
+
+struct Counted<R> {
+    inner: R,
+    count: Rc<Count>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.bytes.set(self.count.bytes.get() + n as u64);
+        if n == 0 && !buf.is_empty() {
+            self.count.eof.set(true);
+        }
+        Ok(n)
+    }
 }
 
 pub struct Source<R: Read> {
@@ -81,6 +132,7 @@ pub struct Source<R: Read> {
     offset: u64,
     done: bool,
     first: Option<Vec<u8>>,
+    count: Rc<Count>,
 }
 
 /// A packet or block may not claim more than this: nothing real comes near it.
@@ -92,6 +144,12 @@ impl<R: Read> Source<R> {
             file: name.to_string(),
             offset,
             what,
+            cut_at: None,
+        };
+        let count = Rc::new(Count::default());
+        let input = Counted {
+            inner: input,
+            count: Rc::clone(&count),
         };
         let mut buffered = BufReader::with_capacity(1 << 16, input);
         let head = buffered
@@ -152,6 +210,7 @@ impl<R: Read> Source<R> {
             offset,
             done: false,
             first,
+            count,
         })
     }
 
@@ -161,6 +220,31 @@ impl<R: Read> Source<R> {
             file: self.name.clone(),
             offset: self.offset,
             what,
+            cut_at: None,
+        }))
+    }
+
+    /// A reader's error: the input's end inside a block is a cut (when the reader met the
+    /// end, not its buffer's); anything else, a block that does not parse.
+    fn failed<T>(&mut self, eof: bool, debug: String) -> Option<Result<T, InputError>> {
+        if !(eof && self.count.eof.get()) {
+            return self.error(describe(&debug));
+        }
+        let at = self.count.bytes.get();
+        let unit = match self.kind {
+            Kind::Pcap { .. } => "packet record",
+            Kind::PcapNg => "block",
+        };
+        let what = format!(
+            "the file ends in the middle of this {unit}, at byte {at} (cut short, or the {unit} \
+             claims more bytes than the file holds)"
+        );
+        self.done = true;
+        Some(Err(InputError {
+            file: self.name.clone(),
+            offset: self.offset,
+            what,
+            cut_at: Some(at),
         }))
     }
 
@@ -228,7 +312,11 @@ impl<R: Read> Source<R> {
                         packet.offset = self.offset;
                         (None, 16 + u64::from(p.incl_len))
                     }
-                    Err(e) => return self.error(describe(&format!("{e:?}"))),
+                    Err(e) => {
+                        let eof = matches!(&e, pcap_file::pcap::PcapReadError::Io(io)
+                            if io.kind() == io::ErrorKind::UnexpectedEof);
+                        return self.failed(eof, format!("{e:?}"));
+                    }
                 };
                 self.offset += len;
                 Some(Ok(item))
@@ -236,7 +324,11 @@ impl<R: Read> Source<R> {
             Reader::PcapNg(r) => {
                 let (raw, state) = match r.next_raw_block()? {
                     Ok(x) => x,
-                    Err(e) => return self.error(describe(&format!("{e:?}"))),
+                    Err(e) => {
+                        let eof = matches!(&e, pcap_file::pcapng::PcapNgReadError::Io(io)
+                            if io.kind() == io::ErrorKind::UnexpectedEof);
+                        return self.failed(eof, format!("{e:?}"));
+                    }
                 };
                 if raw.initial_len > MAX_BLOCK {
                     let what = format!(

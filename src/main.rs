@@ -47,11 +47,15 @@ fn main() -> ExitCode {
                 select,
                 args.svg.as_deref(),
                 &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
             )
         }
-        Command::Summary(args) => {
-            teardown::offline::summary(&args.input, args.json, &mut std::io::stdout().lock())
-        }
+        Command::Summary(args) => teardown::offline::summary(
+            &args.input,
+            args.json,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
         Command::Client(args) => teardown::programs::client(
             &teardown::programs::ClientConfig {
                 server: std::net::SocketAddr::new(args.addr, args.port),

@@ -4,6 +4,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,27 +18,59 @@ use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use serde_json::json;
 
-use crate::annotate::{CommentCache, Packet};
+use crate::annotate::{CommentCache, Packet, is_teardown_comment};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
-use crate::input::{InPacket, Kind, Source};
+use crate::input::{InPacket, InputError, Kind, Source};
+use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
 
-/// Opens IN, `-` being standard input.
-pub fn open(input: &str) -> Result<Source<Box<dyn Read>>, Error> {
-    let reader: Box<dyn Read> = if input == "-" {
-        Box::new(io::stdin().lock())
+/// IN opened: `-` is standard input.
+struct Input {
+    reader: Box<dyn Read>,
+    name: String,
+    /// A pipe, a terminal or a socket: packets come as they happen, and go out as they come.
+    live: bool,
+    /// (device, inode) of a file, to know when OUT is IN.
+    id: Option<(u64, u64)>,
+}
+
+fn open_input(input: &str) -> Result<Input, Error> {
+    let (reader, meta, name): (Box<dyn Read>, _, _) = if input == "-" {
+        let meta = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| File::from(fd).metadata());
+        (Box::new(io::stdin().lock()), meta, "standard input".into())
     } else {
-        Box::new(File::open(input).map_err(Error::io(format!("{input}: cannot open")))?)
+        let file = File::open(input).map_err(Error::io(format!("{input}: cannot open")))?;
+        let meta = file.metadata();
+        (Box::new(file), meta, input.to_string())
     };
-    let name = if input == "-" {
-        "standard input"
-    } else {
-        input
-    };
-    Source::open(reader, name).map_err(|e| Error::Usage(e.to_string()))
+    let meta = meta.ok();
+    Ok(Input {
+        reader,
+        name,
+        live: meta.as_ref().is_some_and(|m| {
+            let t = m.file_type();
+            t.is_fifo() || t.is_char_device() || t.is_socket()
+        }),
+        id: meta.filter(|m| m.is_file()).map(|m| (m.dev(), m.ino())),
+    })
+}
+
+fn usage(e: InputError) -> Error {
+    Error::Usage(e.to_string())
+}
+
+/// `1 packet`, `2 packets`.
+fn count(n: impl Into<u64>, word: &str) -> String {
+    match n.into() {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
+    }
 }
 
 /// A packet decoded for its link type; an unknown link type is an error for the whole file.
@@ -53,18 +87,42 @@ fn decoded(p: &InPacket, name: &str) -> Result<Result<crate::decode::Segment, De
     Ok(decode(p.linktype, &p.data))
 }
 
-fn no_tcp(name: &str, packets: u64) -> Error {
-    Error::Usage(format!(
-        "{name}: no TCP segment among its {packets} packets: nothing to annotate"
-    ))
+/// Nothing to work on: no TCP segment, or none before the input was cut short.
+fn no_tcp(name: &str, packets: u64, cut: Option<&InputError>, nothing: &str) -> Error {
+    Error::Usage(match cut {
+        Some(e) => format!("{e}: no TCP segment before it: nothing to {nothing}"),
+        None => format!(
+            "{name}: no TCP segment among its {}: nothing to {nothing}",
+            count(packets, "packet")
+        ),
+    })
+}
+
+/// The warning for a capture cut short: where it ends, and what was made of the rest.
+fn cut_warning(e: &InputError, kind: Kind, did: &str, packets: u64) -> String {
+    let unit = match kind {
+        Kind::Pcap { .. } => "packet record",
+        Kind::PcapNg => "block",
+    };
+    format!(
+        "teardown: {}: cut short at byte {} (in the middle of the {unit} at byte {}): {did} the \
+         {} before it",
+        e.file,
+        e.cut_at.unwrap_or(e.offset),
+        e.offset,
+        count(packets, "complete packet")
+    )
 }
 
 /// What `annotate` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Annotated {
     pub packets: u64,
     pub tcp: u64,
     pub connections: usize,
+    pub kind: Kind,
+    /// Where the input ended inside a block: the packets before it are written.
+    pub cut: Option<InputError>,
 }
 
 /// Annotates a capture read from `input` (named `name` in errors) into `out`: one pass, no
@@ -74,7 +132,17 @@ pub fn annotate_stream<R: Read>(
     name: &str,
     out: &mut dyn Write,
 ) -> Result<Annotated, Error> {
-    let mut src = Source::open(input, name).map_err(|e| Error::Usage(e.to_string()))?;
+    let src = Source::open(input, name).map_err(usage)?;
+    annotate_into(src, name, out, false)
+}
+
+/// The annotation loop; `flush_each` sends every packet on at once (a live input).
+fn annotate_into<R: Read>(
+    mut src: Source<R>,
+    name: &str,
+    out: &mut dyn Write,
+    flush_each: bool,
+) -> Result<Annotated, Error> {
     let write_err = |e: io::Error| Error::io("writing the annotated capture")(e);
     if let Kind::Pcap {
         linktype,
@@ -99,11 +167,12 @@ pub fn annotate_stream<R: Read>(
     // Most segments change nothing: their few texts are made once.
     let mut comments = CommentCache::default();
     let (mut packets, mut tcp) = (0u64, 0u64);
+    let mut cut = None;
     let mut p = InPacket::default();
     while let Some(item) = src.next_into(&mut p) {
-        match item.map_err(|e| Error::Usage(e.to_string()))? {
-            Some(bytes) => out.write_all(&bytes).map_err(write_err)?,
-            None => {
+        match item {
+            Ok(Some(bytes)) => out.write_all(&bytes).map_err(write_err)?,
+            Ok(None) => {
                 packets += 1;
                 let text: std::borrow::Cow<'_, str> = match decoded(&p, name)? {
                     Ok(seg) => {
@@ -122,6 +191,10 @@ pub fn annotate_stream<R: Read>(
                     Err(DecodeError::NotTcp(_)) => std::borrow::Cow::Borrowed(""),
                     Err(e) => std::borrow::Cow::Owned(e.to_string()),
                 };
+                // Annotating again replaces teardown's earlier comment; others' stay.
+                if !text.is_empty() {
+                    p.drop_comments(is_teardown_comment);
+                }
                 write_epb(
                     out,
                     p.big_endian,
@@ -133,80 +206,98 @@ pub fn annotate_stream<R: Read>(
                     &text,
                 )
                 .map_err(write_err)?;
+                if flush_each {
+                    out.flush().map_err(write_err)?;
+                }
             }
+            // The end of a capture cut short: what came before is whole, and written.
+            Err(e) if e.cut_at.is_some() => {
+                cut = Some(e);
+                break;
+            }
+            Err(e) => return Err(usage(e)),
         }
     }
     if tcp == 0 {
-        return Err(no_tcp(name, packets));
+        return Err(no_tcp(name, packets, cut.as_ref(), "annotate"));
     }
     Ok(Annotated {
         packets,
         tcp,
         connections: opened,
+        kind: src.kind,
+        cut,
     })
 }
 
-/// `teardown annotate IN -o OUT`: through a temporary file, renamed only when all went well.
+/// `teardown annotate IN -o OUT`: OUT checked before IN is read, written through a temporary
+/// file renamed at the end (so OUT may be IN: the input is read whole from its own inode).
 pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, Error> {
-    let name = display_name(input);
-    let reader: Box<dyn Read> = if input == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(input).map_err(Error::io(format!("{input}: cannot open")))?)
-    };
-    let to_stdout = output.as_os_str() == "-";
-    // A device or a pipe (/dev/null, a FIFO) is written as it is; a file through a temporary
-    // one, renamed only when all went well.
-    let direct = to_stdout || fs::metadata(output).is_ok_and(|m| !m.is_file());
-    let tmp = if direct {
-        output.to_path_buf()
-    } else {
-        output.with_extension(format!("pcapng.{}.part", std::process::id()))
-    };
-    let result = (|| -> Result<Annotated, Error> {
-        let sink: Box<dyn Write> = if to_stdout {
-            Box::new(io::stdout().lock())
-        } else {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .create(!direct)
-                .truncate(!direct)
-                .open(&tmp)
-                .map_err(Error::io(format!("creating {}", tmp.display())))?;
-            Box::new(file)
-        };
+    let mut dest = Dest::check("-o", output).map_err(Error::Usage)?;
+    let inp = open_input(input)?;
+    let in_place =
+        inp.id.is_some() && fs::metadata(output).ok().map(|m| (m.dev(), m.ino())) == inp.id;
+    // Live in, live out: a reader of standard output or a pipe sees each packet at once. A
+    // file appears only at the end anyway.
+    let flush_each = inp.live && !matches!(dest, Dest::File { .. });
+    let done = (|| {
+        let sink = dest
+            .open()
+            .map_err(Error::io(format!("writing {}", dest.name())))?;
         let mut out = BufWriter::with_capacity(1 << 20, sink);
-        let done = annotate_stream(reader, &name, &mut out)?;
+        let src = Source::open(inp.reader, &inp.name).map_err(usage)?;
+        let done = annotate_into(src, &inp.name, &mut out, flush_each)?;
         out.flush()
             .map_err(Error::io("writing the annotated capture"))?;
         Ok(done)
     })();
-    match result {
-        Ok(done) => {
-            if !direct {
-                fs::rename(&tmp, output)
-                    .map_err(Error::io(format!("writing {}", output.display())))?;
-            }
+    let done = match done {
+        // The reader of standard output went away (`| head`, Wireshark closed): not an
+        // error, as for `capture -o -`.
+        Err(Error::Io { source, .. })
+            if source.kind() == io::ErrorKind::BrokenPipe && !matches!(dest, Dest::File { .. }) =>
+        {
+            return Ok(exit::REPRODUCED);
+        }
+        other => other?,
+    };
+    dest.commit()
+        .map_err(Error::io(format!("writing {}", dest.name())))?;
+    let _ = writeln!(
+        log,
+        "teardown annotate: {} of {}, {}, commented into {}",
+        count(done.tcp, "TCP segment"),
+        count(done.packets, "packet"),
+        count(done.connections as u64, "connection"),
+        dest.name()
+    );
+    if let Some(path) = dest.path() {
+        let renamed = path.with_extension("pcapng");
+        let hint = if renamed == path {
+            String::new()
+        } else {
+            format!("; rename it {}", renamed.display())
+        };
+        let shown = path.display();
+        if in_place && matches!(done.kind, Kind::Pcap { .. }) {
+            let _ = writeln!(log, "note: {shown} is now pcapng (it was pcap){hint}");
+        } else if path.extension().is_some_and(|e| e == "pcap") {
             let _ = writeln!(
                 log,
-                "teardown annotate: {} TCP segments of {} packets, {} connection(s), commented into {}",
-                done.tcp,
-                done.packets,
-                done.connections,
-                if to_stdout {
-                    "standard output".into()
-                } else {
-                    output.display().to_string()
-                }
+                "note: {shown} holds pcapng (annotate writes pcapng){hint}"
             );
-            Ok(exit::REPRODUCED)
         }
-        Err(e) => {
-            if !direct {
-                let _ = fs::remove_file(&tmp);
-            }
-            Err(e)
+    }
+    match &done.cut {
+        Some(e) => {
+            let _ = writeln!(
+                log,
+                "{}",
+                cut_warning(e, done.kind, "annotated", done.packets)
+            );
+            Ok(exit::DIFFERENT)
         }
+        None => Ok(exit::REPRODUCED),
     }
 }
 
@@ -244,28 +335,50 @@ fn pcapng_header(name: &str, linktype: u32, snaplen: u32, nanos: bool) -> Result
     Ok(w.into_inner())
 }
 
-fn display_name(input: &str) -> String {
-    if input == "-" {
-        "standard input".into()
-    } else {
-        input.into()
+/// What a pass over IN leaves: the tracker, the packets read, and where a cut input ended.
+struct Scan {
+    tracker: Tracker,
+    packets: u64,
+    kind: Kind,
+    cut: Option<InputError>,
+}
+
+impl Scan {
+    /// The exit code, after the warning for an input cut short.
+    fn finish(&self, did: &str, log: &mut dyn Write) -> i32 {
+        match &self.cut {
+            Some(e) => {
+                let _ = writeln!(log, "{}", cut_warning(e, self.kind, did, self.packets));
+                exit::DIFFERENT
+            }
+            None => exit::REPRODUCED,
+        }
     }
 }
 
 /// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet, the
-/// segment and what it did; the tracker at the end (an error if nothing was TCP).
+/// segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
 fn each_segment(
     input: &str,
+    nothing: &str,
     mut f: impl FnMut(&InPacket, crate::decode::Segment, crate::tracker::Event),
-) -> Result<Tracker, Error> {
-    let mut src = open(input)?;
-    let name = display_name(input);
+) -> Result<Scan, Error> {
+    let inp = open_input(input)?;
+    let name = inp.name;
+    let mut src = Source::open(inp.reader, &name).map_err(usage)?;
     let mut tracker = Tracker::new();
     let mut packet = InPacket::default();
     let mut packets = 0u64;
+    let mut cut = None;
     while let Some(item) = src.next_into(&mut packet) {
-        if item.map_err(|e| Error::Usage(e.to_string()))?.is_some() {
-            continue;
+        match item {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) if e.cut_at.is_some() => {
+                cut = Some(e);
+                break;
+            }
+            Err(e) => return Err(usage(e)),
         }
         packets += 1;
         let Ok(seg) = decoded(&packet, &name)? else {
@@ -275,9 +388,14 @@ fn each_segment(
         f(&packet, seg, event);
     }
     if tracker.connections().is_empty() {
-        return Err(no_tcp(&name, packets));
+        return Err(no_tcp(&name, packets, cut.as_ref(), nothing));
     }
-    Ok(tracker)
+    Ok(Scan {
+        tracker,
+        packets,
+        kind: src.kind,
+        cut,
+    })
 }
 
 /// What `summary` keeps of a connection while it reads.
@@ -288,10 +406,15 @@ struct Seen {
     closed_first: Option<(Role, &'static str)>,
 }
 
-/// `teardown summary IN [--json]`.
-pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, Error> {
+/// `teardown summary IN [--json]`: the table on `out`, a warning on `log`.
+pub fn summary(
+    input: &str,
+    json_out: bool,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> Result<i32, Error> {
     let mut seen: Vec<Seen> = Vec::new();
-    let tracker = each_segment(input, |p, seg, event| {
+    let scan = each_segment(input, "summarise", |p, seg, event| {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;
@@ -306,6 +429,7 @@ pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, 
             }
         }
     })?;
+    let tracker = &scan.tracker;
     let rows: Vec<serde_json::Value> = tracker
         .connections()
         .iter()
@@ -339,7 +463,7 @@ pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, 
             };
             let _ = writeln!(
                 out,
-                "#{:<3} client {} ↔ server {}{}  {closed}  final: client {}, server {}  {:.3} s  {} segments",
+                "#{:<3} client {} ↔ server {}{}  {closed}  final: client {}, server {}  {:.3} s  {}",
                 c.id,
                 c.client,
                 c.server,
@@ -351,11 +475,12 @@ pub fn summary(input: &str, json_out: bool, out: &mut dyn Write) -> Result<i32, 
                 c.state(Role::Client),
                 c.state(Role::Server),
                 s.last.saturating_sub(s.first).as_secs_f64(),
-                c.segments
+                count(c.segments, "segment")
             );
         }
     }
-    Ok(exit::REPRODUCED)
+    let _ = out.flush();
+    Ok(scan.finish("summarised", log))
 }
 
 /// Which connections `diagram` draws.
@@ -369,16 +494,22 @@ pub enum Select {
 /// At most this many diagrams when no connection was chosen.
 const MAX_DIAGRAMS: usize = 20;
 
-/// `teardown diagram IN [--conn N | --port P] [--svg OUT.svg]`.
+/// `teardown diagram IN [--conn N | --port P] [--svg OUT.svg]`: the ladder on `out`, or on
+/// `log` when the SVG goes to standard output (`--svg -`, one connection only).
 pub fn diagram(
     input: &str,
     select: Select,
     svg_path: Option<&Path>,
     out: &mut dyn Write,
+    log: &mut dyn Write,
 ) -> Result<i32, Error> {
-    let name = display_name(input);
+    // Where the pictures go is checked before a byte of IN is read.
+    let mut picture = svg_path
+        .map(|p| Dest::check("--svg", p))
+        .transpose()
+        .map_err(Error::Usage)?;
     let mut kept: Vec<Packet> = Vec::new();
-    let tracker = each_segment(input, |p, seg, event| {
+    let scan = each_segment(input, "draw", |p, seg, event| {
         let wanted = match select {
             Select::All => event.conn < MAX_DIAGRAMS,
             Select::Conn(n) => event.conn == n,
@@ -398,11 +529,16 @@ pub fn diagram(
             });
         }
     })?;
+    let tracker = &scan.tracker;
+    let name = if input == "-" {
+        "standard input"
+    } else {
+        input
+    };
     let mut ids: Vec<usize> = kept
         .iter()
         .filter_map(|p| p.event.as_ref().map(|e| e.conn))
         .collect();
-    ids.dedup();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
@@ -415,35 +551,61 @@ pub fn diagram(
             Select::All => format!("{name}: no TCP connection"),
         }));
     }
+    // A stream (standard output, a device, a pipe) takes one picture: SVG documents one
+    // after the other are not one SVG.
+    if let Some(d) = picture.as_ref().filter(|d| !matches!(d, Dest::File { .. }))
+        && ids.len() > 1
+    {
+        return Err(Error::Usage(format!(
+            "--svg {}: {} to draw, and {} takes one picture: choose one with --conn N or \
+                 --port P (`teardown summary {input}` numbers them), or give a file name (one \
+                 file per connection: NAME-N.svg)",
+            svg_path.unwrap_or(Path::new("-")).display(),
+            count(ids.len() as u64, "connection"),
+            d.name()
+        )));
+    }
+    let ladder_out: &mut dyn Write = if picture.as_ref().is_some_and(Dest::is_stdout) {
+        log
+    } else {
+        out
+    };
     for (i, id) in ids.iter().enumerate() {
         let Some(conn) = tracker.connection(*id) else {
             continue;
         };
         if i > 0 {
-            let _ = writeln!(out);
+            let _ = writeln!(ladder_out);
         }
-        let _ = writeln!(out, "connection #{id}");
-        let _ = write!(out, "{}", ladder::render(&kept, conn));
+        let _ = writeln!(ladder_out, "connection #{id}");
+        let _ = write!(ladder_out, "{}", ladder::render(&kept, conn));
         if let Some(path) = svg_path {
-            let file = if ids.len() == 1 {
-                path.to_path_buf()
+            let dest = if ids.len() == 1 {
+                picture.take()
             } else {
-                numbered(path, *id)
+                // The directory was proven writable at the start.
+                Some(Dest::check("--svg", &numbered(path, *id)).map_err(Error::Usage)?)
             };
-            fs::write(&file, svg::render(&kept, conn, None))
-                .map_err(Error::io(format!("writing {}", file.display())))?;
-            let _ = writeln!(out, "(drawn into {})", file.display());
+            let Some(dest) = dest else { continue };
+            let shown = dest.name();
+            let to_stdout = dest.is_stdout();
+            dest.write_all(svg::render(&kept, conn, None).as_bytes())
+                .map_err(Error::io(format!("writing {shown}")))?;
+            if !to_stdout {
+                let _ = writeln!(ladder_out, "(drawn into {shown})");
+            }
         }
     }
     if select == Select::All && tracker.connections().len() > MAX_DIAGRAMS {
         let _ = writeln!(
-            out,
+            ladder_out,
             "\n({} connections; the first {MAX_DIAGRAMS} are drawn: choose one with --conn N or \
              --port P, `teardown summary {input}` lists them)",
             tracker.connections().len()
         );
     }
-    Ok(exit::REPRODUCED)
+    let _ = ladder_out.flush();
+    Ok(scan.finish("drew", log))
 }
 
 /// `out.svg` → `out-3.svg` for connection 3.

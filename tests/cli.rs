@@ -97,7 +97,7 @@ fn the_lua_postdissector_puts_the_states_in_wiresharks_info_column() {
     cmd.arg("-X")
         .arg(format!("lua_script:{root}/scripts/teardown.lua"))
         .arg("-r")
-        .arg(format!("{root}/captures/active-close.pcapng"))
+        .arg(format!("{root}/tests/data/active-close.pcapng"))
         .args(["-T", "fields", "-e", "_ws.col.Info"]);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");

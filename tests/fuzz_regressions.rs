@@ -1,5 +1,5 @@
 //! What the fuzzer found or kept (`fuzz/`, `cargo +nightly fuzz run annotate`), and the
-//! committed captures cut short and with bytes changed: `annotate_stream` (reader, decoder,
+//! fixture captures (tests/data) cut short and with bytes changed: `annotate_stream` (reader, decoder,
 //! tracker) must come back with a capture or an error for each, never panic. Every input
 //! is tried; a failure names each input that panicked, and where.
 
@@ -72,14 +72,15 @@ fn fuzz_found_inputs_return_without_panicking() {
     all_return(inputs);
 }
 
-/// The committed captures, whole: the mutations below start from files that annotate.
+/// The fixture captures (tests/data, copies of real runs: `teardown run` rewrites captures/),
+/// whole: the mutations below start from files that annotate.
 fn captures() -> Vec<(String, Vec<u8>)> {
-    let captures: Vec<(String, Vec<u8>)> = files("captures")
+    let captures: Vec<(String, Vec<u8>)> = files("tests/data")
         .iter()
         .filter(|path| path.extension().is_some_and(|e| e == "pcapng"))
         .map(|path| (name(path), std::fs::read(path).unwrap()))
         .collect();
-    assert!(!captures.is_empty(), "no captures/*.pcapng");
+    assert!(!captures.is_empty(), "no tests/data/*.pcapng");
     for (name, bytes) in &captures {
         let mut out = Vec::new();
         let done = teardown::offline::annotate_stream(&bytes[..], name, &mut out);

@@ -15,9 +15,11 @@ use crate::helper::*;
 
 type Frames = Vec<(Duration, Vec<u8>)>;
 
+/// A fixture of tests/data: real kernel runs copied from captures/, which `teardown run`
+/// overwrites; the tests never read captures/.
 fn capture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures")
+        .join("tests/data")
         .join(name)
 }
 
@@ -117,7 +119,7 @@ fn annotate_keeps_every_packet_byte_for_byte_with_its_time_and_comments() {
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.stderr
-            .contains("11 TCP segments of 11 packets, 1 connection(s)"),
+            .contains("11 TCP segments of 11 packets, 1 connection, commented into"),
         "{run}"
     );
     let before = packets_of(&input);
@@ -125,11 +127,11 @@ fn annotate_keeps_every_packet_byte_for_byte_with_its_time_and_comments() {
     assert_eq!(before.len(), after.len());
     for ((t0, d0, c0), (t1, d1, c1)) in before.iter().zip(&after) {
         assert_eq!((t0, d0), (t1, d1), "packet changed");
-        assert_eq!(&c1[..c0.len()], &c0[..], "existing comments kept, first");
-        assert_eq!(c1.len(), c0.len() + 1, "one comment added");
+        // The run's comment (with the kernel's word) is teardown's: replaced, not doubled.
+        assert_eq!((c0.len(), c1.len()), (1, 1), "{c0:?} {c1:?}");
     }
     assert!(
-        after[7].2[1].starts_with("server ESTABLISHED → FIN_WAIT_1 (sent FIN"),
+        after[7].2[0].starts_with("server ESTABLISHED → FIN_WAIT_1 (sent FIN"),
         "{:?}",
         after[7].2
     );
@@ -339,10 +341,14 @@ fn bad_input_gets_one_line_with_the_offset_and_exit_2() {
                 .collect(),
             "byte 0: not a pcap or pcapng file".into(),
         ),
+        // A cut before any packet: nothing to annotate (a cut later keeps what came before).
         (
-            "truncated",
-            good[..good.len() - 7].to_vec(),
-            "the file ends in the middle of a block".into(),
+            "cut-in-the-first-block",
+            good[..first + 9].to_vec(),
+            format!(
+                "byte {first}: the file ends in the middle of this block, at byte {}",
+                first + 9
+            ),
         ),
         ("four-gib", four_gib, format!("byte {first}: ")),
     ];
@@ -376,7 +382,8 @@ fn bad_input_gets_one_line_with_the_offset_and_exit_2() {
     ]);
     assert_eq!(run.code, Some(2), "{run}");
     assert!(
-        run.stderr.contains("no TCP segment among its 1 packets"),
+        run.stderr
+            .contains("no TCP segment among its 1 packet: nothing to annotate"),
         "{run}"
     );
     let odd = dir.join("usb.pcap");
@@ -436,4 +443,506 @@ fn interleaved_connections_are_told_apart() {
     let second: Vec<String> = got.iter().skip(1).step_by(2).cloned().collect();
     assert_eq!(first, expected);
     assert_eq!(second, expected);
+}
+
+/// `teardown ARGS` run in `dir`, where a file named `-` would appear.
+fn teardown_in(dir: &TempDir, args: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(&dir.0);
+    run_cmd(cmd)
+}
+
+/// The files of `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// (offset, length, type) of each block of a little-endian pcapng, as far as they are whole.
+fn pcapng_blocks(bytes: &[u8]) -> Vec<(usize, usize, u32)> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let type_ = u32::from_le_bytes(head[..4].try_into().unwrap());
+        let len = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
+        if len < 12 || at + len > bytes.len() {
+            break;
+        }
+        found.push((at, len, type_));
+        at += len;
+    }
+    found
+}
+
+/// Two copies of the conversation, from two client ports, interleaved.
+fn two_connections(dir: &TempDir) -> PathBuf {
+    let frames = ethernet_frames();
+    let client_port = u16::from_be_bytes([frames[0].1[34], frames[0].1[35]]);
+    let mut mixed = Vec::new();
+    for (t, f) in &frames {
+        mixed.push((*t, f.clone()));
+        let mut g = f.clone();
+        for at in [34, 36] {
+            if u16::from_be_bytes([g[at], g[at + 1]]) == client_port {
+                g[at..at + 2].copy_from_slice(&(client_port ^ 0x0101).to_be_bytes());
+            }
+        }
+        mixed.push((*t + Duration::from_micros(1), g));
+    }
+    let path = dir.join("two.pcap");
+    write_pcap(&path, DataLink::ETHERNET, false, &mixed, 65535);
+    path
+}
+
+#[test]
+fn svg_dash_is_standard_output_and_a_stream_takes_one_picture() {
+    let dir = TempDir::new();
+    let input = capture("active-close.pcapng");
+    let run = teardown_in(&dir, &["diagram", input.to_str().unwrap(), "--svg", "-"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("<svg"), "{run}");
+    assert!(run.stdout.trim_end().ends_with("</svg>"), "{run}");
+    assert!(run.stdout.contains("FIN_WAIT_2"), "{run}");
+    // The ladder moved to standard error; no file named `-`.
+    assert!(run.stderr.contains("FIN_WAIT_2 → TIME_WAIT"), "{run}");
+    assert!(listing(&dir.0).is_empty(), "{:?}", listing(&dir.0));
+
+    // Two connections: standard output takes one SVG document; files take one each.
+    let two = two_connections(&dir);
+    let run = teardown_in(&dir, &["diagram", two.to_str().unwrap(), "--svg", "-"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stdout, "", "{run}");
+    assert!(
+        run.stderr.contains(
+            "--svg -: 2 connections to draw, and standard output takes one picture: choose one \
+             with --conn N or --port P"
+        ),
+        "{run}"
+    );
+    let run = teardown_in(
+        &dir,
+        &[
+            "diagram",
+            two.to_str().unwrap(),
+            "--conn",
+            "1",
+            "--svg",
+            "-",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("<svg"), "{run}");
+    let run = teardown_in(&dir, &["diagram", two.to_str().unwrap(), "--svg", "d.svg"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("(drawn into d-1.svg)"), "{run}");
+    assert_eq!(listing(&dir.0), ["d-0.svg", "d-1.svg", "two.pcap"]);
+}
+
+#[test]
+fn output_paths_are_refused_before_the_input_is_read() {
+    let dir = TempDir::new();
+    let input = capture("active-close.pcapng");
+    let input = input.to_str().unwrap();
+    let missing = dir.join("no/such");
+    let (pcapng, svg) = (
+        missing.join("x.pcapng").display().to_string(),
+        missing.join("x.svg").display().to_string(),
+    );
+    let absent = format!(
+        "the directory {} does not exist; create it first (mkdir -p {})",
+        missing.display(),
+        missing.display()
+    );
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["annotate", input, "-o", "/proc/x.pcapng"],
+            "teardown: -o /proc/x.pcapng: cannot write there (".into(),
+        ),
+        (
+            vec!["annotate", input, "-o", &pcapng],
+            format!("teardown: -o {pcapng}: {absent}"),
+        ),
+        // The output is checked first: a missing input is not even opened.
+        (
+            vec!["annotate", "/nonexistent/in.pcap", "-o", "/proc/x.pcapng"],
+            "teardown: -o /proc/x.pcapng: cannot write there (".into(),
+        ),
+        (
+            vec!["diagram", input, "--svg", "/proc/x.svg"],
+            "teardown: --svg /proc/x.svg: cannot write there (".into(),
+        ),
+        (
+            vec!["diagram", input, "--svg", &svg],
+            format!("teardown: --svg {svg}: {absent}"),
+        ),
+    ];
+    for (args, says) in cases {
+        let run = teardown(&args);
+        assert_eq!(run.code, Some(2), "{run}");
+        assert!(run.stderr.starts_with(&says), "{says}{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(!run.stderr.contains(".part"), "{run}");
+        // Nothing read, nothing drawn.
+        assert_eq!(run.stdout, "", "{run}");
+    }
+    assert!(!Path::new("/proc/x.pcapng").exists() && !Path::new("/proc/x.svg").exists());
+    assert!(!dir.join("no").exists(), "a directory was created");
+}
+
+/// The number of packets tshark reads in `file`, and how many carry a comment.
+fn tshark_count(file: &Path) -> (usize, usize) {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-e", "frame.number", "-e", "frame.comment"]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let commented = lines
+        .iter()
+        .filter(|l| l.split_once('\t').is_some_and(|(_, c)| !c.is_empty()))
+        .count();
+    (lines.len(), commented)
+}
+
+#[test]
+fn a_capture_cut_short_gives_its_complete_packets_a_warning_and_exit_1() {
+    if !tshark("cut_short") {
+        return;
+    }
+    let dir = TempDir::new();
+    let good = std::fs::read(capture("tw-reuse.pcapng")).unwrap();
+    let epbs: Vec<(usize, usize)> = pcapng_blocks(&good)
+        .into_iter()
+        .filter(|b| b.2 == 6)
+        .map(|(at, len, _)| (at, len))
+        .collect();
+    assert!(epbs.len() > 20, "{}", epbs.len());
+    let mut cuts = Vec::new();
+    for n in [0, 1, 7, epbs.len() / 2, epbs.len() - 1] {
+        let (at, len) = epbs[n];
+        for cut in [at + 1, at + 8, at + 27, at + len / 2, at + len - 1] {
+            cuts.push((n, at, cut));
+        }
+    }
+    for (n, at, cut) in cuts {
+        let path = dir.join("cut.pcapng");
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let out = dir.join("cut.out.pcapng");
+        let run = teardown(&[
+            "annotate",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        if n == 0 {
+            // Nothing complete before the cut: nothing to annotate, as for garbage.
+            assert_eq!(run.code, Some(2), "{run}");
+            assert!(
+                run.stderr.contains(&format!(
+                    "byte {at}: the file ends in the middle of this block, at byte {cut}"
+                )),
+                "{run}"
+            );
+            assert!(!out.exists());
+            continue;
+        }
+        assert_eq!(run.code, Some(1), "cut at {cut}{run}");
+        let packets = if n == 1 { "packet" } else { "packets" };
+        assert!(
+            run.stderr.contains(&format!(
+                "teardown: {}: cut short at byte {cut} (in the middle of the block at byte \
+                 {at}): annotated the {n} complete {packets} before it",
+                path.display()
+            )),
+            "cut at {cut}{run}"
+        );
+        assert_eq!(tshark_count(&out), (n, n), "cut at {cut}{run}");
+    }
+
+    // pcap: cut in a record's header and in its data.
+    let frames = ethernet_frames();
+    let pcap = dir.join("whole.pcap");
+    write_pcap(&pcap, DataLink::ETHERNET, false, &frames, 65535);
+    let whole = std::fs::read(&pcap).unwrap();
+    let record = |n: usize| 24 + frames[..n].iter().map(|f| 16 + f.1.len()).sum::<usize>();
+    for cut in [record(5) + 3, record(5) + 16 + 20] {
+        let path = dir.join("cut.pcap");
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let out = dir.join("cut.pcap.out.pcapng");
+        let run = teardown(&[
+            "annotate",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(1), "{run}");
+        assert!(
+            run.stderr.contains(&format!(
+                "cut short at byte {cut} (in the middle of the packet record at byte {}): \
+                 annotated the 5 complete packets before it",
+                record(5)
+            )),
+            "{run}"
+        );
+        assert_eq!(tshark_count(&out), (5, 5), "{run}");
+        // summary and diagram: the complete part, the same warning, exit 1.
+        let run = teardown(&["summary", path.to_str().unwrap()]);
+        assert_eq!(run.code, Some(1), "{run}");
+        assert!(run.stdout.starts_with("#0   client"), "{run}");
+        assert!(run.stdout.contains("  5 segments"), "{run}");
+        assert!(
+            run.stderr
+                .contains("summarised the 5 complete packets before it"),
+            "{run}"
+        );
+        let run = teardown(&["diagram", path.to_str().unwrap()]);
+        assert_eq!(run.code, Some(1), "{run}");
+        assert!(run.stdout.contains("connection #0"), "{run}");
+        assert!(
+            run.stderr.contains("drew the 5 complete packets before it"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn a_pipe_gets_each_packet_as_it_comes() {
+    use std::io::{Read, Write};
+    let frames = ethernet_frames();
+    let pcap_path = TempDir::new();
+    let file = pcap_path.join("p.pcap");
+    write_pcap(&file, DataLink::ETHERNET, false, &frames, 65535);
+    let bytes = std::fs::read(&file).unwrap();
+    let first = 24 + 16 + frames[0].1.len();
+    let mut child = Command::new(BIN)
+        .args(["annotate", "-", "-o", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..first]).unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    // The pipe stays open: the first packet must come out before the input ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let types = loop {
+        let types: Vec<u32> = pcapng_blocks(&got).iter().map(|b| b.2).collect();
+        if types.contains(&6) {
+            break types;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend(chunk),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no packet out after 10 s with the pipe open ({} bytes: {types:?})",
+                    got.len()
+                );
+            }
+        }
+    };
+    assert_eq!(types, [0x0a0d_0d0a, 1, 6], "SHB, IDB, EPB");
+    stdin.write_all(&bytes[first..]).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(10)) {
+        got.extend(chunk);
+    }
+    let epbs = pcapng_blocks(&got).iter().filter(|b| b.2 == 6).count();
+    assert_eq!(epbs, frames.len());
+}
+
+/// Each packet's comments as tshark shows them (`|` between two).
+fn tshark_comments(file: &Path) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "aggregator=|", "-e", "frame.comment"]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn annotating_again_replaces_teardowns_comment_and_keeps_the_others() {
+    if !tshark("annotate_again") {
+        return;
+    }
+    let dir = TempDir::new();
+    let expected = reference(&dir);
+    // A capture of `teardown run`, with a person's comment on packet 3 (editcap, of
+    // Wireshark, adds it after teardown's).
+    let foreign = dir.join("foreign.pcapng");
+    let mut cmd = Command::new("editcap");
+    cmd.args(["-a", "3:a note of mine"])
+        .arg(capture("active-close.pcapng"))
+        .arg(&foreign);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    let before = tshark_comments(&foreign);
+    assert_eq!(before[2].len(), 2, "{before:?}");
+    let once = dir.join("once.pcapng");
+    let twice = dir.join("twice.pcapng");
+    for (from, to) in [(&foreign, &once), (&once, &twice)] {
+        let run = teardown(&[
+            "annotate",
+            from.to_str().unwrap(),
+            "-o",
+            to.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(0), "{run}");
+        let comments = tshark_comments(to);
+        assert_eq!(comments.len(), expected.len());
+        for (i, (got, new)) in comments.iter().zip(&expected).enumerate() {
+            let want: Vec<&str> = if i == 2 {
+                vec!["a note of mine", new]
+            } else {
+                vec![new]
+            };
+            assert_eq!(got, &want, "packet {}", i + 1);
+        }
+    }
+
+    // Every committed kind of comment (kernel notes, notes, retransmissions, RSTs) is
+    // recognised: each fixture's packets keep one comment, the new one.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(capture(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcapng"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 16);
+    for file in files {
+        let out = dir.join("again.pcapng");
+        let run = teardown(&[
+            "annotate",
+            file.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(0), "{run}");
+        for (i, (_, _, c)) in packets_of(&out).iter().enumerate() {
+            assert_eq!(c.len(), 1, "{} packet {}: {c:?}", file.display(), i + 1);
+        }
+    }
+
+    // The section comment: a pcap gets one, and annotating again does not add another.
+    let pcap = dir.join("eth.pcap");
+    let (a, b) = (dir.join("a.pcapng"), dir.join("b.pcapng"));
+    for (from, to) in [(&pcap, &a), (&a, &b)] {
+        let run = teardown(&[
+            "annotate",
+            from.to_str().unwrap(),
+            "-o",
+            to.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(0), "{run}");
+    }
+    let bytes = std::fs::read(&b).unwrap();
+    let reader = PcapNgReader::new(&bytes[..]).unwrap();
+    let section_comments: Vec<String> = reader
+        .section()
+        .options
+        .iter()
+        .filter_map(|o| match o {
+            pcap_file::pcapng::blocks::section_header::SectionHeaderOption::Common(
+                CommonOption::Comment(c),
+            ) => Some(c.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(section_comments.len(), 1, "{section_comments:?}");
+    assert!(
+        section_comments[0].contains("annotated by teardown"),
+        "{section_comments:?}"
+    );
+}
+
+#[test]
+fn annotating_a_pcap_in_place_makes_it_pcapng_and_says_so() {
+    let dir = TempDir::new();
+    let expected = reference(&dir);
+    let path = dir.join("x.pcap");
+    write_pcap(&path, DataLink::ETHERNET, false, &ethernet_frames(), 65535);
+    let shown = path.to_str().unwrap();
+    let run = teardown(&["annotate", shown, "-o", shown]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "note: {shown} is now pcapng (it was pcap); rename it {}",
+            dir.join("x.pcapng").display()
+        )),
+        "{run}"
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "pcapng now");
+    let comments: Vec<String> = packets_of(&path)
+        .into_iter()
+        .map(|(_, _, c)| c.join(" | "))
+        .collect();
+    assert_eq!(comments, expected);
+    // In place again: already pcapng (the name still says otherwise), the same comments; no
+    // temporary file left.
+    let run = teardown(&["annotate", shown, "-o", shown]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(!run.stderr.contains("is now pcapng"), "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "note: {shown} holds pcapng (annotate writes pcapng)"
+        )),
+        "{run}"
+    );
+    let again: Vec<String> = packets_of(&path)
+        .into_iter()
+        .map(|(_, _, c)| c.join(" | "))
+        .collect();
+    assert_eq!(again, expected);
+    assert_eq!(
+        listing(&dir.0),
+        ["eth.pcap", "eth.pcap.out.pcapng", "x.pcap"]
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let mut child = Command::new(BIN)
+        .args([
+            "annotate",
+            capture("tw-reuse.pcapng").to_str().unwrap(),
+            "-o",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before a byte is read, as `| head -c 0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
 }

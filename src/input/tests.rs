@@ -161,7 +161,10 @@ fn garbage_gets_an_error_with_its_offset_never_a_panic() {
     );
     let cut = &good[..good.len() - 10];
     assert!(
-        err(cut).starts_with("in.pcap: byte 24: the file ends in the middle of a block"),
+        err(cut).starts_with(&format!(
+            "in.pcap: byte 24: the file ends in the middle of this packet record, at byte {}",
+            good.len() - 10
+        )),
         "{}",
         err(cut)
     );
@@ -192,4 +195,74 @@ fn garbage_gets_an_error_with_its_offset_never_a_panic() {
         flipped[i] ^= 0x5a;
         let _ = err(&flipped);
     }
+}
+
+/// The errors of `bytes` (after its complete packets).
+fn first_error(bytes: &[u8]) -> (usize, InputError) {
+    let mut packets = 0;
+    for item in Source::open(bytes, "f").unwrap() {
+        match item {
+            Ok(Item::Packet(_)) => packets += 1,
+            Ok(Item::Block(_)) => {}
+            Err(e) => return (packets, e),
+        }
+    }
+    panic!("no error after {packets} packets");
+}
+
+#[test]
+fn a_file_cut_short_gives_its_complete_packets_then_says_where_it_ends() {
+    let ts = Duration::from_secs(1);
+    let three = pcap_bytes(false, DataLink::ETHERNET, &[(ts, &SYN_FRAME[..]); 3]);
+    let record = 16 + SYN_FRAME.len();
+    // In the third record's header, then in its data.
+    for cut in [24 + 2 * record + 5, three.len() - 1] {
+        let (packets, e) = first_error(&three[..cut]);
+        assert_eq!(packets, 2);
+        assert_eq!(
+            (e.offset, e.cut_at),
+            ((24 + 2 * record) as u64, Some(cut as u64))
+        );
+    }
+    // pcapng: the second section's packet block cut.
+    let ng = pcapng_bytes();
+    let (packets, e) = first_error(&ng[..ng.len() - 3]);
+    assert_eq!((packets, e.cut_at), (1, Some(ng.len() as u64 - 3)));
+    assert!(
+        e.what
+            .starts_with("the file ends in the middle of this block"),
+        "{e}"
+    );
+    // A packet that claims more captured bytes than it had is not a cut.
+    let mut lying = three.clone();
+    lying[24 + 8..24 + 12].copy_from_slice(&100u32.to_le_bytes());
+    let (packets, e) = first_error(&lying);
+    assert_eq!((packets, e.cut_at), (0, None), "{e}");
+}
+
+#[test]
+fn dropping_a_comment_keeps_the_other_options_in_their_order() {
+    let ng = pcapng_bytes();
+    let mut packet = Source::open(&ng[..], "f")
+        .unwrap()
+        .find_map(|i| match i.unwrap() {
+            Item::Packet(p) => Some(p),
+            Item::Block(_) => None,
+        })
+        .unwrap();
+    assert_eq!(packet.comments, ["seen by a person"]);
+    let flags = [2u8, 0, 4, 0, 1, 0, 0, 0];
+    let comment = |text: &str| {
+        let mut o = vec![1u8, 0, text.len() as u8, 0];
+        o.extend(text.as_bytes());
+        o.resize(o.len() + (4 - text.len() % 4) % 4, 0);
+        o
+    };
+    let person = packet.options.clone();
+    packet.options = [&flags[..], &comment("old one"), &person].concat();
+    packet.comments = vec!["old one".into(), "seen by a person".into()];
+    assert!(!packet.drop_comments(|c| c == "absent"));
+    assert!(packet.drop_comments(|c| c == "old one"));
+    assert_eq!(packet.options, [&flags[..], &person].concat());
+    assert_eq!(packet.comments, ["seen by a person"]);
 }
