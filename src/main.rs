@@ -46,6 +46,7 @@ fn main() -> ExitCode {
                 &args.input,
                 select,
                 args.svg.as_deref(),
+                cli.color,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr(),
             )

@@ -66,11 +66,10 @@ fn usage(e: InputError) -> Error {
 }
 
 /// `1 packet`, `2 packets`.
-fn count(n: impl Into<u64>, word: &str) -> String {
-    match n.into() {
-        1 => format!("1 {word}"),
-        n => format!("{n} {word}s"),
-    }
+/// `1 packet`, `2 packets`: the plural of a word that takes an s.
+fn count(n: impl TryInto<usize>, word: &str) -> String {
+    let n = n.try_into().unwrap_or(usize::MAX);
+    crate::output::style::plural(n, word, &format!("{word}s"))
 }
 
 /// A packet decoded for its link type; an unknown link type is an error for the whole file.
@@ -268,7 +267,7 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
         "teardown annotate: {} of {}, {}, commented into {}",
         count(done.tcp, "TCP segment"),
         count(done.packets, "packet"),
-        count(done.connections as u64, "connection"),
+        count(done.connections, "connection"),
         dest.name()
     );
     if let Some(path) = dest.path() {
@@ -500,6 +499,7 @@ pub fn diagram(
     input: &str,
     select: Select,
     svg_path: Option<&Path>,
+    color: crate::output::style::ColorChoice,
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<i32, Error> {
@@ -561,15 +561,14 @@ pub fn diagram(
                  --port P (`teardown summary {input}` numbers them), or give a file name (one \
                  file per connection: NAME-N.svg)",
             svg_path.unwrap_or(Path::new("-")).display(),
-            count(ids.len() as u64, "connection"),
+            count(ids.len(), "connection"),
             d.name()
         )));
     }
-    let ladder_out: &mut dyn Write = if picture.as_ref().is_some_and(Dest::is_stdout) {
-        log
-    } else {
-        out
-    };
+    // The ladder's stream sets its colour and width: standard error when the SVG takes stdout.
+    let svg_to_stdout = picture.as_ref().is_some_and(Dest::is_stdout);
+    let style = crate::output::style::Style::detect(color, svg_to_stdout);
+    let ladder_out: &mut dyn Write = if svg_to_stdout { log } else { out };
     for (i, id) in ids.iter().enumerate() {
         let Some(conn) = tracker.connection(*id) else {
             continue;
@@ -578,7 +577,11 @@ pub fn diagram(
             let _ = writeln!(ladder_out);
         }
         let _ = writeln!(ladder_out, "connection #{id}");
-        let _ = write!(ladder_out, "{}", ladder::render(&kept, conn));
+        let _ = write!(
+            ladder_out,
+            "{}",
+            ladder::render_checked(&kept, conn, None, &style)
+        );
         if let Some(path) = svg_path {
             let dest = if ids.len() == 1 {
                 picture.take()

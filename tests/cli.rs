@@ -70,7 +70,8 @@ fn run_help_teaches_flags_examples_and_exit_codes() {
         "--port <PORT>",
         "--host",
         "-w, --write <FILE>",
-        "sudo teardown run active-close",
+        "  teardown run active-close",
+        "as a user, put sudo in front",
         "1    the kernel did something else",
         "2    usage or environment error",
     ] {

@@ -100,6 +100,13 @@ impl Run {
 }
 
 pub fn run_cmd(mut cmd: Command) -> Run {
+    // A developer's exported COLUMNS or NO_COLOR must not change what a test sees; a test
+    // that sets one says so.
+    for var in ["COLUMNS", "NO_COLOR"] {
+        if !cmd.get_envs().any(|(k, _)| k == var) {
+            cmd.env_remove(var);
+        }
+    }
     let shown = format!("{cmd:?}");
     let out = cmd.output().expect("the command runs");
     Run::from_output(shown, out)

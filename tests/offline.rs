@@ -321,6 +321,34 @@ fn diagram_draws_the_ladder_and_the_svg() {
 }
 
 #[test]
+fn diagram_fits_the_terminal_width_and_colours_only_when_asked() {
+    let input = capture("active-close.pcapng");
+    let with = |columns: &str, color: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--color", color, "diagram", input.to_str().unwrap()])
+            .env("COLUMNS", columns);
+        run_cmd(cmd)
+    };
+    let run = with("80", "auto");
+    assert_eq!(run.code, Some(0), "{run}");
+    let widest = run.stdout.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 80, "{widest} columns{run}");
+    for t in [
+        "ESTABLISHED → FIN_WAIT_1",
+        "FIN_WAIT_2 → TIME_WAIT",
+        "LAST_ACK → CLOSED",
+    ] {
+        assert!(run.stdout.contains(t), "{t}{run}");
+    }
+    assert!(!run.stdout.contains('\x1b'), "colour in a pipe{run}");
+    let wide = with("200", "always");
+    assert!(
+        wide.stdout.lines().any(|l| l.chars().count() > 100),
+        "{wide}"
+    );
+}
+
+#[test]
 fn bad_input_gets_one_line_with_the_offset_and_exit_2() {
     let dir = TempDir::new();
     let good = std::fs::read(capture("active-close.pcapng")).unwrap();

@@ -138,8 +138,18 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     } else {
         "in a private network namespace (its own TCP stack, loopback only)".to_string()
     };
-    let _ = writeln!(out, "teardown run {}: {}", scenario.name, scenario.lesson);
-    let _ = writeln!(out, "server {server}, client {client_ip}, {place}\n");
+    let style = style_wanted(config);
+    let header = format!("teardown run {}: ", scenario.name);
+    let _ = writeln!(out, "{}", style.wrap(&header, "  ", scenario.lesson));
+    let _ = writeln!(
+        out,
+        "{}\n",
+        style.wrap(
+            "",
+            "  ",
+            &format!("server {server}, client {client_ip}, {place}")
+        )
+    );
     let mut lab = Lab::new(
         server,
         IpAddr::V4(client_ip),
@@ -154,7 +164,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     lab.quick_close = config.quick_close;
     lab.tracer = tracer;
     lab.require_kernel = config.require_kernel;
-    lab.style = style_wanted(config);
+    lab.style = style;
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();
@@ -196,11 +206,15 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
     }
+    let text = format!(
+        "{}, each with a comment: open it in Wireshark)",
+        crate::output::style::plural(lab.packets.len(), "packet", "packets")
+    );
     let _ = writeln!(
         out,
-        "\ncapture: {} ({} packets, each with a comment: open it in Wireshark)",
-        dest.name(),
-        lab.packets.len()
+        "\n{}",
+        lab.style
+            .wrap("capture: ", "  ", &format!("{} ({text}", dest.name()))
     );
     if let Some(name) = &drawn {
         let _ = writeln!(out, "diagram: {name}");
@@ -214,10 +228,10 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
     drop(stamps);
     for note in &lab.notes {
-        let _ = writeln!(out, "note: {note}");
+        let _ = writeln!(out, "{}", lab.style.wrap("note: ", "      ", note));
     }
     if let Some(a) = &lab.agreement {
-        let _ = writeln!(out, "{}", a.summary());
+        let _ = writeln!(out, "{}", lab.style.wrap("", "  ", &a.summary()));
     }
     if let Some(j) = json_out.as_mut() {
         let verdict = match &outcome {
