@@ -125,7 +125,7 @@ impl Policy for DropFinalAcks {
     fn describe(&self) -> String {
         format!(
             "drop the server's ACK of the client's FIN, {}",
-            crate::output::style::plural(self.drops as usize, "time", "times")
+            crate::output::style::plural(self.drops, "time", "times")
         )
     }
 }
