@@ -8,6 +8,7 @@ mod helper;
 mod kernel;
 mod offline;
 mod programs;
+mod readme;
 mod run_errors;
 mod scenarios;
 mod scripts;
