@@ -542,7 +542,7 @@ fn help_shows_w_and_says_ctrl_c_exits_0() {
             .position(|l| l.trim_start().starts_with("-o, --output"))
             .unwrap_or_else(|| panic!("no -o{run}"));
         // The alias is named on -o's entry (its description may wrap).
-        let entry: String = run.stdout.lines().skip(o).take(3).collect();
+        let entry: String = run.stdout.lines().skip(o).take(4).collect();
         assert!(entry.contains("[alias: -w]"), "{run}");
     }
     let run = teardown(&["capture", "--help"]);

@@ -197,8 +197,35 @@ pub fn section_comment(file: &Path) -> String {
 
 /// A port nothing on the host uses at the moment.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    // std's listener sets SO_REUSEADDR, so bind(0) may hand out a port a TIME_WAIT holds (an
+    // earlier test's client end), which `run --host` rightly refuses: skip those.
+    for _ in 0..100 {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        // The listener is closed (a listener leaves no TIME_WAIT): what is left is others'.
+        if !local_ports_in_use().contains(&port) {
+            return port;
+        }
+    }
+    panic!("no free port in 100 tries")
+}
+
+/// The local ports of every TCP socket of this namespace, from /proc/net/tcp and tcp6.
+pub fn local_ports_in_use() -> Vec<u16> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    u16::from_str_radix(l.split_whitespace().nth(1)?.rsplit(':').next()?, 16).ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Starts `teardown run SCENARIO` that stops after `step` (pause or panic, by `hook`), and
