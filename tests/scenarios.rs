@@ -1223,23 +1223,7 @@ fn run_all_on_the_host_gives_each_scenario_its_own_ports_and_skips_the_namespace
     let dir = TempDir::new();
     // Ports of the host's own: a run leaves TIME_WAITs on them for a minute, so each test run
     // takes 160 ports (16 scenarios, 10 each) that no socket of the host uses now.
-    let in_use: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|t| {
-            t.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    l.split_whitespace()
-                        .nth(1)?
-                        .rsplit(':')
-                        .next()
-                        .map(String::from)
-                })
-                .filter_map(|p| u16::from_str_radix(&p, 16).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let in_use = local_ports_in_use();
     let base = (0..200u16)
         .map(|k| 20000 + ((std::process::id() as u16).wrapping_add(k) % 200) * 160)
         .find(|b| !in_use.iter().any(|p| (*b..*b + 160).contains(p)))

@@ -3,9 +3,7 @@
 //! capture counters in a closing statistics block.
 
 use std::borrow::Cow;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use pcap_file::DataLink;
@@ -208,37 +206,6 @@ pub fn write_epb<W: Write + ?Sized>(
     out.write_all(&w32(total32))
 }
 
-/// Writes a whole capture to `path` through a temporary file, so a reader never sees half
-/// of it; the directory is created when missing.
-pub fn write_file(
-    path: &Path,
-    info: &FileInfo,
-    packets: &[Packet],
-    stats: Option<Stats>,
-) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    // One temporary file per process: parallel runs to one name must not share it.
-    let tmp = path.with_extension(format!("pcapng.{}.part", std::process::id()));
-    let result = (|| {
-        let mut writer = Writer::new(BufWriter::new(File::create(&tmp)?), info)?;
-        for packet in packets {
-            writer.write_packet(packet)?;
-        }
-        let end = packets.last().map(|p| p.frame.ts).unwrap_or_default();
-        let file = writer.finish(stats, end)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    match result {
-        Ok(()) => fs::rename(&tmp, path),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
 fn os_name() -> String {
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut uts) } != 0 {
@@ -379,25 +346,5 @@ mod tests {
         );
         assert_eq!((epbs[1].original_len, epbs[1].data.len()), (60, 8));
         assert_eq!(epbs[1].options, [EnhancedPacketOption::Flags(INBOUND)]);
-    }
-
-    #[test]
-    fn write_file_creates_the_directory_and_leaves_no_part_file() {
-        let dir = std::env::temp_dir().join(format!("teardown-test-{}", std::process::id()));
-        let path = dir.join("sub").join("x.pcapng");
-        let info = FileInfo {
-            section_comment: "c".into(),
-            iface: "lo".into(),
-            linktype: DataLink::ETHERNET,
-        };
-        write_file(&path, &info, &[], None).unwrap();
-        assert!(path.exists());
-        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(left, [std::ffi::OsString::from("x.pcapng")]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

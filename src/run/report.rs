@@ -155,21 +155,7 @@ fn owner_text(h: &KernelSocket) -> String {
 
 /// Word-wraps a paragraph at `width` columns.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
+    crate::output::style::wrap_words(text, width, 0)
 }
 
 /// Every way the run differed from the scenario's expectation; empty when it reproduced.
