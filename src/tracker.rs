@@ -96,6 +96,18 @@ pub struct Event {
     pub states: [State; 2],
     /// Its sender sent this sequence space before: a retransmission (not a copy seen twice).
     pub resent: bool,
+    /// What this segment proves about an earlier one of the same connection: the annotator
+    /// applies it to that one while it is still within its look-ahead.
+    pub revise: Vec<Revise>,
+}
+
+/// A later segment that changes the story of an earlier one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revise {
+    /// `role`'s own FIN did not ack the peer's FIN: the FINs crossed, so the peer's FIN,
+    /// seen first, found `role` in FIN_WAIT_1, not ESTABLISHED, and did not move it to
+    /// CLOSE_WAIT (RFC 9293 §3.6, simultaneous close).
+    CrossedFin { role: Role },
 }
 
 impl Event {
@@ -332,6 +344,11 @@ impl Tracker {
                 unexpected.push((role, u));
             }
         }
+        let revise = transitions
+            .iter()
+            .filter(|(_, t)| t.cause == crate::tcp::CROSSED)
+            .map(|(role, _)| Revise::CrossedFin { role: *role })
+            .collect();
         Event {
             conn: id,
             from,
@@ -342,6 +359,7 @@ impl Tracker {
             notes,
             states: [conn.state(Role::Client), conn.state(Role::Server)],
             resent,
+            revise,
         }
     }
 
