@@ -1,12 +1,145 @@
-//! Events → the text of a packet comment: the transitions a segment caused on each side.
+//! The one annotator every front uses (`run`, `capture`, `annotate`/`summary`/`diagram`):
+//! segments in, events out in capture order, each held back while a later segment of its
+//! connection may still change its story; and events → the text of a packet comment.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Segment};
 use crate::kernel::agree::Note;
 use crate::tcp::State;
-use crate::tracker::{Event, Role, Tracker};
+use crate::tracker::{Event, Revise, Role, Tracker};
+
+/// How far a held segment waits for the one that settles its story: at most this many
+/// segments after it, and this much capture time. Memory stays flat on any file, and a live
+/// stream is late by a round trip at most.
+pub const LOOKAHEAD_PACKETS: usize = 256;
+pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
+
+/// Tracks segments with one `Tracker` and hands each event on once no later segment can
+/// revise it. `T` is what the front keeps of a frame (the frame, the bytes of a block).
+///
+/// Only a FIN waits, for the next segment of its connection from the other side: that one
+/// says whether the FINs crossed (its FIN does not ack this one) or whether a socket was
+/// still there to receive it (a RST answers it). Everything behind a held segment waits
+/// with it, so the order of the capture is kept; with nothing held, a segment goes at once.
+pub struct Annotator<T> {
+    pub tracker: Tracker,
+    pending: VecDeque<Pending<T>>,
+}
+
+struct Pending<T> {
+    item: T,
+    event: Option<Event>,
+    at: Option<Duration>,
+    /// The FIN's connection and its sender, until the other side has sent a segment.
+    waits_for: Option<(usize, Role)>,
+}
+
+/// What `track` says of a segment: its event, and whether it must go through `hold`.
+pub struct Tracked {
+    pub event: Option<Event>,
+    pub hold: bool,
+    /// A FIN, until the other side answers: its connection and sender.
+    waits_for: Option<(usize, Role)>,
+}
+
+impl<T> Annotator<T> {
+    pub fn new(tracker: Tracker) -> Annotator<T> {
+        Annotator {
+            tracker,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Tracks one frame's segment (`None` for a frame that is not TCP), revises the held
+    /// events it proves something about, and releases those it answers. When `hold` is
+    /// false the frame goes out now, after whatever `ready` gives first.
+    pub fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
+        let Some(seg) = seg else {
+            return Tracked {
+                event: None,
+                hold: !self.pending.is_empty(),
+                waits_for: None,
+            };
+        };
+        let event = self.tracker.on_segment_at(seg, at);
+        for revise in &event.revise {
+            // The newest earlier segment it applies to.
+            let _ = self
+                .pending
+                .iter_mut()
+                .rev()
+                .filter_map(|p| p.event.as_mut().filter(|e| e.conn == event.conn))
+                .any(|earlier| apply(revise, earlier));
+        }
+        for p in &mut self.pending {
+            if p.waits_for == Some((event.conn, event.from.other())) {
+                p.waits_for = None;
+            }
+        }
+        let waits_for = seg.flags.fin().then_some((event.conn, event.from));
+        Tracked {
+            hold: waits_for.is_some() || !self.pending.is_empty(),
+            event: Some(event),
+            waits_for,
+        }
+    }
+
+    /// Keeps a frame that `track` said must wait.
+    pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
+        self.pending.push_back(Pending {
+            item,
+            event: tracked.event,
+            at,
+            waits_for: tracked.waits_for,
+        });
+    }
+
+    /// The oldest held frame, once nothing can revise it any more (`now`: the capture time of
+    /// the newest segment).
+    pub fn ready(&mut self, now: Option<Duration>) -> Option<(T, Option<Event>)> {
+        let first = self.pending.front()?;
+        let expired = self.pending.len() > LOOKAHEAD_PACKETS
+            || matches!((first.at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
+        if first.waits_for.is_some() && !expired {
+            return None;
+        }
+        self.pending.pop_front().map(|p| (p.item, p.event))
+    }
+
+    /// Everything still held, at the end of the input.
+    pub fn finish(&mut self) -> impl Iterator<Item = (T, Option<Event>)> + '_ {
+        self.pending.drain(..).map(|p| (p.item, p.event))
+    }
+
+    pub fn holding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// Applies what a later segment proves to an earlier event; false when it is not that one.
+fn apply(revise: &Revise, earlier: &mut Event) -> bool {
+    match revise {
+        Revise::CrossedFin { role } => {
+            let role = *role;
+            let before = earlier.transitions.len();
+            earlier
+                .transitions
+                .retain(|(r, t)| !(*r == role && t.to == State::CloseWait));
+            if earlier.transitions.len() == before {
+                return false;
+            }
+            earlier.states[role.index()] = State::FinWait1;
+            earlier.notes.push(format!(
+                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
+            ));
+            true
+        }
+    }
+}
 
 /// A captured frame with what teardown made of it.
 #[derive(Clone, Debug)]
@@ -23,17 +156,40 @@ impl Packet {
     }
 }
 
-/// Decodes, tracks and comments one frame.
-pub fn annotate(
-    tracker: &mut Tracker,
-    frame: Frame,
-    decode: impl Fn(&[u8]) -> Result<Segment, DecodeError>,
-) -> Packet {
-    let decoded = decode(&frame.data);
-    let event = decoded
-        .as_ref()
-        .ok()
-        .map(|seg| tracker.on_segment_at(seg, Some(frame.ts)));
+/// A frame and its decoding, while the annotator holds it.
+pub type Unfinished = (Frame, Result<Segment, DecodeError>);
+
+impl Annotator<Unfinished> {
+    /// Tracks a frame; the packets now finished, oldest first, are pushed onto `out`.
+    pub fn push_frame(
+        &mut self,
+        frame: Frame,
+        decoded: Result<Segment, DecodeError>,
+        out: &mut Vec<Packet>,
+    ) {
+        let at = Some(frame.ts);
+        let tracked = self.track(decoded.as_ref().ok(), at);
+        if !tracked.hold {
+            out.push(packet(frame, decoded, tracked.event));
+            return;
+        }
+        self.hold((frame, decoded), tracked, at);
+        while let Some(((frame, decoded), event)) = self.ready(at) {
+            out.push(packet(frame, decoded, event));
+        }
+    }
+
+    /// The packets still held, at the end of the capture.
+    pub fn finish_into(&mut self, out: &mut Vec<Packet>) {
+        out.extend(
+            self.finish()
+                .map(|((frame, decoded), event)| packet(frame, decoded, event)),
+        );
+    }
+}
+
+/// A frame with its event's comment (or its decode error's).
+fn packet(frame: Frame, decoded: Result<Segment, DecodeError>, event: Option<Event>) -> Packet {
     let comment = match (&decoded, &event) {
         (_, Some(event)) => comment(event),
         (Err(err), _) => err.to_string(),
@@ -45,6 +201,22 @@ pub fn annotate(
         event,
         comment,
     }
+}
+
+/// Decodes and annotates a whole capture held in memory: the same annotator, run to the end.
+pub fn annotate_all(
+    tracker: Tracker,
+    frames: impl IntoIterator<Item = Frame>,
+    decode: impl Fn(&[u8]) -> Result<Segment, DecodeError>,
+) -> (Vec<Packet>, Tracker) {
+    let mut annotator = Annotator::new(tracker);
+    let mut out = Vec::new();
+    for frame in frames {
+        let decoded = decode(&frame.data);
+        annotator.push_frame(frame, decoded, &mut out);
+    }
+    annotator.finish_into(&mut out);
+    (out, annotator.tracker)
 }
 
 /// Comments for a long stream of segments: one that changes nothing and is nothing special
@@ -177,20 +349,107 @@ pub(crate) mod tests {
         segs: Vec<Segment>,
         at: impl Fn(usize) -> Duration,
     ) -> (Vec<Packet>, Tracker) {
-        let mut tracker = Tracker::new();
-        let packets = segs
-            .into_iter()
-            .enumerate()
-            .map(|(i, seg)| {
-                let frame = Frame {
-                    ts: at(i),
-                    data: vec![],
-                    orig_len: 0,
-                };
-                annotate(&mut tracker, frame, move |_| Ok::<Segment, _>(seg.clone()))
+        let frames: Vec<Frame> = (0..segs.len())
+            .map(|i| Frame {
+                ts: at(i),
+                data: (i as u32).to_be_bytes().to_vec(),
+                orig_len: 0,
             })
             .collect();
-        (packets, tracker)
+        // Each frame's bytes are its index: the decoder hands back that segment.
+        annotate_all(Tracker::new(), frames, |data| {
+            let i = u32::from_be_bytes(data.try_into().unwrap()) as usize;
+            Ok::<Segment, DecodeError>(segs[i].clone())
+        })
+    }
+
+    /// The article's opening, then both ends send their FIN before either has the other's:
+    /// the server's FIN first, then the client's, which does not ack it.
+    fn crossing_fins() -> Vec<Segment> {
+        use crate::tcp::Flags;
+        use crate::tracker::tests::segment;
+        let a = Flags::ACK;
+        let fa = Flags(Flags::FIN.0 | Flags::ACK.0);
+        let mut segs = crate::tracker::tests::active_close(false);
+        segs.truncate(7);
+        segs.extend([
+            segment(false, fa, 912, 112, 0),
+            segment(true, fa, 112, 912, 0),
+            segment(true, a, 113, 913, 0),
+            segment(false, a, 913, 113, 0),
+        ]);
+        segs
+    }
+
+    #[test]
+    fn crossing_fins_revise_the_first_fins_comment_before_it_is_written() {
+        let (packets, tracker) = captured(crossing_fins(), every_50us);
+        // The server's FIN found the client in FIN_WAIT_1 already: no CLOSE_WAIT on it.
+        let first = &packets[7].comment;
+        assert!(
+            first.starts_with("server ESTABLISHED → FIN_WAIT_1"),
+            "{first}"
+        );
+        assert!(!first.contains("CLOSE_WAIT"), "{first}");
+        assert!(
+            first.contains("the client had sent its own FIN already"),
+            "{first}"
+        );
+        let second = &packets[8].comment;
+        assert!(second.contains("client ESTABLISHED → CLOSING"), "{second}");
+        let c = &tracker.connections()[0];
+        assert_eq!(
+            [c.state(Role::Client), c.state(Role::Server)],
+            [State::TimeWait, State::TimeWait]
+        );
+    }
+
+    #[test]
+    fn a_fin_waits_for_its_answer_and_nothing_else_waits() {
+        let segs = crate::tracker::tests::active_close(false);
+        let mut annotator: Annotator<usize> = Annotator::new(Tracker::new());
+        let mut out = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let at = Some(every_50us(i));
+            let tracked = annotator.track(Some(seg), at);
+            if tracked.hold {
+                annotator.hold(i, tracked, at);
+            } else {
+                out.push(i);
+            }
+            while let Some((j, _)) = annotator.ready(at) {
+                out.push(j);
+            }
+            if i < 7 {
+                // Until the server's FIN, every segment went out as it came.
+                assert_eq!(out.len(), i + 1);
+            }
+            if i == 7 {
+                assert_eq!(out.len(), 7, "the FIN waits for the client's answer");
+            }
+        }
+        out.extend(annotator.finish().map(|(i, _)| i));
+        assert_eq!(
+            out,
+            (0..segs.len()).collect::<Vec<_>>(),
+            "capture order kept"
+        );
+    }
+
+    #[test]
+    fn an_unanswered_fin_goes_out_after_the_lookahead() {
+        let segs = crate::tracker::tests::active_close(false);
+        let mut annotator: Annotator<usize> = Annotator::new(Tracker::new());
+        for (i, seg) in segs[..8].iter().enumerate() {
+            let tracked = annotator.track(Some(seg), Some(every_50us(i)));
+            if tracked.hold {
+                annotator.hold(i, tracked, Some(every_50us(i)));
+            }
+        }
+        let fin_at = every_50us(7);
+        assert!(annotator.ready(Some(fin_at + LOOKAHEAD_TIME)).is_none());
+        let late = fin_at + LOOKAHEAD_TIME + Duration::from_millis(1);
+        assert_eq!(annotator.ready(Some(late)).map(|(i, _)| i), Some(7));
     }
 
     /// A segment every 50 µs from one second on.

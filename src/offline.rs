@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use serde_json::json;
 
-use crate::annotate::{CommentCache, Packet, is_teardown_comment};
+use crate::annotate::{Annotator, CommentCache, Packet, is_teardown_comment};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
@@ -160,8 +160,10 @@ fn annotate_into<R: Read>(
             .map_err(write_err)?;
     }
     // One pass, memory for the open connections only: a finished one is forgotten 2×MSL
-    // (60 s of capture time) after its last segment.
-    let mut tracker = Tracker::forgetful(Duration::from_secs(60));
+    // (60 s of capture time) after its last segment. The one annotator holds a FIN back
+    // until its answer settles its story; all else goes straight through.
+    let mut annotator: Annotator<Held> =
+        Annotator::new(Tracker::forgetful(Duration::from_secs(60)));
     let mut opened = 0usize;
     // Most segments change nothing: their few texts are made once.
     let mut comments = CommentCache::default();
@@ -170,42 +172,59 @@ fn annotate_into<R: Read>(
     let mut p = InPacket::default();
     while let Some(item) = src.next_into(&mut p) {
         match item {
-            Ok(Some(bytes)) => out.write_all(&bytes).map_err(write_err)?,
+            Ok(Some(bytes)) => {
+                // A block that is no packet (a section, an interface) ends the look-ahead:
+                // the packets before it belong before it.
+                for (held, event) in annotator.finish() {
+                    write_annotated(out, &mut comments, held, event.as_ref()).map_err(write_err)?;
+                }
+                out.write_all(&bytes).map_err(write_err)?
+            }
             Ok(None) => {
                 packets += 1;
-                let text: std::borrow::Cow<'_, str> = match decoded(&p, name)? {
+                let decoded = decoded(&p, name)?;
+                let mut extra = None;
+                let seg = match &decoded {
                     Ok(seg) => {
                         tcp += 1;
-                        let event = tracker.on_segment_at(&seg, Some(p.ts));
-                        opened = opened.max(event.conn + 1);
-                        let mut text = comments.comment(&event);
                         if seg.captured < seg.len {
-                            text.to_mut().push_str(&format!(
-                                "; cut by the capture's snaplen: {} of {} payload bytes captured",
+                            extra = Some(format!(
+                                "cut by the capture's snaplen: {} of {} payload bytes captured",
                                 seg.captured, seg.len
                             ));
                         }
-                        text
+                        Some(seg)
                     }
-                    Err(DecodeError::NotTcp(_)) => std::borrow::Cow::Borrowed(""),
-                    Err(e) => std::borrow::Cow::Owned(e.to_string()),
+                    Err(DecodeError::NotTcp(_)) => None,
+                    Err(e) => {
+                        extra = Some(e.to_string());
+                        None
+                    }
                 };
-                // Annotating again replaces teardown's earlier comment; others' stay.
-                if !text.is_empty() {
-                    p.drop_comments(is_teardown_comment);
+                let at = Some(p.ts);
+                let tracked = annotator.track(seg, at);
+                if let Some(e) = &tracked.event {
+                    opened = opened.max(e.conn + 1);
                 }
-                write_epb(
-                    out,
-                    p.big_endian,
-                    p.interface,
-                    p.raw_ts,
-                    &p.data,
-                    p.orig_len,
-                    &p.options,
-                    &text,
-                )
-                .map_err(write_err)?;
-                if flush_each {
+                if tracked.hold {
+                    let held = Held {
+                        packet: std::mem::take(&mut p),
+                        extra,
+                    };
+                    annotator.hold(held, tracked, at);
+                    while let Some((held, event)) = annotator.ready(at) {
+                        write_annotated(out, &mut comments, held, event.as_ref())
+                            .map_err(write_err)?;
+                    }
+                } else {
+                    let held = Held {
+                        packet: std::mem::take(&mut p),
+                        extra,
+                    };
+                    p = write_annotated(out, &mut comments, held, tracked.event.as_ref())
+                        .map_err(write_err)?;
+                }
+                if flush_each && !annotator.holding() {
                     out.flush().map_err(write_err)?;
                 }
             }
@@ -217,6 +236,9 @@ fn annotate_into<R: Read>(
             Err(e) => return Err(usage(e)),
         }
     }
+    for (held, event) in annotator.finish() {
+        write_annotated(out, &mut comments, held, event.as_ref()).map_err(write_err)?;
+    }
     if tcp == 0 {
         return Err(no_tcp(name, packets, cut.as_ref(), "annotate"));
     }
@@ -227,6 +249,50 @@ fn annotate_into<R: Read>(
         kind: src.kind,
         cut,
     })
+}
+
+/// A packet the annotator holds, with what its comment adds beyond the event (a snaplen cut),
+/// or, for a segment that did not decode, the whole comment.
+struct Held {
+    packet: InPacket,
+    extra: Option<String>,
+}
+
+/// Writes one packet with teardown's comment in place of an earlier one of teardown's; gives
+/// the packet back, so its buffers serve the next one.
+fn write_annotated(
+    out: &mut dyn Write,
+    comments: &mut CommentCache,
+    held: Held,
+    event: Option<&crate::tracker::Event>,
+) -> io::Result<InPacket> {
+    let Held { mut packet, extra } = held;
+    let text: std::borrow::Cow<'_, str> = match (event, extra) {
+        (Some(event), None) => comments.comment(event),
+        (Some(event), Some(extra)) => {
+            let mut text = comments.comment(event).into_owned();
+            text.push_str("; ");
+            text.push_str(&extra);
+            text.into()
+        }
+        (None, Some(error)) => error.into(),
+        (None, None) => "".into(),
+    };
+    // Annotating again replaces teardown's earlier comment; others' stay.
+    if !text.is_empty() {
+        packet.drop_comments(is_teardown_comment);
+    }
+    write_epb(
+        out,
+        packet.big_endian,
+        packet.interface,
+        packet.raw_ts,
+        &packet.data,
+        packet.orig_len,
+        &packet.options,
+        &text,
+    )?;
+    Ok(packet)
 }
 
 /// `teardown annotate IN -o OUT`: OUT checked before IN is read, written through a temporary
@@ -365,7 +431,9 @@ fn each_segment(
     let inp = open_input(input)?;
     let name = inp.name;
     let mut src = Source::open(inp.reader, &name).map_err(usage)?;
-    let mut tracker = Tracker::new();
+    // The same annotator as `annotate`'s: the same packets tell the same story.
+    let mut annotator: Annotator<(InPacket, crate::decode::Segment)> =
+        Annotator::new(Tracker::new());
     let mut packet = InPacket::default();
     let mut packets = 0u64;
     let mut cut = None;
@@ -383,9 +451,23 @@ fn each_segment(
         let Ok(seg) = decoded(&packet, &name)? else {
             continue;
         };
-        let event = tracker.on_segment_at(&seg, Some(packet.ts));
-        f(&packet, seg, event);
+        let at = Some(packet.ts);
+        let tracked = annotator.track(Some(&seg), at);
+        if tracked.hold {
+            annotator.hold((packet.clone(), seg), tracked, at);
+            while let Some(((p, seg), Some(event))) = annotator.ready(at) {
+                f(&p, seg, event);
+            }
+        } else if let Some(event) = tracked.event {
+            f(&packet, seg, event);
+        }
     }
+    for ((p, seg), event) in annotator.finish() {
+        if let Some(event) = event {
+            f(&p, seg, event);
+        }
+    }
+    let tracker = annotator.tracker;
     if tracker.connections().is_empty() {
         return Err(no_tcp(&name, packets, cut.as_ref(), nothing));
     }

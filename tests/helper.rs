@@ -253,3 +253,46 @@ pub fn held_run(scenario: &str, hook: &str, step: &str, file: &Path) -> (Child, 
     }
     (child, seen)
 }
+
+/// Every packet's comments of a pcapng, joined by " | " (one string per packet).
+pub fn packet_comments(file: &Path) -> Vec<String> {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::opt_common::CommonOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let bytes = std::fs::read(file).unwrap();
+    let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
+    let mut out = Vec::new();
+    while let Some(block) = reader.next_block() {
+        if let Block::EnhancedPacket(epb) = block.unwrap().0 {
+            let comments: Vec<String> = epb
+                .options
+                .iter()
+                .filter_map(|o| match o {
+                    EnhancedPacketOption::Common(CommonOption::Comment(c)) => Some(c.to_string()),
+                    _ => None,
+                })
+                .collect();
+            out.push(comments.join(" | "));
+        }
+    }
+    out
+}
+
+/// The transitions a comment names, in order: `(role, from, to)`.
+pub fn transitions_in(comment: &str) -> Vec<(String, String, String)> {
+    let words: Vec<&str> = comment.split_whitespace().collect();
+    words
+        .windows(4)
+        .filter(|w| (w[0] == "client" || w[0] == "server") && w[2] == "→")
+        .map(|w| {
+            let to = w[3].trim_end_matches([',', ';', ')']);
+            (w[0].to_string(), w[1].to_string(), to.to_string())
+        })
+        .filter(|(_, from, to)| {
+            [from, to].iter().all(|s| {
+                s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+            })
+        })
+        .collect()
+}

@@ -737,6 +737,37 @@ fn run_all_runs_the_catalogue_and_tabulates_it() {
     );
     let run = teardown(&["run", "all", "-w", "x.pcapng"]);
     assert_eq!(run.code, Some(2), "{run}");
+
+    // One truth: each capture annotated again offline, by packets alone, names the same
+    // transitions on every packet as the run did with the kernel and its own socket calls,
+    // but where the run's evidence decides (a sysctl the packets cannot show).
+    let mut differing = Vec::new();
+    for row in &table {
+        let capture = dir.0.join(row.split("  ").last().unwrap().trim());
+        let again = dir.join("again.pcapng");
+        let annotate = teardown(&[
+            "annotate",
+            capture.to_str().unwrap(),
+            "-o",
+            again.to_str().unwrap(),
+        ]);
+        assert_eq!(annotate.code, Some(0), "{annotate}");
+        let (ran, offline) = (packet_comments(&capture), packet_comments(&again));
+        assert_eq!(ran.len(), offline.len(), "{}", capture.display());
+        for (i, (r, o)) in ran.iter().zip(&offline).enumerate() {
+            if r.contains("net.ipv4.tcp_rfc1337 = 1") {
+                continue;
+            }
+            if transitions_in(r) != transitions_in(o) {
+                differing.push(format!(
+                    "{} packet {}:\n  run:     {r}\n  offline: {o}",
+                    capture.display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use pcap_file::DataLink;
 
 use super::filter::{self, Bpf};
 use super::ring::{ANY, Ring, SLL2_LEN};
-use crate::annotate::CommentCache;
+use crate::annotate::{Annotator, CommentCache};
 use crate::decode::{DecodeError, decode};
 use crate::error::{Error, exit};
 use crate::kernel::table;
@@ -64,6 +64,29 @@ fn link_type(iface: &str) -> Result<DataLink, Error> {
 
 fn is_loopback(iface: &str) -> bool {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).is_ok_and(|t| t.trim() == "772")
+}
+
+/// A frame the annotator holds: owned, since the ring's block is handed back.
+struct Held {
+    ts: Duration,
+    data: Vec<u8>,
+    orig_len: u32,
+    outbound: bool,
+    error: Option<String>,
+}
+
+fn write_held<W: Write>(
+    writer: &mut Writer<W>,
+    comments: &mut CommentCache,
+    held: &Held,
+    event: Option<&crate::tracker::Event>,
+) -> io::Result<()> {
+    let text = match (event, &held.error) {
+        (Some(event), _) => comments.comment(event),
+        (None, Some(e)) => e.as_str().into(),
+        (None, None) => "".into(),
+    };
+    writer.write_frame(held.ts, &held.data, held.orig_len, &text, held.outbound)
 }
 
 pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error> {
@@ -148,14 +171,18 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     );
     let flush_each = config.output == Output::Stdout;
     let started = Instant::now();
-    let mut tracker = Tracker::new();
+    // The one annotator every front uses: a FIN waits for its answer (a round trip, at most
+    // LOOKAHEAD_TIME), the rest goes out as it comes.
+    let mut annotator: Annotator<Held> = Annotator::new(Tracker::new());
     // Most segments change nothing: their few texts are made once.
     let mut comments = CommentCache::default();
     let mut written: u64 = 0;
+    // Taken in: written or held (what -c counts).
+    let mut taken: u64 = 0;
     let mut failure: Option<io::Error> = None;
     // A cooked frame is its SLL2 header, made here, then the packet.
     let mut cooked_frame: Vec<u8> = Vec::new();
-    let enough = |written: u64| config.count.is_some_and(|c| written >= c);
+    let enough = |taken: u64| config.count.is_some_and(|c| taken >= c);
     let done = |written: u64| {
         signals::interrupted()
             || enough(written)
@@ -165,16 +192,16 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     // handed over only when full or after its retire timeout.
     let mut drain_until: Option<Instant> = None;
     loop {
-        if failure.is_some() || enough(written) {
+        if failure.is_some() || enough(taken) {
             break;
         }
         match drain_until {
-            None if done(written) => drain_until = Some(Instant::now() + DRAIN),
+            None if done(taken) => drain_until = Some(Instant::now() + DRAIN),
             Some(t) if Instant::now() >= t => break,
             _ => {}
         }
         let passed = ring.next_batch(&mut |frame| {
-            if failure.is_some() || enough(written) {
+            if failure.is_some() || enough(taken) {
                 return;
             }
             let (data, orig_len) = if cooked {
@@ -192,26 +219,70 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
                 return;
             }
             let decoded = decode(link, data);
-            let text = match (&decoded, &bpf) {
-                (Ok(seg), _) => comments.comment(&tracker.on_segment_at(seg, Some(frame.ts))),
+            let error = match (&decoded, &bpf) {
+                (Ok(_), _) => None,
                 // Without an expression: TCP segments only.
                 (Err(_), None) => return,
                 // What the expression asked for besides TCP is written uncommented.
-                (Err(DecodeError::NotTcp(_)), Some(_)) => std::borrow::Cow::Borrowed(""),
-                (Err(e), Some(_)) => std::borrow::Cow::Owned(e.to_string()),
+                (Err(DecodeError::NotTcp(_)), Some(_)) => None,
+                (Err(e), Some(_)) => Some(e.to_string()),
             };
+            taken += 1;
+            let at = Some(frame.ts);
+            let tracked = annotator.track(decoded.as_ref().ok(), at);
             // PACKET_OUTGOING is 4: a packet this host sent.
             let outbound = frame.pkttype == 4;
-            let result = writer
-                .write_frame(frame.ts, data, orig_len, &text, outbound)
-                .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
-            match result {
-                Ok(()) => written += 1,
-                Err(e) => failure = Some(e),
+            let mut result = Ok(());
+            if tracked.hold {
+                let held = Held {
+                    ts: frame.ts,
+                    data: data.to_vec(),
+                    orig_len,
+                    outbound,
+                    error,
+                };
+                annotator.hold(held, tracked, at);
+                while let (Ok(()), Some((held, event))) = (&result, annotator.ready(at)) {
+                    result = write_held(&mut writer, &mut comments, &held, event.as_ref());
+                    written += 1;
+                }
+            } else {
+                let text = match (&tracked.event, &error) {
+                    (Some(event), _) => comments.comment(event),
+                    (None, Some(e)) => e.as_str().into(),
+                    (None, None) => "".into(),
+                };
+                result = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
+                written += 1;
+            }
+            if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
+                failure = Some(e);
             }
         })?;
+        // A FIN whose answer never came goes out once its look-ahead is over.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok();
+        while let (None, Some((held, event))) = (&failure, annotator.ready(now)) {
+            let result = write_held(&mut writer, &mut comments, &held, event.as_ref())
+                .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
+            written += 1;
+            if let Err(e) = result {
+                failure = Some(e);
+            }
+        }
         if passed == 0 && drain_until.is_some() {
             break;
+        }
+    }
+    // Stopped: what the annotator still holds is written too.
+    for (held, event) in annotator.finish() {
+        if failure.is_some() {
+            break;
+        }
+        match write_held(&mut writer, &mut comments, &held, event.as_ref()) {
+            Ok(()) => written += 1,
+            Err(e) => failure = Some(e),
         }
     }
     let stats = ring.stats();

@@ -225,7 +225,7 @@ fn os_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotate::annotate;
+    use crate::annotate::annotate_all;
     use crate::capture::Frame;
     use crate::decode::decode_ethernet;
     use crate::tracker::Tracker;
@@ -235,14 +235,15 @@ mod tests {
 
     #[test]
     fn written_file_reads_back_with_comments_times_and_counters() {
-        let mut tracker = Tracker::new();
+        let tracker = Tracker::new();
         let ts = Duration::new(1_764_000_000, 123_456_789);
         let frame = Frame {
             ts,
             data: SYN.to_vec(),
             orig_len: SYN.len() as u32,
         };
-        let packet = annotate(&mut tracker, frame, decode_ethernet);
+        let (packets, _) = annotate_all(tracker, [frame], decode_ethernet);
+        let packet = packets.into_iter().next().unwrap();
         let info = FileInfo {
             section_comment: "teardown run active-close: the story".into(),
             iface: "lo".into(),

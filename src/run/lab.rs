@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Packet, annotate, comment_with};
+use crate::annotate::{Annotator, Packet, Unfinished, comment_with};
 use crate::capture::filter::Filter;
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, LiveCapture, Stats};
@@ -89,7 +89,8 @@ pub struct Lab {
     /// The client closes the moment it reads EOF (`--quick-close`).
     pub quick_close: bool,
     running: Option<Running>,
-    pub tracker: Tracker,
+    /// The one annotator every front uses; its tracker is the run's inference.
+    pub annotator: Annotator<Unfinished>,
     pub packets: Vec<Packet>,
     pub stats: Option<Stats>,
     pub restarts: Vec<Restart>,
@@ -172,7 +173,7 @@ impl Lab {
                 frames,
                 thread,
             }),
-            tracker: Tracker::new(),
+            annotator: Annotator::new(Tracker::new()),
             packets: Vec::new(),
             stats: None,
             restarts: Vec::new(),
@@ -290,7 +291,8 @@ impl Lab {
 
     /// The connection to the scenario's server, the newest if there were several.
     pub fn connection(&self) -> Option<&Connection> {
-        self.tracker
+        self.annotator
+            .tracker
             .connections()
             .iter()
             .rev()
@@ -357,39 +359,7 @@ impl Lab {
         {
             return;
         }
-        let packet = annotate(&mut self.tracker, frame, move |_| decoded.clone());
-        // Crossing FINs: the peer's FIN, captured first, did not move this endpoint to
-        // CLOSE_WAIT after all; its own FIN (this packet) says it was in FIN_WAIT_1.
-        let crossed = packet.event.as_ref().and_then(|e| {
-            e.transitions
-                .iter()
-                .find(|(_, t)| t.cause == crate::tcp::CROSSED)
-                .map(|(role, _)| (e.conn, *role))
-        });
-        if let Some((conn, role)) = crossed
-            && let Some(earlier) = self.packets.iter_mut().rev().find_map(|p| {
-                p.event
-                    .as_mut()
-                    .filter(|e| e.conn == conn)
-                    .filter(|e| {
-                        e.transitions
-                            .iter()
-                            .any(|(r, t)| *r == role && t.to == State::CloseWait)
-                    })
-                    .map(|e| (e, &mut p.comment))
-            })
-        {
-            let (event, comment) = earlier;
-            event
-                .transitions
-                .retain(|(r, t)| !(*r == role && t.to == State::CloseWait));
-            event.states[role.index()] = State::FinWait1;
-            event.notes.push(format!(
-                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
-            ));
-            *comment = crate::annotate::comment(event);
-        }
-        self.packets.push(packet);
+        self.annotator.push_frame(frame, decoded, &mut self.packets);
     }
 
     /// Stops the capture once the last expected segment is in, and prints the ladder.
@@ -402,6 +372,8 @@ impl Lab {
         while let Ok(frame) = running.frames.try_recv() {
             self.take(frame);
         }
+        // The capture is over: nothing is left to revise what the annotator still holds.
+        self.annotator.finish_into(&mut self.packets);
         let stats = match result {
             Ok(Ok(stats)) => stats,
             Ok(Err(e)) => return Err(Error::CaptureLost(e.to_string())),

@@ -58,7 +58,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     match lab.wait_kernel_gone(lab.server, conn.1, limit)? {
         Some(_) => {
             let after = closed_at.elapsed().as_secs_f64();
-            lab.tracker.remove(
+            lab.annotator.tracker.remove(
                 conn.0,
                 Role::Server,
                 "removed by the kernel before this segment: its FIN_WAIT_2 timer \

@@ -67,7 +67,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "1",
         "RFC 1337's fix: TIME_WAIT ignores RSTs",
     )?;
-    lab.tracker.rfc1337 = true;
+    lab.annotator.tracker.rfc1337 = true;
     let other = SocketAddr::new(server.ip(), server.port() + 1);
     let reached = closed_with_data(lab, other)?;
     lab.say(
@@ -146,7 +146,7 @@ fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>
     let IpAddr::V4(dst) = server.ip() else {
         return Ok(None);
     };
-    lab.tracker.forged(
+    lab.annotator.tracker.forged(
         Forged {
             src: seg.src,
             dst: seg.dst,
