@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::annotate::{Annotator, Packet, Unfinished, comment_with};
 use crate::capture::filter::Filter;
 use crate::capture::live::CaptureError;
-use crate::capture::{Frame, LiveCapture, Stats};
+use crate::capture::{Frame, FrameSource, Stats};
 use crate::decode::decode_ethernet;
 use crate::error::Error;
 use crate::kernel::agree::{Agreement, Verdict, agree};
@@ -124,7 +124,7 @@ impl Lab {
         server: SocketAddr,
         client_ip: IpAddr,
         host: bool,
-        mut capture: LiveCapture,
+        mut capture: Box<dyn FrameSource>,
         out: Box<dyn Write>,
     ) -> Lab {
         let stop = Arc::new(AtomicBool::new(false));
@@ -133,25 +133,28 @@ impl Lab {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 signals::block_in_this_thread();
-                while !stop.load(Ordering::SeqCst) {
-                    if let Some(frame) = capture.next_frame()?
-                        && tx.send(frame).is_err()
-                    {
-                        break;
+                let mut batch = Vec::new();
+                'reading: while !stop.load(Ordering::SeqCst) {
+                    capture.next_frames(&mut batch)?;
+                    for frame in batch.drain(..) {
+                        if tx.send(frame).is_err() {
+                            break 'reading;
+                        }
                     }
                 }
                 // Drain what is already queued, for a bounded time: on the host's loopback
                 // other programs' traffic may never let the socket fall quiet. After Ctrl-C
-                // too: what the kernel captured before it belongs in the file.
+                // too: what the kernel captured before it belongs in the file. A ring hands
+                // a partial block over after its retire timeout: two quiet polls end it.
                 let until = Instant::now() + DRAIN_LIMIT;
-                while Instant::now() < until {
-                    match capture.next_frame()? {
-                        Some(frame) => {
-                            if tx.send(frame).is_err() {
-                                break;
-                            }
+                let mut quiet = 0;
+                while Instant::now() < until && quiet < 2 {
+                    capture.next_frames(&mut batch)?;
+                    quiet = if batch.is_empty() { quiet + 1 } else { 0 };
+                    for frame in batch.drain(..) {
+                        if tx.send(frame).is_err() {
+                            return Ok(capture.stats());
                         }
-                        None => break,
                     }
                 }
                 Ok(capture.stats())

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use pcap_file::DataLink;
 
-use crate::capture::LiveCapture;
 use crate::cli::RunConfig;
 use crate::error::{Error, exit};
 use crate::kernel::{self, tracefs::Tracefs, tracefs::Tracer};
@@ -125,7 +124,20 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // Kernel stamps on before the first packet, or the first ones carry the time of reading.
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    let capture = LiveCapture::open(iface, POLL)?;
+    // The same ring `capture` reads, the kernel filtering to the run's port: on the host's
+    // loopback other programs' traffic never reaches teardown.
+    let ports = scenario.port_range(config.port).map_err(Error::Usage)?;
+    let program = crate::capture::filter::Bpf::compile(
+        &format!("tcp portrange {}-{}", ports.start(), ports.end()),
+        u32::from(DataLink::ETHERNET),
+    )
+    .map_err(Error::Usage)?;
+    let capture = crate::capture::ring::Ring::open_filtered(
+        iface,
+        iface == "lo",
+        Some(program.kernel_program()),
+        POLL,
+    )?;
     let place = if config.host {
         "on the host's loopback".to_string()
     } else if two_hosts {
@@ -154,7 +166,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         server,
         IpAddr::V4(client_ip),
         config.host,
-        capture,
+        Box::new(capture),
         if narration_to_stderr {
             Box::new(std::io::stderr())
         } else {
