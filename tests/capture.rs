@@ -585,3 +585,29 @@ fn an_output_it_cannot_write_is_refused_before_the_capture_starts() {
         "{run}"
     );
 }
+
+#[test]
+fn an_unknown_user_leaves_an_existing_file_as_it_was() {
+    if !root("capture_unknown_user") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = dir.join("keep.pcapng");
+    std::fs::write(&file, b"an earlier capture").unwrap();
+    let run = teardown(&[
+        "capture",
+        "-Z",
+        "nosuchuser-teardown",
+        "--duration",
+        "1",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("nosuchuser-teardown"), "{run}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"an earlier capture",
+        "{run}"
+    );
+}

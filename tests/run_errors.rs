@@ -327,3 +327,24 @@ fn dash_writes_the_capture_to_standard_output_and_the_narration_to_stderr() {
     assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("both want standard output"), "{run}");
 }
+
+#[test]
+fn run_all_where_captures_cannot_be_written_says_so_once_before_any_scenario() {
+    if !root("run_all_unwritable") {
+        return;
+    }
+    let closed = TempDir::new();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["run", "all", "--host"])
+        .current_dir(&closed.0);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("run all from a directory you can write to"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("[1/"), "{run}");
+}

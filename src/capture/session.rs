@@ -115,6 +115,14 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         program.as_deref(),
         POLL,
     )?;
+    // -Z USER must exist before the file is opened: a refusal leaves an old file as it was.
+    let user = match &config.user {
+        Some(name) => Some((
+            name,
+            privs::lookup_user(name).map_err(|e| Error::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     // Opened while still privileged (any directory); then handed to -Z USER.
     let out: Box<dyn Write> = match &config.output {
         // Buffered, and flushed after each packet: stdout's own line buffering would flush
@@ -125,9 +133,8 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             File::create(path).map_err(Error::io(format!("creating {}", path.display())))?,
         )),
     };
-    let became = match &config.user {
-        Some(user) => {
-            let (uid, gid) = privs::lookup_user(user).map_err(|e| Error::Usage(e.to_string()))?;
+    let became = match user {
+        Some((user, (uid, gid))) => {
             if let Output::File(path) = &config.output {
                 let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
             }

@@ -54,6 +54,7 @@ impl Dest {
             ));
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
+        remove_stale_parts(dir, &name);
         // One temporary file per process: parallel runs to one name must not share it.
         let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
         OpenOptions::new()
@@ -139,6 +140,31 @@ impl Drop for Dest {
     }
 }
 
+/// Removes `.NAME.PID.part` files beside `NAME` whose process is gone: a writer killed
+/// with SIGKILL could not remove its own.
+fn remove_stale_parts(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".part"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn cannot_write(flag: &str, path: &Path, e: &io::Error) -> String {
     let why = match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => "permission denied".to_string(),
@@ -165,11 +191,53 @@ fn cannot_write(flag: &str, path: &Path, e: &io::Error) -> String {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    /// A directory of the test's own, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for Scratch {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("teardown-dest-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir
+        Scratch(dir)
+    }
+
+    #[test]
+    fn a_part_file_of_a_killed_writer_is_removed_and_a_live_ones_kept() {
+        let dir = scratch("stale");
+        // No process has pid 2^22 + 1 (above pid_max's ceiling); this one is alive.
+        let dead = dir.join(format!(".x.pcapng.{}.part", (1 << 22) + 1));
+        // pid 1 is always alive: its part file may be a write under way.
+        let alive = dir.join(".x.pcapng.1.part");
+        fs::write(&alive, b"").unwrap();
+        fs::write(&dead, b"").unwrap();
+        fs::write(dir.join(".x.svg.4194305.part"), b"").unwrap();
+        let d = Dest::check("-w", &dir.join("x.pcapng")).unwrap();
+        assert!(!dead.exists(), "the killed writer's part file is left");
+        assert!(alive.exists(), "a live writer's part file is gone");
+        assert!(
+            dir.join(".x.svg.4194305.part").exists(),
+            "another name's was touched"
+        );
+        drop(d);
     }
 
     #[test]

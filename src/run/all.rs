@@ -142,11 +142,24 @@ pub fn run_all(
 ) -> Result<i32, Error> {
     if args.write.is_some() {
         return Err(Error::Usage(
-            "with `run all` each capture goes to captures/SCENARIO.pcapng: -w names one file"
+            "with `run all` each capture goes to captures/SCENARIO.pcapng: -w names one file; \
+             run all from the directory that should hold captures/, or run one scenario with -w"
                 .into(),
         ));
     }
     let plan = plan(args).map_err(Error::Usage)?;
+    // Every child writes into captures/: whether it can is checked once, here.
+    let dir = std::path::Path::new("captures");
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Usage(format!(
+                "cannot create captures/ for the captures ({e}); run all from a directory you \
+                 can write to"
+            ))
+        })?;
+    }
+    crate::output::dest::Dest::check("the captures", &dir.join("active-close.pcapng"))
+        .map_err(|e| Error::Usage(format!("{e}; run all from a directory you can write to")))?;
     if args.host {
         // Every port of the layout, before the first scenario starts.
         for p in plan.iter().filter(|p| p.skip.is_none()) {
