@@ -6,9 +6,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::capture::Frame;
 use crate::decode::{DecodeError, Segment};
-use crate::kernel::agree::Note;
+use crate::evidence::Note;
+use crate::frame::Frame;
 use crate::tcp::State;
 use crate::tracker::{Event, Revise, Role, Tracker};
 

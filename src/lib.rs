@@ -14,6 +14,8 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod error;
+pub mod evidence;
+pub mod frame;
 pub mod gate;
 pub mod input;
 pub mod kernel;

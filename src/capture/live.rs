@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pnet_datalink::{self as datalink, Channel, Config, DataLinkReceiver, NetworkInterface};
 
-use super::Frame;
+use super::{Frame, Stats};
 
 // Linux UAPI values libc does not export for every target (linux/if_packet.h, asm/sockios.h).
 const PACKET_STATISTICS: libc::c_int = 6;
@@ -43,15 +43,6 @@ fn exe() -> String {
     std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "teardown".into())
-}
-
-/// Kernel counters of the capture socket (`PACKET_STATISTICS`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Packets the socket received (including the dropped ones).
-    pub received: u64,
-    /// Packets dropped because the socket buffer was full.
-    pub dropped: u64,
 }
 
 pub struct LiveCapture {

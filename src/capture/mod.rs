@@ -7,19 +7,8 @@ pub mod ring;
 pub mod session;
 pub mod stamps;
 
-pub use live::{CaptureError, LiveCapture, Stats};
-
-use std::time::Duration;
-
-/// One captured frame, link header included.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    /// Kernel receive time since the Unix epoch, nanosecond resolution.
-    pub ts: Duration,
-    pub data: Vec<u8>,
-    /// The frame's length on the wire (≥ `data.len()` when cut by a snaplen).
-    pub orig_len: u32,
-}
+pub use crate::frame::{Frame, Stats};
+pub use live::{CaptureError, LiveCapture};
 
 /// Where a front's frames come from: the live ring, or a list of frames in a test (the
 /// file reader is `input`'s). The seam that lets `run`'s bench be driven without a socket.

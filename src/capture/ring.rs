@@ -15,7 +15,8 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::live::{CaptureError, Stats};
+use super::live::CaptureError;
+use crate::frame::Stats;
 
 // Linux UAPI values libc does not export for every target (linux/if_packet.h).
 const PACKET_RX_RING: libc::c_int = 5;

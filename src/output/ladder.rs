@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::style::{MIN_WIDTH, Style, columns, pad, wrap_words};
 use crate::annotate::Packet;
-use crate::kernel::agree::{Note, Verdict};
+use crate::evidence::{Note, Verdict};
 use crate::tracker::{Connection, Role};
 
 const TIME_W: usize = 9;

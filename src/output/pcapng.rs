@@ -21,7 +21,7 @@ use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
 use crate::annotate::Packet;
-use crate::capture::Stats;
+use crate::frame::Stats;
 
 /// What the file says about itself.
 pub struct FileInfo {

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::annotate::Packet;
-use crate::kernel::agree::{Note, Verdict};
+use crate::evidence::{Note, Verdict};
 use crate::tcp::State;
 use crate::tracker::{Connection, Role};
 

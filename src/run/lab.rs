@@ -750,3 +750,73 @@ impl Drop for Lab {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Given;
+    use crate::tracker::tests::{CLIENT, SERVER, active_close};
+
+    /// A segment as an Ethernet frame, the way the ring hands it over.
+    fn frame_of(seg: &crate::decode::Segment, ts: Duration) -> Frame {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (seg.src.ip(), seg.dst.ip()) else {
+            unreachable!("IPv4 fixtures")
+        };
+        let mut b = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src.octets(), dst.octets(), 64)
+            .tcp(seg.src.port(), seg.dst.port(), seg.seq.0, seg.window);
+        let f = seg.flags;
+        if f.syn() {
+            b = b.syn();
+        }
+        if f.fin() {
+            b = b.fin();
+        }
+        if f.rst() {
+            b = b.rst();
+        }
+        if f.ack() {
+            b = b.ack(seg.ack.0);
+        }
+        let mut data = Vec::new();
+        b.write(&mut data, &vec![b'x'; seg.len as usize]).unwrap();
+        Frame {
+            ts,
+            orig_len: data.len() as u32,
+            data,
+        }
+    }
+
+    #[test]
+    fn the_bench_runs_on_given_frames_without_a_socket() {
+        let frames = active_close(false)
+            .iter()
+            .enumerate()
+            .map(|(i, s)| frame_of(s, Duration::from_millis(1000 + i as u64)))
+            .collect();
+        let source = Given {
+            frames,
+            per_call: 3,
+        };
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let client: SocketAddr = CLIENT.parse().unwrap();
+        let mut lab = Lab::new(
+            server,
+            client.ip(),
+            false,
+            Box::new(source),
+            Box::new(std::io::sink()),
+        );
+        assert!(lab.wait_for(State::Closed, State::TimeWait).unwrap());
+        lab.finish_capture().unwrap();
+        assert_eq!(lab.packets.len(), 11);
+        assert!(
+            lab.packets[7]
+                .comment
+                .starts_with("server ESTABLISHED → FIN_WAIT_1"),
+            "{}",
+            lab.packets[7].comment
+        );
+        assert_eq!(lab.states(), Some([State::Closed, State::TimeWait]));
+    }
+}
