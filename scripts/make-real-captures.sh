@@ -71,17 +71,18 @@ grep -q " $tracing tracefs " /proc/self/mounts || run mount -t tracefs nodev "$t
 inst=$tracing/instances/fixture-$$
 events="sock/inet_sock_set_state tcp/tcp_receive_reset tcp/tcp_retransmit_skb tcp/tcp_send_reset"
 
-holder="" tcpdump_pid="" bg_pids=()
+tcpdump_pid="" bg_pids=()
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
-  for pid in "${bg_pids[@]}" $tcpdump_pid; do kill "$pid" 2>/dev/null || true; done
+  # This shell's own background jobs still running (a pid that ended is not listed, so a
+  # reused one is never hit): the programs, tcpdump and the namespace's holder.
+  for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done
   if [ -d "$inst" ]; then
     for ev in $events; do echo 0 >"$inst/events/$ev/enable" 2>/dev/null || true; done
     rmdir "$inst" 2>/dev/null || true
   fi
   # The namespace ends with its last process; the iptables rule goes with it.
-  [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
   rm -rf "$work"
   exit "$rc"
 }
