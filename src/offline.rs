@@ -403,6 +403,8 @@ struct Seen {
     first: Duration,
     last: Duration,
     closed_first: Option<(Role, &'static str)>,
+    /// An end went to CLOSING: the FINs crossed (RFC 9293 §3.6).
+    simultaneous: bool,
 }
 
 /// `teardown summary IN [--json]`: the table on `out`, a warning on `log`.
@@ -420,6 +422,10 @@ pub fn summary(
         }
         let s = &mut seen[event.conn];
         s.last = p.ts;
+        s.simultaneous |= event
+            .transitions
+            .iter()
+            .any(|(_, t)| t.to == crate::tcp::State::Closing);
         if s.closed_first.is_none() {
             if seg.flags.rst() {
                 s.closed_first = Some((event.from, "RST"));
@@ -441,6 +447,7 @@ pub fn summary(
                 "joined_mid": c.joined_mid,
                 "closed_first": s.closed_first.map(|(r, _)| r.to_string()),
                 "how": s.closed_first.map(|(_, how)| how),
+                "simultaneous_close": s.simultaneous,
                 "client_state": c.state(Role::Client).name(),
                 "server_state": c.state(Role::Server).name(),
                 "duration_s": s.last.saturating_sub(s.first).as_secs_f64(),
@@ -457,6 +464,11 @@ pub fn summary(
     } else {
         for (c, s) in tracker.connections().iter().zip(&seen) {
             let closed = match s.closed_first {
+                // Crossing FINs: each left before the other arrived, so neither end was first
+                // but on the wire.
+                Some((role, _)) if s.simultaneous => {
+                    format!("simultaneous close (the FINs crossed; the {role}'s was seen first)")
+                }
                 Some((role, how)) => format!("{role} closed first ({how})"),
                 None => "not closed in the capture".to_string(),
             };
