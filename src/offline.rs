@@ -631,3 +631,44 @@ fn numbered(path: &Path, id: usize) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!("{stem}-{id}.svg"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary_of(file: &str, json: bool) -> String {
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        let (mut out, mut log) = (Vec::new(), Vec::new());
+        assert_eq!(summary(&path, json, &mut out, &mut log).unwrap(), 0);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn summary_says_simultaneous_close_when_the_fins_crossed() {
+        let text = summary_of("simultaneous-close.pcapng", false);
+        assert!(
+            text.contains(
+                "simultaneous close (the FINs crossed; the server's was seen first)  final: \
+                 client TIME_WAIT, server TIME_WAIT"
+            ),
+            "{text}"
+        );
+        let rows: serde_json::Value =
+            serde_json::from_str(&summary_of("simultaneous-close.pcapng", true)).unwrap();
+        assert_eq!(rows[0]["simultaneous_close"], true);
+        assert_eq!(rows[0]["how"], "FIN");
+        let text = summary_of("active-close.pcapng", false);
+        assert!(text.contains("server closed first (FIN)"), "{text}");
+    }
+
+    #[test]
+    fn summary_ends_a_time_wait_a_new_syn_took_over() {
+        // The second connection's SYN on the same 4-tuple destroyed the first's TIME_WAIT.
+        let text = summary_of("timewait-new-syn.pcapng", false);
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains("final: client CLOSED, server CLOSED"),
+            "{text}"
+        );
+    }
+}
