@@ -1072,7 +1072,7 @@ pub(crate) mod tests {
              over, RFC 6191)"
         );
         // The client's TIME_WAIT, its port taken over by tcp_tw_reuse.
-        let (_, events) = run(&[
+        let (mut tracker, events) = run(&[
             segment(true, Flags::SYN, 100, 0, 0),
             segment(false, Flags::SYN | A, 900, 101, 0),
             segment(true, A, 101, 901, 0),
@@ -1081,17 +1081,6 @@ pub(crate) mod tests {
             segment(true, A, 102, 902, 0),
         ]);
         assert_eq!(events[5].states, [TimeWait, Closed]);
-        let mut tracker = Tracker::new();
-        for s in [
-            segment(true, Flags::SYN, 100, 0, 0),
-            segment(false, Flags::SYN | A, 900, 101, 0),
-            segment(true, A, 101, 901, 0),
-            segment(true, FA, 101, 901, 0),
-            segment(false, FA, 901, 102, 0),
-            segment(true, A, 102, 902, 0),
-        ] {
-            tracker.on_segment(&s);
-        }
         let syn = tracker.on_segment(&segment(true, Flags::SYN, 7000, 0, 0));
         assert_eq!(tracker.connection(0).unwrap().state(Client), Closed);
         assert_eq!(
@@ -1268,5 +1257,77 @@ pub(crate) mod tests {
             ["the client had sent its own FIN already: it reaches the client after that FIN left"]
         );
         assert_eq!(revise.drops(), (Client, CloseWait));
+    }
+
+    /// A real run's capture read again from packets alone, each `revise` applied as the
+    /// annotator's look-ahead will (newest first, same connection): per packet, the
+    /// transitions named in the run's own comment (made with the kernel's trace) and ours.
+    fn offline_against_run(file: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut src = crate::input::Source::open(std::fs::File::open(path).unwrap(), file).unwrap();
+        let mut packet = crate::input::InPacket::default();
+        let (mut tracker, mut events, mut run) = (Tracker::new(), Vec::<Event>::new(), Vec::new());
+        while let Some(item) = src.next_into(&mut packet) {
+            if item.unwrap().is_some() {
+                continue;
+            }
+            let seg = crate::decode::decode(packet.linktype, &packet.data).unwrap();
+            let mut event = tracker.on_segment_at(&seg, Some(packet.ts));
+            for r in event.revise.clone() {
+                for earlier in events.iter_mut().rev() {
+                    if earlier.conn == event.conn && r.apply(earlier) {
+                        break;
+                    }
+                }
+            }
+            event.revise.clear();
+            events.push(event);
+            run.push(packet.comments.join("; "));
+        }
+        let named = |text: &str| -> Vec<String> {
+            text.split("; ")
+                .filter_map(|part| {
+                    let (head, _) = part.split_once(" (")?;
+                    let words: Vec<&str> = head.split(' ').collect();
+                    let role = matches!(words[0], "client" | "server");
+                    (words.len() == 4 && role && words[2] == "→").then(|| head.to_string())
+                })
+                .collect()
+        };
+        events
+            .iter()
+            .zip(&run)
+            .map(|(e, r)| (named(r), named(&crate::annotate::comment(e))))
+            .collect()
+    }
+
+    #[test]
+    fn revised_offline_tells_crossing_fins_as_the_run_did() {
+        for (i, (run, ours)) in offline_against_run("simultaneous-close.pcapng")
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(run, ours, "packet {}", i + 1);
+        }
+    }
+
+    #[test]
+    fn revised_offline_tells_the_orphans_removal_one_packet_late_only() {
+        let got = offline_against_run("orphan-fin-wait-2.pcapng");
+        for (i, (run, ours)) in got.iter().enumerate().take(9) {
+            assert_eq!(run, ours, "packet {}", i + 1);
+        }
+        // The run saw the timer in the socket table before the FIN; packets alone learn it
+        // from the RST that answers the FIN.
+        assert_eq!(
+            got[9].0,
+            ["server FIN_WAIT_2 → CLOSED", "client CLOSE_WAIT → LAST_ACK"]
+        );
+        assert_eq!(got[9].1, ["client CLOSE_WAIT → LAST_ACK"]);
+        assert_eq!(got[10].0, ["client LAST_ACK → CLOSED"]);
+        assert_eq!(
+            got[10].1,
+            ["server FIN_WAIT_2 → CLOSED", "client LAST_ACK → CLOSED"]
+        );
     }
 }
