@@ -120,6 +120,9 @@ pub enum Revise {
     CrossedFin { role: Role },
     /// `role` answered the SYN with RST,ACK and nothing else: the closed port's reply (RFC
     /// 9293 §3.10.7.1). No socket listened, so the SYN did not move it LISTEN → SYN_RECEIVED.
+    /// Why a revision and not LISTEN → SYN_RECEIVED told on the SYN,ACK (no look-ahead): a
+    /// passive open enters SYN_RECEIVED when the SYN arrives (§3.10.7.2), and the run's trace
+    /// puts it there; moving it would misplace it in every connection for a rare one.
     Refused { role: Role },
     /// `role` answered the peer's FIN with a RST: no socket was left to receive it (an
     /// orphaned FIN_WAIT_2 ends after net.ipv4.tcp_fin_timeout), so that FIN did not move it
