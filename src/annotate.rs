@@ -21,10 +21,11 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 /// Tracks segments with one `Tracker` and hands each event on once no later segment can
 /// revise it. `T` is what the front keeps of a frame (the frame, the bytes of a block).
 ///
-/// Only a FIN waits, for the next segment of its connection from the other side: that one
-/// says whether the FINs crossed (its FIN does not ack this one) or whether a socket was
-/// still there to receive it (a RST answers it). Everything behind a held segment waits
-/// with it, so the order of the capture is kept; with nothing held, a segment goes at once.
+/// Only a FIN or an opening SYN waits, for the next segment of its connection from the other
+/// side: that one says whether the FINs crossed (its FIN does not ack this one), whether a
+/// socket was still there to receive the FIN (a RST answers it), or whether anything listened
+/// for the SYN (a RST,ACK answers it). Everything behind a held segment waits with it, so the
+/// order of the capture is kept; with nothing held, a segment goes at once.
 pub struct Annotator<T> {
     pub tracker: Tracker,
     pending: VecDeque<Pending<T>>,
@@ -65,22 +66,34 @@ impl<T> Annotator<T> {
                 waits_for: None,
             };
         };
-        let event = self.tracker.on_segment_at(seg, at);
-        for revise in &event.revise {
+        let mut event = self.tracker.on_segment_at(seg, at);
+        for revise in event.revise.clone() {
             // The newest earlier segment it applies to.
-            let _ = self
+            let earlier = self
                 .pending
                 .iter_mut()
                 .rev()
                 .filter_map(|p| p.event.as_mut().filter(|e| e.conn == event.conn))
-                .any(|earlier| apply(revise, earlier));
+                .find_map(|e| if revise.apply(&mut *e) { Some(e) } else { None });
+            // A socket gone before the FIN came was gone when the FIN came: its end goes on
+            // the FIN, where the run (which saw it in the socket table) puts it too.
+            if let (Some(earlier), Revise::GoneBeforeFin { role, .. }) = (earlier, revise)
+                && let Some(i) = event.transitions.iter().position(|(r, _)| *r == role)
+            {
+                let moved = event.transitions.remove(i);
+                earlier.states[role.index()] = moved.1.to;
+                earlier.transitions.insert(0, moved);
+            }
         }
         for p in &mut self.pending {
             if p.waits_for == Some((event.conn, event.from.other())) {
                 p.waits_for = None;
             }
         }
-        let waits_for = seg.flags.fin().then_some((event.conn, event.from));
+        // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
+        // SYN for the one that tells a closed port (RST,ACK) from a listener.
+        let opens = seg.flags.syn() && !seg.flags.ack();
+        let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
         Tracked {
             hold: waits_for.is_some() || !self.pending.is_empty(),
             event: Some(event),
@@ -117,27 +130,6 @@ impl<T> Annotator<T> {
 
     pub fn holding(&self) -> bool {
         !self.pending.is_empty()
-    }
-}
-
-/// Applies what a later segment proves to an earlier event; false when it is not that one.
-fn apply(revise: &Revise, earlier: &mut Event) -> bool {
-    match revise {
-        Revise::CrossedFin { role } => {
-            let role = *role;
-            let before = earlier.transitions.len();
-            earlier
-                .transitions
-                .retain(|(r, t)| !(*r == role && t.to == State::CloseWait));
-            if earlier.transitions.len() == before {
-                return false;
-            }
-            earlier.states[role.index()] = State::FinWait1;
-            earlier.notes.push(format!(
-                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
-            ));
-            true
-        }
     }
 }
 
@@ -420,8 +412,10 @@ pub(crate) mod tests {
             while let Some((j, _)) = annotator.ready(at) {
                 out.push(j);
             }
-            if i < 7 {
-                // Until the server's FIN, every segment went out as it came.
+            if i == 0 {
+                assert!(out.is_empty(), "the SYN waits for its answer");
+            } else if i < 7 {
+                // From the SYN,ACK to the server's FIN, every segment went out as it came.
                 assert_eq!(out.len(), i + 1);
             }
             if i == 7 {
@@ -441,10 +435,12 @@ pub(crate) mod tests {
         let segs = crate::tracker::tests::active_close(false);
         let mut annotator: Annotator<usize> = Annotator::new(Tracker::new());
         for (i, seg) in segs[..8].iter().enumerate() {
-            let tracked = annotator.track(Some(seg), Some(every_50us(i)));
+            let at = Some(every_50us(i));
+            let tracked = annotator.track(Some(seg), at);
             if tracked.hold {
-                annotator.hold(i, tracked, Some(every_50us(i)));
+                annotator.hold(i, tracked, at);
             }
+            while annotator.ready(at).is_some() {}
         }
         let fin_at = every_50us(7);
         assert!(annotator.ready(Some(fin_at + LOOKAHEAD_TIME)).is_none());

@@ -485,6 +485,10 @@ struct Seen {
     first: Duration,
     last: Duration,
     closed_first: Option<(Role, &'static str)>,
+    /// An end went to CLOSING: the FINs crossed (RFC 9293 §3.6).
+    simultaneous: bool,
+    /// The SYN was answered by RST,ACK: nothing listened (RFC 9293 §3.10.7.1).
+    refused: bool,
 }
 
 /// `teardown summary IN [--json]`: the table on `out`, a warning on `log`.
@@ -502,6 +506,14 @@ pub fn summary(
         }
         let s = &mut seen[event.conn];
         s.last = p.ts;
+        s.simultaneous |= event
+            .transitions
+            .iter()
+            .any(|(_, t)| t.to == crate::tcp::State::Closing);
+        s.refused |= event
+            .transitions
+            .iter()
+            .any(|(_, t)| t.cause == crate::tcp::REFUSED);
         if s.closed_first.is_none() {
             if seg.flags.rst() {
                 s.closed_first = Some((event.from, "RST"));
@@ -523,6 +535,8 @@ pub fn summary(
                 "joined_mid": c.joined_mid,
                 "closed_first": s.closed_first.map(|(r, _)| r.to_string()),
                 "how": s.closed_first.map(|(_, how)| how),
+                "simultaneous_close": s.simultaneous,
+                "refused": s.refused,
                 "client_state": c.state(Role::Client).name(),
                 "server_state": c.state(Role::Server).name(),
                 "duration_s": s.last.saturating_sub(s.first).as_secs_f64(),
@@ -539,6 +553,14 @@ pub fn summary(
     } else {
         for (c, s) in tracker.connections().iter().zip(&seen) {
             let closed = match s.closed_first {
+                Some(_) if s.refused => {
+                    "refused (RST,ACK answered the SYN: nothing listened)".to_string()
+                }
+                // Crossing FINs: each left before the other arrived, so neither end was first
+                // but on the wire.
+                Some((role, _)) if s.simultaneous => {
+                    format!("simultaneous close (the FINs crossed; the {role}'s was seen first)")
+                }
                 Some((role, how)) => format!("{role} closed first ({how})"),
                 None => "not closed in the capture".to_string(),
             };
@@ -700,4 +722,106 @@ fn numbered(path: &Path, id: usize) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!("{stem}-{id}.svg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary_of(file: &str, json: bool) -> String {
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        let (mut out, mut log) = (Vec::new(), Vec::new());
+        assert_eq!(summary(&path, json, &mut out, &mut log).unwrap(), 0);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn summary_says_simultaneous_close_when_the_fins_crossed() {
+        let text = summary_of("simultaneous-close.pcapng", false);
+        assert!(
+            text.contains(
+                "simultaneous close (the FINs crossed; the server's was seen first)  final: \
+                 client TIME_WAIT, server TIME_WAIT"
+            ),
+            "{text}"
+        );
+        let rows: serde_json::Value =
+            serde_json::from_str(&summary_of("simultaneous-close.pcapng", true)).unwrap();
+        assert_eq!(rows[0]["simultaneous_close"], true);
+        assert_eq!(rows[0]["how"], "FIN");
+        let text = summary_of("active-close.pcapng", false);
+        assert!(text.contains("server closed first (FIN)"), "{text}");
+    }
+
+    #[test]
+    fn summary_says_refused_for_a_syn_answered_by_rst_ack() {
+        // A SYN to a closed port and its RST,ACK, as raw IPv4 (link type 228) in a pcap.
+        fn ip(
+            src: [u8; 4],
+            dst: [u8; 4],
+            sp: u16,
+            dp: u16,
+            seq: u32,
+            ack: u32,
+            flags: u8,
+        ) -> Vec<u8> {
+            let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+            p.extend(src);
+            p.extend(dst);
+            p.extend(sp.to_be_bytes());
+            p.extend(dp.to_be_bytes());
+            p.extend(seq.to_be_bytes());
+            p.extend(ack.to_be_bytes());
+            p.extend([0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            p
+        }
+        let (c, s) = ([127, 0, 0, 2], [127, 0, 0, 1]);
+        let mut file = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 228] {
+            file.extend(if v == 0x0004_0002 {
+                [2u8, 0, 4, 0].to_vec()
+            } else {
+                v.to_le_bytes().to_vec()
+            });
+        }
+        for (i, p) in [
+            ip(c, s, 40000, 9, 100, 0, 0x02),
+            ip(s, c, 9, 40000, 0, 101, 0x14),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for v in [1u32, i as u32, p.len() as u32, p.len() as u32] {
+                file.extend(v.to_le_bytes());
+            }
+            file.extend(p);
+        }
+        let dir = std::env::temp_dir().join(format!("teardown-refused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("refused.pcap");
+        std::fs::write(&path, file).unwrap();
+        let (mut out, mut log) = (Vec::new(), Vec::new());
+        let code = summary(path.to_str().unwrap(), false, &mut out, &mut log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains(
+                "refused (RST,ACK answered the SYN: nothing listened)  final: client \
+                 CLOSED, server CLOSED"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn summary_ends_a_time_wait_a_new_syn_took_over() {
+        // The second connection's SYN on the same 4-tuple destroyed the first's TIME_WAIT.
+        let text = summary_of("timewait-new-syn.pcapng", false);
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains("final: client CLOSED, server CLOSED"),
+            "{text}"
+        );
+    }
 }

@@ -63,6 +63,14 @@ pub struct Connection {
     pending: Vec<(Role, Transition)>,
     /// The TSval of the client's SYN (RFC 7323), to compare a later incarnation's with.
     syn_tsval: Option<u32>,
+    /// The highest ACK each side received (its sequence space the peer acknowledged).
+    acked: [Option<SeqNum>; 2],
+    /// A side a received FIN moved FIN_WAIT_2 → TIME_WAIT, until it sends: that FIN's end and
+    /// ack field, to know a RST that answers it (no socket was left).
+    fin_to_tw: [Option<(SeqNum, SeqNum)>; 2],
+    /// The end a new SYN on the same 4-tuple destroyed in TIME_WAIT (RFC 6191, tcp_tw_reuse):
+    /// told by no segment of this connection, on the new connection's SYN.
+    pub taken_over: Option<(Role, Transition)>,
 }
 
 impl Connection {
@@ -101,13 +109,84 @@ pub struct Event {
     pub revise: Vec<Revise>,
 }
 
-/// A later segment that changes the story of an earlier one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A later segment that changes the story of an earlier one: `role`'s transition to
+/// `drops().1` on the earlier event never was. The annotator calls `apply` on the pending
+/// events of the same connection, newest first, until one returns true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Revise {
     /// `role`'s own FIN did not ack the peer's FIN: the FINs crossed, so the peer's FIN,
     /// seen first, found `role` in FIN_WAIT_1, not ESTABLISHED, and did not move it to
     /// CLOSE_WAIT (RFC 9293 §3.6, simultaneous close).
     CrossedFin { role: Role },
+    /// `role` answered the SYN with RST,ACK and nothing else: the closed port's reply (RFC
+    /// 9293 §3.10.7.1). No socket listened, so the SYN did not move it LISTEN → SYN_RECEIVED.
+    /// Why a revision and not LISTEN → SYN_RECEIVED told on the SYN,ACK (no look-ahead): a
+    /// passive open enters SYN_RECEIVED when the SYN arrives (§3.10.7.2), and the run's trace
+    /// puts it there; moving it would misplace it in every connection for a rare one.
+    Refused { role: Role },
+    /// `role` answered the peer's FIN with a RST: no socket was left to receive it (an
+    /// orphaned FIN_WAIT_2 ends after net.ipv4.tcp_fin_timeout), so that FIN did not move it
+    /// `since` → TIME_WAIT; the RST's own event carries `since` → CLOSED.
+    GoneBeforeFin { role: Role, since: State },
+}
+
+impl Revise {
+    /// The endpoint, and the `to` of its transition on the earlier event that never was.
+    pub fn drops(&self) -> (Role, State) {
+        match *self {
+            Revise::CrossedFin { role } => (role, State::CloseWait),
+            Revise::Refused { role } => (role, State::SynReceived),
+            Revise::GoneBeforeFin { role, .. } => (role, State::TimeWait),
+        }
+    }
+
+    /// The endpoint's state after the earlier event, instead.
+    pub fn state(&self) -> State {
+        match *self {
+            Revise::CrossedFin { .. } => State::FinWait1,
+            Revise::Refused { .. } => State::Closed,
+            Revise::GoneBeforeFin { since, .. } => since,
+        }
+    }
+
+    /// What the earlier event's comment says of it.
+    pub fn note(&self) -> String {
+        match *self {
+            Revise::CrossedFin { role } => format!(
+                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
+            ),
+            Revise::Refused { role } => format!(
+                "the {role} had no socket listening: the RST,ACK that answers this SYN proves it \
+                 (RFC 9293 §3.10.7.1)"
+            ),
+            Revise::GoneBeforeFin { role, since } => format!(
+                "the {role} had no socket left (an orphaned {since} ends after \
+                 net.ipv4.tcp_fin_timeout): the RST that answers this FIN proves it"
+            ),
+        }
+    }
+
+    /// Edits `earlier`, an event of the same connection before the one that carries this:
+    /// removes the transition that never was, sets the endpoint's state after it and adds the
+    /// note, then returns true. An event in between (no such transition) returns false, its
+    /// states fixed where they name the state that never was: re-render every event passed.
+    pub fn apply(&self, earlier: &mut Event) -> bool {
+        let (role, gone) = self.drops();
+        let before = earlier.transitions.len();
+        earlier
+            .transitions
+            .retain(|(r, t)| !(*r == role && t.to == gone));
+        let state = &mut earlier.states[role.index()];
+        if earlier.transitions.len() == before {
+            if *state == gone {
+                *state = self.state();
+            }
+            return false;
+        }
+        *state = self.state();
+        earlier.notes.push(self.note());
+        true
+    }
 }
 
 impl Event {
@@ -133,8 +212,9 @@ pub struct Tracker {
     /// Forget a finished connection this long (capture time) after its last segment.
     forget_after: Option<std::time::Duration>,
     since_sweep: u32,
-    /// `net.ipv4.tcp_rfc1337 = 1`: TIME_WAIT ignores a RST (RFC 1337 §3, fix F1).
-    pub rfc1337: bool,
+    /// `net.ipv4.tcp_rfc1337` where known (`run` sets it): `Some(true)`, TIME_WAIT ignores a
+    /// RST (RFC 1337 §3, fix F1); `None` (a capture made elsewhere), the RST ends it "unless".
+    pub rfc1337: Option<bool>,
     /// Segments that did not come from their source's socket (sent through a raw socket),
     /// with what to say of them.
     forged: Vec<(Forged, String)>,
@@ -231,7 +311,7 @@ impl Tracker {
             Some((k, id)) if k == key => Some(id),
             _ => self.by_tuple.get(&key).copied(),
         };
-        let mut incarnation = None;
+        let mut incarnation = Vec::new();
         let id = match known.as_ref() {
             // A new SYN on a tuple whose previous connection is over: a new incarnation.
             Some(&id)
@@ -240,7 +320,9 @@ impl Tracker {
                         .connection(id)
                         .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
             {
-                incarnation = self.connection(id).map(|old| reincarnation(old, seg));
+                if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
+                    incarnation = take_over(old, seg);
+                }
                 self.open(seg)
             }
             Some(&id) => id,
@@ -274,7 +356,7 @@ impl Tracker {
             _ => None,
         };
         let s = seg.seg();
-        let mut notes: Vec<String> = incarnation.into_iter().flatten().collect();
+        let mut notes: Vec<String> = incarnation;
         if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
             conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
         }
@@ -290,18 +372,34 @@ impl Tracker {
         let this = (seg.seq, seg.len, seg.flags.0);
         // A forged copy is said to be one; its sender's sequence space is not its own.
         let mut resent = false;
+        // An old duplicate from an end with no connection: not its socket's doing.
+        let mut old_duplicate = false;
         if space > 0 && forged.is_none() {
             let end = seg.seq + space;
+            let acked = conn.acked[side].is_some_and(|a| a.after_or_eq(end));
             match conn.next[side] {
+                Some(next)
+                    if next.after_or_eq(end)
+                        && acked
+                        && seg.len > 0
+                        && conn.state(from) == State::Closed =>
+                {
+                    notes.push(format!(
+                        "an old duplicate: this data was sent and acknowledged before (seq \
+                         {rel_seq}..{})",
+                        rel_seq.wrapping_add(seg.len)
+                    ));
+                    old_duplicate = true;
+                }
                 Some(next) if next.after_or_eq(end) => {
-                    let (note, again) = repeat(
-                        conn.last_seg[side] == Some(this),
-                        conn.last_at[side],
-                        at,
-                        rel_seq,
-                    );
+                    let same = conn.last_seg[side] == Some(this);
+                    let (note, again) = repeat(same, conn.last_at[side], at, rel_seq);
                     notes.push(note);
                     resent = again;
+                    // Known to be sent again, and never acknowledged: say what packets cannot.
+                    if again && (at.is_some() || !same) && !acked {
+                        notes.push(unanswered(seg, to));
+                    }
                 }
                 Some(next) if seg.seq.after_or_eq(next + 1) => notes.push(format!(
                     "out of order: {} bytes before it are missing from the capture or come later",
@@ -317,17 +415,46 @@ impl Tracker {
             conn.last_seg[side] = Some(this);
             conn.last_at[side] = at;
         }
+        if seg.flags.ack() && conn.acked[to.index()].is_none_or(|a| seg.ack.after_or_eq(a)) {
+            conn.acked[to.index()] = Some(seg.ack);
+        }
         let mut transitions = std::mem::take(&mut conn.pending);
         let mut unexpected = Vec::new();
-        let sender_steps = forged.is_none();
+        let mut revise = Vec::new();
+        let mut sender_steps = forged.is_none() && !old_duplicate;
         notes.extend(forged);
+        // A RST that answers the FIN which moved its sender FIN_WAIT_2 → TIME_WAIT: a
+        // TIME_WAIT socket would have acked it, so none was left (RFC 9293 §3.10.7.1). Its
+        // transition is told here, FIN_WAIT_2 → CLOSED, and the FIN's revised: each event's
+        // states stay what the tracker knew then, the FIN's fixed by `Revise::apply`.
+        if let Some((fin_end, fin_ack)) = conn.fin_to_tw[side].take()
+            && sender_steps
+            && seg.flags.rst()
+            && (if seg.flags.ack() {
+                seg.ack == fin_end
+            } else {
+                seg.seq == fin_ack
+            })
+            && let Some(mut t) = conn.endpoints[side].remove(
+                "no socket: removed by its timer before this FIN came",
+                "RFC 9293 §3.10.7.1, Linux net.ipv4.tcp_fin_timeout",
+            )
+        {
+            t.from = State::FinWait2;
+            transitions.push((from, t));
+            revise.push(Revise::GoneBeforeFin {
+                role: from,
+                since: State::FinWait2,
+            });
+            sender_steps = false;
+        }
         for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
             if dir == Dir::Sent && !sender_steps {
                 continue;
             }
             if dir == Dir::Received
                 && seg.flags.rst()
-                && self.rfc1337
+                && self.rfc1337 == Some(true)
                 && conn.state(role) == State::TimeWait
             {
                 notes.push(format!(
@@ -336,19 +463,44 @@ impl Tracker {
                 ));
                 continue;
             }
+            let before = conn.state(role);
             let step = conn.endpoints[role.index()].on_segment(&s, dir);
-            if let Some(t) = step.transition {
+            if let Some(mut t) = step.transition {
+                if t.cause == crate::tcp::TIME_WAIT_RST && self.rfc1337.is_none() {
+                    t.cause = crate::tcp::TIME_WAIT_RST_UNLESS_RFC1337;
+                }
+                if t.cause == crate::tcp::CROSSED {
+                    revise.push(Revise::CrossedFin { role });
+                }
+                if dir == Dir::Received
+                    && seg.flags.fin()
+                    && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                {
+                    conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
+                }
                 transitions.push((role, t));
+            } else if dir == Dir::Sent
+                && seg.flags.rst()
+                && before == State::SynReceived
+                && conn.state(role) == State::Closed
+            {
+                // The endpoint says SYN_RECEIVED never was: the closed port's reply.
+                revise.push(Revise::Refused { role });
             }
             if let Some(u) = step.unexpected {
                 unexpected.push((role, u));
             }
         }
-        let revise = transitions
+        if transitions
             .iter()
-            .filter(|(_, t)| t.cause == crate::tcp::CROSSED)
-            .map(|(role, _)| Revise::CrossedFin { role: *role })
-            .collect();
+            .any(|(_, t)| t.cause == crate::tcp::REFUSED)
+        {
+            notes.push(format!(
+                "connection refused: no socket listens on {} (or a firewall answered for it \
+                 with a reset), RFC 9293 §3.10.7.1",
+                conn.server
+            ));
+        }
         Event {
             conn: id,
             from,
@@ -412,6 +564,9 @@ impl Tracker {
             last_seen: None,
             pending: Vec::new(),
             syn_tsval: None,
+            acked: [None, None],
+            fin_to_tw: [None, None],
+            taken_over: None,
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
@@ -451,6 +606,59 @@ fn repeat(
             true,
         ),
     }
+}
+
+/// Why a segment was sent again with no ACK of it in between, as far as packets tell: the
+/// capture may sit before the loss, so the copy that changed `peer` may be a later one.
+fn unanswered(seg: &Segment, peer: Role) -> String {
+    let f = seg.flags;
+    if f.syn() && !f.ack() {
+        "the SYN sent again (no SYN,ACK came: lost, or dropped before the server)".to_string()
+    } else if f.syn() {
+        "the SYN,ACK sent again (no ACK came: lost, or dropped before the client)".to_string()
+    } else if f.fin() {
+        format!(
+            "the FIN sent again with no ACK of it in between: its ACK was lost or never sent (or \
+             the first FIN was lost after the capture point, and the {peer}'s change came with \
+             this copy)"
+        )
+    } else {
+        format!(
+            "sent again with no ACK of it in between: the first copy, or its ACK, may have been \
+             lost after the capture point (then this copy is the one the {peer} received)"
+        )
+    }
+}
+
+/// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
+/// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
+/// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
+fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
+    let Some(note) = reincarnation(old, seg) else {
+        return Vec::new();
+    };
+    let (role, cause, rfc) = if old.state(Role::Client) == State::TimeWait {
+        (
+            Role::Client,
+            "its kernel reused the port for a new connection",
+            "Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5",
+        )
+    } else {
+        (
+            Role::Server,
+            "a new SYN on the same 4-tuple took it over",
+            "RFC 6191",
+        )
+    };
+    let mut notes = vec![note];
+    if let Some(t) = old.endpoints[role.index()].remove(cause, rfc) {
+        notes.push(format!(
+            "connection {}: {role} {} → {} ({cause}, {rfc})",
+            old.id, t.from, t.to
+        ));
+        old.taken_over = Some((role, t));
+    }
+    notes
 }
 
 /// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
@@ -648,7 +856,12 @@ pub(crate) mod tests {
         assert!(events[5].notes.is_empty());
         assert_eq!(
             events[6].notes,
-            ["retransmission of the previous segment after 200 ms"]
+            [
+                "retransmission of the previous segment after 200 ms",
+                "sent again with no ACK of it in between: the first copy, or its ACK, may have \
+                 been lost after the capture point (then this copy is the one the client \
+                 received)"
+            ]
         );
         assert_eq!(
             events[7].notes,
@@ -754,5 +967,370 @@ pub(crate) mod tests {
         tracker.remove(0, Server, "again", "none");
         let ack = tracker.on_segment(&segment(true, A, 113, 913, 0));
         assert!(ack.transitions.is_empty());
+    }
+
+    /// `segs` fed at 0, 200, 400... ms.
+    fn run_timed(tracker: &mut Tracker, segs: &[Segment]) -> Vec<Event> {
+        segs.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = std::time::Duration::from_millis(200 * i as u64);
+                tracker.on_segment_at(s, Some(at))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_syn_answered_by_rst_ack_is_refused_and_no_server_socket_was() {
+        use Role::*;
+        use State::*;
+        let segs = [
+            segment(true, Flags::SYN, 100, 0, 0),
+            segment(false, Flags::RST | A, 0, 101, 0),
+        ];
+        let (tracker, mut events) = run(&segs);
+        let rst = &events[1];
+        assert_eq!(moves(rst), [(Client, SynSent, Closed)], "{rst:?}");
+        assert_eq!(rst.transitions[0].1.cause, crate::tcp::REFUSED);
+        assert_eq!(
+            rst.notes,
+            [
+                "connection refused: no socket listens on 127.0.0.1:8000 (or a firewall answered \
+              for it with a reset), RFC 9293 §3.10.7.1"
+            ]
+        );
+        assert_eq!(rst.states, [Closed, Closed]);
+        assert!(rst.unexpected.is_empty());
+        assert_eq!(rst.revise, [Revise::Refused { role: Server }]);
+        // Applied to the SYN: the server never was LISTEN → SYN_RECEIVED.
+        let revise = rst.revise[0];
+        assert!(revise.apply(&mut events[0]));
+        assert_eq!(moves(&events[0]), [(Client, Closed, SynSent)]);
+        assert_eq!(events[0].states, [SynSent, Closed]);
+        assert_eq!(
+            events[0].notes,
+            [
+                "the server had no socket listening: the RST,ACK that answers this SYN proves it \
+              (RFC 9293 §3.10.7.1)"
+            ]
+        );
+        let conn = &tracker.connections()[0];
+        assert_eq!((conn.state(Client), conn.state(Server)), (Closed, Closed));
+        // A RST after the server's SYN,ACK is an abort of a socket that was.
+        let (_, events) = run(&[
+            segs[0].clone(),
+            segment(false, Flags::SYN | A, 900, 101, 0),
+            segment(false, Flags::RST | A, 901, 101, 0),
+        ]);
+        assert_eq!(
+            moves(&events[2]),
+            [(Server, SynReceived, Closed), (Client, Established, Closed)]
+        );
+        assert!(events[2].revise.is_empty());
+    }
+
+    #[test]
+    fn a_syn_or_syn_ack_sent_again_is_normal_and_says_why() {
+        let syn = segment(true, Flags::SYN, 100, 0, 0);
+        let syn_ack = segment(false, Flags::SYN | A, 900, 101, 0);
+        let mut tracker = Tracker::new();
+        let events = run_timed(&mut tracker, &[syn.clone(), syn, syn_ack.clone(), syn_ack]);
+        for (ev, note) in [
+            (
+                &events[1],
+                "the SYN sent again (no SYN,ACK came: lost, or dropped before the server)",
+            ),
+            (
+                &events[3],
+                "the SYN,ACK sent again (no ACK came: lost, or dropped before the client)",
+            ),
+        ] {
+            assert!(ev.unexpected.is_empty(), "{ev:?}");
+            assert!(ev.transitions.is_empty(), "{ev:?}");
+            assert_eq!(
+                ev.notes,
+                ["retransmission of the previous segment after 200 ms", note]
+            );
+        }
+        assert_eq!(events[2].states, [State::Established, State::SynReceived]);
+    }
+
+    #[test]
+    fn a_new_syn_on_the_tuple_ends_the_old_time_wait() {
+        use Role::*;
+        use State::*;
+        // The server's TIME_WAIT accepts a new SYN (RFC 6191).
+        let mut segs = active_close(false);
+        segs.push(segment(true, Flags::SYN, 5000, 0, 0));
+        let (tracker, events) = run(&segs);
+        let old = tracker.connection(0).unwrap();
+        assert_eq!((old.state(Client), old.state(Server)), (Closed, Closed));
+        let (role, t) = old.taken_over.unwrap();
+        assert_eq!((role, t.from, t.to), (Server, TimeWait, Closed));
+        let syn = events.last().unwrap();
+        assert_eq!(syn.conn, 1);
+        assert_eq!(
+            syn.notes.last().unwrap(),
+            "connection 0: server TIME_WAIT → CLOSED (a new SYN on the same 4-tuple took it \
+             over, RFC 6191)"
+        );
+        // The client's TIME_WAIT, its port taken over by tcp_tw_reuse.
+        let (mut tracker, events) = run(&[
+            segment(true, Flags::SYN, 100, 0, 0),
+            segment(false, Flags::SYN | A, 900, 101, 0),
+            segment(true, A, 101, 901, 0),
+            segment(true, FA, 101, 901, 0),
+            segment(false, FA, 901, 102, 0),
+            segment(true, A, 102, 902, 0),
+        ]);
+        assert_eq!(events[5].states, [TimeWait, Closed]);
+        let syn = tracker.on_segment(&segment(true, Flags::SYN, 7000, 0, 0));
+        assert_eq!(tracker.connection(0).unwrap().state(Client), Closed);
+        assert_eq!(
+            syn.notes.last().unwrap(),
+            "connection 0: client TIME_WAIT → CLOSED (its kernel reused the port for a new \
+             connection, Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5)"
+        );
+    }
+
+    #[test]
+    fn a_rst_in_time_wait_says_unless_where_rfc1337_is_unknown() {
+        use Role::*;
+        use State::*;
+        let rst = segment(true, Flags::RST, 113, 0, 0);
+        let mut segs = active_close(false);
+        segs.push(rst.clone());
+        let (_, events) = run(&segs);
+        let t = events.last().unwrap().transition(Server).unwrap();
+        assert_eq!((t.from, t.to), (TimeWait, Closed));
+        assert_eq!(
+            t.cause,
+            "received RST in TIME_WAIT: TIME-WAIT assassination (unless net.ipv4.tcp_rfc1337 = \
+             1, which makes TIME_WAIT ignore it: RFC 1337)"
+        );
+        // Known (a run sets it): stated as fact either way.
+        for (known, ends) in [(false, true), (true, false)] {
+            let mut tracker = Tracker::new();
+            tracker.rfc1337 = Some(known);
+            let ev = segs.iter().map(|s| tracker.on_segment(s)).last().unwrap();
+            match ev.transition(Server) {
+                Some(t) => {
+                    assert!(ends);
+                    assert_eq!(t.cause, crate::tcp::TIME_WAIT_RST);
+                }
+                None => {
+                    assert!(!ends);
+                    assert!(ev.notes[0].starts_with("server ignores the RST"), "{ev:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_fin_sent_again_without_an_ack_says_its_ack_was_lost() {
+        // lost-final-ack: the client's FIN (LAST_ACK) four times, the server's ACKs dropped.
+        let mut segs = active_close(false);
+        segs.truncate(10);
+        let fin = segs[9].clone();
+        segs.push(fin.clone());
+        segs.push(fin);
+        let mut tracker = Tracker::new();
+        let events = run_timed(&mut tracker, &segs);
+        for ev in &events[10..] {
+            assert!(ev.transitions.is_empty() && ev.unexpected.is_empty());
+            assert_eq!(
+                ev.notes[1],
+                "the FIN sent again with no ACK of it in between: its ACK was lost or never sent \
+                 (or the first FIN was lost after the capture point, and the server's change \
+                 came with this copy)"
+            );
+        }
+        // Once acked, a copy is a retransmission but not one without an answer.
+        let mut segs = active_close(false);
+        let fin = segs[9].clone();
+        segs.push(fin);
+        let mut tracker = Tracker::new();
+        let events = run_timed(&mut tracker, &segs);
+        assert_eq!(events[11].notes.len(), 1, "{:?}", events[11].notes);
+    }
+
+    #[test]
+    fn an_old_duplicate_from_a_closed_end_is_no_surprise() {
+        use State::*;
+        // timewait-assassination: after the close, the client's first data again.
+        let mut segs = active_close(false);
+        segs.push(segment(true, PA, 101, 901, 11));
+        let (tracker, events) = run(&segs);
+        let dup = events.last().unwrap();
+        assert!(dup.unexpected.is_empty(), "{dup:?}");
+        assert_eq!(
+            dup.notes,
+            ["an old duplicate: this data was sent and acknowledged before (seq 1..12)"]
+        );
+        assert_eq!(dup.states, [Closed, TimeWait]);
+        assert_eq!(tracker.connections()[0].state(Role::Client), Closed);
+        // Told by `run` that it forged the segment: its word, not the guess.
+        let mut tracker = Tracker::new();
+        for s in &segs[..segs.len() - 1] {
+            tracker.on_segment(s);
+        }
+        let last = segs.last().unwrap();
+        tracker.forged(
+            Forged {
+                src: last.src,
+                dst: last.dst,
+                seq: last.seq,
+                len: last.len,
+            },
+            "sent by teardown".to_string(),
+        );
+        let dup = tracker.on_segment(last);
+        assert_eq!(dup.notes, ["sent by teardown"]);
+        assert!(dup.unexpected.is_empty());
+    }
+
+    #[test]
+    fn a_rst_answering_the_late_fin_proves_fin_wait_2_was_gone() {
+        use Role::*;
+        use State::*;
+        // orphan-fin-wait-2 without the socket table: the server's FIN_WAIT_2 timed out
+        // unseen, and the client's late FIN is answered by RST (seq = the FIN's ack).
+        let mut segs = active_close(false);
+        segs.truncate(9);
+        segs.push(segment(true, FA, 112, 913, 0));
+        segs.push(segment(false, Flags::RST, 913, 0, 0));
+        let (tracker, mut events) = run(&segs);
+        let rst = events[10].clone();
+        assert_eq!(
+            moves(&rst),
+            [(Server, FinWait2, Closed), (Client, LastAck, Closed)]
+        );
+        assert_eq!(
+            rst.transitions[0].1.cause,
+            "no socket: removed by its timer before this FIN came"
+        );
+        assert!(rst.unexpected.is_empty());
+        assert_eq!(
+            rst.revise,
+            [Revise::GoneBeforeFin {
+                role: Server,
+                since: FinWait2
+            }]
+        );
+        assert!(rst.revise[0].apply(&mut events[9]));
+        assert_eq!(moves(&events[9]), [(Client, CloseWait, LastAck)]);
+        assert_eq!(events[9].states, [LastAck, FinWait2]);
+        assert_eq!(
+            events[9].notes,
+            [
+                "the server had no socket left (an orphaned FIN_WAIT_2 ends after \
+              net.ipv4.tcp_fin_timeout): the RST that answers this FIN proves it"
+            ]
+        );
+        assert_eq!(tracker.connections()[0].state(Server), Closed);
+        // A TIME_WAIT that acks the FIN first is one: a later RST is no proof.
+        let mut segs = segs[..10].to_vec();
+        segs.push(segment(false, A, 913, 113, 0));
+        let (_, events) = run(&segs);
+        assert!(events[10].revise.is_empty());
+    }
+
+    #[test]
+    fn crossing_fins_revise_the_first_fin_and_the_states_between() {
+        use Role::*;
+        use State::*;
+        // The server's FIN is seen first; the client's FIN, sent before it arrived, does not
+        // ack it (ack 912, not 913).
+        let mut segs = active_close(false);
+        segs.truncate(8);
+        segs.push(segment(false, A, 913, 112, 0));
+        segs.push(segment(true, FA, 112, 912, 0));
+        let (_, mut events) = run(&segs);
+        assert_eq!(events[9].revise, [Revise::CrossedFin { role: Client }]);
+        let revise = events[9].revise[0];
+        let (older, _) = events.split_at_mut(9);
+        // Newest first: the ACK between them has its state fixed but is not the one.
+        assert!(!revise.apply(&mut older[8]));
+        assert_eq!(older[8].states, [FinWait1, FinWait1]);
+        assert!(revise.apply(&mut older[7]));
+        assert_eq!(moves(&older[7]), [(Server, Established, FinWait1)]);
+        assert_eq!(older[7].states, [FinWait1, FinWait1]);
+        assert_eq!(
+            older[7].notes,
+            ["the client had sent its own FIN already: it reaches the client after that FIN left"]
+        );
+        assert_eq!(revise.drops(), (Client, CloseWait));
+    }
+
+    /// A real run's capture read again from packets alone, each `revise` applied as the
+    /// annotator's look-ahead will (newest first, same connection): per packet, the
+    /// transitions named in the run's own comment (made with the kernel's trace) and ours.
+    fn offline_against_run(file: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut src = crate::input::Source::open(std::fs::File::open(path).unwrap(), file).unwrap();
+        let mut packet = crate::input::InPacket::default();
+        let (mut tracker, mut events, mut run) = (Tracker::new(), Vec::<Event>::new(), Vec::new());
+        while let Some(item) = src.next_into(&mut packet) {
+            if item.unwrap().is_some() {
+                continue;
+            }
+            let seg = crate::decode::decode(packet.linktype, &packet.data).unwrap();
+            let mut event = tracker.on_segment_at(&seg, Some(packet.ts));
+            for r in event.revise.clone() {
+                for earlier in events.iter_mut().rev() {
+                    if earlier.conn == event.conn && r.apply(earlier) {
+                        break;
+                    }
+                }
+            }
+            event.revise.clear();
+            events.push(event);
+            run.push(packet.comments.join("; "));
+        }
+        let named = |text: &str| -> Vec<String> {
+            text.split("; ")
+                .filter_map(|part| {
+                    let (head, _) = part.split_once(" (")?;
+                    let words: Vec<&str> = head.split(' ').collect();
+                    let role = matches!(words[0], "client" | "server");
+                    (words.len() == 4 && role && words[2] == "→").then(|| head.to_string())
+                })
+                .collect()
+        };
+        events
+            .iter()
+            .zip(&run)
+            .map(|(e, r)| (named(r), named(&crate::annotate::comment(e))))
+            .collect()
+    }
+
+    #[test]
+    fn revised_offline_tells_crossing_fins_as_the_run_did() {
+        for (i, (run, ours)) in offline_against_run("simultaneous-close.pcapng")
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(run, ours, "packet {}", i + 1);
+        }
+    }
+
+    #[test]
+    fn revised_offline_tells_the_orphans_removal_one_packet_late_only() {
+        let got = offline_against_run("orphan-fin-wait-2.pcapng");
+        for (i, (run, ours)) in got.iter().enumerate().take(9) {
+            assert_eq!(run, ours, "packet {}", i + 1);
+        }
+        // The run saw the timer in the socket table before the FIN; packets alone learn it
+        // from the RST that answers the FIN.
+        assert_eq!(
+            got[9].0,
+            ["server FIN_WAIT_2 → CLOSED", "client CLOSE_WAIT → LAST_ACK"]
+        );
+        assert_eq!(got[9].1, ["client CLOSE_WAIT → LAST_ACK"]);
+        assert_eq!(got[10].0, ["client LAST_ACK → CLOSED"]);
+        assert_eq!(
+            got[10].1,
+            ["server FIN_WAIT_2 → CLOSED", "client LAST_ACK → CLOSED"]
+        );
     }
 }

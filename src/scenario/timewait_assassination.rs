@@ -38,6 +38,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "0",
         "Linux's default: TIME_WAIT obeys an in-window RST",
     )?;
+    lab.annotator.tracker.rfc1337 = Some(false);
     let opened = article_exchange(lab, SockOpts::NONE)?;
     let client = server_exits(lab, opened)?;
     client_reads_to_eof_and_closes(lab, client)?;
@@ -67,7 +68,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "1",
         "RFC 1337's fix: TIME_WAIT ignores RSTs",
     )?;
-    lab.annotator.tracker.rfc1337 = true;
+    lab.annotator.tracker.rfc1337 = Some(true);
     let other = SocketAddr::new(server.ip(), server.port() + 1);
     let reached = closed_with_data(lab, other)?;
     lab.say(

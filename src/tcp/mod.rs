@@ -200,6 +200,16 @@ pub struct Step {
 pub const CROSSED: &str = "sent FIN, then received the peer's FIN before the ACK of its own: \
                            the FINs crossed (FIN_WAIT_1 → CLOSING)";
 
+/// TIME_WAIT ended by a RST, as RFC 1337 §2 describes and Linux does by default.
+pub const TIME_WAIT_RST: &str = "received RST in TIME_WAIT: TIME-WAIT assassination";
+
+/// The same where the host's setting is not known (a capture made elsewhere).
+pub const TIME_WAIT_RST_UNLESS_RFC1337: &str = "received RST in TIME_WAIT: TIME-WAIT assassination (unless net.ipv4.tcp_rfc1337 = 1, \
+     which makes TIME_WAIT ignore it: RFC 1337)";
+
+/// A SYN answered at once by RST,ACK: the closed port's reply (RFC 9293 §3.10.7.1).
+pub const REFUSED: &str = "received RST,ACK for its SYN: connection refused";
+
 /// One side of a connection as seen from the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -273,6 +283,8 @@ impl Endpoint {
 
     /// Feeds one segment this endpoint sent or received. Every change of state passes here.
     pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
+        // What we had sent before this segment: a SYN sent again, a reply that is the first.
+        let (prior_iss, sent_before) = (self.iss, self.snd_nxt.is_some());
         if dir == Dir::Sent {
             self.note_sent(seg);
         }
@@ -300,6 +312,18 @@ impl Endpoint {
             // A reset aborts any synchronized or opening connection (RFC 9293 §3.10.7.4,
             // second step; §3.10.7.3 for SYN-SENT); sending one aborts it too (§3.10.5 ABORT).
             (Closed | Listen, _) if f.rst() => return Step::default(),
+            // A SYN answered by RST,ACK before anything else: the closed port's reply (RFC 9293
+            // §3.10.7.1). No socket existed, so SYN_RECEIVED never was: CLOSED, silently (the
+            // tracker revises the SYN's LISTEN → SYN_RECEIVED).
+            (SynReceived, Tx)
+                if f.rst()
+                    && f.ack()
+                    && !sent_before
+                    && self.irs.is_some_and(|irs| seg.ack == irs + 1) =>
+            {
+                self.state = Closed;
+                return Step::default();
+            }
             // No connection: anything but a reset is answered with a reset and changes
             // nothing (RFC 9293 §3.10.7.1), e.g. a FIN after a timer removed the socket.
             (Closed, Rx) if self.fin_seq.is_some() || self.iss.is_some() => {
@@ -308,14 +332,19 @@ impl Endpoint {
             (_, Tx) if f.rst() => (Closed, "sent RST", "RFC 9293 §3.10.5"),
             // An in-window RST ends TIME-WAIT early: the "TIME-WAIT assassination" hazard of
             // RFC 1337 §2 (Linux ignores it when net.ipv4.tcp_rfc1337 = 1: the tracker's job).
-            (TimeWait, Rx) if f.rst() => (
-                Closed,
-                "received RST in TIME_WAIT: TIME-WAIT assassination",
-                "RFC 9293 §3.10.7.4, RFC 1337 §2",
-            ),
+            (TimeWait, Rx) if f.rst() => (Closed, TIME_WAIT_RST, "RFC 9293 §3.10.7.4, RFC 1337 §2"),
+            // SYN-SENT: a RST acking our SYN, and no SYN from the peer: refused (§3.10.7.3).
+            (SynSent, Rx) if f.rst() && self.irs.is_none() && self.acks_our_syn(seg) => {
+                (Closed, REFUSED, "RFC 9293 §3.10.7.1, §3.10.7.3")
+            }
             (_, Rx) if f.rst() => (Closed, "received RST", "RFC 9293 §3.10.7.4"),
             // Active OPEN: send SYN, enter SYN-SENT (§3.10.1).
             (Closed, Tx) if f.syn() && !f.ack() => (SynSent, "sent SYN", "RFC 9293 §3.10.1"),
+            // The same SYN again: no SYN,ACK came in time, the retransmission timer sent it
+            // (RFC 9293 §3.8.1): no change.
+            (SynSent, Tx) if f.syn() && !f.ack() && prior_iss == Some(seg.seq) => {
+                return Step::default();
+            }
             // LISTEN receives a SYN: enter SYN-RECEIVED (§3.10.7.2, third check).
             (Listen, Rx) if f.syn() && !f.ack() => {
                 (SynReceived, "received SYN", "RFC 9293 §3.10.7.2")

@@ -406,3 +406,42 @@ fn test_retransmitted_syn_ack_changes_nothing() {
     stayed(e.on_segment(&seg(Flags::SYN | ACK, B_ISS, A_ISS + 1), Dir::Received));
     assert_eq!(e.state(), State::Established);
 }
+
+// ----- the opening that fails, and the SYN sent again -----
+
+#[test]
+fn test_syn_sent_sends_the_same_syn_again_stays() {
+    // RFC 9293 §3.8.1: the retransmission timer sends the SYN again; nothing unexpected.
+    let mut e = client_syn_sent();
+    stayed(e.on_segment(&seg(Flags::SYN, A_ISS, 0), Dir::Sent));
+    assert_eq!(e.state(), State::SynSent);
+}
+
+#[test]
+fn test_syn_sent_recv_rst_ack_of_its_syn_is_refused() {
+    let mut e = client_syn_sent();
+    let step = e.on_segment(&seg(Flags::RST | ACK, 0, A_ISS + 1), Dir::Received);
+    let t = step.transition.unwrap();
+    assert_eq!((t.from, t.to), (State::SynSent, State::Closed));
+    assert_eq!(t.cause, REFUSED);
+    assert_eq!(t.rfc, "RFC 9293 §3.10.7.1, §3.10.7.3");
+}
+
+#[test]
+fn test_syn_answered_by_rst_ack_at_once_was_no_syn_received() {
+    // The closed port's reply: no socket sent anything before the RST, so none existed.
+    let mut e = Endpoint::new(State::Listen);
+    e.on_segment(&seg(Flags::SYN, A_ISS, 0), Dir::Received);
+    stayed(e.on_segment(&seg(Flags::RST | ACK, 0, A_ISS + 1), Dir::Sent));
+    assert_eq!(e.state(), State::Closed);
+}
+
+#[test]
+fn test_syn_received_sends_rst_after_its_syn_ack_is_an_abort() {
+    let mut e = server_syn_received();
+    moved(
+        e.on_segment(&seg(Flags::RST | ACK, B_ISS + 1, A_ISS + 1), Dir::Sent),
+        State::SynReceived,
+        State::Closed,
+    );
+}
