@@ -388,7 +388,12 @@ pub(crate) mod tests {
             "{first}"
         );
         let second = &packets[8].comment;
-        assert!(second.contains("client ESTABLISHED → CLOSING"), "{second}");
+        // Its own FIN first on its side of the wire, then the server's: the kernel's path.
+        assert!(
+            second.contains("client ESTABLISHED → FIN_WAIT_1 (sent FIN")
+                && second.contains("client FIN_WAIT_1 → CLOSING ("),
+            "{second}"
+        );
         let c = &tracker.connections()[0];
         assert_eq!(
             [c.state(Role::Client), c.state(Role::Server)],

@@ -199,6 +199,26 @@ impl Event {
             .find(|(r, _)| *r == role)
             .map(|(_, t)| t)
     }
+    /// The last of `role`'s changes on this segment (crossing FINs make two: ESTABLISHED →
+    /// FIN_WAIT_1 → CLOSING).
+    pub fn last_transition(&self, role: Role) -> Option<&Transition> {
+        self.transitions
+            .iter()
+            .rev()
+            .find(|(r, _)| *r == role)
+            .map(|(_, t)| t)
+    }
+    /// `role`'s states through this segment: `[from, to, to, ...]`, empty without a change.
+    pub fn path(&self, role: Role) -> Vec<State> {
+        let mut path: Vec<State> = self.transition(role).map(|t| t.from).into_iter().collect();
+        path.extend(
+            self.transitions
+                .iter()
+                .filter(|(r, _)| *r == role)
+                .map(|(_, t)| t.to),
+        );
+        path
+    }
 }
 
 #[derive(Default)]
@@ -471,6 +491,18 @@ impl Tracker {
                 }
                 if t.cause == crate::tcp::CROSSED {
                     revise.push(Revise::CrossedFin { role });
+                    // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
+                    // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
+                    transitions.push((
+                        role,
+                        Transition {
+                            from: State::Established,
+                            to: State::FinWait1,
+                            cause: "sent FIN",
+                            rfc: "RFC 9293 §3.10.4",
+                        },
+                    ));
+                    t.from = State::FinWait1;
                 }
                 if dir == Dir::Received
                     && seg.flags.fin()

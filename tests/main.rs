@@ -9,6 +9,7 @@ mod kernel;
 mod offline;
 mod programs;
 mod readme;
+mod real;
 mod run_errors;
 mod scenarios;
 mod scripts;

@@ -978,10 +978,14 @@ fn simultaneous_close_crosses_the_fins_and_leaves_time_wait_on_both_sides() {
         second.contains("FIN_WAIT_1 → CLOSING (received FIN before the ACK of its own"),
         "{run}"
     );
+    // The end whose FIN came second on this wire still names FIN_WAIT_1: it sent its FIN,
+    // then the peer's crossed it (the kernel traces ESTABLISHED → FIN_WAIT1 → CLOSING).
     assert!(
-        second.contains("ESTABLISHED → CLOSING (sent FIN, then received the peer's FIN"),
+        second.contains("ESTABLISHED → FIN_WAIT_1 (sent FIN")
+            && second.contains("FIN_WAIT_1 → CLOSING (the peer's FIN, sent before this one"),
         "{run}"
     );
+    assert!(!second.contains("ESTABLISHED → CLOSING"), "{run}");
     assert!(
         close[..2]
             .iter()

@@ -431,14 +431,18 @@ pub fn agree(
             .map(|s| kname(*s))
             .collect::<Vec<_>>()
             .join(" → ");
-        let inferred = packets[chain.packet]
-            .event
-            .as_ref()
-            .and_then(|e| e.transition(chain.role))
+        // Teardown's changes of this endpoint on the segment, end to end (two when the FINs
+        // crossed), against the kernel's chain; the note goes on the last of them.
+        let event = packets[chain.packet].event.as_ref();
+        let ends = event
+            .map(|e| e.path(chain.role))
+            .and_then(|p| Some((*p.first()?, *p.last()?)));
+        let inferred = event
+            .and_then(|e| e.last_transition(chain.role))
             .map(|t| (t.from, t.to));
         let events_in_chain = chain.states.len() - 1;
         covered.push((chain.packet, chain.role));
-        let note = match inferred {
+        let note = match ends {
             Some((from, to))
                 if to == end
                     && (from == first

@@ -90,16 +90,23 @@ pub fn render_checked(
             .unwrap_or(0.0);
         let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
         let change = |role: Role| {
-            let Some(t) = event.transition(role) else {
+            let Some(t) = event.last_transition(role) else {
                 return String::new();
             };
             let verdict = notes
                 .iter()
                 .find(|n| n.role == role && n.inferred == Some((t.from, t.to)))
                 .map(|n| n.verdict);
+            // Every state it passed through on this segment: ESTABLISHED → FIN_WAIT_1 → CLOSING.
+            let path = event
+                .path(role)
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" → ");
             match verdict.map(|v| mark(v, style)).filter(|m| !m.is_empty()) {
-                Some(m) => format!("{} → {} {m}", t.from, t.to),
-                None => format!("{} → {}", t.from, t.to),
+                Some(m) => format!("{path} {m}"),
+                None => path,
             }
         };
         let mut after: Vec<String> = event
@@ -138,20 +145,27 @@ pub fn render_checked(
 /// The ladder's columns: time, the client's change, the arrow, the server's change.
 fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
     let mut out = String::new();
+    // As wide as the widest change (crossing FINs name three states), SIDE_W at least.
+    let side_w = rows
+        .iter()
+        .map(|r| columns(&r.sides[0]))
+        .chain([SIDE_W, columns(&ends[0])])
+        .max()
+        .unwrap_or(SIDE_W);
     let client = format!("client {}", conn.client);
     let _ = writeln!(
         out,
         "{:>TIME_W$}  {client:<w$}server {}",
         "time ms",
         conn.server,
-        w = SIDE_W + ARROW_W + 2,
+        w = side_w + ARROW_W + 2,
     );
     for row in rows {
         let _ = write!(
             out,
             "{:>TIME_W$.3}  {}  {}  {}",
             row.ms,
-            pad(&row.sides[0], SIDE_W),
+            pad(&row.sides[0], side_w),
             arrow(&row.label, row.rightwards, ARROW_W),
             row.sides[1],
         );
@@ -163,7 +177,7 @@ fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:>TIME_W$}  {:<SIDE_W$}  {:ARROW_W$}  {}",
+        "{:>TIME_W$}  {:<side_w$}  {:ARROW_W$}  {}",
         "final", ends[0], "", ends[1]
     );
     trim_lines(out)

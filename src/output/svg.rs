@@ -200,7 +200,7 @@ fn rows<'a>(
         let mut changes = Vec::new();
         // The sender's change first: its box sits at the arrow's start, above the receiver's.
         for role in [event.from, event.from.other()] {
-            if let Some(t) = event.transition(role) {
+            if let Some(t) = event.last_transition(role) {
                 let verdict = notes
                     .iter()
                     .find(|n| n.role == role && n.inferred == Some((t.from, t.to)))

@@ -197,8 +197,8 @@ pub struct Step {
 
 /// The cause of a simultaneous close seen from the other side of the wire: the earlier
 /// ESTABLISHED → CLOSE_WAIT of the same endpoint was never so (see `Tracker` users).
-pub const CROSSED: &str = "sent FIN, then received the peer's FIN before the ACK of its own: \
-                           the FINs crossed (FIN_WAIT_1 → CLOSING)";
+pub const CROSSED: &str = "the peer's FIN, sent before this one arrived, reached it after this FIN \
+                           left and before the ACK of it: the FINs crossed";
 
 /// TIME_WAIT ended by a RST, as RFC 1337 §2 describes and Linux does by default.
 pub const TIME_WAIT_RST: &str = "received RST in TIME_WAIT: TIME-WAIT assassination";
