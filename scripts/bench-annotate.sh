@@ -4,7 +4,9 @@
 # connection (the article's writing-forever server, captured by tcpdump in a private network
 # namespace), and a synthetic capture of 100k short connections. Wall time and peak memory.
 #
-#   sudo scripts/bench-annotate.sh [SEGMENTS]      (needs tcpdump and tshark)
+#   scripts/bench-annotate.sh [SEGMENTS]      (as root; needs tcpdump and tshark)
+#   BASELINE=/path/to/an/older/teardown scripts/bench-annotate.sh
+#                                             also times that binary, side by side
 set -euo pipefail
 segments=${1:-1000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,10 +67,14 @@ for i in range(100_000):
 PY
 
 # Wall time and peak memory of each reader, on each file.
-python3 - "$bin" "$work" <<'PY'
+python3 - "$bin" "$work" "${BASELINE:-}" <<'PY'
 import os, resource, subprocess, sys, time
-bin, work = sys.argv[1], sys.argv[2]
+bin, work, baseline = sys.argv[1], sys.argv[2], sys.argv[3]
 def measure(cmd):
+    # The median of three runs: one alone swings with the page cache and the other core.
+    runs = sorted((once(cmd) for _ in range(3)), key=lambda r: r[0])
+    return runs[1]
+def once(cmd):
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:
@@ -84,8 +90,15 @@ for name in ("one", "many"):
         ("tcpdump -r -w /dev/null", ["tcpdump", "-r", f, "-w", "/dev/null"]),
         ("teardown annotate -o /dev/null", [bin, "annotate", f, "-o", "/dev/null"]),
         ("teardown annotate -o FILE", [bin, "annotate", f, "-o", f"{work}/{name}.out.pcapng"]),
-        ("tshark -r (TCP analysis)", ["tshark", "-r", f]),
+        ("teardown summary", [bin, "summary", f]),
     ]
+    if baseline:
+        rows += [
+            ("baseline annotate -o /dev/null", [baseline, "annotate", f, "-o", "/dev/null"]),
+            ("baseline annotate -o FILE", [baseline, "annotate", f, "-o", f"{work}/{name}.base.pcapng"]),
+            ("baseline summary", [baseline, "summary", f]),
+        ]
+    rows.append(("tshark -r (TCP analysis)", ["tshark", "-r", f]))
     print(f"{name}.pcap: {n} packets, {os.path.getsize(f) / 1e6:.0f} MB")
     print(f"  {'':30} {'seconds':>8} {'peak MiB':>9} {'× tcpdump':>10}")
     floor = None

@@ -92,6 +92,29 @@ fn sysctl_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new("/proc/sys").join(name.replace('.', "/"))
 }
 
+/// Where a run's two ends live: one host (the process's namespace), or two joined by a veth,
+/// passed down to whatever makes a server socket, reads a socket table or sets a sysctl.
+#[derive(Clone, Debug, Default)]
+pub enum Hosts {
+    #[default]
+    One,
+    Two(std::sync::Arc<pair::Pair>),
+}
+
+impl Hosts {
+    pub fn two(&self) -> bool {
+        matches!(self, Hosts::Two(_))
+    }
+
+    /// Runs `f` on the server's host: in its namespace across a veth, here on one host.
+    pub fn in_server<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match self {
+            Hosts::One => f(),
+            Hosts::Two(pair) => pair.in_server(f),
+        }
+    }
+}
+
 /// Two hosts for a run: the client's namespace (the process's own) and the server's, joined
 /// by a veth pair. Both are anonymous: when the process ends, however it ends, the kernel
 /// removes them with their veth and their firewall rules. Nothing is left on the host.
@@ -99,7 +122,6 @@ pub mod pair {
     use std::io;
     use std::net::Ipv4Addr;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::OnceLock;
 
     pub const CLIENT_IF: &str = "td-client";
     pub const SERVER_IF: &str = "td-server";
@@ -107,8 +129,12 @@ pub mod pair {
     pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
     const PREFIX: u8 = 24;
 
-    /// The two namespaces, once `create` made them: (client, server).
-    static PAIR: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
+    /// The two namespaces of a run: the client's (the process's own) and the server's.
+    #[derive(Debug)]
+    pub struct Pair {
+        client: OwnedFd,
+        server: OwnedFd,
+    }
 
     fn open_own() -> io::Result<OwnedFd> {
         let fd = unsafe {
@@ -132,7 +158,7 @@ pub mod pair {
 
     /// Makes the server's namespace beside the process's (already private) one, and the veth
     /// pair between them with their addresses. Call it while the process has one thread.
-    pub fn create() -> Result<(), super::NetnsError> {
+    pub fn create() -> Result<Pair, super::NetnsError> {
         let err = |op: &'static str| move |source| super::NetnsError::Io { op, source };
         let client = open_own().map_err(err("open the client's namespace"))?;
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -145,31 +171,26 @@ pub mod pair {
         enter(client.as_raw_fd()).map_err(err("setns back to the client's namespace"))?;
         add_veth(CLIENT_IF, SERVER_IF, server.as_raw_fd()).map_err(err("create the veth pair"))?;
         configure(CLIENT_IF, CLIENT_IP).map_err(err("address the client's veth"))?;
-        let _ = PAIR.set((client, server));
-        in_server(|| configure(SERVER_IF, SERVER_IP)).map_err(err("address the server's veth"))?;
-        Ok(())
+        let pair = Pair { client, server };
+        pair.in_server(|| configure(SERVER_IF, SERVER_IP))
+            .map_err(err("address the server's veth"))?;
+        Ok(pair)
     }
 
-    /// Whether this run has two namespaces.
-    pub fn active() -> bool {
-        PAIR.get().is_some()
-    }
+    impl Pair {
+        /// Runs `f` with the calling thread in the server's namespace (sockets and netlink
+        /// sockets made there stay there), then back.
+        pub fn in_server<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+            enter(self.server.as_raw_fd())?;
+            let out = f();
+            enter(self.client.as_raw_fd())?;
+            out
+        }
 
-    /// Runs `f` with the calling thread in the server's namespace (sockets and netlink
-    /// sockets made there stay there), then back; without a pair, as it is.
-    pub fn in_server<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        let Some((client, server)) = PAIR.get() else {
-            return f();
-        };
-        enter(server.as_raw_fd())?;
-        let out = f();
-        enter(client.as_raw_fd())?;
-        out
-    }
-
-    /// The server namespace's file descriptor, for a child process to setns() into.
-    pub fn server_fd() -> Option<RawFd> {
-        PAIR.get().map(|(_, s)| s.as_raw_fd())
+        /// The server namespace's file descriptor, for a child process to setns() into.
+        pub fn server_fd(&self) -> RawFd {
+            self.server.as_raw_fd()
+        }
     }
 
     /// `ip link add A type veth peer name B netns NS`: one RTM_NEWLINK over rtnetlink.

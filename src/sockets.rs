@@ -109,8 +109,18 @@ pub fn bound(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
 
 /// A listener on `addr`, as the article's server makes it.
 pub fn listen(addr: SocketAddr, opts: SockOpts) -> Result<Socket, SockError> {
+    listen_in(&crate::netns::Hosts::One, addr, opts)
+}
+
+/// A listener on the server's host of a run.
+pub fn listen_in(
+    hosts: &crate::netns::Hosts,
+    addr: SocketAddr,
+    opts: SockOpts,
+) -> Result<Socket, SockError> {
     // Across a veth the server's sockets are made on the server's host.
-    let socket = crate::netns::pair::in_server(|| Ok(bound(addr, opts)))
+    let socket = hosts
+        .in_server(|| Ok(bound(addr, opts)))
         .map_err(call("setns to the server's namespace"))??;
     socket.listen(16).map_err(call(format!("listen {addr}")))?;
     Ok(socket)

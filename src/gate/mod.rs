@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::decode::{Segment, decode, link};
 use crate::error::Error;
-use crate::netns::pair;
+use crate::netns::Hosts;
+use crate::netns::pair::Pair;
 use crate::signals;
 use crate::tracker::Role;
 use policy::{Decision, Policy};
@@ -58,7 +59,7 @@ fn now() -> Duration {
 }
 
 /// `iptables ARGS` in the client's namespace (the process's own) or the server's.
-fn iptables(server: bool, args: &[&str]) -> Result<(), Error> {
+fn iptables(server: Option<&Pair>, args: &[&str]) -> Result<(), Error> {
     // Root's PATH has /usr/sbin; a sudo or cron PATH may not.
     let program = ["/usr/sbin/iptables", "/sbin/iptables"]
         .into_iter()
@@ -66,12 +67,8 @@ fn iptables(server: bool, args: &[&str]) -> Result<(), Error> {
         .unwrap_or("iptables");
     let mut cmd = Command::new(program);
     cmd.args(args);
-    if server {
-        let Some(fd) = pair::server_fd() else {
-            return Err(Error::Usage(
-                "the gate needs the two-namespace setup".into(),
-            ));
-        };
+    if let Some(pair) = server {
+        let fd = pair.server_fd();
         // The child runs in the server's namespace; the fd is inherited across fork.
         unsafe {
             cmd.pre_exec(move || {
@@ -106,10 +103,15 @@ fn iptables(server: bool, args: &[&str]) -> Result<(), Error> {
 impl Gate {
     /// Queues every segment of the connection to `port` on both hosts' OUTPUT and starts
     /// deciding with `policy`.
-    pub fn start(port: u16, policy: Box<dyn Policy>) -> Result<Gate, Error> {
+    pub fn start(hosts: &Hosts, port: u16, policy: Box<dyn Policy>) -> Result<Gate, Error> {
+        let Hosts::Two(pair) = hosts.clone() else {
+            return Err(Error::Usage(
+                "the gate needs the two-namespace setup".into(),
+            ));
+        };
         let port = port.to_string();
         let queue = QUEUE.to_string();
-        for (server, dir) in [(false, "--dport"), (true, "--sport")] {
+        for (server, dir) in [(None, "--dport"), (Some(&*pair), "--sport")] {
             iptables(
                 server,
                 &[
@@ -137,12 +139,12 @@ impl Gate {
         }));
         let mut threads = Vec::new();
         for role in [Role::Client, Role::Server] {
-            let (stop_reader, shared) = (stop.clone(), shared.clone());
+            let (stop_reader, shared, pair) = (stop.clone(), shared.clone(), pair.clone());
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             threads.push(std::thread::spawn(move || {
                 signals::block_in_this_thread();
                 let opened = if role == Role::Server {
-                    pair::in_server(open_queue)
+                    pair.in_server(open_queue)
                 } else {
                     open_queue()
                 };

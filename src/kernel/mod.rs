@@ -9,5 +9,5 @@ pub mod tracefs;
 
 pub use proc_net::{
     KernelSocket, Owner, Timer, all_sockets, fill_owners, parse_proc_net_tcp, render_table,
-    sockets_on_port, tcp_ext_counter, user_name,
+    sockets_on_port, sockets_on_port_in, tcp_ext_counter, user_name,
 };

@@ -154,7 +154,19 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
 /// Every TCP socket of this network namespace with `port` at either end, with its owner:
 /// from sock_diag (what `ss` reads), or `/proc/net/tcp` where netlink is refused.
 pub fn sockets_on_port(port: u16) -> std::io::Result<Vec<KernelSocket>> {
-    let mut sockets: Vec<KernelSocket> = all_sockets()?
+    sockets_on_port_in(&crate::netns::Hosts::One, port)
+}
+
+/// The same on both hosts of a run.
+pub fn sockets_on_port_in(
+    hosts: &crate::netns::Hosts,
+    port: u16,
+) -> std::io::Result<Vec<KernelSocket>> {
+    let all = match hosts {
+        crate::netns::Hosts::One => all_sockets()?,
+        two => super::sock_diag::dump_in(two)?,
+    };
+    let mut sockets: Vec<KernelSocket> = all
         .into_iter()
         .filter(|s| s.local.port() == port || s.peer.port() == port)
         .collect();

@@ -36,10 +36,14 @@ const EXPIRES_OFFSET: usize = 4 + size_of::<SocketIdBuffer>();
 /// TIME_WAIT sockets and orphaned FIN_WAIT_2 sockets (the kernel reports those as time-wait
 /// sockets whose state is FIN_WAIT_2). `owner` is left None (the caller fills it).
 pub fn dump() -> io::Result<Vec<KernelSocket>> {
+    dump_here()
+}
+
+/// The table of both hosts of a run: across a veth, the server's host has one of its own.
+pub fn dump_in(hosts: &crate::netns::Hosts) -> io::Result<Vec<KernelSocket>> {
     let mut sockets = dump_here()?;
-    // Across a veth, the server's host has a table of its own.
-    if crate::netns::pair::active() {
-        sockets.extend(crate::netns::pair::in_server(dump_here)?);
+    if hosts.two() {
+        sockets.extend(hosts.in_server(dump_here)?);
     }
     Ok(sockets)
 }

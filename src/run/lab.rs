@@ -80,6 +80,8 @@ pub struct Lab {
     host_filter: Option<Filter>,
     /// On the host's own loopback (`--host`).
     host: bool,
+    /// One host, or two joined by a veth: where server sockets, tables and sysctls are.
+    pub hosts: crate::netns::Hosts,
     /// The packet filter holding back or dropping segments, for the scenarios that need it.
     pub gate: Option<crate::gate::Gate>,
     /// What the gate did, in words, once it is gone: for the capture's section comment.
@@ -124,6 +126,7 @@ impl Lab {
         server: SocketAddr,
         client_ip: IpAddr,
         host: bool,
+        hosts: crate::netns::Hosts,
         mut capture: Box<dyn FrameSource>,
         out: Box<dyn Write>,
     ) -> Lab {
@@ -164,9 +167,9 @@ impl Lab {
             server,
             client_ip,
             server_opts: SockOpts::NONE,
-            host_filter: (host || crate::netns::pair::active())
-                .then(|| Filter::port(server.port())),
+            host_filter: (host || hosts.two()).then(|| Filter::port(server.port())),
             host,
+            hosts,
             sysctls: Vec::new(),
             gate: None,
             filter_rule: None,
@@ -242,8 +245,9 @@ impl Lab {
         let set = || crate::netns::set_sysctl(name, value);
         let old = set().map_err(Error::io(format!("setting {name} in the run's namespace")))?;
         // Across a veth, on both hosts.
-        if crate::netns::pair::active() {
-            crate::netns::pair::in_server(set)
+        if self.hosts.two() {
+            self.hosts
+                .in_server(set)
                 .map_err(Error::io(format!("setting {name} on the server's host")))?;
         }
         // ip_local_port_range reads back as "32768\t60999": one space, as it was written.
@@ -516,7 +520,7 @@ impl Lab {
             None
         } else {
             self.kernel_word(
-                kernel::sock_diag::dump(),
+                kernel::sock_diag::dump_in(&self.hosts),
                 "the socket table (sock_diag)",
                 "final states not checked",
             )?
@@ -560,7 +564,7 @@ impl Lab {
     /// The kernel's word on the port right now, one line: what `ss` would show after a
     /// close(). Kept for the capture's section comment.
     pub fn snapshot(&mut self, label: &str) -> Result<(), Error> {
-        let sockets = kernel::sockets_on_port(self.server.port())
+        let sockets = kernel::sockets_on_port_in(&self.hosts, self.server.port())
             .map_err(Error::io("reading the kernel's socket table"))?;
         let server = self.server;
         let ends: Vec<String> = sockets
@@ -647,13 +651,13 @@ impl Lab {
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }
-        let (socket, errno) = match sockets::listen(addr, opts) {
+        let (socket, errno) = match sockets::listen_in(&self.hosts, addr, opts) {
             Ok(socket) => (Some(socket), None),
             Err(e) if e.errno() == Some(libc::EINTR) => return Err(Error::Interrupted),
             Err(e) => (None, e.errno().or(Some(0))),
         };
         let holders = if errno.is_some() {
-            kernel::sockets_on_port(addr.port())
+            kernel::sockets_on_port_in(&self.hosts, addr.port())
                 .map_err(Error::io("reading the kernel's socket table"))?
                 .into_iter()
                 .filter(|s| s.local.port() == addr.port())
@@ -677,7 +681,7 @@ impl Lab {
 
     /// Prints the kernel's table of sockets on the server's port, like `netstat -an`.
     pub fn print_table(&mut self, title: &str) -> Result<Vec<KernelSocket>, Error> {
-        let sockets = kernel::sockets_on_port(self.server.port())
+        let sockets = kernel::sockets_on_port_in(&self.hosts, self.server.port())
             .map_err(Error::io("reading the kernel's socket table"))?;
         let table = kernel::render_table(&sockets);
         let line = self.style.wrap(
@@ -731,7 +735,7 @@ impl Lab {
             if signals::interrupted() {
                 return Err(Error::Interrupted);
             }
-            let sockets = kernel::sockets_on_port(local.port())
+            let sockets = kernel::sockets_on_port_in(&self.hosts, local.port())
                 .map_err(Error::io("reading the kernel's socket table"))?;
             if done(sockets.iter().find(|s| s.local == local && s.peer == peer)) {
                 return Ok(Some(start.elapsed()));
@@ -804,6 +808,7 @@ mod tests {
             server,
             client.ip(),
             false,
+            crate::netns::Hosts::One,
             Box::new(source),
             Box::new(std::io::sink()),
         );

@@ -63,10 +63,11 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         )));
     }
     // Before any thread exists: unshare() of a user namespace needs a single thread.
+    let mut hosts = netns::Hosts::One;
     if !config.host {
         netns::enter_private()?;
         if two_hosts {
-            netns::pair::create()?;
+            hosts = netns::Hosts::Two(std::sync::Arc::new(netns::pair::create()?));
         }
     }
     // Also single-threaded: tracefs may have to be mounted in a mount namespace of our own.
@@ -166,6 +167,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         server,
         IpAddr::V4(client_ip),
         config.host,
+        hosts,
         Box::new(capture),
         if narration_to_stderr {
             Box::new(std::io::stderr())

@@ -114,7 +114,8 @@ fn old_socket(
     held: &mut Held,
 ) -> Result<bool, Error> {
     if let Old::Listen = old {
-        held.listeners.push(sockets::listen(addr, opts)?);
+        held.listeners
+            .push(sockets::listen_in(&lab.hosts, addr, opts)?);
         return Ok(true);
     }
     let (reached, client) = old_connection(lab, addr, opts, matches!(old, Old::TimeWait))?;

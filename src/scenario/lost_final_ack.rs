@@ -37,7 +37,11 @@ pub static SCENARIO: Scenario = Scenario {
 };
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
-    let gate = Gate::start(lab.server.port(), Box::new(DropFinalAcks::new(DROPS)))?;
+    let gate = Gate::start(
+        &lab.hosts,
+        lab.server.port(),
+        Box::new(DropFinalAcks::new(DROPS)),
+    )?;
     lab.print(format!(
         "     packet filter (server's host): {}",
         gate.describe()

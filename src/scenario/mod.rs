@@ -126,7 +126,7 @@ pub fn article_exchange(lab: &mut Lab, opts: SockOpts) -> Result<Opened, Error> 
     } else {
         format!("setsockopt {opts}, ")
     };
-    let listener = sockets::listen(lab.server, opts)?;
+    let listener = sockets::listen_in(&lab.hosts, lab.server, opts)?;
     lab.say(
         "server",
         format!("socket(), {option}bind {}, listen()", lab.server),
@@ -175,7 +175,7 @@ pub fn old_connection(
     opts: SockOpts,
     client_closes: bool,
 ) -> Result<(bool, Option<TcpStream>), Error> {
-    let listener = sockets::listen(addr, opts)?;
+    let listener = sockets::listen_in(&lab.hosts, addr, opts)?;
     let mut client = sockets::connect(lab.client_ip, addr)?;
     let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
     let (server_conn, _) = sockets::accept(&listener)?;

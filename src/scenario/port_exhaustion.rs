@@ -55,7 +55,7 @@ pub fn fill_ports(
     lab: &mut Lab,
     server: SocketAddr,
 ) -> Result<(Vec<SocketAddr>, sockets::Socket), Error> {
-    let listener = sockets::listen(server, SockOpts::NONE)?;
+    let listener = sockets::listen_in(&lab.hosts, server, SockOpts::NONE)?;
     let mut used = Vec::new();
     for i in 1..=PORTS {
         let client = sockets::connect_ephemeral(lab.client_ip, server)?;

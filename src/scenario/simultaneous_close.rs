@@ -28,7 +28,11 @@ pub static SCENARIO: Scenario = Scenario {
 };
 
 fn script(lab: &mut Lab) -> Result<(), Error> {
-    let gate = Gate::start(lab.server.port(), Box::new(CrossFins::default()))?;
+    let gate = Gate::start(
+        &lab.hosts,
+        lab.server.port(),
+        Box::new(CrossFins::default()),
+    )?;
     lab.print(format!(
         "     packet filter (both hosts): {}",
         gate.describe()

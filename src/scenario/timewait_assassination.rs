@@ -106,7 +106,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
 /// The article's exchange and close at `addr`, not narrated: the server writes and closes
 /// first, the client reads to EOF and closes. Waits until the server's end is in TIME_WAIT.
 fn closed_with_data(lab: &mut Lab, addr: SocketAddr) -> Result<bool, Error> {
-    let listener = sockets::listen(addr, SockOpts::NONE)?;
+    let listener = sockets::listen_in(&lab.hosts, addr, SockOpts::NONE)?;
     let mut client = sockets::connect(lab.client_ip, addr)?;
     let client_addr = client.local_addr().map_err(Error::io("getsockname"))?;
     let (mut server_conn, _) = sockets::accept(&listener)?;

@@ -52,7 +52,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             1000
         }
     };
-    let loopback = !crate::netns::pair::active();
+    let loopback = !lab.hosts.two();
     let main = lab.server;
     // The default (2) last, on the scenario's own port: its connection is the verdict's.
     for (value, port) in [
