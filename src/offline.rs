@@ -16,7 +16,6 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
-use serde_json::json;
 
 use crate::annotate::{Annotator, CommentCache, Packet, is_teardown_comment};
 use crate::capture::Frame;
@@ -512,6 +511,25 @@ struct Seen {
     refused: bool,
 }
 
+/// One connection of `summary --json`: a script's interface, keep its keys and their types.
+#[derive(serde::Serialize)]
+struct SummaryRow {
+    conn: usize,
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    joined_mid: bool,
+    /// `client` or `server`; `null` (and `how` too) when neither sent a FIN or RST.
+    closed_first: Option<String>,
+    /// `FIN` or `RST`.
+    how: Option<&'static str>,
+    simultaneous_close: bool,
+    refused: bool,
+    client_state: &'static str,
+    server_state: &'static str,
+    duration_s: f64,
+    segments: u64,
+}
+
 /// `teardown summary IN [--json]`: the table on `out`, a warning on `log`.
 pub fn summary(
     input: &str,
@@ -544,25 +562,23 @@ pub fn summary(
         }
     })?;
     let tracker = &scan.tracker;
-    let rows: Vec<serde_json::Value> = tracker
+    let rows: Vec<SummaryRow> = tracker
         .connections()
         .iter()
         .zip(&seen)
-        .map(|(c, s)| {
-            json!({
-                "conn": c.id,
-                "client": c.client.to_string(),
-                "server": c.server.to_string(),
-                "joined_mid": c.joined_mid,
-                "closed_first": s.closed_first.map(|(r, _)| r.to_string()),
-                "how": s.closed_first.map(|(_, how)| how),
-                "simultaneous_close": s.simultaneous,
-                "refused": s.refused,
-                "client_state": c.state(Role::Client).name(),
-                "server_state": c.state(Role::Server).name(),
-                "duration_s": s.last.saturating_sub(s.first).as_secs_f64(),
-                "segments": c.segments,
-            })
+        .map(|(c, s)| SummaryRow {
+            conn: c.id,
+            client: c.client,
+            server: c.server,
+            joined_mid: c.joined_mid,
+            closed_first: s.closed_first.map(|(r, _)| r.to_string()),
+            how: s.closed_first.map(|(_, how)| how),
+            simultaneous_close: s.simultaneous,
+            refused: s.refused,
+            client_state: c.state(Role::Client).name(),
+            server_state: c.state(Role::Server).name(),
+            duration_s: s.last.saturating_sub(s.first).as_secs_f64(),
+            segments: c.segments,
         })
         .collect();
     if json_out {
@@ -772,6 +788,66 @@ mod tests {
         assert_eq!(rows[0]["how"], "FIN");
         let text = summary_of("active-close.pcapng", false);
         assert!(text.contains("server closed first (FIN)"), "{text}");
+    }
+
+    /// `summary --json` is a script's interface: exact keys, and each value's type, both where
+    /// a connection closed and where the capture holds neither its start nor its end.
+    #[test]
+    fn summary_json_rows_have_exactly_the_documented_keys_and_types() {
+        use crate::kernel::table::{json_shape, shape_of};
+        let row = |first: &'static str, float: &'static str| {
+            shape_of(&[
+                ("conn", "integer"),
+                ("client", "string"),
+                ("server", "string"),
+                ("joined_mid", "bool"),
+                ("closed_first", first),
+                ("how", first),
+                ("simultaneous_close", "bool"),
+                ("refused", "bool"),
+                ("client_state", "string"),
+                ("server_state", "string"),
+                ("duration_s", float),
+                ("segments", "integer"),
+            ])
+        };
+        let rows: serde_json::Value =
+            serde_json::from_str(&summary_of("active-close.pcapng", true)).unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+        assert_eq!(json_shape(&rows[0]), row("string", "float"));
+        assert_eq!(rows[0]["client"], "127.0.0.2:38174", "{rows}");
+        assert_eq!(rows[0]["server"], "127.0.0.1:8000");
+        assert_eq!(rows[0]["closed_first"], "server");
+        assert_eq!(rows[0]["how"], "FIN");
+        assert_eq!(rows[0]["server_state"], "TIME_WAIT");
+
+        // Segments 4 to 7 of crossing-fins.pcap (pcap: a 24-byte header, then records of a
+        // 16-byte header and the bytes it counts): data and ACKs, no SYN, no FIN.
+        let real = std::fs::read(format!(
+            "{}/tests/data/real/crossing-fins.pcap",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (mut file, mut at) = (real[..24].to_vec(), 24);
+        for n in 1..=7 {
+            let len = u32::from_le_bytes(real[at + 8..at + 12].try_into().unwrap()) as usize;
+            if n >= 4 {
+                file.extend(&real[at..at + 16 + len]);
+            }
+            at += 16 + len;
+        }
+        let dir = std::env::temp_dir().join(format!("teardown-mid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mid.pcap");
+        std::fs::write(&path, file).unwrap();
+        let (mut out, mut log) = (Vec::new(), Vec::new());
+        let code = summary(path.to_str().unwrap(), true, &mut out, &mut log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(code, 0);
+        let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json_shape(&rows[0]), row("null", "float"), "{rows}");
+        assert_eq!(rows[0]["joined_mid"], true, "{rows}");
+        assert_eq!(rows[0]["segments"], 4, "{rows}");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde_json::json;
+use serde::Serialize;
 
+use crate::kernel::table::SocketRow;
 use crate::kernel::{KernelSocket, render_table};
 use crate::run::report::wrap;
 use crate::sockets::{self, SockOpts, errno_name};
@@ -476,43 +477,108 @@ impl Answer {
         s
     }
 
+    /// The answer as `why --json` prints it.
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "target": self.target.addr().to_string(),
-            "netns": self.netns,
-            "bind_ok": self.plain_bind_ok(),
-            "holders": self.holders.iter().map(|h| json!({
-                "state": h.state,
-                "local": h.local.to_string(),
-                "peer": h.peer.to_string(),
-                "recv_q": h.recv_q,
-                "send_q": h.send_q,
-                "timer": h.timer.as_ref().map(|t| t.kind),
-                "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
-                "uid": h.uid,
-                "pid": h.owner.as_ref().map(|o| o.pid),
-                "command": h.owner.as_ref().map(|o| o.cmdline.clone()),
-                "user": h.owner.as_ref().map(|o| o.user.clone()),
-            })).collect::<Vec<_>>(),
-            "peers": self.peers.iter().map(|p| json!({
-                "state": p.state,
-                "local": p.local.to_string(),
-                "peer": p.peer.to_string(),
-                "pid": p.owner.as_ref().map(|o| o.pid),
-                "command": p.owner.as_ref().map(|o| o.cmdline.clone()),
-                "user": p.owner.as_ref().map(|o| o.user.clone()),
-            })).collect::<Vec<_>>(),
-            "trials": self.trials.iter().map(|t| json!({
-                "options": t.opts.to_string(),
-                "bound": t.errno.is_none(),
-                "errno": t.errno,
-                "errno_name": t.errno.map(errno_name),
-            })).collect::<Vec<_>>(),
-            "explanation": self.explanation(),
-            "fixes": self.fixes(),
-            "unseen": self.unseen,
-        })
+        let json = AnswerJson {
+            target: self.target.addr(),
+            netns: self.netns.as_deref(),
+            bind_ok: self.plain_bind_ok(),
+            holders: self
+                .holders
+                .iter()
+                .map(|h| HolderJson {
+                    row: h.into(),
+                    owner: OwnerJson::of(h),
+                })
+                .collect(),
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerJson {
+                    state: p.state,
+                    local: p.local,
+                    peer: p.peer,
+                    owner: OwnerJson::of(p),
+                })
+                .collect(),
+            trials: self
+                .trials
+                .iter()
+                .map(|t| TrialJson {
+                    options: t.opts.to_string(),
+                    bound: t.errno.is_none(),
+                    errno: t.errno,
+                    errno_name: t.errno.map(errno_name),
+                })
+                .collect(),
+            explanation: self.explanation(),
+            fixes: self.fixes(),
+            unseen: &self.unseen,
+        };
+        serde_json::to_value(json).unwrap_or_default()
     }
+}
+
+/// `why PORT --json`: a script's interface, keep its keys and their types.
+#[derive(Serialize)]
+struct AnswerJson<'a> {
+    /// `0.0.0.0:8000` for a bare port.
+    target: SocketAddr,
+    netns: Option<&'a str>,
+    bind_ok: bool,
+    holders: Vec<HolderJson<'a>>,
+    peers: Vec<PeerJson<'a>>,
+    trials: Vec<TrialJson>,
+    explanation: Vec<String>,
+    fixes: Vec<String>,
+    unseen: &'a [String],
+}
+
+/// A socket in the way: its table row and its process (`null`s when none was found).
+#[derive(Serialize)]
+struct HolderJson<'a> {
+    #[serde(flatten)]
+    row: SocketRow<'a>,
+    #[serde(flatten)]
+    owner: OwnerJson<'a>,
+}
+
+/// The local CLOSE_WAIT end of an orphan, and the process to fix.
+#[derive(Serialize)]
+struct PeerJson<'a> {
+    state: &'a str,
+    local: SocketAddr,
+    peer: SocketAddr,
+    #[serde(flatten)]
+    owner: OwnerJson<'a>,
+}
+
+#[derive(Serialize)]
+struct OwnerJson<'a> {
+    pid: Option<u32>,
+    /// The whole command line (`sockets --json` gives the short name).
+    command: Option<&'a str>,
+    user: Option<&'a str>,
+}
+
+impl<'a> OwnerJson<'a> {
+    fn of(s: &'a KernelSocket) -> Self {
+        let o = s.owner.as_ref();
+        OwnerJson {
+            pid: o.map(|o| o.pid),
+            command: o.map(|o| o.cmdline.as_str()),
+            user: o.map(|o| o.user.as_str()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TrialJson {
+    /// `no option`, `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_REUSEADDR+SO_REUSEPORT`.
+    options: String,
+    bound: bool,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
 }
 
 /// `pid 9 (app --serve) of user u`, or who else holds the socket.

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use serde::Serialize;
@@ -27,19 +28,45 @@ impl Filter {
     }
 }
 
-/// One socket as JSON: times in milliseconds.
+/// A socket's row of the table as JSON, the fields every JSON view of a socket shares
+/// (`sockets`, `why`'s holders; flattened into those): addresses as `127.0.0.1:8000` or
+/// `[::1]:8000`, times in milliseconds, `null` for no timer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SocketRow<'a> {
+    pub state: &'a str,
+    pub recv_q: u32,
+    pub send_q: u32,
+    /// serde writes a `SocketAddr` as its Display (a string) in JSON.
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub timer: Option<&'a str>,
+    pub timer_remaining_ms: Option<u64>,
+    pub uid: u32,
+}
+
+impl<'a> From<&'a KernelSocket> for SocketRow<'a> {
+    fn from(s: &'a KernelSocket) -> Self {
+        SocketRow {
+            state: s.state,
+            recv_q: s.recv_q,
+            send_q: s.send_q,
+            local: s.local,
+            peer: s.peer,
+            timer: s.timer.as_ref().map(|t| t.kind),
+            timer_remaining_ms: s.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
+            uid: s.uid,
+        }
+    }
+}
+
+/// One socket of `teardown sockets --json`: the row, its inode and the owner's short name.
 #[derive(Serialize)]
 struct JsonSocket<'a> {
-    state: &'a str,
-    recv_q: u32,
-    send_q: u32,
-    local: String,
-    peer: String,
-    timer: Option<&'a str>,
-    timer_remaining_ms: Option<u128>,
-    uid: u32,
+    #[serde(flatten)]
+    row: SocketRow<'a>,
     inode: u64,
     pid: Option<u32>,
+    /// The short name (`comm`), where `why` gives the whole command line.
     command: Option<&'a str>,
 }
 
@@ -47,20 +74,50 @@ pub fn to_json(sockets: &[KernelSocket]) -> String {
     let rows: Vec<JsonSocket<'_>> = sockets
         .iter()
         .map(|s| JsonSocket {
-            state: s.state,
-            recv_q: s.recv_q,
-            send_q: s.send_q,
-            local: s.local.to_string(),
-            peer: s.peer.to_string(),
-            timer: s.timer.as_ref().map(|t| t.kind),
-            timer_remaining_ms: s.timer.as_ref().map(|t| t.remaining.as_millis()),
-            uid: s.uid,
+            row: s.into(),
             inode: s.inode,
             pid: s.owner.as_ref().map(|o| o.pid),
             command: s.owner.as_ref().map(|o| o.command.as_str()),
         })
         .collect();
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// Each key of a JSON object with its value's type (`string`, `integer`, `float`, `bool`,
+/// `null`, `array`, `object`): what tests of a JSON interface pin, so a renamed, dropped or
+/// retyped key fails one.
+#[cfg(test)]
+pub(crate) fn json_shape(v: &serde_json::Value) -> Vec<(String, &'static str)> {
+    use serde_json::Value;
+    let Value::Object(map) = v else {
+        panic!("not a JSON object: {v}");
+    };
+    let mut shape: Vec<(String, &'static str)> = map
+        .iter()
+        .map(|(k, v)| {
+            let kind = match v {
+                Value::Null => "null",
+                Value::Bool(_) => "bool",
+                Value::Number(n) if n.is_f64() => "float",
+                Value::Number(_) => "integer",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            (k.clone(), kind)
+        })
+        .collect();
+    shape.sort();
+    shape
+}
+
+/// `[("a", "string"), ...]` from `&[("a", "string"), ...]`, to compare with `json_shape`.
+#[cfg(test)]
+pub(crate) fn shape_of(keys: &[(&str, &'static str)]) -> Vec<(String, &'static str)> {
+    let mut shape: Vec<(String, &'static str)> =
+        keys.iter().map(|&(k, t)| (k.to_string(), t)).collect();
+    shape.sort();
+    shape
 }
 
 pub fn to_text(sockets: &[KernelSocket]) -> String {
@@ -146,6 +203,47 @@ mod tests {
         assert_eq!(json[1]["uid"], 1000);
         assert_eq!(json[1]["timer"], serde_json::Value::Null);
         assert_eq!(json[2]["recv_q"], 11);
+    }
+
+    /// The keys and types scripts read; a renamed or retyped field fails here.
+    #[test]
+    fn json_rows_have_exactly_the_documented_keys_and_types() {
+        let mut all = parse_proc_net_tcp(TABLE);
+        all[1].owner = Some(crate::kernel::Owner {
+            pid: 77,
+            command: "nginx".into(),
+            cmdline: "nginx: master process".into(),
+            user: "www".into(),
+        });
+        all[2].local = "[::1]:41188".parse().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&to_json(&all)).unwrap();
+        let row = |timer, owner| {
+            shape_of(&[
+                ("state", "string"),
+                ("recv_q", "integer"),
+                ("send_q", "integer"),
+                ("local", "string"),
+                ("peer", "string"),
+                ("timer", timer),
+                (
+                    "timer_remaining_ms",
+                    if timer == "null" { "null" } else { "integer" },
+                ),
+                ("uid", "integer"),
+                ("inode", "integer"),
+                ("pid", owner),
+                ("command", if owner == "null" { "null" } else { "string" }),
+            ])
+        };
+        assert_eq!(json_shape(&json[0]), row("string", "null"));
+        assert_eq!(json_shape(&json[1]), row("null", "integer"));
+        assert_eq!(json_shape(&json[2]), row("null", "null"));
+        // The short name, not the command line; an IPv6 address in brackets, as ss writes it.
+        assert_eq!(json[1]["command"], "nginx");
+        assert_eq!(json[1]["pid"], 77);
+        assert_eq!(json[1]["inode"], 4242);
+        assert_eq!(json[2]["local"], "[::1]:41188");
+        assert_eq!(json[0]["peer"], "127.0.0.2:41186");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::kernel::KernelSocket;
 use crate::run::report::wrap;
@@ -396,32 +396,67 @@ impl ConnectAnswer {
         s
     }
 
+    /// The answer as `why --connect --json` prints it.
     pub fn to_json(&self) -> serde_json::Value {
-        let rate = sustainable_rate(self.ports());
-        json!({
-            "destination": self.dest.to_string(),
-            "host": self.host,
-            "netns": self.netns,
-            "port_range": [self.range.0, self.range.1],
-            "ports": self.ports(),
-            "connect_tries": self.usable(),
-            "held": self.held(),
-            "time_wait": self.time_wait().len(),
-            "exhausted": self.exhausted(),
-            "tcp_tw_reuse": self.tw_reuse,
-            "tcp_tw_reuse_delay_ms": self.tw_reuse_delay_ms,
-            "tw_reuse_applies": self.reuse_applies(),
-            // The same number the text gives (471, not 470.53).
-            "sustainable_per_second": serde_json::from_str::<serde_json::Value>(&rate)
-                .unwrap_or(serde_json::Value::Null),
-            "holders": self.holders.iter().map(|h| json!({
-                "local": h.local.to_string(),
-                "state": h.state,
-                "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
-            })).collect::<Vec<_>>(),
-            "fixes": self.advice(),
-        })
+        let json = ConnectJson {
+            destination: self.dest,
+            host: self.host.as_deref(),
+            netns: self.netns.as_deref(),
+            port_range: [self.range.0, self.range.1],
+            ports: self.ports(),
+            connect_tries: self.usable(),
+            held: self.held(),
+            time_wait: self.time_wait().len(),
+            exhausted: self.exhausted(),
+            tcp_tw_reuse: self.tw_reuse,
+            tcp_tw_reuse_delay_ms: self.tw_reuse_delay_ms,
+            tw_reuse_applies: self.reuse_applies(),
+            // The same number the text gives (471, not 470.53; 0.10 as 0.1).
+            sustainable_per_second: sustainable_rate(self.ports()).parse().ok(),
+            holders: self
+                .holders
+                .iter()
+                .map(|h| PortHolderJson {
+                    local: h.local,
+                    state: h.state,
+                    timer_remaining_ms: h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
+                })
+                .collect(),
+            fixes: self.advice(),
+        };
+        serde_json::to_value(json).unwrap_or_default()
     }
+}
+
+/// `why --connect --json`: a script's interface, keep its keys and their types.
+#[derive(Serialize)]
+struct ConnectJson<'a> {
+    destination: SocketAddr,
+    /// The host name given, `null` for an address.
+    host: Option<&'a str>,
+    netns: Option<&'a str>,
+    port_range: [u16; 2],
+    ports: u32,
+    connect_tries: u32,
+    held: u32,
+    time_wait: usize,
+    exhausted: bool,
+    /// `null` where the sysctl could not be read.
+    tcp_tw_reuse: Option<u8>,
+    tcp_tw_reuse_delay_ms: Option<u64>,
+    tw_reuse_applies: bool,
+    /// An integer from 1 a second up, a fraction below.
+    sustainable_per_second: Option<serde_json::Number>,
+    holders: Vec<PortHolderJson<'a>>,
+    fixes: Vec<String>,
+}
+
+/// A local port held by a connection to the destination.
+#[derive(Serialize)]
+struct PortHolderJson<'a> {
+    local: SocketAddr,
+    state: &'a str,
+    timer_remaining_ms: Option<u64>,
 }
 
 /// Asks the kernel of the calling thread's namespace.
@@ -683,6 +718,74 @@ mod tests {
         ));
         let a = with_reuse("10.0.0.5:80", 1, time_waits("10.0.0.5:80", 6));
         assert!(a.fixes()[3].starts_with("net.ipv4.tcp_tw_reuse is 1 already"));
+    }
+
+    /// `why --connect --json` is a script's interface: exact keys, and each value's type.
+    #[test]
+    fn json_has_exactly_the_documented_keys_and_types() {
+        use crate::kernel::table::{json_shape, shape_of};
+        let top = |host, tw_reuse, rate| {
+            shape_of(&[
+                ("destination", "string"),
+                ("host", host),
+                ("netns", host),
+                ("port_range", "array"),
+                ("ports", "integer"),
+                ("connect_tries", "integer"),
+                ("held", "integer"),
+                ("time_wait", "integer"),
+                ("exhausted", "bool"),
+                ("tcp_tw_reuse", tw_reuse),
+                ("tcp_tw_reuse_delay_ms", tw_reuse),
+                ("tw_reuse_applies", "bool"),
+                ("sustainable_per_second", rate),
+                ("holders", "array"),
+                ("fixes", "array"),
+            ])
+        };
+        let mut held = time_waits(DEST, 4);
+        held.push(socket("127.0.0.1:40004", DEST, "ESTABLISHED", 0));
+        let mut a = answer((40000, 40005), held);
+        a.host = Some("web".into());
+        a.netns = Some("blue".into());
+        let j = a.to_json();
+        assert_eq!(json_shape(&j), top("string", "integer", "float"));
+        assert_eq!(j["destination"], DEST);
+        assert_eq!(j["host"], "web");
+        assert_eq!(j["port_range"], serde_json::json!([40000, 40005]));
+        assert_eq!(j["ports"], 6);
+        assert_eq!(j["connect_tries"], 6);
+        assert_eq!(j["held"], 5);
+        assert_eq!(j["time_wait"], 4);
+        assert_eq!(j["exhausted"], false);
+        assert_eq!(j["tcp_tw_reuse"], 0);
+        assert_eq!(j["tcp_tw_reuse_delay_ms"], 1000);
+        assert_eq!(j["sustainable_per_second"], 0.1);
+        let holder = |timer| {
+            shape_of(&[
+                ("local", "string"),
+                ("state", "string"),
+                ("timer_remaining_ms", timer),
+            ])
+        };
+        assert_eq!(json_shape(&j["holders"][0]), holder("integer"));
+        assert_eq!(j["holders"][0]["local"], "127.0.0.1:40000");
+        assert_eq!(j["holders"][0]["timer_remaining_ms"], 59000);
+        assert_eq!(json_shape(&j["holders"][4]), holder("null"));
+        assert_eq!(j["holders"][4]["state"], "ESTABLISHED");
+        // An address, not a name; sysctls that could not be read; the default range.
+        let a = ConnectAnswer::new(
+            DEST.parse().unwrap(),
+            None,
+            (32768, 60999),
+            None,
+            None,
+            vec![],
+        );
+        let j = a.to_json();
+        assert_eq!(json_shape(&j), top("null", "null", "integer"));
+        assert_eq!(j["sustainable_per_second"], 471);
+        assert_eq!(j["holders"], serde_json::json!([]));
     }
 
     #[test]

@@ -277,3 +277,105 @@ fn an_orphans_local_other_end_names_the_program_to_fix() {
     );
     assert_eq!(a.to_json()["peers"][0]["pid"], 1234);
 }
+
+/// `why --json` is a script's interface: the exact keys of the answer, a holder (with and
+/// without a process), a peer and a trial, and each value's type.
+#[test]
+fn json_has_exactly_the_documented_keys_and_types() {
+    use crate::kernel::table::{json_shape, shape_of};
+    let mut listener = socket(LISTEN_ANY);
+    listener.owner = Some(Owner {
+        pid: 9,
+        command: "app".into(),
+        cmdline: "app --serve".into(),
+        user: "u".into(),
+    });
+    let mut client = socket(CLOSE_WAIT);
+    client.owner = listener.owner.clone();
+    let mut a = answer("8000", vec![socket(TIME_WAIT), listener], [IN_USE; 4]);
+    a.peers = vec![client];
+    a.netns = Some("blue".into());
+    a.unseen = vec!["1 socket belongs to a process this user may not look into".into()];
+    let j = a.to_json();
+    assert_eq!(
+        json_shape(&j),
+        shape_of(&[
+            ("target", "string"),
+            ("netns", "string"),
+            ("bind_ok", "bool"),
+            ("holders", "array"),
+            ("peers", "array"),
+            ("trials", "array"),
+            ("explanation", "array"),
+            ("fixes", "array"),
+            ("unseen", "array"),
+        ])
+    );
+    assert_eq!(j["target"], "0.0.0.0:8000");
+    assert_eq!(j["netns"], "blue");
+    let holder = |timer, owner| {
+        let some = |t| if owner == "null" { "null" } else { t };
+        shape_of(&[
+            ("state", "string"),
+            ("local", "string"),
+            ("peer", "string"),
+            ("recv_q", "integer"),
+            ("send_q", "integer"),
+            ("timer", timer),
+            (
+                "timer_remaining_ms",
+                if timer == "null" { "null" } else { "integer" },
+            ),
+            ("uid", "integer"),
+            ("pid", some("integer")),
+            ("command", some("string")),
+            ("user", some("string")),
+        ])
+    };
+    assert_eq!(json_shape(&j["holders"][0]), holder("string", "null"));
+    assert_eq!(json_shape(&j["holders"][1]), holder("null", "integer"));
+    assert_eq!(j["holders"][0]["timer_remaining_ms"], 59810);
+    assert_eq!(j["holders"][0]["peer"], "127.0.0.2:41186");
+    // The whole command line here (`sockets --json` gives the short name).
+    assert_eq!(j["holders"][1]["command"], "app --serve");
+    assert_eq!(j["holders"][1]["user"], "u");
+    assert_eq!(j["holders"][1]["uid"], 1000);
+    assert_eq!(
+        json_shape(&j["peers"][0]),
+        shape_of(&[
+            ("state", "string"),
+            ("local", "string"),
+            ("peer", "string"),
+            ("pid", "integer"),
+            ("command", "string"),
+            ("user", "string"),
+        ])
+    );
+    assert_eq!(j["peers"][0]["state"], "CLOSE_WAIT");
+    assert_eq!(j["peers"][0]["local"], "127.0.0.1:8000");
+    let trial = |errno| {
+        shape_of(&[
+            ("options", "string"),
+            ("bound", "bool"),
+            ("errno", errno),
+            (
+                "errno_name",
+                if errno == "null" { "null" } else { "string" },
+            ),
+        ])
+    };
+    assert_eq!(json_shape(&j["trials"][3]), trial("integer"));
+    assert_eq!(j["trials"][3]["options"], "SO_REUSEADDR+SO_REUSEPORT");
+    assert_eq!(j["trials"][3]["errno"], 98);
+    assert_eq!(j["trials"][3]["errno_name"], "EADDRINUSE");
+    assert_eq!(j["unseen"][0], a.unseen[0]);
+    assert_eq!(j["explanation"][0], a.explanation()[0]);
+    // Nothing held, a free port, the namespace `why` runs in: empty lists and nulls.
+    let free = answer("127.0.0.1:8000", vec![], [None; 4]).to_json();
+    assert_eq!(free["netns"], serde_json::Value::Null);
+    assert_eq!(free["holders"], serde_json::json!([]));
+    assert_eq!(free["peers"], serde_json::json!([]));
+    assert_eq!(free["fixes"], serde_json::json!([]));
+    assert_eq!(json_shape(&free["trials"][0]), trial("null"));
+    assert_eq!(free["trials"][0]["bound"], true);
+}
