@@ -24,6 +24,7 @@ pub mod offline;
 pub mod output;
 pub mod privs;
 pub mod programs;
+pub mod record;
 pub mod run;
 pub mod scenario;
 pub mod signals;

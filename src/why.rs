@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::kernel::table::SocketRow;
 use crate::kernel::{KernelSocket, render_table};
-use crate::run::report::wrap;
+use crate::output::style::wrap;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
 

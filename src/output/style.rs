@@ -204,6 +204,11 @@ pub fn wrap_words(text: &str, width: usize, lead: usize) -> Vec<String> {
     lines
 }
 
+/// Word-wraps a paragraph at `width` columns.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    crate::output::style::wrap_words(text, width, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,6 @@
 //! and the annotated pcapng.
 
 pub mod all;
-pub mod lab;
 pub mod report;
 
 use std::io::Write;
@@ -18,8 +17,8 @@ use crate::netns::{self, pair};
 use crate::output::dest::Dest;
 use crate::output::pcapng::{FileInfo, Writer};
 use crate::scenario::Place;
+use crate::scenario::bench::{Lab, POLL};
 use crate::signals;
-use lab::{Lab, POLL};
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// A second loopback address, so that Wireshark's flow graph draws two columns.
@@ -182,10 +181,16 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());
     // Whatever happened, what was captured is written.
     let _ = lab.finish_capture();
-    let mut differences =
-        report::differences(scenario.expect, lab.states(), &lab.missed, &lab.restarts);
-    differences.extend(lab.differences.iter().cloned());
-    if let Some(a) = lab.agreement.as_ref().filter(|a| !a.ok()) {
+    // What the report reads: the run's record, with the connection as the run left it.
+    lab.record.connection = lab.connection().cloned();
+    let mut differences = report::differences(
+        scenario.expect,
+        lab.states(),
+        &lab.record.missed,
+        &lab.record.restarts,
+    );
+    differences.extend(lab.record.differences.iter().cloned());
+    if let Some(a) = lab.record.agreement.as_ref().filter(|a| !a.ok()) {
         differences.push(format!(
             "the kernel disagreed with the inference {}: see MISMATCH above and in the packet \
              comments",
@@ -201,11 +206,11 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         Ok(()) => format!("the kernel did something else: {}", differences.join("; ")),
     };
     let info = FileInfo {
-        section_comment: report::section_comment(scenario, &lab, &place, &verdict),
+        section_comment: report::section_comment(scenario, &lab.record, &place, &verdict),
         iface: iface.into(),
         linktype: DataLink::ETHERNET,
     };
-    write_capture(&mut dest, &info, &lab.packets, lab.stats)
+    write_capture(&mut dest, &info, &lab.record.packets, lab.record.stats)
         .map_err(Error::io(format!("writing {}", dest.name())))?;
     if let Some(path) = dest.path() {
         give_to_sudo_user(path, created_dir.as_deref());
@@ -213,16 +218,16 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // The same ladder as a picture, beside the capture.
     let mut drawn = None;
     if let (Some(svg), Some(conn)) = (picture.take(), lab.connection()) {
-        let notes = lab.agreement.as_ref().map(|a| &a.per_packet[..]);
+        let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
         let name = svg.name();
-        svg.write_all(crate::output::svg::render(&lab.packets, conn, notes).as_bytes())
+        svg.write_all(crate::output::svg::render(&lab.record.packets, conn, notes).as_bytes())
             .map_err(Error::io(format!("writing {name}")))?;
         give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
     }
     let text = format!(
         "{}, each with a comment: open it in Wireshark)",
-        crate::output::style::plural(lab.packets.len(), "packet", "packets")
+        crate::output::style::plural(lab.record.packets.len(), "packet", "packets")
     );
     let _ = writeln!(
         out,
@@ -234,17 +239,17 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         let _ = writeln!(out, "diagram: {name}");
     }
     if !live {
-        lab.notes.push(
+        lab.record.notes.push(
             "the kernel's packet timestamps did not come on in time: the first packets may carry \
              the time they were read"
                 .into(),
         );
     }
     drop(stamps);
-    for note in &lab.notes {
+    for note in &lab.record.notes {
         let _ = writeln!(out, "{}", lab.style.wrap("note: ", "      ", note));
     }
-    if let Some(a) = &lab.agreement {
+    if let Some(a) = &lab.record.agreement {
         let _ = writeln!(out, "{}", lab.style.wrap("", "  ", &a.summary()));
     }
     if let Some(j) = json_out.as_mut() {
@@ -256,7 +261,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         };
         let value = report::json(
             scenario,
-            &lab,
+            &lab.record,
             &place,
             verdict,
             &differences,

@@ -3,160 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::lab::{Lab, Missed, Restart};
-use crate::kernel::{KernelSocket, render_table};
 use crate::output::style::Style;
+use crate::record::{Missed, Record, Restart};
 use crate::scenario::Scenario;
-use crate::sockets::SockOpts;
+use crate::scenario::words::{expected_text, one_line, state_name};
 use crate::tcp::State;
-
-/// A restart as the terminal shows it: the call, its outcome, and why; the explanation
-/// wrapped to the style's width.
-pub fn restart_text(r: &Restart, style: &Style) -> String {
-    let mut s = format!(
-        "{}: bind {} with {} → {}",
-        r.label,
-        r.addr,
-        r.new_opts,
-        match r.errno {
-            None => "bound, and listen() works".to_string(),
-            Some(n) => format!(
-                "{}: {}",
-                Restart::outcome(Some(n)),
-                std::io::Error::from_raw_os_error(n)
-                    .to_string()
-                    .split(" (os error")
-                    .next()
-                    .unwrap_or_default()
-            ),
-        }
-    );
-    if r.errno != r.expected {
-        let _ = write!(
-            s,
-            "   {}",
-            style.red(&format!("✗ expected {}", expected_text(r.expected)))
-        );
-    }
-    s.push('\n');
-    if r.errno.is_some() {
-        if r.holders.is_empty() {
-            s.push_str("     the kernel's table shows no socket on that port any more\n");
-        } else {
-            let why = format!(
-                "why: the kernel still has {} on port {} (sock_diag, as ss reads it):",
-                if r.holders.len() == 1 {
-                    "this socket"
-                } else {
-                    "these sockets"
-                },
-                r.addr.port()
-            );
-            let _ = writeln!(s, "{}", style.wrap("     ", "     ", &why));
-            for line in render_table(&r.holders).lines() {
-                let _ = writeln!(s, "       {line}");
-            }
-        }
-    }
-    // Five columns of indent; 88 columns of prose at most, narrower on a narrow terminal.
-    let width = style
-        .width
-        .map_or(88, |w| w.saturating_sub(5).clamp(30, 88));
-    for line in explain(r, width) {
-        let _ = writeln!(s, "     {line}");
-    }
-    s
-}
-
-fn expected_text(expected: Option<i32>) -> String {
-    match expected {
-        None => "the bind to succeed".to_string(),
-        Some(n) => Restart::outcome(Some(n)),
-    }
-}
-
-/// Why the bind got what it got, and what would have changed it, in lines of `width`.
-pub fn explain(r: &Restart, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for h in &r.holders {
-        lines.push(explain_holder(h));
-    }
-    let (old, new) = (r.old_opts.reuseaddr, r.new_opts.reuseaddr);
-    match (r.errno, old, new) {
-        (Some(_), false, true) => lines.push(
-            "The new socket set SO_REUSEADDR but the old one did not: on Linux both must set \
-             it. (On macOS and the BSDs the new socket's SO_REUSEADDR alone would have been \
-             enough.)"
-                .into(),
-        ),
-        (Some(_), true, false) => lines.push(
-            "The old socket set SO_REUSEADDR but the new one did not: on Linux both must set it."
-                .into(),
-        ),
-        (Some(_), false, false) => lines.push(
-            "Fix: set SO_REUSEADDR on the server's socket before bind() — on Linux on the old \
-             socket and the new one alike (see `teardown run reuseaddr`)."
-                .into(),
-        ),
-        (None, true, true) if r.old_opts != SockOpts::NONE => lines.push(
-            "Both the old and the new socket set SO_REUSEADDR, so the old connection's socket \
-             no longer blocks a new listener; the old connection's 4-tuple itself stays \
-             protected until its TIME_WAIT ends."
-                .into(),
-        ),
-        _ => {}
-    }
-    lines.into_iter().flat_map(|l| wrap(&l, width)).collect()
-}
-
-fn explain_holder(h: &KernelSocket) -> String {
-    let left = h
-        .timer
-        .as_ref()
-        .map(|t| format!("{:.1} s", t.remaining.as_secs_f64()))
-        .unwrap_or_else(|| "some time".into());
-    match h.rfc_state() {
-        Some(State::TimeWait) => format!(
-            "{} ↔ {} is the server's end of the old connection. The server closed first, so \
-             its end waits in TIME_WAIT for 2×MSL — 60 s on Linux (TCP_TIMEWAIT_LEN) — so that \
-             a lost final ACK can be answered and late duplicates die (RFC 9293 §3.6); {left} \
-             remain. No process owns it: the kernel keeps it.",
-            h.local, h.peer
-        ),
-        Some(State::FinWait2) => format!(
-            "{} ↔ {} is the server's end of the old connection, in FIN_WAIT_2: the server \
-             closed, the client acknowledged the FIN but never closed its own end (it sits in \
-             CLOSE_WAIT). No process owns this end any more (orphaned); Linux drops it after \
-             net.ipv4.tcp_fin_timeout (60 s by default): {left} remain.",
-            h.local, h.peer
-        ),
-        Some(State::Listen) => format!(
-            "{} is a listening socket{}: two listeners never share one address and port, \
-             SO_REUSEADDR or not.",
-            h.local,
-            owner_text(h)
-        ),
-        _ => format!(
-            "{} ↔ {} is a connection in {}{} that still uses the port.",
-            h.local,
-            h.peer,
-            h.state,
-            owner_text(h)
-        ),
-    }
-}
-
-fn owner_text(h: &KernelSocket) -> String {
-    match &h.owner {
-        Some(o) => format!(" of pid {} ({})", o.pid, o.command),
-        None => String::new(),
-    }
-}
-
-/// Word-wraps a paragraph at `width` columns.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    crate::output::style::wrap_words(text, width, 0)
-}
 
 /// Every way the run differed from the scenario's expectation; empty when it reproduced.
 pub fn differences(
@@ -202,7 +53,8 @@ pub fn differences(
 }
 
 /// The section comment of the pcapng: what ran, the lesson, the restart, the verdict.
-pub fn section_comment(scenario: &Scenario, lab: &Lab, place: &str, verdict: &str) -> String {
+pub fn section_comment(scenario: &Scenario, record: &Record, place: &str, verdict: &str) -> String {
+    let lab = record;
     let mut s = format!(
         "teardown run {}: {}\n{}\n",
         scenario.name,
@@ -298,25 +150,11 @@ fn sentence(text: &str) -> String {
     }
 }
 
-/// A value as one line: runs of white space (the tab of ip_local_port_range) as one space.
-pub fn one_line(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A kernel socket's state as the rest of teardown spells it: the kernel's CLOSE is
-/// RFC 9293's CLOSED; the other names are the kernel's (as ss shows them).
-pub fn state_name(k: &KernelSocket) -> &'static str {
-    match k.state {
-        "CLOSE" => "CLOSED",
-        other => other,
-    }
-}
-
 /// The run as JSON, for scripts: what ran, every segment with its transitions, every bind,
 /// the kernel's figure and the verdict.
 pub fn json(
     scenario: &Scenario,
-    lab: &Lab,
+    lab: &Record,
     place: &str,
     verdict: &str,
     differences: &[String],
@@ -402,71 +240,8 @@ pub fn json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::parse_proc_net_tcp;
-
-    fn failed_restart(old: SockOpts, new: SockOpts) -> Restart {
-        let table = "header
-   0: 0100007F:1F40 0200007F:A0E2 06 00000000:00000000 03:0000175D 00000000     0        0 0 3 0000000000000000";
-        Restart {
-            label: "restart the server at once".into(),
-            addr: "127.0.0.1:8000".parse().unwrap(),
-            old_opts: old,
-            new_opts: new,
-            errno: Some(libc::EADDRINUSE),
-            expected: Some(libc::EADDRINUSE),
-            holders: parse_proc_net_tcp(table),
-        }
-    }
-
-    #[test]
-    fn failed_restart_names_errno_holder_state_and_time() {
-        let text = restart_text(
-            &failed_restart(SockOpts::NONE, SockOpts::NONE),
-            &Style::PLAIN,
-        );
-        let first = text.lines().next().unwrap();
-        assert_eq!(
-            first,
-            "restart the server at once: bind 127.0.0.1:8000 with no option → EADDRINUSE \
-             (errno 98): Address already in use"
-        );
-        assert!(
-            text.contains("TIME_WAIT  0       0       127.0.0.1:8000"),
-            "{text}"
-        );
-        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(
-            flat.contains("in TIME_WAIT for 2×MSL — 60 s on Linux"),
-            "{text}"
-        );
-        assert!(flat.contains("59.8 s remain"), "{text}");
-        assert!(flat.contains("Fix: set SO_REUSEADDR"), "{text}");
-        assert!(!text.contains('✗'), "{text}");
-    }
-
-    #[test]
-    fn new_socket_alone_is_not_enough_on_linux() {
-        let text = restart_text(
-            &failed_restart(SockOpts::NONE, SockOpts::REUSEADDR),
-            &Style::PLAIN,
-        );
-        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(flat.contains("on Linux both must set it"), "{text}");
-        assert!(flat.contains("On macOS and the BSDs"), "{text}");
-    }
-
-    #[test]
-    fn an_unexpected_outcome_is_marked() {
-        let mut r = failed_restart(SockOpts::NONE, SockOpts::NONE);
-        r.expected = None;
-        let text = restart_text(&r, &Style::PLAIN);
-        assert!(
-            text.lines()
-                .next()
-                .unwrap()
-                .ends_with("✗ expected the bind to succeed")
-        );
-    }
+    use crate::scenario::words::tests::failed_restart;
+    use crate::sockets::SockOpts;
 
     #[test]
     fn differences_say_expected_and_observed() {
@@ -536,38 +311,47 @@ mod tests {
         );
         assert_eq!(sentence("done."), "done.");
     }
+}
 
-    #[test]
-    fn a_sysctl_value_is_one_line_with_single_spaces() {
-        assert_eq!(one_line("32768\t60999\n"), "32768 60999");
-    }
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::annotate::tests::{captured, every_50us};
+    use crate::scenario::words::tests::failed_restart;
+    use crate::sockets::SockOpts;
+    use crate::tracker::tests::active_close;
+    use std::path::Path;
 
+    /// The report reads a record alone: no socket, no namespace, no root.
     #[test]
-    fn the_kernels_close_is_closed() {
-        let table = "header
-   0: 0200007F:A0E2 0100007F:1F40 07 0000000E:0000000B 00:00000000 00000000     0        0 1 1 0000000000000000";
-        let socket = &parse_proc_net_tcp(table)[0];
-        assert_eq!(socket.state, "CLOSE");
-        assert_eq!(state_name(socket), "CLOSED");
-    }
-
-    #[test]
-    fn the_explanation_wraps_to_a_narrow_terminal() {
-        let narrow = Style {
-            color: false,
-            width: Some(60),
-        };
-        let text = restart_text(&failed_restart(SockOpts::NONE, SockOpts::NONE), &narrow);
-        let prose: Vec<&str> = text.lines().filter(|l| l.starts_with("     1")).collect();
-        assert!(!prose.is_empty(), "{text}");
-        for line in text.lines().skip(1).filter(|l| !l.starts_with("       ")) {
-            assert!(line.chars().count() <= 60, "{line}\n{text}");
-        }
-    }
-
-    #[test]
-    fn wrap_keeps_words_whole() {
-        assert_eq!(wrap("aa bb cc dd", 5), ["aa bb", "cc dd"]);
-        assert_eq!(wrap("", 5), Vec::<String>::new());
+    fn the_report_is_made_from_a_record_alone() {
+        let scenario = crate::scenario::find("active-close").unwrap();
+        let (packets, tracker) = captured(active_close(false), every_50us);
+        let mut record = Record::new(
+            "127.0.0.1:8000".parse().unwrap(),
+            "127.0.0.2".parse().unwrap(),
+        );
+        record.packets = packets;
+        record.connection = tracker.connections().first().cloned();
+        record
+            .restarts
+            .push(failed_restart(SockOpts::NONE, SockOpts::NONE));
+        let text = section_comment(scenario, &record, "in a test", "reproduced");
+        assert!(text.starts_with("teardown run active-close: "), "{text}");
+        assert!(
+            text.contains("Server 127.0.0.1:8000, client 127.0.0.2:40000, in a test."),
+            "{text}"
+        );
+        assert!(text.contains("EADDRINUSE"), "{text}");
+        let value = json(
+            scenario,
+            &record,
+            "in a test",
+            "reproduced",
+            &[],
+            Path::new("x.pcapng"),
+        );
+        assert_eq!(value["observed"]["server"], "TIME_WAIT");
+        assert_eq!(value["segments"].as_array().unwrap().len(), 11);
     }
 }

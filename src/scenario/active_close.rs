@@ -1,8 +1,8 @@
 //! The article's first case: the server closes first and keeps the port in TIME_WAIT.
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
 use crate::tcp::State;
 

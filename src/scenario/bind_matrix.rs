@@ -3,9 +3,9 @@
 
 use std::net::{SocketAddr, TcpStream};
 
+use super::bench::Lab;
 use super::{Place, Scenario, old_connection};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, Socket};
 use crate::tcp::State;
 
@@ -144,7 +144,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         // Each row its own port: the states of one must not spoil the next.
         let addr = SocketAddr::new(base.ip(), base.port() + i as u16);
         if !old_socket(lab, old, addr, old_opts, &mut held)? {
-            lab.notes.push(format!(
+            lab.record.notes.push(format!(
                 "row {}: the old socket never reached its state",
                 i + 1
             ));
@@ -164,11 +164,11 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         if let Some(socket) = kept {
             held.listeners.push(socket);
         }
-        let got = lab.restarts.last().map(|r| r.errno).unwrap_or(None);
+        let got = lab.record.restarts.last().map(|r| r.errno).unwrap_or(None);
         table.push(vec![
             describe_old(old, old_opts, addr),
             format!("{new_opts} on {new_addr}"),
-            crate::run::lab::Restart::outcome(got),
+            crate::record::Restart::outcome(got),
             if got == expected {
                 lab.style.green("✓")
             } else {

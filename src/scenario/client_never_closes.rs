@@ -1,8 +1,8 @@
 //! The article's second case: the client never closes; the server's end waits in FIN_WAIT_2.
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
 use crate::tcp::State;
 

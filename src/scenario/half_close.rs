@@ -3,9 +3,9 @@
 
 use std::net::Shutdown;
 
+use super::bench::Lab;
 use super::{Opened, Place, Scenario, article_exchange, server_closes};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

@@ -3,9 +3,9 @@
 
 use socket2::SockRef;
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

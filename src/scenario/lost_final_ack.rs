@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::gate::policy::DropFinalAcks;
 use crate::output::style::plural;
-use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
 use crate::tcp::State;
 
@@ -64,6 +64,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
     if closed {
         // The client's FINs, and the gaps between them.
         let fins: Vec<Duration> = lab
+            .record
             .packets
             .iter()
             .filter(|p| {

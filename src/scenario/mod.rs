@@ -2,6 +2,7 @@
 //! states and errnos the kernel must produce.
 
 mod active_close;
+pub mod bench;
 mod bind_matrix;
 mod client_never_closes;
 mod half_close;
@@ -16,14 +17,15 @@ mod timewait_assassination;
 mod timewait_new_syn;
 mod tw_reuse;
 mod unread_data_rst;
+pub mod words;
 mod write_after_close;
 
 use std::net::TcpStream;
 
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, Socket};
 use crate::tcp::State;
+use bench::Lab;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -190,7 +192,7 @@ pub fn old_connection(
     };
     let reached = lab.wait_kernel_state(addr, client_addr, state)?;
     if !reached {
-        lab.notes.push(format!(
+        lab.record.notes.push(format!(
             "{addr} did not reach {state} in the kernel's table within the limit"
         ));
     }
@@ -211,7 +213,7 @@ pub fn client_reads_until_end(lab: &mut Lab, client: &mut TcpStream) -> Result<S
         format!("{} (what had arrived), then {end}", read_said(&got))
     };
     lab.say("client", text)?;
-    lab.client_error = Some(end.clone());
+    lab.record.client_error = Some(end.clone());
     Ok(end)
 }
 

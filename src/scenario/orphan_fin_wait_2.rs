@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 use crate::tracker::Role;
@@ -74,7 +74,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             )?;
         }
         None => {
-            lab.notes.push(format!(
+            lab.record.notes.push(format!(
                 "the orphaned FIN_WAIT_2 was still in the kernel's table {} s after the close \
                  (expected its removal after tcp_fin_timeout = {FIN_TIMEOUT} s)",
                 limit.as_secs()

@@ -1,9 +1,9 @@
 //! The client closes first: TIME_WAIT belongs to whoever closes first, so this time it is the
 //! client's, and the server restarts freely.
 
+use super::bench::Lab;
 use super::{Opened, Place, Scenario, article_exchange, server_closes};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
+use super::bench::Lab;
 use super::{Place, Scenario};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, errno_name};
 use crate::tcp::State;
 use crate::why::connect::sustainable_rate;

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
+use super::bench::Lab;
 use super::{
     Place, Scenario, article_exchange, client_reads_to_eof_and_closes, old_connection, server_exits,
 };
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::SockOpts;
 use crate::tcp::State;
 

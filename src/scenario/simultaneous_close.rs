@@ -1,11 +1,11 @@
 //! Simultaneous close: both ends close at once and the two FINs cross on the wire; each end
 //! goes FIN_WAIT_1 → CLOSING → TIME_WAIT (RFC 9293 §3.6, Figure 13).
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange};
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::gate::policy::CrossFins;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

@@ -6,9 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 use crate::tracker::{Forged, Role};
@@ -53,7 +53,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             "kernel",
             "the RST killed the server's TIME_WAIT socket, some 60 s early (tcp_rfc1337 = 0)",
         )?,
-        None => lab.notes.push(
+        None => lab.record.notes.push(
             "the server's TIME_WAIT socket was still in the kernel's table after the RST \
              (expected the RST to kill it with tcp_rfc1337 = 0)"
                 .to_string(),
@@ -88,7 +88,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
             "kernel",
             format!("{other}: the RST is ignored; TIME_WAIT stays (tcp_rfc1337 = 1)"),
         )?,
-        Some(_) => lab.notes.push(format!(
+        Some(_) => lab.record.notes.push(format!(
             "{other}: the TIME_WAIT socket died of the RST although tcp_rfc1337 = 1"
         )),
     }
@@ -125,7 +125,7 @@ fn closed_with_data(lab: &mut Lab, addr: SocketAddr) -> Result<bool, Error> {
 fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>, Error> {
     // The client's first data segment to `server`, once the capture has brought it in.
     let first_data = |lab: &Lab| {
-        lab.packets.iter().find_map(|p| {
+        lab.record.packets.iter().find_map(|p| {
             let (seg, event) = (p.segment()?, p.event.as_ref()?);
             (seg.dst == server && event.from == Role::Client && seg.len > 0).then(|| {
                 (
@@ -139,7 +139,7 @@ fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>
     lab.wait_until(Duration::from_secs(1), |lab| first_data(lab).is_some())?;
     let found = first_data(lab);
     let Some((conn, seg, Some(ip_packet))) = found else {
-        lab.notes.push(format!(
+        lab.record.notes.push(format!(
             "no data segment of the connection to {server} was captured: nothing to send again"
         ));
         return Ok(None);
@@ -172,7 +172,7 @@ fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>
         ),
     )?;
     let reset_seen = lab.wait_until(Duration::from_secs(1), |lab| {
-        lab.packets.iter().rev().any(|p| {
+        lab.record.packets.iter().rev().any(|p| {
             p.event
                 .as_ref()
                 .is_some_and(|e| e.conn == conn && e.from == Role::Client)
@@ -186,7 +186,7 @@ fn old_duplicate(lab: &mut Lab, server: SocketAddr) -> Result<Option<SocketAddr>
              for it and answers with a RST whose sequence number is the one TIME_WAIT expects next",
         )?;
     } else {
-        lab.notes.push(format!(
+        lab.record.notes.push(format!(
             "{server}: no RST came back after the old duplicate (expected TIME_WAIT's ACK and \
              the client kernel's RST)"
         ));

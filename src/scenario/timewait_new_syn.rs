@@ -2,9 +2,9 @@
 //! connection whose server end is in TIME_WAIT is accepted when its timestamp (or sequence
 //! number) is newer than the old connection's.
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_to_eof_and_closes};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::bench::Lab;
 use super::port_exhaustion::{PORTS, fill_ports, one_more, outcome, shrink_port_range};
 use super::{Place, Scenario};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets;
 use crate::tcp::State;
 

@@ -1,9 +1,9 @@
 //! close() with unread bytes in the receive buffer sends RST, not FIN (RFC 2525 §2.17, RFC 9293
 //! §3.6): the peer's read() gets ECONNRESET and nobody waits in TIME_WAIT.
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, client_reads_until_end, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 

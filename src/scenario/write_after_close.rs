@@ -1,9 +1,9 @@
 //! Writing to a peer that has closed: the first write succeeds and draws an RST, the second
 //! fails with EPIPE — the signal SIGPIPE would kill a program that does not ignore it.
 
+use super::bench::Lab;
 use super::{Place, Scenario, article_exchange, server_exits};
 use crate::error::Error;
-use crate::run::lab::Lab;
 use crate::sockets::{self, SockOpts, describe};
 use crate::tcp::State;
 
@@ -43,7 +43,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
              have killed the process here"
         ),
     )?;
-    lab.client_error = Some(second);
+    lab.record.client_error = Some(second);
     drop(client);
     lab.finish_capture()?;
     lab.restart("restart the server at once", SockOpts::NONE, None)?;

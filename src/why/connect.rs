@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use serde::Serialize;
 
 use crate::kernel::KernelSocket;
-use crate::run::report::wrap;
+use crate::output::style::wrap;
 use crate::tcp::State;
 
 /// Linux's TIME_WAIT (TCP_TIMEWAIT_LEN), in seconds.

@@ -16,13 +16,14 @@ use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
 use crate::decode::decode_ethernet;
 use crate::error::Error;
-use crate::kernel::agree::{Agreement, Verdict, agree};
+use crate::kernel::agree::{Verdict, agree};
 use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
 use crate::output::style::{Style, plural};
+use crate::record::{Missed, Record, Restart};
 use crate::signals;
-use crate::sockets::{self, SockOpts, errno_name};
+use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
 use crate::tracker::{Connection, Role, Tracker};
 
@@ -33,37 +34,6 @@ const WAIT_LIMIT: Duration = Duration::from_secs(3);
 pub const POLL: Duration = Duration::from_millis(20);
 /// The longest the capture goes on reading after it was told to stop.
 const DRAIN_LIMIT: Duration = Duration::from_millis(200);
-
-/// One `bind()` of a restarted server.
-#[derive(Clone, Debug)]
-pub struct Restart {
-    pub label: String,
-    pub addr: SocketAddr,
-    /// Options of the old server socket, and of the new one.
-    pub old_opts: SockOpts,
-    pub new_opts: SockOpts,
-    /// `None`: bound (and listening); `Some(errno)`: failed.
-    pub errno: Option<i32>,
-    pub expected: Option<i32>,
-    /// The kernel's sockets on that port when the bind failed.
-    pub holders: Vec<KernelSocket>,
-}
-
-impl Restart {
-    pub fn outcome(errno: Option<i32>) -> String {
-        match errno {
-            None => "bound".to_string(),
-            Some(n) => format!("{} (errno {n})", errno_name(n)),
-        }
-    }
-}
-
-/// A wait that ended without the states it waited for.
-#[derive(Clone, Debug)]
-pub struct Missed {
-    pub expected: [State; 2],
-    pub observed: Option<[State; 2]>,
-}
 
 struct Running {
     stop: Arc<AtomicBool>,
@@ -76,6 +46,8 @@ pub struct Lab {
     pub client_ip: IpAddr,
     /// The options the scenario's first server socket was made with.
     pub server_opts: SockOpts,
+    /// What the report, the ladder, the JSON and the verdict read.
+    pub record: Record,
     /// On the host's loopback, only the scenario's traffic is kept (as `capture --port` does).
     host_filter: Option<Filter>,
     /// On the host's own loopback (`--host`).
@@ -84,34 +56,17 @@ pub struct Lab {
     pub hosts: crate::netns::Hosts,
     /// The packet filter holding back or dropping segments, for the scenarios that need it.
     pub gate: Option<crate::gate::Gate>,
-    /// What the gate did, in words, once it is gone: for the capture's section comment.
-    pub filter_rule: Option<String>,
-    /// Sysctls this run changed in its namespace: (name, old value, new value).
-    pub sysctls: Vec<(String, String, String)>,
     /// The client closes the moment it reads EOF (`--quick-close`).
     pub quick_close: bool,
     running: Option<Running>,
     /// The one annotator every front uses; its tracker is the run's inference.
     pub annotator: Annotator<Unfinished>,
-    pub packets: Vec<Packet>,
-    pub stats: Option<Stats>,
-    pub restarts: Vec<Restart>,
-    pub missed: Vec<Missed>,
-    pub notes: Vec<String>,
     /// The kernel's trace of state changes, when tracefs could be had.
     pub tracer: Option<Tracer>,
-    /// The kernel's word on each inferred transition, once the capture is over.
-    pub agreement: Option<Agreement>,
     /// Colour and width of what the run prints.
     pub style: Style,
     /// `--require-kernel`: a kernel check that cannot be made is an error, not a note.
     pub require_kernel: bool,
-    /// The kernel's table at the moments that matter (after each close), for the file.
-    pub snapshots: Vec<(String, Vec<KernelSocket>)>,
-    /// The scenario's own checks that failed: "LABEL: expected X, observed Y".
-    pub differences: Vec<String>,
-    /// What the client's last read() got, where a scenario is about it (ECONNRESET...).
-    pub client_error: Option<String>,
     out: Box<dyn Write>,
     step: usize,
     /// `TEARDOWN_PAUSE_AFTER_STEP=N` (tests only): wait for a signal after step N.
@@ -167,12 +122,11 @@ impl Lab {
             server,
             client_ip,
             server_opts: SockOpts::NONE,
+            record: Record::new(server, client_ip),
             host_filter: (host || hosts.two()).then(|| Filter::port(server.port())),
             host,
             hosts,
-            sysctls: Vec::new(),
             gate: None,
-            filter_rule: None,
             quick_close: false,
             running: Some(Running {
                 stop,
@@ -180,18 +134,9 @@ impl Lab {
                 thread,
             }),
             annotator: Annotator::new(Tracker::new()),
-            packets: Vec::new(),
-            stats: None,
-            restarts: Vec::new(),
-            missed: Vec::new(),
-            notes: Vec::new(),
             tracer: None,
-            agreement: None,
             style: Style::PLAIN,
             require_kernel: false,
-            snapshots: Vec::new(),
-            client_error: None,
-            differences: Vec::new(),
             out,
             step: 0,
             pause_at: std::env::var("TEARDOWN_PAUSE_AFTER_STEP")
@@ -251,17 +196,14 @@ impl Lab {
                 .map_err(Error::io(format!("setting {name} on the server's host")))?;
         }
         // ip_local_port_range reads back as "32768\t60999": one space, as it was written.
-        let (was, now) = (
-            super::report::one_line(&old),
-            super::report::one_line(value),
-        );
+        let (was, now) = (super::words::one_line(&old), super::words::one_line(value));
         let line = self.style.wrap(
             "     ",
             "       ",
             &format!("sysctl {name} = {now} (was {was}), in this run's namespace only: {why}"),
         );
         let _ = writeln!(self.out, "{line}");
-        self.sysctls.push((name.to_string(), was, now));
+        self.record.sysctls.push((name.to_string(), was, now));
         Ok(old)
     }
 
@@ -278,7 +220,7 @@ impl Lab {
             "{}",
             self.style.wrap(&format!("     {mark} "), "       ", &line)
         );
-        self.differences.push(line);
+        self.record.differences.push(line);
         false
     }
 
@@ -316,7 +258,7 @@ impl Lab {
     pub fn wait_for(&mut self, client: State, server: State) -> Result<bool, Error> {
         let reached = self.wait_until(WAIT_LIMIT, |lab| lab.states() == Some([client, server]))?;
         if !reached {
-            self.missed.push(Missed {
+            self.record.missed.push(Missed {
                 expected: [client, server],
                 observed: self.states(),
             });
@@ -366,7 +308,8 @@ impl Lab {
         {
             return;
         }
-        self.annotator.push_frame(frame, decoded, &mut self.packets);
+        self.annotator
+            .push_frame(frame, decoded, &mut self.record.packets);
     }
 
     /// Stops the capture once the last expected segment is in, and prints the ladder.
@@ -380,23 +323,23 @@ impl Lab {
             self.take(frame);
         }
         // The capture is over: nothing is left to revise what the annotator still holds.
-        self.annotator.finish_into(&mut self.packets);
+        self.annotator.finish_into(&mut self.record.packets);
         let stats = match result {
             Ok(Ok(stats)) => stats,
             Ok(Err(e)) => return Err(Error::CaptureLost(e.to_string())),
             Err(_) => return Err(Error::CaptureLost("the capture thread panicked".into())),
         };
-        self.stats = Some(stats);
+        self.record.stats = Some(stats);
         self.tell_gate();
         self.check_with_kernel()?;
-        let notes = self.agreement.as_ref().map(|a| &a.per_packet[..]);
+        let notes = self.record.agreement.as_ref().map(|a| &a.per_packet[..]);
         let diagram = match self.connection() {
-            Some(conn) => ladder::render_checked(&self.packets, conn, notes, &self.style),
+            Some(conn) => ladder::render_checked(&self.record.packets, conn, notes, &self.style),
             None => "(no segment of the experiment was captured)\n".to_string(),
         };
         let _ = writeln!(self.out);
         let _ = write!(self.out, "{diagram}");
-        if let Some(a) = &self.agreement {
+        if let Some(a) = &self.record.agreement {
             let _ = writeln!(self.out, "\n{}", ladder::legend(&self.style));
             for (verdict, text) in &a.section {
                 let line = self.style.wrap("  ", "    ", text);
@@ -410,11 +353,11 @@ impl Lab {
         let _ = writeln!(
             self.out,
             "\ncaptured {}; the kernel dropped {} (PACKET_STATISTICS)\n",
-            plural(self.packets.len(), "segment", "segments"),
+            plural(self.record.packets.len(), "segment", "segments"),
             stats.dropped
         );
         if stats.dropped > 0 {
-            self.notes.push(format!(
+            self.record.notes.push(format!(
                 "the kernel dropped {} of the capture: the diagram may miss segments",
                 plural(stats.dropped as usize, "packet", "packets")
             ));
@@ -430,11 +373,16 @@ impl Lab {
             return;
         };
         let actions = gate.log();
-        self.filter_rule = Some(gate.describe());
+        self.record.filter_rule = Some(gate.describe());
         drop(gate);
-        let first = self.packets.first().map(|p| p.frame.ts).unwrap_or_default();
+        let first = self
+            .record
+            .packets
+            .first()
+            .map(|p| p.frame.ts)
+            .unwrap_or_default();
         let ms = |t: Duration| t.saturating_sub(first).as_secs_f64() * 1000.0;
-        let mut told = vec![false; self.packets.len()];
+        let mut told = vec![false; self.record.packets.len()];
         for a in &actions {
             let s = &a.segment;
             let same = |p: &Packet| {
@@ -444,10 +392,10 @@ impl Lab {
             };
             let (index, note) = match (a.decision, a.held_for) {
                 (Decision::Hold, Some(held)) => {
-                    let Some(i) = (0..self.packets.len()).find(|&i| {
+                    let Some(i) = (0..self.record.packets.len()).find(|&i| {
                         !told[i]
-                            && same(&self.packets[i])
-                            && self.packets[i].frame.ts + Duration::from_millis(1) >= a.at
+                            && same(&self.record.packets[i])
+                            && self.record.packets[i].frame.ts + Duration::from_millis(1) >= a.at
                     }) else {
                         continue;
                     };
@@ -462,14 +410,14 @@ impl Lab {
                 }
                 (Decision::Drop, _) => {
                     // The peer's next retransmission is what the loss caused.
-                    let Some(i) = (0..self.packets.len()).find(|&i| {
-                        let p = &self.packets[i];
+                    let Some(i) = (0..self.record.packets.len()).find(|&i| {
+                        let p = &self.record.packets[i];
                         p.frame.ts >= a.at
                             && p.segment().is_some_and(|q| q.src == s.dst)
                             && p.event.as_ref().is_some_and(|e| e.resent)
                             && !told[i]
                     }) else {
-                        self.notes.push(format!(
+                        self.record.notes.push(format!(
                             "teardown dropped the {}'s {} (ack {}) at {:.1} ms; nothing was sent \
                              again after it",
                             a.from,
@@ -494,7 +442,7 @@ impl Lab {
                 _ => continue,
             };
             told[index] = true;
-            let packet = &mut self.packets[index];
+            let packet = &mut self.record.packets[index];
             if let Some(event) = packet.event.as_mut() {
                 event.notes.push(note);
                 packet.comment = crate::annotate::comment(event);
@@ -528,15 +476,15 @@ impl Lab {
         let Some(conn) = self.connection().cloned() else {
             return Ok(());
         };
-        let agreement = agree(&self.packets, &conn, &events, table.as_deref());
-        for (packet, notes) in self.packets.iter_mut().zip(&agreement.per_packet) {
+        let agreement = agree(&self.record.packets, &conn, &events, table.as_deref());
+        for (packet, notes) in self.record.packets.iter_mut().zip(&agreement.per_packet) {
             if let Some(event) = &packet.event
                 && event.conn == conn.id
             {
                 packet.comment = comment_with(event, notes);
             }
         }
-        self.agreement = Some(agreement);
+        self.record.agreement = Some(agreement);
         Ok(())
     }
 
@@ -554,7 +502,8 @@ impl Lab {
                 "{what} could not be read: {e}"
             ))),
             Err(e) => {
-                self.notes
+                self.record
+                    .notes
                     .push(format!("{what} could not be read ({e}): {unchecked}"));
                 Ok(None)
             }
@@ -578,7 +527,7 @@ impl Lab {
                 } else {
                     "client end"
                 };
-                let mut t = format!("{who} {}", super::report::state_name(s));
+                let mut t = format!("{who} {}", super::words::state_name(s));
                 let mut queues = Vec::new();
                 if s.recv_q > 0 {
                     queues.push(format!("Recv-Q {}", s.recv_q));
@@ -602,7 +551,7 @@ impl Lab {
             .style
             .wrap("     ", "       ", &format!("kernel, {label}: {line}"));
         let _ = writeln!(self.out, "{text}");
-        self.snapshots.push((label.to_string(), sockets));
+        self.record.snapshots.push((label.to_string(), sockets));
         Ok(())
     }
 
@@ -627,8 +576,8 @@ impl Lab {
         expected: Option<i32>,
     ) -> Result<Option<sockets::Socket>, Error> {
         let socket = self.try_restart(label, addr, old_opts, opts, expected)?;
-        if let Some(restart) = self.restarts.last() {
-            let text = super::report::restart_text(restart, &self.style);
+        if let Some(restart) = self.record.restarts.last() {
+            let text = super::words::restart_text(restart, &self.style);
             self.step += 1;
             let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
             let first = self
@@ -675,7 +624,7 @@ impl Lab {
             expected,
             holders,
         };
-        self.restarts.push(restart);
+        self.record.restarts.push(restart);
         Ok(socket)
     }
 
@@ -814,13 +763,13 @@ mod tests {
         );
         assert!(lab.wait_for(State::Closed, State::TimeWait).unwrap());
         lab.finish_capture().unwrap();
-        assert_eq!(lab.packets.len(), 11);
+        assert_eq!(lab.record.packets.len(), 11);
         assert!(
-            lab.packets[7]
+            lab.record.packets[7]
                 .comment
                 .starts_with("server ESTABLISHED → FIN_WAIT_1"),
             "{}",
-            lab.packets[7].comment
+            lab.record.packets[7].comment
         );
         assert_eq!(lab.states(), Some([State::Closed, State::TimeWait]));
     }

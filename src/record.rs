@@ -1,0 +1,100 @@
+//! The record of a run: what the report, the ladder, the JSON and the verdict read. Plain
+//! data the bench fills as the scenario's script goes; nothing in it needs a socket.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::annotate::Packet;
+use crate::frame::Stats;
+use crate::kernel::KernelSocket;
+use crate::kernel::agree::Agreement;
+use crate::sockets::{SockOpts, errno_name};
+use crate::tcp::State;
+use crate::tracker::{Connection, Role};
+
+/// One `bind()` of a restarted server.
+#[derive(Clone, Debug)]
+pub struct Restart {
+    pub label: String,
+    pub addr: SocketAddr,
+    /// Options of the old server socket, and of the new one.
+    pub old_opts: SockOpts,
+    pub new_opts: SockOpts,
+    /// `None`: bound (and listening); `Some(errno)`: failed.
+    pub errno: Option<i32>,
+    pub expected: Option<i32>,
+    /// The kernel's sockets on that port when the bind failed.
+    pub holders: Vec<KernelSocket>,
+}
+
+impl Restart {
+    pub fn outcome(errno: Option<i32>) -> String {
+        match errno {
+            None => "bound".to_string(),
+            Some(n) => format!("{} (errno {n})", errno_name(n)),
+        }
+    }
+}
+
+/// A wait that ended without the states it waited for.
+#[derive(Clone, Debug)]
+pub struct Missed {
+    pub expected: [State; 2],
+    pub observed: Option<[State; 2]>,
+}
+
+#[derive(Debug)]
+pub struct Record {
+    pub server: SocketAddr,
+    pub client_ip: IpAddr,
+    pub packets: Vec<Packet>,
+    pub stats: Option<Stats>,
+    pub restarts: Vec<Restart>,
+    pub missed: Vec<Missed>,
+    pub notes: Vec<String>,
+    /// The kernel's word on each inferred transition, once the capture is over.
+    pub agreement: Option<Agreement>,
+    /// Sysctls this run changed in its namespace: (name, old value, new value).
+    pub sysctls: Vec<(String, String, String)>,
+    /// The kernel's table at the moments that matter (after each close), for the file.
+    pub snapshots: Vec<(String, Vec<KernelSocket>)>,
+    /// The scenario's own checks that failed: "LABEL: expected X, observed Y".
+    pub differences: Vec<String>,
+    /// What the client's last read() got, where a scenario is about it (ECONNRESET...).
+    pub client_error: Option<String>,
+    /// What the packet filter did, in words, once it is gone: for the section comment.
+    pub filter_rule: Option<String>,
+    /// The connection to the scenario's server (the newest), as the capture left it.
+    pub connection: Option<Connection>,
+}
+
+impl Record {
+    pub fn new(server: SocketAddr, client_ip: IpAddr) -> Record {
+        Record {
+            server,
+            client_ip,
+            packets: Vec::new(),
+            stats: None,
+            restarts: Vec::new(),
+            missed: Vec::new(),
+            notes: Vec::new(),
+            agreement: None,
+            sysctls: Vec::new(),
+            snapshots: Vec::new(),
+            differences: Vec::new(),
+            client_error: None,
+            filter_rule: None,
+            connection: None,
+        }
+    }
+
+    pub fn connection(&self) -> Option<&Connection> {
+        self.connection.as_ref()
+    }
+
+    /// Both ends' final states: [client, server].
+    pub fn states(&self) -> Option<[State; 2]> {
+        self.connection
+            .as_ref()
+            .map(|c| [c.state(Role::Client), c.state(Role::Server)])
+    }
+}
