@@ -57,12 +57,13 @@ impl<T> Annotator<T> {
 
     /// Tracks one frame's segment (`None` for a frame that is not TCP), revises the held
     /// events it proves something about, and releases those it answers. When `hold` is
-    /// false the frame goes out now, after whatever `ready` gives first.
+    /// false the frame goes out now, after whatever `ready` gives first (the caller drains
+    /// `ready` before writing it).
     pub fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
         let Some(seg) = seg else {
             return Tracked {
                 event: None,
-                hold: !self.pending.is_empty(),
+                hold: self.waiting(),
                 waits_for: None,
             };
         };
@@ -95,10 +96,16 @@ impl<T> Annotator<T> {
         let opens = seg.flags.syn() && !seg.flags.ack();
         let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
         Tracked {
-            hold: waits_for.is_some() || !self.pending.is_empty(),
+            hold: waits_for.is_some() || self.waiting(),
             event: Some(event),
             waits_for,
         }
+    }
+
+    /// Whether a held segment still waits for its answer: what comes after it must wait too.
+    /// Held segments already answered go out (`ready`) before the next one.
+    fn waiting(&self) -> bool {
+        self.pending.iter().any(|p| p.waits_for.is_some())
     }
 
     /// Keeps a frame that `track` said must wait.
@@ -162,6 +169,9 @@ impl Annotator<Unfinished> {
         let at = Some(frame.ts);
         let tracked = self.track(decoded.as_ref().ok(), at);
         if !tracked.hold {
+            while let Some(((frame, decoded), event)) = self.ready(at) {
+                out.push(packet(frame, decoded, event));
+            }
             out.push(packet(frame, decoded, tracked.event));
             return;
         }

@@ -220,6 +220,12 @@ fn annotate_into<R: Read>(
                         spare.push(held.packet);
                     }
                 } else {
+                    // Answered held packets first: the order of the capture.
+                    while let Some((mut held, event)) = annotator.ready(at) {
+                        write_held(out, &mut comments, &mut held, event.as_ref())
+                            .map_err(write_err)?;
+                        spare.push(held.packet);
+                    }
                     write_annotated(
                         out,
                         &mut comments,
@@ -479,6 +485,9 @@ fn each_segment(
                 f(&p, seg, event);
             }
         } else if let Some(event) = tracked.event {
+            while let Some(((p, seg), Some(event))) = annotator.ready(at) {
+                f(&p, seg, event);
+            }
             f(&packet, seg, event);
         }
     }

@@ -254,13 +254,20 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
                     written += 1;
                 }
             } else {
+                // Answered held frames first: the order of the capture.
+                while let (Ok(()), Some((held, event))) = (&result, annotator.ready(at)) {
+                    result = write_held(&mut writer, &mut comments, &held, event.as_ref());
+                    written += 1;
+                }
                 let text = match (&tracked.event, &error) {
                     (Some(event), _) => comments.comment(event),
                     (None, Some(e)) => e.as_str().into(),
                     (None, None) => "".into(),
                 };
-                result = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
-                written += 1;
+                if result.is_ok() {
+                    result = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
+                    written += 1;
+                }
             }
             if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
                 failure = Some(e);
