@@ -419,13 +419,16 @@ pub(crate) mod tests {
         for (i, seg) in segs.iter().enumerate() {
             let at = Some(every_50us(i));
             let tracked = annotator.track(Some(seg), at);
-            if tracked.hold {
+            let hold = tracked.hold;
+            if hold {
                 annotator.hold(i, tracked, at);
-            } else {
-                out.push(i);
             }
+            // Answered held segments go first, then this one when it need not wait.
             while let Some((j, _)) = annotator.ready(at) {
                 out.push(j);
+            }
+            if !hold {
+                out.push(i);
             }
             if i == 0 {
                 assert!(out.is_empty(), "the SYN waits for its answer");
