@@ -6,12 +6,28 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::{Value, to_value};
 
 use crate::cli::RunArgs;
 use crate::error::{Error, exit};
 use crate::output::style::plural as count;
 use crate::scenario::{self, HOST_STRIDE, Place, Scenario};
+
+/// A scenario that did not run where asked, in `run all --json`.
+#[derive(serde::Serialize)]
+struct Skipped<'a> {
+    scenario: &'a str,
+    verdict: &'a str,
+    reason: &'a str,
+}
+
+/// A scenario whose run gave no report of its own (it failed before one could be made).
+#[derive(serde::Serialize)]
+struct Failed<'a> {
+    scenario: &'a str,
+    verdict: &'a str,
+    error: Option<&'a str>,
+}
 
 /// One scenario's place in the plan: its port, or why it does not run where asked.
 #[derive(Debug)]
@@ -176,7 +192,14 @@ pub fn run_all(
     for p in &plan {
         let s = p.scenario;
         if let Some(why) = p.skip {
-            reports.push(json!({"scenario": s.name, "verdict": "skipped", "reason": why}));
+            reports.push(
+                to_value(Skipped {
+                    scenario: s.name,
+                    verdict: "skipped",
+                    reason: why,
+                })
+                .unwrap_or_default(),
+            );
             continue;
         }
         let mut cmd = Command::new(&exe);
@@ -216,7 +239,12 @@ pub fn run_all(
             started.elapsed().as_secs_f64()
         );
         reports.push(if o.report.is_null() {
-            json!({"scenario": s.name, "verdict": o.verdict, "error": o.error})
+            to_value(Failed {
+                scenario: s.name,
+                verdict: &o.verdict,
+                error: o.error.as_deref(),
+            })
+            .unwrap_or_default()
         } else {
             o.report.clone()
         });

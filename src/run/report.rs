@@ -151,90 +151,192 @@ fn sentence(text: &str) -> String {
 }
 
 /// The run as JSON, for scripts: what ran, every segment with its transitions, every bind,
-/// the kernel's figure and the verdict.
+/// the kernel's figure and the verdict. The keys are an interface: a test pins them.
 pub fn json(
     scenario: &Scenario,
-    lab: &Record,
+    record: &Record,
     place: &str,
     verdict: &str,
     differences: &[String],
     capture: &std::path::Path,
 ) -> serde_json::Value {
-    use serde_json::json;
-    let conn = lab.connection();
-    let first = lab.packets.first().map(|p| p.frame.ts).unwrap_or_default();
-    let segments: Vec<serde_json::Value> = lab
+    let first = record
+        .packets
+        .first()
+        .map(|p| p.frame.ts)
+        .unwrap_or_default();
+    let segments = record
         .packets
         .iter()
         .filter_map(|p| {
             let (seg, event) = (p.segment()?, p.event.as_ref()?);
-            Some(json!({
-                "time_ms": p.frame.ts.saturating_sub(first).as_secs_f64() * 1000.0,
-                "from": event.from.to_string(),
-                "flags": seg.flags.to_string(),
-                "seq": event.rel_seq,
-                "ack": event.rel_ack,
-                "len": seg.len,
-                "transitions": event.transitions.iter().map(|(role, t)| json!({
-                    "endpoint": role.to_string(),
-                    "from": t.from.name(),
-                    "to": t.to.name(),
-                    "cause": t.cause,
-                    "rfc": t.rfc,
-                })).collect::<Vec<_>>(),
-                "comment": p.comment,
-            }))
-        })
-        .collect();
-    let restarts: Vec<serde_json::Value> = lab
-        .restarts
-        .iter()
-        .map(|r| {
-            json!({
-                "label": r.label,
-                "address": r.addr.to_string(),
-                "old_options": r.old_opts.to_string(),
-                "new_options": r.new_opts.to_string(),
-                "bound": r.errno.is_none(),
-                "errno": r.errno,
-                "errno_name": r.errno.map(crate::sockets::errno_name),
-                "expected_errno": r.expected,
-                "as_expected": r.errno == r.expected,
-                "holders": r.holders.iter().map(|h| json!({
-                    "state": h.state,
-                    "local": h.local.to_string(),
-                    "peer": h.peer.to_string(),
-                    "timer_remaining_ms": h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
-                })).collect::<Vec<_>>(),
+            Some(SegmentJson {
+                time_ms: p.frame.ts.saturating_sub(first).as_secs_f64() * 1000.0,
+                from: event.from.to_string(),
+                flags: seg.flags.to_string(),
+                seq: event.rel_seq,
+                ack: event.rel_ack,
+                len: seg.len,
+                transitions: event
+                    .transitions
+                    .iter()
+                    .map(|(role, t)| TransitionJson {
+                        endpoint: role.to_string(),
+                        from: t.from.name(),
+                        to: t.to.name(),
+                        cause: t.cause,
+                        rfc: t.rfc,
+                    })
+                    .collect(),
+                comment: &p.comment,
             })
         })
         .collect();
-    let [client, server] = scenario.expect;
-    json!({
-        "scenario": scenario.name,
-        "lesson": scenario.lesson,
-        "place": place,
-        "server": lab.server.to_string(),
-        "client": conn.map(|c| c.client.to_string()),
-        "expected": { "client": client.name(), "server": server.name() },
-        "observed": lab.states().map(|[c, s]| json!({ "client": c.name(), "server": s.name() })),
-        "sysctls": lab.sysctls.iter().map(|(name, old, new)| json!({
-            "name": name, "value": new, "was": old,
-        })).collect::<Vec<_>>(),
-        "segments": segments,
-        "restarts": restarts,
-        "kernel": lab.agreement.as_ref().map(|a| json!({
-            "seen": a.seen,
-            "matched": a.matched,
-            "mismatched": a.mismatched,
-            "explained": a.explained,
-            "unplaced": a.unplaced,
-        })),
-        "dropped": lab.stats.map(|s| s.dropped),
-        "capture": capture.display().to_string(),
-        "verdict": verdict,
-        "differences": differences,
-    })
+    let restarts = record
+        .restarts
+        .iter()
+        .map(|r| RestartJson {
+            label: &r.label,
+            address: r.addr.to_string(),
+            old_options: r.old_opts.to_string(),
+            new_options: r.new_opts.to_string(),
+            bound: r.errno.is_none(),
+            errno: r.errno,
+            errno_name: r.errno.map(crate::sockets::errno_name),
+            expected_errno: r.expected,
+            as_expected: r.errno == r.expected,
+            holders: r
+                .holders
+                .iter()
+                .map(|h| HolderJson {
+                    state: h.state,
+                    local: h.local.to_string(),
+                    peer: h.peer.to_string(),
+                    timer_remaining_ms: h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
+                })
+                .collect(),
+        })
+        .collect();
+    let states = |[c, s]: [State; 2]| StatesJson {
+        client: c.name(),
+        server: s.name(),
+    };
+    let run = RunJson {
+        scenario: scenario.name,
+        lesson: scenario.lesson,
+        place,
+        server: record.server.to_string(),
+        client: record.connection().map(|c| c.client.to_string()),
+        expected: states(scenario.expect),
+        observed: record.states().map(states),
+        sysctls: record
+            .sysctls
+            .iter()
+            .map(|(name, old, new)| SysctlJson {
+                name,
+                value: new,
+                was: old,
+            })
+            .collect(),
+        segments,
+        restarts,
+        kernel: record.agreement.as_ref().map(|a| KernelJson {
+            seen: a.seen,
+            matched: a.matched,
+            mismatched: a.mismatched,
+            explained: a.explained,
+            unplaced: a.unplaced,
+        }),
+        dropped: record.stats.map(|s| s.dropped),
+        capture: capture.display().to_string(),
+        verdict,
+        differences,
+    };
+    serde_json::to_value(run).unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct RunJson<'a> {
+    scenario: &'a str,
+    lesson: &'a str,
+    place: &'a str,
+    server: String,
+    client: Option<String>,
+    expected: StatesJson,
+    observed: Option<StatesJson>,
+    sysctls: Vec<SysctlJson<'a>>,
+    segments: Vec<SegmentJson<'a>>,
+    restarts: Vec<RestartJson<'a>>,
+    kernel: Option<KernelJson>,
+    dropped: Option<u64>,
+    capture: String,
+    verdict: &'a str,
+    differences: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct StatesJson {
+    client: &'static str,
+    server: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct SysctlJson<'a> {
+    name: &'a str,
+    value: &'a str,
+    was: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct SegmentJson<'a> {
+    time_ms: f64,
+    from: String,
+    flags: String,
+    seq: u32,
+    ack: Option<u32>,
+    len: u32,
+    transitions: Vec<TransitionJson>,
+    comment: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct TransitionJson {
+    endpoint: String,
+    from: &'static str,
+    to: &'static str,
+    cause: &'static str,
+    rfc: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct RestartJson<'a> {
+    label: &'a str,
+    address: String,
+    old_options: String,
+    new_options: String,
+    bound: bool,
+    errno: Option<i32>,
+    errno_name: Option<&'static str>,
+    expected_errno: Option<i32>,
+    as_expected: bool,
+    holders: Vec<HolderJson>,
+}
+
+#[derive(serde::Serialize)]
+struct HolderJson {
+    state: &'static str,
+    local: String,
+    peer: String,
+    timer_remaining_ms: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct KernelJson {
+    seen: usize,
+    matched: usize,
+    mismatched: usize,
+    explained: usize,
+    unplaced: usize,
 }
 
 #[cfg(test)]
@@ -353,5 +455,35 @@ mod record_tests {
         );
         assert_eq!(value["observed"]["server"], "TIME_WAIT");
         assert_eq!(value["segments"].as_array().unwrap().len(), 11);
+        // The keys are scripts' interface: renaming one fails here.
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k.join(" ")
+        };
+        assert_eq!(
+            keys(&value),
+            "capture client differences dropped expected kernel lesson observed place \
+             restarts scenario segments server sysctls verdict"
+        );
+        assert_eq!(
+            keys(&value["segments"][0]),
+            "ack comment flags from len seq time_ms transitions"
+        );
+        assert_eq!(
+            keys(&value["segments"][0]["transitions"][0]),
+            "cause endpoint from rfc to"
+        );
+        assert_eq!(
+            keys(&value["restarts"][0]),
+            "address as_expected bound errno errno_name expected_errno holders label \
+             new_options old_options"
+        );
+        assert_eq!(
+            keys(&value["restarts"][0]["holders"][0]),
+            "local peer state timer_remaining_ms"
+        );
+        assert_eq!(value["restarts"][0]["errno"], libc::EADDRINUSE);
+        assert!(value["kernel"].is_null() && value["dropped"].is_null());
     }
 }
