@@ -561,7 +561,7 @@ pub fn summary(
         s.refused |= event
             .transitions
             .iter()
-            .any(|(_, t)| t.cause == crate::tcp::REFUSED);
+            .any(|(_, t)| t.cause == crate::tcp::Cause::Refused);
         if s.closed_first.is_none() {
             if seg.flags.rst() {
                 s.closed_first = Some((event.from, "RST"));

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::decode::Segment;
-use crate::tcp::{Dir, Endpoint, SeqNum, State, Transition, Unexpected};
+use crate::tcp::{Cause, Dir, Endpoint, SeqNum, State, Transition, Unexpected};
 
 /// Which end of a connection: the one that sent the first SYN is the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -456,7 +456,7 @@ impl Tracker {
                 seg.seq == fin_ack
             })
             && let Some(mut t) = conn.endpoints[side].remove(
-                "no socket: removed by its timer before this FIN came",
+                Cause::Removed("no socket: removed by its timer before this FIN came"),
                 "RFC 9293 §3.10.7.1, Linux net.ipv4.tcp_fin_timeout",
             )
         {
@@ -486,10 +486,10 @@ impl Tracker {
             let before = conn.state(role);
             let step = conn.endpoints[role.index()].on_segment(&s, dir);
             if let Some(mut t) = step.transition {
-                if t.cause == crate::tcp::TIME_WAIT_RST && self.rfc1337.is_none() {
-                    t.cause = crate::tcp::TIME_WAIT_RST_UNLESS_RFC1337;
+                if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
+                    t.cause = Cause::TimeWaitRstUnlessRfc1337;
                 }
-                if t.cause == crate::tcp::CROSSED {
+                if t.cause == Cause::Crossed {
                     revise.push(Revise::CrossedFin { role });
                     // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
                     // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
@@ -498,7 +498,7 @@ impl Tracker {
                         Transition {
                             from: State::Established,
                             to: State::FinWait1,
-                            cause: "sent FIN",
+                            cause: Cause::SentFin,
                             rfc: "RFC 9293 §3.10.4",
                         },
                     ));
@@ -523,10 +523,7 @@ impl Tracker {
                 unexpected.push((role, u));
             }
         }
-        if transitions
-            .iter()
-            .any(|(_, t)| t.cause == crate::tcp::REFUSED)
-        {
+        if transitions.iter().any(|(_, t)| t.cause == Cause::Refused) {
             notes.push(format!(
                 "connection refused: no socket listens on {} (or a firewall answered for it \
                  with a reset), RFC 9293 §3.10.7.1",
@@ -555,7 +552,7 @@ impl Tracker {
             return;
         };
         let conn = &mut self.conns[pos];
-        if let Some(t) = conn.endpoints[role.index()].remove(cause, rfc) {
+        if let Some(t) = conn.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
             conn.pending.push((role, t));
         }
     }
@@ -683,7 +680,7 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
         )
     };
     let mut notes = vec![note];
-    if let Some(t) = old.endpoints[role.index()].remove(cause, rfc) {
+    if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
         notes.push(format!(
             "connection {}: {role} {} → {} ({cause}, {rfc})",
             old.id, t.from, t.to
@@ -990,7 +987,7 @@ pub(crate) mod tests {
             moves(&fin),
             [(Server, FinWait2, Closed), (Client, CloseWait, LastAck)]
         );
-        assert_eq!(fin.transitions[0].1.cause, "its FIN_WAIT_2 timer");
+        assert_eq!(fin.transitions[0].1.cause.text(), "its FIN_WAIT_2 timer");
         assert!(fin.unexpected.is_empty(), "{fin:?}");
         let rst = tracker.on_segment(&segment(false, Flags::RST, 913, 0, 0));
         assert_eq!(moves(&rst), [(Client, LastAck, Closed)]);
@@ -1023,7 +1020,7 @@ pub(crate) mod tests {
         let (tracker, mut events) = run(&segs);
         let rst = &events[1];
         assert_eq!(moves(rst), [(Client, SynSent, Closed)], "{rst:?}");
-        assert_eq!(rst.transitions[0].1.cause, crate::tcp::REFUSED);
+        assert_eq!(rst.transitions[0].1.cause, Cause::Refused);
         assert_eq!(
             rst.notes,
             [
@@ -1136,7 +1133,7 @@ pub(crate) mod tests {
         let t = events.last().unwrap().transition(Server).unwrap();
         assert_eq!((t.from, t.to), (TimeWait, Closed));
         assert_eq!(
-            t.cause,
+            t.cause.text(),
             "received RST in TIME_WAIT: TIME-WAIT assassination (unless net.ipv4.tcp_rfc1337 = \
              1, which makes TIME_WAIT ignore it: RFC 1337)"
         );
@@ -1148,7 +1145,7 @@ pub(crate) mod tests {
             match ev.transition(Server) {
                 Some(t) => {
                     assert!(ends);
-                    assert_eq!(t.cause, crate::tcp::TIME_WAIT_RST);
+                    assert_eq!(t.cause, Cause::TimeWaitRst);
                 }
                 None => {
                     assert!(!ends);
@@ -1238,7 +1235,7 @@ pub(crate) mod tests {
             [(Server, FinWait2, Closed), (Client, LastAck, Closed)]
         );
         assert_eq!(
-            rst.transitions[0].1.cause,
+            rst.transitions[0].1.cause.text(),
             "no socket: removed by its timer before this FIN came"
         );
         assert!(rst.unexpected.is_empty());

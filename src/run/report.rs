@@ -184,7 +184,7 @@ pub fn json(
                         endpoint: role.to_string(),
                         from: t.from.name(),
                         to: t.to.name(),
-                        cause: t.cause,
+                        cause: t.cause.text(),
                         rfc: t.rfc,
                     })
                     .collect(),

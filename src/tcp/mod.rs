@@ -173,8 +173,8 @@ impl Seg {
 pub struct Transition {
     pub from: State,
     pub to: State,
-    /// What happened, in a few words ("sent FIN", "received ACK of its FIN").
-    pub cause: &'static str,
+    /// What happened ("sent FIN", "received ACK of its FIN").
+    pub cause: Cause,
     /// The RFC 9293 section that says so.
     pub rfc: &'static str,
 }
@@ -195,20 +195,70 @@ pub struct Step {
     pub unexpected: Option<Unexpected>,
 }
 
-/// The cause of a simultaneous close seen from the other side of the wire: the earlier
-/// ESTABLISHED → CLOSE_WAIT of the same endpoint was never so (see `Tracker` users).
-pub const CROSSED: &str = "the peer's FIN, sent before this one arrived, reached it after this FIN \
-                           left and before the ACK of it: the FINs crossed";
+/// Why an endpoint changed state: what the segment was to it, or what the kernel did without
+/// one. Compared as a value; `text()` is the words the comment and the JSON show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    SentSyn,
+    ReceivedSyn,
+    ReceivedSynAck,
+    ReceivedAckOfSynAck,
+    ReceivedAckOfSynAndFin,
+    SentFin,
+    ReceivedFin,
+    ReceivedAckOfFin,
+    ReceivedFinWithAckOfFin,
+    ReceivedFinBeforeAckOfOwn,
+    /// The FINs crossed: the peer's, sent before this one arrived, reached it after this FIN
+    /// left (seen from the other side of the wire, RFC 9293 §3.6).
+    Crossed,
+    SentRst,
+    ReceivedRst,
+    /// TIME_WAIT ended by a RST, as RFC 1337 §2 describes and Linux does by default.
+    TimeWaitRst,
+    /// The same where the host's setting is not known (a capture made elsewhere).
+    TimeWaitRstUnlessRfc1337,
+    /// A SYN answered at once by RST,ACK: the closed port's reply (RFC 9293 §3.10.7.1).
+    Refused,
+    /// No segment: the kernel removed the socket (a timer, a takeover); the words say how.
+    Removed(&'static str),
+}
 
-/// TIME_WAIT ended by a RST, as RFC 1337 §2 describes and Linux does by default.
-pub const TIME_WAIT_RST: &str = "received RST in TIME_WAIT: TIME-WAIT assassination";
+impl Cause {
+    pub fn text(self) -> &'static str {
+        match self {
+            Cause::SentSyn => "sent SYN",
+            Cause::ReceivedSyn => "received SYN",
+            Cause::ReceivedSynAck => "received SYN,ACK",
+            Cause::ReceivedAckOfSynAck => "received ACK of its SYN,ACK",
+            Cause::ReceivedAckOfSynAndFin => "received ACK of its SYN and a FIN",
+            Cause::SentFin => "sent FIN",
+            Cause::ReceivedFin => "received FIN",
+            Cause::ReceivedAckOfFin => "received ACK of its FIN",
+            Cause::ReceivedFinWithAckOfFin => "received FIN with the ACK of its FIN",
+            Cause::ReceivedFinBeforeAckOfOwn => "received FIN before the ACK of its own",
+            Cause::Crossed => {
+                "the peer's FIN, sent before this one arrived, reached it after this FIN left \
+                 and before the ACK of it: the FINs crossed"
+            }
+            Cause::SentRst => "sent RST",
+            Cause::ReceivedRst => "received RST",
+            Cause::TimeWaitRst => "received RST in TIME_WAIT: TIME-WAIT assassination",
+            Cause::TimeWaitRstUnlessRfc1337 => {
+                "received RST in TIME_WAIT: TIME-WAIT assassination (unless \
+                 net.ipv4.tcp_rfc1337 = 1, which makes TIME_WAIT ignore it: RFC 1337)"
+            }
+            Cause::Refused => "received RST,ACK for its SYN: connection refused",
+            Cause::Removed(why) => why,
+        }
+    }
+}
 
-/// The same where the host's setting is not known (a capture made elsewhere).
-pub const TIME_WAIT_RST_UNLESS_RFC1337: &str = "received RST in TIME_WAIT: TIME-WAIT assassination (unless net.ipv4.tcp_rfc1337 = 1, \
-     which makes TIME_WAIT ignore it: RFC 1337)";
-
-/// A SYN answered at once by RST,ACK: the closed port's reply (RFC 9293 §3.10.7.1).
-pub const REFUSED: &str = "received RST,ACK for its SYN: connection refused";
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
 
 /// One side of a connection as seen from the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,7 +318,7 @@ impl Endpoint {
 
     /// The kernel removed this endpoint without a segment (a timer: the orphaned FIN_WAIT_2's
     /// `tcp_fin_timeout`, TIME_WAIT's 2×MSL). Later segments find no connection: CLOSED.
-    pub fn remove(&mut self, cause: &'static str, rfc: &'static str) -> Option<Transition> {
+    pub fn remove(&mut self, cause: Cause, rfc: &'static str) -> Option<Transition> {
         if self.state == State::Closed {
             return None;
         }
@@ -329,17 +379,21 @@ impl Endpoint {
             (Closed, Rx) if self.fin_seq.is_some() || self.iss.is_some() => {
                 return Step::default();
             }
-            (_, Tx) if f.rst() => (Closed, "sent RST", "RFC 9293 §3.10.5"),
+            (_, Tx) if f.rst() => (Closed, Cause::SentRst, "RFC 9293 §3.10.5"),
             // An in-window RST ends TIME-WAIT early: the "TIME-WAIT assassination" hazard of
             // RFC 1337 §2 (Linux ignores it when net.ipv4.tcp_rfc1337 = 1: the tracker's job).
-            (TimeWait, Rx) if f.rst() => (Closed, TIME_WAIT_RST, "RFC 9293 §3.10.7.4, RFC 1337 §2"),
+            (TimeWait, Rx) if f.rst() => (
+                Closed,
+                Cause::TimeWaitRst,
+                "RFC 9293 §3.10.7.4, RFC 1337 §2",
+            ),
             // SYN-SENT: a RST acking our SYN, and no SYN from the peer: refused (§3.10.7.3).
             (SynSent, Rx) if f.rst() && self.irs.is_none() && self.acks_our_syn(seg) => {
-                (Closed, REFUSED, "RFC 9293 §3.10.7.1, §3.10.7.3")
+                (Closed, Cause::Refused, "RFC 9293 §3.10.7.1, §3.10.7.3")
             }
-            (_, Rx) if f.rst() => (Closed, "received RST", "RFC 9293 §3.10.7.4"),
+            (_, Rx) if f.rst() => (Closed, Cause::ReceivedRst, "RFC 9293 §3.10.7.4"),
             // Active OPEN: send SYN, enter SYN-SENT (§3.10.1).
-            (Closed, Tx) if f.syn() && !f.ack() => (SynSent, "sent SYN", "RFC 9293 §3.10.1"),
+            (Closed, Tx) if f.syn() && !f.ack() => (SynSent, Cause::SentSyn, "RFC 9293 §3.10.1"),
             // The same SYN again: no SYN,ACK came in time, the retransmission timer sent it
             // (RFC 9293 §3.8.1): no change.
             (SynSent, Tx) if f.syn() && !f.ack() && prior_iss == Some(seg.seq) => {
@@ -347,12 +401,12 @@ impl Endpoint {
             }
             // LISTEN receives a SYN: enter SYN-RECEIVED (§3.10.7.2, third check).
             (Listen, Rx) if f.syn() && !f.ack() => {
-                (SynReceived, "received SYN", "RFC 9293 §3.10.7.2")
+                (SynReceived, Cause::ReceivedSyn, "RFC 9293 §3.10.7.2")
             }
             (Listen, Tx) if f.syn() && f.ack() => return Step::default(),
             // SYN-SENT receives SYN,ACK acking our SYN: ESTABLISHED (§3.10.7.3, fourth check).
             (SynSent, Rx) if f.syn() && self.acks_our_syn(seg) => {
-                (Established, "received SYN,ACK", "RFC 9293 §3.10.7.3")
+                (Established, Cause::ReceivedSynAck, "RFC 9293 §3.10.7.3")
             }
             (SynReceived, Tx) if f.syn() && f.ack() => return Step::default(),
             (SynSent, Tx) if f.ack() && !f.syn() && !f.fin() => return Step::default(),
@@ -362,23 +416,23 @@ impl Endpoint {
                     // The handshake ACK can carry a FIN: both steps at once.
                     (
                         CloseWait,
-                        "received ACK of its SYN and a FIN",
+                        Cause::ReceivedAckOfSynAndFin,
                         "RFC 9293 §3.10.7.4",
                     )
                 } else {
                     (
                         Established,
-                        "received ACK of its SYN,ACK",
+                        Cause::ReceivedAckOfSynAck,
                         "RFC 9293 §3.10.7.4",
                     )
                 }
             }
             // CLOSE in ESTABLISHED: send FIN, enter FIN-WAIT-1 (§3.10.4).
             (Established | SynReceived, Tx) if f.fin() => {
-                (FinWait1, "sent FIN", "RFC 9293 §3.10.4")
+                (FinWait1, Cause::SentFin, "RFC 9293 §3.10.4")
             }
             // FIN received in ESTABLISHED: enter CLOSE-WAIT (§3.10.7.4, eighth step).
-            (Established, Rx) if f.fin() => (CloseWait, "received FIN", "RFC 9293 §3.10.7.4"),
+            (Established, Rx) if f.fin() => (CloseWait, Cause::ReceivedFin, "RFC 9293 §3.10.7.4"),
             // The FINs crossed: this FIN does not acknowledge the peer's, so it left before the
             // peer's FIN arrived. The endpoint was in FIN-WAIT-1, not CLOSE-WAIT, when that
             // FIN came (a capture on the peer's side of the wire saw it first): CLOSING
@@ -391,38 +445,36 @@ impl Endpoint {
                     transition: Some(Transition {
                         from: Established,
                         to: Closing,
-                        cause: CROSSED,
+                        cause: Cause::Crossed,
                         rfc: "RFC 9293 §3.6, §3.10.7.4",
                     }),
                     unexpected: None,
                 };
             }
             // CLOSE in CLOSE-WAIT: send FIN, enter LAST-ACK (§3.10.4).
-            (CloseWait, Tx) if f.fin() => (LastAck, "sent FIN", "RFC 9293 §3.10.4"),
+            (CloseWait, Tx) if f.fin() => (LastAck, Cause::SentFin, "RFC 9293 §3.10.4"),
             // FIN-WAIT-1 receives a FIN that also acks ours: TIME-WAIT (§3.10.7.4, eighth step).
             (FinWait1, Rx) if f.fin() && fin_acked => (
                 TimeWait,
-                "received FIN with the ACK of its FIN",
+                Cause::ReceivedFinWithAckOfFin,
                 "RFC 9293 §3.10.7.4",
             ),
             // FIN-WAIT-1 receives a FIN before the ACK of ours: CLOSING (simultaneous close).
             (FinWait1, Rx) if f.fin() => (
                 Closing,
-                "received FIN before the ACK of its own",
+                Cause::ReceivedFinBeforeAckOfOwn,
                 "RFC 9293 §3.10.7.4",
             ),
             // FIN-WAIT-1: our FIN acknowledged, enter FIN-WAIT-2 (§3.10.7.4, fifth step).
             (FinWait1, Rx) if fin_acked => {
-                (FinWait2, "received ACK of its FIN", "RFC 9293 §3.10.7.4")
+                (FinWait2, Cause::ReceivedAckOfFin, "RFC 9293 §3.10.7.4")
             }
             // FIN-WAIT-2 receives the peer's FIN: TIME-WAIT (§3.10.7.4, eighth step).
-            (FinWait2, Rx) if f.fin() => (TimeWait, "received FIN", "RFC 9293 §3.10.7.4"),
+            (FinWait2, Rx) if f.fin() => (TimeWait, Cause::ReceivedFin, "RFC 9293 §3.10.7.4"),
             // CLOSING: our FIN acknowledged, enter TIME-WAIT (§3.10.7.4, fifth step).
-            (Closing, Rx) if fin_acked => {
-                (TimeWait, "received ACK of its FIN", "RFC 9293 §3.10.7.4")
-            }
+            (Closing, Rx) if fin_acked => (TimeWait, Cause::ReceivedAckOfFin, "RFC 9293 §3.10.7.4"),
             // LAST-ACK: our FIN acknowledged, delete the TCB: CLOSED (§3.10.7.4, fifth step).
-            (LastAck, Rx) if fin_acked => (Closed, "received ACK of its FIN", "RFC 9293 §3.10.7.4"),
+            (LastAck, Rx) if fin_acked => (Closed, Cause::ReceivedAckOfFin, "RFC 9293 §3.10.7.4"),
             // TIME-WAIT re-acknowledges a retransmitted FIN and restarts its 2 MSL timer
             // (§3.10.7.4, eighth step): no change of state.
             (TimeWait, Rx) if f.fin() => return Step::default(),

@@ -423,7 +423,7 @@ fn test_syn_sent_recv_rst_ack_of_its_syn_is_refused() {
     let step = e.on_segment(&seg(Flags::RST | ACK, 0, A_ISS + 1), Dir::Received);
     let t = step.transition.unwrap();
     assert_eq!((t.from, t.to), (State::SynSent, State::Closed));
-    assert_eq!(t.cause, REFUSED);
+    assert_eq!(t.cause, Cause::Refused);
     assert_eq!(t.rfc, "RFC 9293 §3.10.7.1, §3.10.7.3");
 }
 
