@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::capture::live::CaptureError;
-use crate::kernel::KernelSocket;
+use crate::kernel::{KernelSocket, KernelState};
 use crate::netns::NetnsError;
 use crate::sockets::SockError;
 
@@ -116,7 +116,7 @@ fn port_busy_text(addr: &SocketAddr, holders: &[KernelSocket]) -> String {
         Some(o) => format!(" of pid {} ({})", o.pid, o.command),
         None => " of another user's process".to_string(),
     };
-    let mut text = if first.state == "LISTEN" {
+    let mut text = if first.state == KernelState::Listen {
         format!(
             "{addr} is already in use on this host by a LISTEN socket on {}{who}",
             first.local
@@ -138,9 +138,9 @@ fn port_busy_text(addr: &SocketAddr, holders: &[KernelSocket]) -> String {
 fn kernel_keeps_text(addr: &SocketAddr, holders: &[KernelSocket]) -> String {
     let mut states: Vec<(&str, usize)> = Vec::new();
     for h in holders {
-        match states.iter_mut().find(|(s, _)| *s == h.state) {
+        match states.iter_mut().find(|(s, _)| *s == h.state.name()) {
             Some((_, n)) => *n += 1,
-            None => states.push((h.state, 1)),
+            None => states.push((h.state.name(), 1)),
         }
     }
     let what = match states.as_slice() {

@@ -495,7 +495,7 @@ impl Answer {
                 .peers
                 .iter()
                 .map(|p| PeerJson {
-                    state: p.state,
+                    state: p.state.name(),
                     local: p.local,
                     peer: p.peer,
                     owner: OwnerJson::of(p),

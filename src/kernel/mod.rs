@@ -8,6 +8,6 @@ pub mod table;
 pub mod tracefs;
 
 pub use proc_net::{
-    KernelSocket, Owner, Timer, all_sockets, fill_owners, parse_proc_net_tcp, render_table,
-    sockets_on_port, sockets_on_port_in, tcp_ext_counter, user_name,
+    KernelSocket, KernelState, Owner, Timer, all_sockets, fill_owners, parse_proc_net_tcp,
+    render_table, sockets_on_port, sockets_on_port_in, tcp_ext_counter, user_name,
 };

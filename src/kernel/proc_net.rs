@@ -16,8 +16,8 @@ const USER_HZ: u64 = 100;
 pub struct KernelSocket {
     pub local: SocketAddr,
     pub peer: SocketAddr,
-    /// The kernel's state name (`TIME_WAIT`, `FIN_WAIT_2`, `CLOSE_WAIT`, `LISTEN`, ...).
-    pub state: &'static str,
+    /// The kernel's state (`TIME_WAIT`, `FIN_WAIT_2`, `CLOSE_WAIT`, `LISTEN`, ...).
+    pub state: KernelState,
     pub send_q: u32,
     pub recv_q: u32,
     pub timer: Option<Timer>,
@@ -31,7 +31,7 @@ pub struct KernelSocket {
 impl KernelSocket {
     /// The RFC 9293 state, where the kernel's state is one.
     pub fn rfc_state(&self) -> Option<State> {
-        State::parse(self.state)
+        State::parse(self.state.name())
     }
 }
 
@@ -63,22 +63,76 @@ pub struct Owner {
     pub user: String,
 }
 
-/// The kernel's `TCP_*` state numbers (include/net/tcp_states.h).
-pub(crate) fn state_name(n: u8) -> &'static str {
-    match n {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT_1",
-        5 => "FIN_WAIT_2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        12 => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
+/// A socket's state as the kernel numbers it (`TCP_*`, include/net/tcp_states.h): compared as
+/// a value, named as the kernel names it (`TIME_WAIT`, `SYN_RECV`, `CLOSE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    Unknown,
+}
+
+impl KernelState {
+    pub fn from_number(n: u8) -> KernelState {
+        use KernelState::*;
+        match n {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            _ => Unknown,
+        }
+    }
+
+    /// The state the kernel calls `name` (`Unknown` for none).
+    pub fn from_name(name: &str) -> KernelState {
+        (1..=12)
+            .map(KernelState::from_number)
+            .find(|s| s.name() == name)
+            .unwrap_or(KernelState::Unknown)
+    }
+
+    pub fn name(self) -> &'static str {
+        use KernelState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT_1",
+            FinWait2 => "FIN_WAIT_2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+            Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for KernelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
     }
 }
 
@@ -118,7 +172,7 @@ fn parse_line(line: &str) -> Option<KernelSocket> {
     Some(KernelSocket {
         local,
         peer,
-        state: state_name(state),
+        state: KernelState::from_number(state),
         send_q: u32::from_str_radix(tx, 16).ok()?,
         recv_q: u32::from_str_radix(rx, 16).ok()?,
         timer,
@@ -354,7 +408,7 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].local, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(s[0].peer, "127.0.0.2:41186".parse().unwrap());
-        assert_eq!(s[0].state, "TIME_WAIT");
+        assert_eq!(s[0].state, KernelState::TimeWait);
         assert_eq!(s[0].rfc_state(), Some(State::TimeWait));
         assert_eq!(
             s[0].timer,
@@ -365,7 +419,7 @@ mod tests {
         );
         assert_eq!(s[0].inode, 0);
         assert_eq!(s[1].rfc_state(), Some(State::FinWait2));
-        assert_eq!(s[2].state, "CLOSE_WAIT");
+        assert_eq!(s[2].state, KernelState::CloseWait);
         assert_eq!((s[2].recv_q, s[2].send_q), (11, 0));
         assert_eq!(s[2].inode, 41523);
         assert_eq!(s[2].timer, None);
@@ -376,7 +430,7 @@ mod tests {
         let line = "   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0";
         let s = parse_line(line).unwrap();
         assert_eq!(s.local, "[::1]:8000".parse().unwrap());
-        assert_eq!(s.state, "LISTEN");
+        assert_eq!(s.state, KernelState::Listen);
         assert_eq!(s.uid, 1000);
     }
 

@@ -19,7 +19,7 @@ use netlink_packet_sock_diag::inet::{
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
-use super::proc_net::{state_name, timer_kind};
+use super::proc_net::timer_kind;
 use super::{KernelSocket, Timer};
 
 /// The kernel caps a dump's datagrams at 32 KiB (netlink_recvmsg's max_recvmsg_len), so
@@ -185,7 +185,7 @@ pub(crate) fn kernel_socket(response: &InetResponse, expires_ms: u32) -> KernelS
     KernelSocket {
         local: SocketAddr::new(id.source_address, id.source_port),
         peer: SocketAddr::new(id.destination_address, id.destination_port),
-        state: state_name(header.state),
+        state: crate::kernel::KernelState::from_number(header.state),
         // For a listener these are the backlog and the accept queue, as ss prints them
         // (/proc/net/tcp shows 0 as its tx_queue there).
         send_q: header.send_queue,
@@ -239,7 +239,7 @@ mod tests {
         KernelSocket {
             local: "127.0.0.1:8000".parse().unwrap(),
             peer: "127.0.0.2:41186".parse().unwrap(),
-            state: "TIME_WAIT",
+            state: crate::kernel::KernelState::TimeWait,
             send_q: 0,
             recv_q: 0,
             timer: Some(Timer {
@@ -278,7 +278,7 @@ mod tests {
         let s = kernel_socket(&time_wait_response(), 59_810);
         assert_eq!(s.local, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(s.peer, "127.0.0.2:41186".parse().unwrap());
-        assert_eq!(s.state, "TIME_WAIT");
+        assert_eq!(s.state, crate::kernel::KernelState::TimeWait);
         assert_eq!((s.send_q, s.recv_q), (0, 0));
         let timer = s.timer.as_ref().unwrap();
         assert_eq!(timer.kind, "timewait");
@@ -299,7 +299,7 @@ mod tests {
         response.header.send_queue = 3;
         response.header.inode = 41523;
         let s = kernel_socket(&response, 0);
-        assert_eq!(s.state, "CLOSE_WAIT");
+        assert_eq!(s.state, crate::kernel::KernelState::CloseWait);
         assert_eq!((s.recv_q, s.send_q), (11, 3));
         assert_eq!(s.timer, None);
         assert_eq!(s.inode, 41523);
@@ -368,7 +368,7 @@ mod tests {
         let find = |local: SocketAddr, peer: SocketAddr, state: &str| {
             sockets
                 .iter()
-                .find(|s| s.local == local && s.peer == peer && s.state == state)
+                .find(|s| s.local == local && s.peer == peer && s.state.name() == state)
                 .unwrap_or_else(|| panic!("no {state} {local} -> {peer} in {sockets:#?}"))
         };
         let unspecified = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0);

@@ -47,7 +47,7 @@ pub struct SocketRow<'a> {
 impl<'a> From<&'a KernelSocket> for SocketRow<'a> {
     fn from(s: &'a KernelSocket) -> Self {
         SocketRow {
-            state: s.state,
+            state: s.state.name(),
             recv_q: s.recv_q,
             send_q: s.send_q,
             local: s.local,

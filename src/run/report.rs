@@ -209,7 +209,7 @@ pub fn json(
                 .holders
                 .iter()
                 .map(|h| HolderJson {
-                    state: h.state,
+                    state: h.state.name(),
                     local: h.local.to_string(),
                     peer: h.peer.to_string(),
                     timer_remaining_ms: h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),

@@ -533,7 +533,7 @@ impl Lab {
                     queues.push(format!("Recv-Q {}", s.recv_q));
                 }
                 // A listener's Send-Q is its backlog, not bytes waiting.
-                if s.send_q > 0 && s.state != "LISTEN" {
+                if s.send_q > 0 && s.state != crate::kernel::KernelState::Listen {
                     queues.push(format!("Send-Q {}", s.send_q));
                 }
                 if !queues.is_empty() {

@@ -161,8 +161,8 @@ pub fn one_line(value: &str) -> String {
 /// RFC 9293's CLOSED; the other names are the kernel's (as ss shows them).
 pub fn state_name(k: &KernelSocket) -> &'static str {
     match k.state {
-        "CLOSE" => "CLOSED",
-        other => other,
+        crate::kernel::KernelState::Close => "CLOSED",
+        other => other.name(),
     }
 }
 
@@ -245,7 +245,7 @@ pub(crate) mod tests {
         let table = "header
    0: 0200007F:A0E2 0100007F:1F40 07 0000000E:0000000B 00:00000000 00000000     0        0 1 1 0000000000000000";
         let socket = &parse_proc_net_tcp(table)[0];
-        assert_eq!(socket.state, "CLOSE");
+        assert_eq!(socket.state, crate::kernel::KernelState::Close);
         assert_eq!(state_name(socket), "CLOSED");
     }
 

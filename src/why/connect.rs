@@ -418,7 +418,7 @@ impl ConnectAnswer {
                 .iter()
                 .map(|h| PortHolderJson {
                     local: h.local,
-                    state: h.state,
+                    state: h.state.name(),
                     timer_remaining_ms: h.timer.as_ref().map(|t| t.remaining.as_millis() as u64),
                 })
                 .collect(),
@@ -493,7 +493,7 @@ mod tests {
         KernelSocket {
             local: local.parse().unwrap(),
             peer: peer.parse().unwrap(),
-            state,
+            state: crate::kernel::KernelState::from_name(state),
             send_q: 0,
             recv_q: 0,
             timer: (state == "TIME_WAIT").then(|| Timer {
