@@ -86,6 +86,12 @@ impl<T> Annotator<T> {
                 earlier.transitions.insert(0, moved);
             }
         }
+        // A SYN sent again while the first copy still waits unanswered: the listener changed
+        // state on the copy it answered, not on the one that got no answer (lost after the
+        // capture point, or dropped before the server). RFC 9293 §3.8.1.
+        if seg.flags.syn() && !seg.flags.ack() && event.resent {
+            self.move_to_answered_copy(&mut event);
+        }
         for p in &mut self.pending {
             if p.waits_for == Some((event.conn, event.from.other())) {
                 p.waits_for = None;
@@ -106,6 +112,36 @@ impl<T> Annotator<T> {
     /// Held segments already answered go out (`ready`) before the next one.
     fn waiting(&self) -> bool {
         self.pending.iter().any(|p| p.waits_for.is_some())
+    }
+
+    /// Takes the receiver's LISTEN → SYN_RECEIVED off the held, unanswered copy of this SYN
+    /// and puts it on `event`, the copy sent again.
+    fn move_to_answered_copy(&mut self, event: &mut Event) {
+        let receiver = event.from.other();
+        let Some(earlier) = self
+            .pending
+            .iter_mut()
+            .rev()
+            .filter(|p| p.waits_for == Some((event.conn, event.from)))
+            .find_map(|p| p.event.as_mut())
+        else {
+            return;
+        };
+        let Some(i) = earlier
+            .transitions
+            .iter()
+            .position(|(r, t)| *r == receiver && t.to == State::SynReceived)
+        else {
+            return;
+        };
+        let moved = earlier.transitions.remove(i);
+        earlier.states[receiver.index()] = moved.1.from;
+        earlier.notes.push(format!(
+            "no SYN,ACK came for this copy: it was lost after the capture point or dropped \
+             before the {receiver} (a firewall, a full accept queue); the {receiver}'s change is \
+             on the copy it answered"
+        ));
+        event.transitions.push(moved);
     }
 
     /// Keeps a frame that `track` said must wait.
@@ -409,6 +445,22 @@ pub(crate) mod tests {
             [c.state(Role::Client), c.state(Role::Server)],
             [State::TimeWait, State::TimeWait]
         );
+    }
+
+    #[test]
+    fn a_syn_sent_again_carries_the_listeners_change_the_unanswered_copy_did_not() {
+        let mut segs = crate::tracker::tests::active_close(false);
+        segs.insert(1, segs[0].clone());
+        let (packets, _) = captured(segs, |i| every_50us(i) + Duration::from_secs(i as u64));
+        let (first, again) = (&packets[0].comment, &packets[1].comment);
+        assert!(first.starts_with("client CLOSED → SYN_SENT"), "{first}");
+        assert!(!first.contains("SYN_RECEIVED"), "{first}");
+        assert!(first.contains("no SYN,ACK came for this copy"), "{first}");
+        assert!(
+            again.contains("server LISTEN → SYN_RECEIVED (received SYN"),
+            "{again}"
+        );
+        assert!(again.contains("the SYN sent again"), "{again}");
     }
 
     #[test]

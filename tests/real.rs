@@ -185,4 +185,12 @@ fn a_syn_sent_again_is_normal() {
         "{}",
         comments[1]
     );
+    // The first copy was dropped before the server (the rule's counter says so): the
+    // listener's change is on the copy it answered.
+    assert!(!comments[0].contains("SYN_RECEIVED"), "{}", comments[0]);
+    assert!(
+        comments[1].contains("server LISTEN → SYN_RECEIVED"),
+        "{}",
+        comments[1]
+    );
 }
