@@ -430,7 +430,7 @@ pub(crate) mod tests {
         );
         assert!(!first.contains("CLOSE_WAIT"), "{first}");
         assert!(
-            first.contains("the client had sent its own FIN already"),
+            first.contains("the FINs crossed: the client had already sent its own FIN"),
             "{first}"
         );
         let second = &packets[8].comment;

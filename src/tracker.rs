@@ -153,7 +153,8 @@ impl Revise {
     pub fn note(&self) -> String {
         match *self {
             Revise::CrossedFin { role } => format!(
-                "the {role} had sent its own FIN already: it reaches the {role} after that FIN left"
+                "the FINs crossed: the {role} had already sent its own FIN when this one reached it, \
+                 so it was in FIN_WAIT_1, not ESTABLISHED, and this FIN did not move it"
             ),
             Revise::Refused { role } => format!(
                 "the {role} had no socket listening: the RST,ACK that answers this SYN proves it \
@@ -1286,7 +1287,10 @@ pub(crate) mod tests {
         assert_eq!(older[7].states, [FinWait1, FinWait1]);
         assert_eq!(
             older[7].notes,
-            ["the client had sent its own FIN already: it reaches the client after that FIN left"]
+            [
+                "the FINs crossed: the client had already sent its own FIN when this one reached it, so \
+              it was in FIN_WAIT_1, not ESTABLISHED, and this FIN did not move it"
+            ]
         );
         assert_eq!(revise.drops(), (Client, CloseWait));
     }
