@@ -29,6 +29,16 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 pub struct Annotator<T> {
     pub tracker: Tracker,
     pending: VecDeque<Pending<T>>,
+    /// What the front knows beyond the packets (run: its packet filter's log), asked as each
+    /// segment leaves.
+    pub evidence: Option<Box<dyn Evidence>>,
+}
+
+/// What a front knows of a segment beyond its bytes, asked as the segment leaves the
+/// annotator, so its words join the comment as it is made: an input, not a second pass.
+pub trait Evidence: Send {
+    /// Adds what it knows to `event` (its notes), and drops the guesses it settles.
+    fn annotate(&mut self, seg: &Segment, event: &mut Event, at: Duration);
 }
 
 struct Pending<T> {
@@ -52,6 +62,7 @@ impl<T> Annotator<T> {
         Annotator {
             tracker,
             pending: VecDeque::new(),
+            evidence: None,
         }
     }
 
@@ -206,23 +217,38 @@ impl Annotator<Unfinished> {
         let tracked = self.track(decoded.as_ref().ok(), at);
         if !tracked.hold {
             while let Some(((frame, decoded), event)) = self.ready(at) {
-                out.push(packet(frame, decoded, event));
+                out.push(self.finished(frame, decoded, event));
             }
-            out.push(packet(frame, decoded, tracked.event));
+            out.push(self.finished(frame, decoded, tracked.event));
             return;
         }
         self.hold((frame, decoded), tracked, at);
         while let Some(((frame, decoded), event)) = self.ready(at) {
-            out.push(packet(frame, decoded, event));
+            out.push(self.finished(frame, decoded, event));
         }
     }
 
     /// The packets still held, at the end of the capture.
     pub fn finish_into(&mut self, out: &mut Vec<Packet>) {
-        out.extend(
-            self.finish()
-                .map(|((frame, decoded), event)| packet(frame, decoded, event)),
-        );
+        let held: Vec<_> = self.finish().collect();
+        for ((frame, decoded), event) in held {
+            out.push(self.finished(frame, decoded, event));
+        }
+    }
+
+    /// The packet as it leaves: the evidence's words on its event, then its comment.
+    fn finished(
+        &mut self,
+        frame: Frame,
+        decoded: Result<Segment, DecodeError>,
+        mut event: Option<Event>,
+    ) -> Packet {
+        if let (Some(evidence), Ok(seg), Some(event)) =
+            (self.evidence.as_mut(), decoded.as_ref(), event.as_mut())
+        {
+            evidence.annotate(seg, event, frame.ts);
+        }
+        packet(frame, decoded, event)
     }
 }
 

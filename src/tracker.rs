@@ -640,7 +640,7 @@ fn repeat(
 
 /// Why a segment was sent again with no ACK of it in between, as far as packets tell: the
 /// capture may sit before the loss, so the copy that changed `peer` may be a later one.
-fn unanswered(seg: &Segment, peer: Role) -> String {
+pub fn unanswered(seg: &Segment, peer: Role) -> String {
     let f = seg.flags;
     if f.syn() && !f.ack() {
         "the SYN sent again (no SYN,ACK came: lost, or dropped before the server)".to_string()

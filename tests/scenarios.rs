@@ -1050,6 +1050,11 @@ fn a_lost_final_ack_makes_last_ack_resend_its_fin_with_backoff() {
                     .contains("teardown's packet filter dropped it"),
             "{run}"
         );
+        // The filter's log, an input of the annotator, settles what packets alone guess.
+        assert!(
+            !again.comment.contains("its ACK was lost or never sent"),
+            "{run}"
+        );
     }
     // A probe and the first timeout about 200 ms each, then the timeout doubles.
     let gaps: Vec<f64> = close[1..5]

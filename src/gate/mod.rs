@@ -36,6 +36,8 @@ pub struct Action {
     pub segment: Segment,
     /// For a held segment: how long it was held.
     pub held_for: Option<Duration>,
+    /// Said on a captured packet already (see `GateEvidence`).
+    pub told: bool,
 }
 
 struct Shared {
@@ -189,11 +191,75 @@ impl Gate {
             .unwrap_or_default()
     }
 
+    /// The gate's log as the annotator's evidence: a held segment says how long it was
+    /// held, the retransmission a drop caused names the segment dropped (which the capture
+    /// never saw). Asked as each segment is annotated, while the gate runs.
+    pub fn evidence(&self) -> GateEvidence {
+        GateEvidence {
+            shared: self.shared.clone(),
+            first: None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         self.shared
             .lock()
             .map(|s| s.policy.describe())
             .unwrap_or_default()
+    }
+}
+
+/// See `Gate::evidence`.
+pub struct GateEvidence {
+    shared: Arc<Mutex<Shared>>,
+    /// The first segment's time: the notes count milliseconds from it, as the ladder does.
+    first: Option<Duration>,
+}
+
+impl crate::annotate::Evidence for GateEvidence {
+    fn annotate(&mut self, seg: &Segment, event: &mut crate::tracker::Event, at: Duration) {
+        let first = *self.first.get_or_insert(at);
+        let ms = |t: Duration| t.saturating_sub(first).as_secs_f64() * 1000.0;
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        let same = |a: &Action| {
+            let s = &a.segment;
+            seg.src == s.src && seg.dst == s.dst && seg.seq == s.seq && seg.flags == s.flags
+        };
+        let held = shared.log.iter_mut().find(|a| {
+            !a.told
+                && a.decision == Decision::Hold
+                && a.held_for.is_some()
+                && same(a)
+                && at + Duration::from_millis(1) >= a.at
+        });
+        if let Some(a) = held {
+            a.told = true;
+            event.notes.push(format!(
+                "held back by teardown's packet filter for {:.1} ms (NFQUEUE), then released",
+                a.held_for.unwrap_or_default().as_secs_f64() * 1000.0
+            ));
+            return;
+        }
+        // The peer's next retransmission is what the loss caused.
+        if event.resent
+            && let Some(a) = shared.log.iter_mut().find(|a| {
+                !a.told && a.decision == Decision::Drop && at >= a.at && seg.src == a.segment.dst
+            })
+        {
+            a.told = true;
+            // The filter's log settles what the packets alone could only guess.
+            let guess = crate::tracker::unanswered(seg, event.from.other());
+            event.notes.retain(|n| *n != guess);
+            event.notes.push(format!(
+                "sent again because the {}'s {} segment sent at {:.1} ms never arrived: \
+                 teardown's packet filter dropped it (so the capture never saw it either)",
+                a.from,
+                a.segment.flags,
+                ms(a.at)
+            ));
+        }
     }
 }
 
@@ -247,6 +313,7 @@ fn serve(
                     decision,
                     segment: seg,
                     held_for: None,
+                    told: false,
                 });
                 let index = s.log.len() - 1;
                 drop(s);

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Annotator, Packet, Unfinished, comment_with};
+use crate::annotate::{Annotator, Unfinished, comment_with};
 use crate::capture::filter::Filter;
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
@@ -365,8 +365,7 @@ impl Lab {
         Ok(())
     }
 
-    /// Says in the packet comments what the gate did: how long a segment was held back, and,
-    /// on the retransmission it caused, which segment was dropped (the capture never saw it).
+    /// What the gate was, for the section comment, and the drops no packet could tell.
     fn tell_gate(&mut self) {
         use crate::gate::policy::Decision;
         let Some(gate) = self.gate.take() else {
@@ -382,72 +381,27 @@ impl Lab {
             .map(|p| p.frame.ts)
             .unwrap_or_default();
         let ms = |t: Duration| t.saturating_sub(first).as_secs_f64() * 1000.0;
-        let mut told = vec![false; self.record.packets.len()];
-        for a in &actions {
-            let s = &a.segment;
-            let same = |p: &Packet| {
-                p.segment().is_some_and(|q| {
-                    q.src == s.src && q.dst == s.dst && q.seq == s.seq && q.flags == s.flags
-                })
-            };
-            let (index, note) = match (a.decision, a.held_for) {
-                (Decision::Hold, Some(held)) => {
-                    let Some(i) = (0..self.record.packets.len()).find(|&i| {
-                        !told[i]
-                            && same(&self.record.packets[i])
-                            && self.record.packets[i].frame.ts + Duration::from_millis(1) >= a.at
-                    }) else {
-                        continue;
-                    };
-                    (
-                        i,
-                        format!(
-                            "held back by teardown's packet filter for {:.1} ms (NFQUEUE), then \
-                             released",
-                            held.as_secs_f64() * 1000.0
-                        ),
-                    )
-                }
-                (Decision::Drop, _) => {
-                    // The peer's next retransmission is what the loss caused.
-                    let Some(i) = (0..self.record.packets.len()).find(|&i| {
-                        let p = &self.record.packets[i];
-                        p.frame.ts >= a.at
-                            && p.segment().is_some_and(|q| q.src == s.dst)
-                            && p.event.as_ref().is_some_and(|e| e.resent)
-                            && !told[i]
-                    }) else {
-                        self.record.notes.push(format!(
-                            "teardown dropped the {}'s {} (ack {}) at {:.1} ms; nothing was sent \
-                             again after it",
-                            a.from,
-                            s.flags,
-                            s.ack.0,
-                            ms(a.at)
-                        ));
-                        continue;
-                    };
-                    (
-                        i,
-                        format!(
-                            "sent again because the {}'s {} segment sent at {:.1} ms never \
-                             arrived: teardown's packet filter dropped it (so the capture never \
-                             saw it either)",
-                            a.from,
-                            s.flags,
-                            ms(a.at)
-                        ),
-                    )
-                }
-                _ => continue,
-            };
-            told[index] = true;
-            let packet = &mut self.record.packets[index];
-            if let Some(event) = packet.event.as_mut() {
-                event.notes.push(note);
-                packet.comment = crate::annotate::comment(event);
-            }
+        // Each packet's share was said as it was annotated; a drop nothing answered is said
+        // here, having no packet of its own.
+        for a in actions
+            .iter()
+            .filter(|a| a.decision == Decision::Drop && !a.told)
+        {
+            self.record.notes.push(format!(
+                "teardown dropped the {}'s {} (ack {}) at {:.1} ms; nothing was sent again after it",
+                a.from,
+                a.segment.flags,
+                a.segment.ack.0,
+                ms(a.at)
+            ));
         }
+    }
+
+    /// The packet filter that holds back or drops this run's segments; its log is the
+    /// annotator's evidence from now on.
+    pub fn use_gate(&mut self, gate: crate::gate::Gate) {
+        self.annotator.evidence = Some(Box::new(gate.evidence()));
+        self.gate = Some(gate);
     }
 
     /// Reads the kernel's trace and socket table, sets them beside the inference, and

@@ -46,7 +46,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "     packet filter (server's host): {}",
         gate.describe()
     ));
-    lab.gate = Some(gate);
+    lab.use_gate(gate);
     let counters = || ["TCPLossProbes", "TCPTimeouts"].map(crate::kernel::tcp_ext_counter);
     let before = counters();
     let opened = article_exchange(lab, SockOpts::NONE)?;

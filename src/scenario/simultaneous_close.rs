@@ -37,7 +37,7 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         "     packet filter (both hosts): {}",
         gate.describe()
     ));
-    lab.gate = Some(gate);
+    lab.use_gate(gate);
     let mut opened = article_exchange(lab, SockOpts::NONE)?;
     let got = sockets::read(&mut opened.client, "client")?;
     lab.say(
