@@ -621,8 +621,8 @@ pub fn summary(
                 } else {
                     ""
                 },
-                c.state(Role::Client),
-                c.state(Role::Server),
+                c.ending(Role::Client),
+                c.ending(Role::Server),
                 s.last.saturating_sub(s.first).as_secs_f64(),
                 count(c.segments, "segment")
             );

@@ -77,6 +77,16 @@ impl Connection {
     pub fn state(&self, role: Role) -> State {
         self.endpoints[role.index()].state()
     }
+    /// How `role`'s end ended, in words: its state, and why where a later connection ended it
+    /// (a TIME_WAIT taken over by a new SYN on the same 4-tuple leaves no segment of its own).
+    pub fn ending(&self, role: Role) -> String {
+        match &self.taken_over {
+            Some((r, t)) if *r == role => {
+                format!("{} (its {} taken over by a new SYN)", t.to, t.from)
+            }
+            _ => self.state(role).to_string(),
+        }
+    }
     pub fn addr(&self, role: Role) -> SocketAddr {
         match role {
             Role::Client => self.client,

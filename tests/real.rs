@@ -166,11 +166,21 @@ fn a_new_syn_ends_the_old_time_wait_on_the_server_and_on_the_client() {
     same_as_the_kernel("timewait-new-syn");
     let s = summary("timewait-new-syn");
     let first = s.lines().next().unwrap();
-    assert!(first.contains("final: client CLOSED, server CLOSED"), "{s}");
+    assert!(
+        first.contains(
+            "final: client CLOSED, server CLOSED (its TIME_WAIT taken over by a new SYN)"
+        ),
+        "{s}"
+    );
     same_as_the_kernel("timewait-tw-reuse");
     let s = summary("timewait-tw-reuse");
     let first = s.lines().next().unwrap();
-    assert!(first.contains("final: client CLOSED, server CLOSED"), "{s}");
+    assert!(
+        first.contains(
+            "final: client CLOSED (its TIME_WAIT taken over by a new SYN), server CLOSED"
+        ),
+        "{s}"
+    );
 }
 
 #[test]

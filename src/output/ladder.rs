@@ -129,10 +129,7 @@ pub fn render_checked(
             notes: after,
         });
     }
-    let ends = [
-        conn.state(Role::Client).to_string(),
-        conn.state(Role::Server).to_string(),
-    ];
+    let ends = [conn.ending(Role::Client), conn.ending(Role::Server)];
     let wide = full(conn, &rows, &ends);
     match style.width {
         Some(w) if wide.lines().any(|l| columns(l) > w) => {
