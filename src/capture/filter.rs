@@ -1,30 +1,11 @@
 //! Capture filters. `capture`'s is a pcap-filter(7) expression compiled by libpcap (the
 //! reference compiler, as tcpdump uses it) into classic BPF and attached to the capture
-//! socket, so the kernel drops what does not match before it reaches the ring. `run`'s is one
-//! port, checked here on decoded segments.
+//! socket, so the kernel drops what does not match before it reaches the ring. `run`'s is the
+//! same, for the scenario's ports (`Bpf::ports`).
 
 use pcap::{Capture, Linktype};
 
-use crate::decode::{DecodeError, Segment, link};
-
-/// `run`'s filter on the host's loopback: TCP segments with this port at either end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Filter {
-    pub port: u16,
-}
-
-impl Filter {
-    pub fn port(port: u16) -> Filter {
-        Filter { port }
-    }
-
-    /// Whether a decoded frame passes: TCP only, with the port at either end.
-    pub fn keeps(&self, decoded: &Result<Segment, DecodeError>) -> bool {
-        decoded
-            .as_ref()
-            .is_ok_and(|seg| seg.src.port() == self.port || seg.dst.port() == self.port)
-    }
-}
+use crate::decode::link;
 
 /// One classic BPF instruction, as `SO_ATTACH_FILTER` takes it (`struct sock_filter`).
 pub type Insn = libc::sock_filter;
@@ -103,6 +84,15 @@ impl Bpf {
     }
 
     /// The program for SO_ATTACH_FILTER.
+    /// `run`'s filter: TCP segments of the scenario's ports, on an Ethernet link (loopback
+    /// and veth frames carry an Ethernet header).
+    pub fn ports(ports: std::ops::RangeInclusive<u16>) -> Result<Bpf, String> {
+        Bpf::compile(
+            &format!("tcp portrange {}-{}", ports.start(), ports.end()),
+            link::ETHERNET,
+        )
+    }
+
     pub fn kernel_program(&self) -> &[Insn] {
         &self.kernel
     }
@@ -202,13 +192,35 @@ pub fn skip_loopback_outgoing(lo_index: u32, program: Option<&[Insn]>) -> Vec<In
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::tests::segment;
 
     #[test]
     fn run_keeps_its_port_and_tcp_only() {
-        assert!(Filter::port(8000).keeps(&Ok(segment(true, crate::tcp::Flags::SYN, 1, 0, 0))));
-        assert!(!Filter::port(9000).keeps(&Ok(segment(true, crate::tcp::Flags::SYN, 1, 0, 0))));
-        assert!(!Filter::port(8000).keeps(&Err(DecodeError::NotTcp("UDP".into()))));
+        let kernel = Bpf::ports(8000..=8000).unwrap();
+        let kernel = kernel.kernel_program();
+        assert_eq!(run(kernel, &ethernet_tcp(40000, 8000, false)), u32::MAX);
+        assert_eq!(run(kernel, &ethernet_tcp(40000, 9000, false)), 0);
+        assert_eq!(run(kernel, &ethernet_udp(40000, 8000)), 0);
+        // A scenario's ports from --port up (tw-reuse: three).
+        let three = Bpf::ports(8000..=8002).unwrap();
+        assert_eq!(
+            run(three.kernel_program(), &ethernet_tcp(8002, 1, false)),
+            u32::MAX
+        );
+        assert_eq!(
+            run(three.kernel_program(), &ethernet_tcp(8003, 1, false)),
+            0
+        );
+    }
+
+    /// An Ethernet + IPv4 + UDP frame, for what `run` must not keep.
+    fn ethernet_udp(sport: u16, dport: u16) -> Vec<u8> {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .udp(sport, dport)
+            .write(&mut frame, b"hi")
+            .unwrap();
+        frame
     }
 
     /// An Ethernet + IPv4 + TCP frame from 127.0.0.1:`sport` to 127.0.0.1:`dport`.

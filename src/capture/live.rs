@@ -1,25 +1,9 @@
-//! Live capture on one interface, and the interfaces `capture -D` lists: an `AF_PACKET`
-//! socket configured here (no duplicate loopback copies, a large receive buffer, kernel
-//! timestamps), read through pnet.
+//! The capture's errors, and the interfaces (pnet): the one `-i` names, and those
+//! `capture -D` lists. The frames themselves come from the TPACKET_V3 ring (`ring.rs`).
 
 use std::io;
-use std::mem;
-use std::time::Duration;
 
-use pnet_datalink::{self as datalink, Channel, Config, DataLinkReceiver, NetworkInterface};
-
-use super::{Frame, Stats};
-
-// Linux UAPI values libc does not export for every target (linux/if_packet.h, asm/sockios.h).
-const PACKET_STATISTICS: libc::c_int = 6;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
-const SO_RCVBUFFORCE: libc::c_int = 33;
-
-/// Loopback delivers GSO frames up to ~64 KiB: a larger buffer never cuts one.
-const READ_BUFFER: usize = 256 * 1024;
-/// Enough socket buffer that a burst of 64 KiB loopback frames is not dropped.
-const SOCKET_BUFFER: libc::c_int = 32 * 1024 * 1024;
+use pnet_datalink::{self as datalink, NetworkInterface};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -45,146 +29,6 @@ fn exe() -> String {
         .unwrap_or_else(|_| "teardown".into())
 }
 
-pub struct LiveCapture {
-    iface: String,
-    fd: libc::c_int,
-    rx: Box<dyn DataLinkReceiver>,
-    stats: Stats,
-}
-
-impl LiveCapture {
-    /// Opens a capture on `iface`; packets queue from the moment this returns.
-    pub fn open(iface: &str, poll: Duration) -> Result<LiveCapture, CaptureError> {
-        let interface = find_interface(iface)?;
-        let io_err = |op: &'static str| {
-            let source = io::Error::last_os_error();
-            CaptureError::Io {
-                iface: iface.to_string(),
-                op,
-                source,
-            }
-        };
-        // Protocol 0: nothing is queued until pnet binds the socket to the interface.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => CaptureError::NoPermission,
-                _ => CaptureError::Io {
-                    iface: iface.to_string(),
-                    op: "socket(AF_PACKET)",
-                    source: err,
-                },
-            });
-        }
-        let close_on_err = |e: CaptureError| {
-            unsafe { libc::close(fd) };
-            e
-        };
-        if setsockopt_int(fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
-            // Without CAP_NET_ADMIN: as large as net.core.rmem_max allows.
-            let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
-        }
-        if interface.is_loopback() {
-            // `lo` shows each packet twice (outgoing, then incoming copy): keep one.
-            setsockopt_int(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-                .map_err(|_| close_on_err(io_err("PACKET_IGNORE_OUTGOING")))?;
-        }
-        // The first SIOCGSTAMPNS turns on receive timestamps for this socket.
-        let mut ts: libc::timespec = unsafe { mem::zeroed() };
-        unsafe { libc::ioctl(fd, SIOCGSTAMPNS as _, &mut ts) };
-        let config = Config {
-            read_buffer_size: READ_BUFFER,
-            read_timeout: Some(poll),
-            socket_fd: Some(fd),
-            promiscuous: false,
-            ..Config::default()
-        };
-        // pnet binds to the interface and owns (and closes) the descriptor from here on.
-        let rx = match datalink::channel(&interface, config) {
-            Ok(Channel::Ethernet(_tx, rx)) => rx,
-            Ok(_) => unreachable!("pnet's Linux backend only makes Ethernet channels"),
-            Err(source) => {
-                return Err(CaptureError::Io {
-                    iface: iface.to_string(),
-                    op: "bind to the interface",
-                    source,
-                });
-            }
-        };
-        Ok(LiveCapture {
-            iface: iface.to_string(),
-            fd,
-            rx,
-            stats: Stats::default(),
-        })
-    }
-
-    /// The next frame, or `None` when the poll interval passed without one.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
-        match self.rx.next() {
-            Ok(data) => {
-                let data = data.to_vec();
-                let ts = self.last_timestamp();
-                let orig_len = data.len() as u32;
-                Ok(Some(Frame { ts, data, orig_len }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-            Err(source) => Err(CaptureError::Io {
-                iface: self.iface.clone(),
-                op: "receive",
-                source,
-            }),
-        }
-    }
-
-    /// The kernel's receive time of the frame just read, in nanoseconds.
-    fn last_timestamp(&self) -> Duration {
-        let mut ts: libc::timespec = unsafe { mem::zeroed() };
-        if unsafe { libc::ioctl(self.fd, SIOCGSTAMPNS as _, &mut ts) } == 0 {
-            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-        } else {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-        }
-    }
-
-    /// Received and dropped counts since the capture opened (the kernel resets its
-    /// counters on each read, so they are added up here).
-    pub fn stats(&mut self) -> Stats {
-        #[repr(C)]
-        struct TpacketStats {
-            tp_packets: u32,
-            tp_drops: u32,
-        }
-        let mut raw = TpacketStats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = mem::size_of::<TpacketStats>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd,
-                libc::SOL_PACKET,
-                PACKET_STATISTICS,
-                &mut raw as *mut TpacketStats as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            self.stats.received += u64::from(raw.tp_packets);
-            self.stats.dropped += u64::from(raw.tp_drops);
-        }
-        self.stats
-    }
-
-    pub fn iface(&self) -> &str {
-        &self.iface
-    }
-}
-
 /// The interface named `name`, or an error that lists the ones there are.
 pub(crate) fn find_interface(name: &str) -> Result<NetworkInterface, CaptureError> {
     let all = datalink::interfaces();
@@ -198,28 +42,6 @@ pub(crate) fn find_interface(name: &str) -> Result<NetworkInterface, CaptureErro
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
-    }
-}
-
-fn setsockopt_int(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -8,7 +8,7 @@ pub mod session;
 pub mod stamps;
 
 pub use crate::frame::{Frame, Stats};
-pub use live::{CaptureError, LiveCapture};
+pub use live::CaptureError;
 
 /// Where a front's frames come from: the live ring, or a list of frames in a test (the
 /// file reader is `input`'s). The seam that lets `run`'s bench be driven without a socket.

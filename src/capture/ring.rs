@@ -510,8 +510,6 @@ mod tests {
 
     use etherparse::{SlicedPacket, TransportSlice};
 
-    use crate::capture::LiveCapture;
-
     const PACKET_HOST: u8 = 0;
     const POLL: Duration = Duration::from_millis(100);
 
@@ -1015,8 +1013,8 @@ mod tests {
         tv(ru.ru_utime) + tv(ru.ru_stime)
     }
 
-    /// Not a check: prints the capturing thread's CPU per packet for the ring and for the
-    /// per-packet LiveCapture on the same floods. Run with
+    /// Not a check: prints the capturing thread's CPU per packet for the ring, counting only
+    /// and copying each frame out as `run` does, on the same floods. Run with
     /// `cargo test --release --lib measure_ring_vs_live_capture -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -1030,40 +1028,28 @@ mod tests {
             ("UDP 1M datagrams of 8 bytes", || udp_flood(1_000_000)),
         ];
         for (load, flood) in floods {
-            for capture in ["ring, count only", "ring, copy to Frame", "LiveCapture"] {
+            for capture in ["ring, count only", "ring, copy to Frame"] {
                 let line = in_private_netns(move || {
                     let mut frames = Vec::new();
-                    let mut ring =
-                        (capture != "LiveCapture").then(|| Ring::open("lo", true, POLL).unwrap());
-                    let mut live =
-                        (capture == "LiveCapture").then(|| LiveCapture::open("lo", POLL).unwrap());
+                    let mut ring = Ring::open("lo", true, POLL).unwrap();
                     let copy = capture == "ring, copy to Frame";
                     let (done, threads) = flood();
                     let (thread0, process0) = (cpu(libc::RUSAGE_THREAD), cpu(libc::RUSAGE_SELF));
                     let wall = Instant::now();
                     let mut bytes = 0usize;
-                    let seen = drain_flood(&done, || match (&mut ring, &mut live) {
-                        (Some(ring), _) => ring
-                            .next_batch(&mut |f| {
-                                bytes += f.data.len();
-                                if copy {
-                                    frames.push(crate::capture::Frame {
-                                        ts: f.ts,
-                                        data: f.data.to_vec(),
-                                        orig_len: f.orig_len,
-                                    });
-                                    frames.clear();
-                                }
-                            })
-                            .unwrap(),
-                        (_, Some(live)) => match live.next_frame().unwrap() {
-                            Some(f) => {
-                                bytes += f.data.len();
-                                1
+                    let seen = drain_flood(&done, || {
+                        ring.next_batch(&mut |f| {
+                            bytes += f.data.len();
+                            if copy {
+                                frames.push(crate::capture::Frame {
+                                    ts: f.ts,
+                                    data: f.data.to_vec(),
+                                    orig_len: f.orig_len,
+                                });
+                                frames.clear();
                             }
-                            None => 0,
-                        },
-                        _ => unreachable!(),
+                        })
+                        .unwrap()
                     });
                     // Neither the quiet poll at the end nor the joins use CPU worth counting.
                     let thread = cpu(libc::RUSAGE_THREAD) - thread0;
@@ -1074,11 +1060,7 @@ mod tests {
                     // Everything, the flood's threads included: with the ring the kernel
                     // copies each frame in the sender's context instead.
                     let process = cpu(libc::RUSAGE_SELF) - process0;
-                    let stats = match (&mut ring, &mut live) {
-                        (Some(r), _) => r.stats(),
-                        (_, Some(l)) => l.stats(),
-                        _ => unreachable!(),
-                    };
+                    let stats = ring.stats();
                     format!(
                         "{load:28} {capture:20} {seen:8} frames {:4} MiB, {:6} dropped, \
                          {:5} ms wall; capture thread {:5} ms CPU = {:.3} µs/frame; \

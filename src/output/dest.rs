@@ -9,7 +9,7 @@
 //! - A missing directory is refused with the `mkdir -p` that makes it; no command creates
 //!   directories on its own, except `run` for its default `captures/`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -97,15 +97,6 @@ impl Dest {
             Dest::Special(p) => Box::new(OpenOptions::new().write(true).open(p)?),
             Dest::File { tmp, .. } => Box::new(OpenOptions::new().write(true).open(tmp)?),
         })
-    }
-
-    /// Opens the temporary file or the device as a `File` (for fsync and friends).
-    pub fn open_file(&self) -> io::Result<Option<File>> {
-        match self {
-            Dest::Stdout => Ok(None),
-            Dest::Special(p) => OpenOptions::new().write(true).open(p).map(Some),
-            Dest::File { tmp, .. } => OpenOptions::new().write(true).open(tmp).map(Some),
-        }
     }
 
     /// Writes `bytes` and commits them: the whole output in one go.

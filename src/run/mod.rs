@@ -127,11 +127,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // The same ring `capture` reads, the kernel filtering to the run's port: on the host's
     // loopback other programs' traffic never reaches teardown.
     let ports = scenario.port_range(config.port).map_err(Error::Usage)?;
-    let program = crate::capture::filter::Bpf::compile(
-        &format!("tcp portrange {}-{}", ports.start(), ports.end()),
-        u32::from(DataLink::ETHERNET),
-    )
-    .map_err(Error::Usage)?;
+    let program = crate::capture::filter::Bpf::ports(ports).map_err(Error::Usage)?;
     let capture = crate::capture::ring::Ring::open_filtered(
         iface,
         iface == "lo",

@@ -11,7 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::annotate::{Annotator, Unfinished, comment_with};
-use crate::capture::filter::Filter;
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
 use crate::decode::decode_ethernet;
@@ -48,8 +47,6 @@ pub struct Lab {
     pub server_opts: SockOpts,
     /// What the report, the ladder, the JSON and the verdict read.
     pub record: Record,
-    /// On the host's loopback, only the scenario's traffic is kept (as `capture --port` does).
-    host_filter: Option<Filter>,
     /// On the host's own loopback (`--host`).
     host: bool,
     /// One host, or two joined by a veth: where server sockets, tables and sysctls are.
@@ -123,7 +120,6 @@ impl Lab {
             client_ip,
             server_opts: SockOpts::NONE,
             record: Record::new(server, client_ip),
-            host_filter: (host || hosts.two()).then(|| Filter::port(server.port())),
             host,
             hosts,
             gate: None,
@@ -298,16 +294,9 @@ impl Lab {
         }
     }
 
-    /// Tracks and keeps one frame; on the host's loopback, only the scenario's traffic.
+    /// Tracks and keeps one frame (the ring's kernel filter let only the scenario's ports in).
     fn take(&mut self, frame: Frame) {
         let decoded = decode_ethernet(&frame.data);
-        if self
-            .host_filter
-            .as_ref()
-            .is_some_and(|f| !f.keeps(&decoded))
-        {
-            return;
-        }
         self.annotator
             .push_frame(frame, decoded, &mut self.record.packets);
     }
