@@ -10,7 +10,7 @@ use crate::decode::{DecodeError, Segment};
 use crate::evidence::Note;
 use crate::frame::Frame;
 use crate::tcp::State;
-use crate::tracker::{Event, Revise, Role, Tracker};
+use crate::tracker::{Event, Role, Tracker};
 
 /// How far a held segment waits for the one that settles its story: at most this many
 /// segments after it, and this much capture time. Memory stays flat on any file, and a live
@@ -79,29 +79,15 @@ impl<T> Annotator<T> {
             };
         };
         let mut event = self.tracker.on_segment_at(seg, at);
+        let conn = event.conn;
         for revise in event.revise.clone() {
             // The newest earlier segment it applies to.
-            let earlier = self
+            let _ = self
                 .pending
                 .iter_mut()
                 .rev()
-                .filter_map(|p| p.event.as_mut().filter(|e| e.conn == event.conn))
-                .find_map(|e| if revise.apply(&mut *e) { Some(e) } else { None });
-            // A socket gone before the FIN came was gone when the FIN came: its end goes on
-            // the FIN, where the run (which saw it in the socket table) puts it too.
-            if let (Some(earlier), Revise::GoneBeforeFin { role, .. }) = (earlier, revise)
-                && let Some(i) = event.transitions.iter().position(|(r, _)| *r == role)
-            {
-                let moved = event.transitions.remove(i);
-                earlier.states[role.index()] = moved.1.to;
-                earlier.transitions.insert(0, moved);
-            }
-        }
-        // A SYN sent again while the first copy still waits unanswered: the listener changed
-        // state on the copy it answered, not on the one that got no answer (lost after the
-        // capture point, or dropped before the server). RFC 9293 §3.8.1.
-        if seg.flags.syn() && !seg.flags.ack() && event.resent {
-            self.move_to_answered_copy(&mut event);
+                .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
+                .any(|earlier| revise.settle(earlier, &mut event));
         }
         for p in &mut self.pending {
             if p.waits_for == Some((event.conn, event.from.other())) {
@@ -123,36 +109,6 @@ impl<T> Annotator<T> {
     /// Held segments already answered go out (`ready`) before the next one.
     fn waiting(&self) -> bool {
         self.pending.iter().any(|p| p.waits_for.is_some())
-    }
-
-    /// Takes the receiver's LISTEN → SYN_RECEIVED off the held, unanswered copy of this SYN
-    /// and puts it on `event`, the copy sent again.
-    fn move_to_answered_copy(&mut self, event: &mut Event) {
-        let receiver = event.from.other();
-        let Some(earlier) = self
-            .pending
-            .iter_mut()
-            .rev()
-            .filter(|p| p.waits_for == Some((event.conn, event.from)))
-            .find_map(|p| p.event.as_mut())
-        else {
-            return;
-        };
-        let Some(i) = earlier
-            .transitions
-            .iter()
-            .position(|(r, t)| *r == receiver && t.to == State::SynReceived)
-        else {
-            return;
-        };
-        let moved = earlier.transitions.remove(i);
-        earlier.states[receiver.index()] = moved.1.from;
-        earlier.notes.push(format!(
-            "no SYN,ACK came for this copy: it was lost after the capture point or dropped \
-             before the {receiver} (a firewall, a full accept queue); the {receiver}'s change is \
-             on the copy it answered"
-        ));
-        event.transitions.push(moved);
     }
 
     /// Keeps a frame that `track` said must wait.

@@ -138,6 +138,10 @@ pub enum Revise {
     /// orphaned FIN_WAIT_2 ends after net.ipv4.tcp_fin_timeout), so that FIN did not move it
     /// `since` → TIME_WAIT; the RST's own event carries `since` → CLOSED.
     GoneBeforeFin { role: Role, since: State },
+    /// A SYN sent again before `role` answered any copy: the first copy got no answer (lost
+    /// after the capture point, or dropped before `role`), so `role`'s LISTEN → SYN_RECEIVED
+    /// belongs to a later copy, the one it answers (RFC 9293 §3.8.1).
+    AnsweredCopy { role: Role },
 }
 
 impl Revise {
@@ -147,6 +151,7 @@ impl Revise {
             Revise::CrossedFin { role } => (role, State::CloseWait),
             Revise::Refused { role } => (role, State::SynReceived),
             Revise::GoneBeforeFin { role, .. } => (role, State::TimeWait),
+            Revise::AnsweredCopy { role } => (role, State::SynReceived),
         }
     }
 
@@ -156,6 +161,7 @@ impl Revise {
             Revise::CrossedFin { .. } => State::FinWait1,
             Revise::Refused { .. } => State::Closed,
             Revise::GoneBeforeFin { since, .. } => since,
+            Revise::AnsweredCopy { .. } => State::Listen,
         }
     }
 
@@ -174,6 +180,11 @@ impl Revise {
                 "the {role} had no socket left (an orphaned {since} ends after \
                  net.ipv4.tcp_fin_timeout): the RST that answers this FIN proves it"
             ),
+            Revise::AnsweredCopy { role } => format!(
+                "no SYN,ACK came for this copy: it was lost after the capture point or dropped \
+                 before the {role} (a firewall, a full accept queue); the {role}'s change is on \
+                 the copy it answered"
+            ),
         }
     }
 
@@ -182,21 +193,49 @@ impl Revise {
     /// note, then returns true. An event in between (no such transition) returns false, its
     /// states fixed where they name the state that never was: re-render every event passed.
     pub fn apply(&self, earlier: &mut Event) -> bool {
+        self.revise(earlier).is_some()
+    }
+
+    /// `apply`, and the change that moves with it onto or off `current`, the event that
+    /// carries this: a SYN's listener change to the copy it answered, a socket's end from the
+    /// RST onto the FIN it was gone before. What the annotator calls.
+    pub fn settle(&self, earlier: &mut Event, current: &mut Event) -> bool {
+        let Some(dropped) = self.revise(earlier) else {
+            return false;
+        };
+        let role = self.drops().0;
+        match self {
+            Revise::AnsweredCopy { .. } => current.transitions.push(dropped),
+            Revise::GoneBeforeFin { .. } => {
+                if let Some(i) = current.transitions.iter().position(|(r, _)| *r == role) {
+                    let moved = current.transitions.remove(i);
+                    earlier.states[role.index()] = moved.1.to;
+                    earlier.transitions.insert(0, moved);
+                }
+            }
+            Revise::CrossedFin { .. } | Revise::Refused { .. } => {}
+        }
+        true
+    }
+
+    /// `apply`'s work; the transition that never was, where this was the event to revise.
+    fn revise(&self, earlier: &mut Event) -> Option<(Role, Transition)> {
         let (role, gone) = self.drops();
-        let before = earlier.transitions.len();
-        earlier
-            .transitions
-            .retain(|(r, t)| !(*r == role && t.to == gone));
         let state = &mut earlier.states[role.index()];
-        if earlier.transitions.len() == before {
+        let Some(i) = earlier
+            .transitions
+            .iter()
+            .position(|(r, t)| *r == role && t.to == gone)
+        else {
             if *state == gone {
                 *state = self.state();
             }
-            return false;
-        }
+            return None;
+        };
         *state = self.state();
+        let dropped = earlier.transitions.remove(i);
         earlier.notes.push(self.note());
-        true
+        Some(dropped)
     }
 }
 
@@ -403,6 +442,7 @@ impl Tracker {
         let this = (seg.seq, seg.len, seg.flags.0);
         // A forged copy is said to be one; its sender's sequence space is not its own.
         let mut resent = false;
+        let mut answered_copy = None;
         // An old duplicate from an end with no connection: not its socket's doing.
         let mut old_duplicate = false;
         if space > 0 && forged.is_none() {
@@ -430,6 +470,10 @@ impl Tracker {
                     // Known to be sent again, and never acknowledged: say what packets cannot.
                     if again && (at.is_some() || !same) && !acked {
                         notes.push(unanswered(seg, to));
+                        // No copy answered yet: the receiver's change goes to a later one.
+                        if seg.flags.syn() && !seg.flags.ack() && conn.base[to.index()].is_none() {
+                            answered_copy = Some(to);
+                        }
                     }
                 }
                 Some(next) if seg.seq.after_or_eq(next + 1) => notes.push(format!(
@@ -451,7 +495,10 @@ impl Tracker {
         }
         let mut transitions = std::mem::take(&mut conn.pending);
         let mut unexpected = Vec::new();
-        let mut revise = Vec::new();
+        let mut revise: Vec<Revise> = answered_copy
+            .map(|role| Revise::AnsweredCopy { role })
+            .into_iter()
+            .collect();
         let mut sender_steps = forged.is_none() && !old_duplicate;
         notes.extend(forged);
         // A RST that answers the FIN which moved its sender FIN_WAIT_2 → TIME_WAIT: a
