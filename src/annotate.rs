@@ -70,7 +70,7 @@ impl<T> Annotator<T> {
     /// events it proves something about, and releases those it answers. When `hold` is
     /// false the frame goes out now, after whatever `ready` gives first (the caller drains
     /// `ready` before writing it).
-    pub fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
+    fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
         let Some(seg) = seg else {
             return Tracked {
                 event: None,
@@ -111,7 +111,23 @@ impl<T> Annotator<T> {
         self.pending.iter().any(|p| p.waits_for.is_some())
     }
 
-    /// Keeps a frame that `track` said must wait.
+    /// `track`, then every held frame it let go handed to `emit`, oldest first, before the
+    /// caller writes this frame (`hold` false) or holds it (`hold` true): the one order
+    /// every front keeps.
+    pub fn step<E>(
+        &mut self,
+        seg: Option<&Segment>,
+        at: Option<Duration>,
+        mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
+    ) -> Result<Tracked, E> {
+        let tracked = self.track(seg, at);
+        while let Some((item, event)) = self.ready(at) {
+            emit(self, item, event)?;
+        }
+        Ok(tracked)
+    }
+
+    /// Keeps a frame that `step` said must wait.
     pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
         self.pending.push_back(Pending {
             item,
@@ -170,17 +186,15 @@ impl Annotator<Unfinished> {
         out: &mut Vec<Packet>,
     ) {
         let at = Some(frame.ts);
-        let tracked = self.track(decoded.as_ref().ok(), at);
-        if !tracked.hold {
-            while let Some(((frame, decoded), event)) = self.ready(at) {
-                out.push(self.finished(frame, decoded, event));
-            }
-            out.push(self.finished(frame, decoded, tracked.event));
-            return;
-        }
-        self.hold((frame, decoded), tracked, at);
-        while let Some(((frame, decoded), event)) = self.ready(at) {
-            out.push(self.finished(frame, decoded, event));
+        let Ok(tracked) = self.step(decoded.as_ref().ok(), at, |a, (frame, decoded), event| {
+            out.push(a.finished(frame, decoded, event));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        if tracked.hold {
+            self.hold((frame, decoded), tracked, at);
+        } else {
+            let packet = self.finished(frame, decoded, tracked.event);
+            out.push(packet);
         }
     }
 

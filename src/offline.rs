@@ -204,7 +204,14 @@ fn annotate_into<R: Read>(
                     }
                 };
                 let at = Some(p.ts);
-                let tracked = annotator.track(seg, at);
+                // Answered held packets first: the order of the capture.
+                let tracked = annotator
+                    .step(seg, at, |_, mut held, event| {
+                        write_held(out, &mut comments, &mut held, event.as_ref())?;
+                        spare.push(held.packet);
+                        Ok(())
+                    })
+                    .map_err(write_err)?;
                 if let Some(e) = &tracked.event {
                     opened = opened.max(e.conn + 1);
                 }
@@ -214,18 +221,7 @@ fn annotate_into<R: Read>(
                         extra,
                     };
                     annotator.hold(held, tracked, at);
-                    while let Some((mut held, event)) = annotator.ready(at) {
-                        write_held(out, &mut comments, &mut held, event.as_ref())
-                            .map_err(write_err)?;
-                        spare.push(held.packet);
-                    }
                 } else {
-                    // Answered held packets first: the order of the capture.
-                    while let Some((mut held, event)) = annotator.ready(at) {
-                        write_held(out, &mut comments, &mut held, event.as_ref())
-                            .map_err(write_err)?;
-                        spare.push(held.packet);
-                    }
                     write_annotated(
                         out,
                         &mut comments,
@@ -478,16 +474,15 @@ fn each_segment(
             continue;
         };
         let at = Some(packet.ts);
-        let tracked = annotator.track(Some(&seg), at);
+        let Ok(tracked) = annotator.step(Some(&seg), at, |_, (p, seg), event| {
+            if let Some(event) = event {
+                f(&p, seg, event);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
         if tracked.hold {
             annotator.hold((packet.clone(), seg), tracked, at);
-            while let Some(((p, seg), Some(event))) = annotator.ready(at) {
-                f(&p, seg, event);
-            }
         } else if let Some(event) = tracked.event {
-            while let Some(((p, seg), Some(event))) = annotator.ready(at) {
-                f(&p, seg, event);
-            }
             f(&packet, seg, event);
         }
     }

@@ -81,12 +81,21 @@ fn write_held<W: Write>(
     held: &Held,
     event: Option<&crate::tracker::Event>,
 ) -> io::Result<()> {
-    let text = match (event, &held.error) {
-        (Some(event), _) => comments.comment(event),
-        (None, Some(e)) => e.as_str().into(),
-        (None, None) => "".into(),
-    };
+    let text = text_of(comments, event, held.error.as_deref());
     writer.write_frame(held.ts, &held.data, held.orig_len, &text, held.outbound)
+}
+
+/// A frame's comment: its event's, or its decode error's, or none.
+fn text_of<'a>(
+    comments: &'a mut CommentCache,
+    event: Option<&crate::tracker::Event>,
+    error: Option<&'a str>,
+) -> std::borrow::Cow<'a, str> {
+    match (event, error) {
+        (Some(event), _) => comments.comment(event),
+        (None, Some(e)) => e.into(),
+        (None, None) => "".into(),
+    }
 }
 
 pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error> {
@@ -236,39 +245,30 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             };
             taken += 1;
             let at = Some(frame.ts);
-            let tracked = annotator.track(decoded.as_ref().ok(), at);
             // PACKET_OUTGOING is 4: a packet this host sent.
             let outbound = frame.pkttype == 4;
-            let mut result = Ok(());
-            if tracked.hold {
-                let held = Held {
-                    ts: frame.ts,
-                    data: data.to_vec(),
-                    orig_len,
-                    outbound,
-                    error,
-                };
-                annotator.hold(held, tracked, at);
-                while let (Ok(()), Some((held, event))) = (&result, annotator.ready(at)) {
-                    result = write_held(&mut writer, &mut comments, &held, event.as_ref());
+            // Answered held frames first: the order of the capture.
+            let result = annotator
+                .step(decoded.as_ref().ok(), at, |_, held, event| {
                     written += 1;
-                }
-            } else {
-                // Answered held frames first: the order of the capture.
-                while let (Ok(()), Some((held, event))) = (&result, annotator.ready(at)) {
-                    result = write_held(&mut writer, &mut comments, &held, event.as_ref());
+                    write_held(&mut writer, &mut comments, &held, event.as_ref())
+                })
+                .and_then(|tracked| {
+                    if tracked.hold {
+                        let held = Held {
+                            ts: frame.ts,
+                            data: data.to_vec(),
+                            orig_len,
+                            outbound,
+                            error,
+                        };
+                        annotator.hold(held, tracked, at);
+                        return Ok(());
+                    }
                     written += 1;
-                }
-                let text = match (&tracked.event, &error) {
-                    (Some(event), _) => comments.comment(event),
-                    (None, Some(e)) => e.as_str().into(),
-                    (None, None) => "".into(),
-                };
-                if result.is_ok() {
-                    result = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
-                    written += 1;
-                }
-            }
+                    let text = text_of(&mut comments, tracked.event.as_ref(), error.as_deref());
+                    writer.write_frame(frame.ts, data, orig_len, &text, outbound)
+                });
             if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
                 failure = Some(e);
             }
