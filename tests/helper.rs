@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_teardown");
 
@@ -179,6 +180,14 @@ pub fn ladder(rows: &[Row]) -> Vec<String> {
 
 /// The section header's comment, read with pcap-file.
 pub fn section_comment(file: &Path) -> String {
+    section_comments(file)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Every comment of a pcapng's (first) section header.
+pub fn section_comments(file: &Path) -> Vec<String> {
     use pcap_file::pcapng::PcapNgReader;
     use pcap_file::pcapng::blocks::opt_common::CommonOption;
     use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
@@ -188,11 +197,11 @@ pub fn section_comment(file: &Path) -> String {
         .section()
         .options
         .iter()
-        .find_map(|o| match o {
+        .filter_map(|o| match o {
             SectionHeaderOption::Common(CommonOption::Comment(c)) => Some(c.to_string()),
             _ => None,
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// A port nothing on the host uses at the moment.
@@ -254,8 +263,8 @@ pub fn held_run(scenario: &str, hook: &str, step: &str, file: &Path) -> (Child, 
     (child, seen)
 }
 
-/// Every packet's comments of a pcapng, joined by " | " (one string per packet).
-pub fn packet_comments(file: &Path) -> Vec<String> {
+/// (timestamp, frame, comments) of every packet of a pcapng.
+pub fn packets_of(file: &Path) -> Vec<(Duration, Vec<u8>, Vec<String>)> {
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
     use pcap_file::pcapng::blocks::opt_common::CommonOption;
     use pcap_file::pcapng::{Block, PcapNgReader};
@@ -264,7 +273,7 @@ pub fn packet_comments(file: &Path) -> Vec<String> {
     let mut out = Vec::new();
     while let Some(block) = reader.next_block() {
         if let Block::EnhancedPacket(epb) = block.unwrap().0 {
-            let comments: Vec<String> = epb
+            let comments = epb
                 .options
                 .iter()
                 .filter_map(|o| match o {
@@ -272,10 +281,18 @@ pub fn packet_comments(file: &Path) -> Vec<String> {
                     _ => None,
                 })
                 .collect();
-            out.push(comments.join(" | "));
+            out.push((epb.timestamp, epb.data.to_vec(), comments));
         }
     }
     out
+}
+
+/// Every packet's comments of a pcapng, joined by " | " (one string per packet).
+pub fn packet_comments(file: &Path) -> Vec<String> {
+    packets_of(file)
+        .into_iter()
+        .map(|(_, _, comments)| comments.join(" | "))
+        .collect()
 }
 
 /// The transitions a comment names, in order: `(role, from, to)`.

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapTsResolution, PcapWriter};
-use pcap_file::pcapng::blocks::opt_common::CommonOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
 
 use crate::helper::*;
 
@@ -21,29 +19,6 @@ fn capture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
-}
-
-/// (timestamp, Ethernet frame, comments) of every packet of a pcapng.
-fn packets_of(file: &Path) -> Vec<(Duration, Vec<u8>, Vec<String>)> {
-    let bytes = std::fs::read(file).unwrap();
-    let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
-    let mut out = Vec::new();
-    while let Some(block) = reader.next_block() {
-        if let Block::EnhancedPacket(epb) = block.unwrap().0 {
-            let comments = epb
-                .options
-                .iter()
-                .filter_map(|o| match o {
-                    pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Common(
-                        CommonOption::Comment(c),
-                    ) => Some(c.to_string()),
-                    _ => None,
-                })
-                .collect();
-            out.push((epb.timestamp, epb.data.to_vec(), comments));
-        }
-    }
-    out
 }
 
 fn write_pcap(
@@ -891,19 +866,7 @@ fn annotating_again_replaces_teardowns_comment_and_keeps_the_others() {
         ]);
         assert_eq!(run.code, Some(0), "{run}");
     }
-    let bytes = std::fs::read(&b).unwrap();
-    let reader = PcapNgReader::new(&bytes[..]).unwrap();
-    let section_comments: Vec<String> = reader
-        .section()
-        .options
-        .iter()
-        .filter_map(|o| match o {
-            pcap_file::pcapng::blocks::section_header::SectionHeaderOption::Common(
-                CommonOption::Comment(c),
-            ) => Some(c.to_string()),
-            _ => None,
-        })
-        .collect();
+    let section_comments = section_comments(&b);
     assert_eq!(section_comments.len(), 1, "{section_comments:?}");
     assert!(
         section_comments[0].contains("annotated by teardown"),
