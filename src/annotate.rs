@@ -237,8 +237,10 @@ fn packet(frame: Frame, decoded: Result<Segment, DecodeError>, event: Option<Eve
     }
 }
 
-/// Decodes and annotates a whole capture held in memory: the same annotator, run to the end.
-pub fn annotate_all(
+/// Decodes and annotates a whole capture held in memory: the same annotator, run to the end
+/// (the tests' way in).
+#[cfg(test)]
+pub(crate) fn annotate_all(
     tracker: Tracker,
     frames: impl IntoIterator<Item = Frame>,
     decode: impl Fn(&[u8]) -> Result<Segment, DecodeError>,
