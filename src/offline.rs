@@ -566,26 +566,26 @@ pub fn summary(
         }
     })?;
     let tracker = &scan.tracker;
-    let rows: Vec<SummaryRow> = tracker
-        .connections()
-        .iter()
-        .zip(&seen)
-        .map(|(c, s)| SummaryRow {
-            conn: c.id,
-            client: c.client,
-            server: c.server,
-            joined_mid: c.joined_mid,
-            closed_first: s.closed_first.map(|(r, _)| r.to_string()),
-            how: s.closed_first.map(|(_, how)| how),
-            simultaneous_close: s.simultaneous,
-            refused: s.refused,
-            client_state: c.state(Role::Client).name(),
-            server_state: c.state(Role::Server).name(),
-            duration_s: s.last.saturating_sub(s.first).as_secs_f64(),
-            segments: c.segments,
-        })
-        .collect();
     if json_out {
+        let rows: Vec<SummaryRow> = tracker
+            .connections()
+            .iter()
+            .zip(&seen)
+            .map(|(c, s)| SummaryRow {
+                conn: c.id,
+                client: c.client,
+                server: c.server,
+                joined_mid: c.joined_mid,
+                closed_first: s.closed_first.map(|(r, _)| r.to_string()),
+                how: s.closed_first.map(|(_, how)| how),
+                simultaneous_close: s.simultaneous,
+                refused: s.refused,
+                client_state: c.state(Role::Client).name(),
+                server_state: c.state(Role::Server).name(),
+                duration_s: s.last.saturating_sub(s.first).as_secs_f64(),
+                segments: c.segments,
+            })
+            .collect();
         let _ = writeln!(
             out,
             "{}",
