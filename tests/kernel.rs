@@ -107,38 +107,56 @@ fn a_run_killed_with_sigkill_leaves_an_instance_the_next_run_removes() {
     if !root("sigkill_instance") {
         return;
     }
+    // Both runs in a PID namespace of their own: a run of a parallel test (another PID
+    // namespace) leaves this one's instance alone, so the order of the tests cannot matter.
     let dir = TempDir::new();
-    let (mut child, seen) = held_run(
-        "active-close",
-        "TEARDOWN_PAUSE_AFTER_STEP",
-        "3",
-        &dir.join("a.pcapng"),
-    );
-    let name = format!("teardown-{}-", child.id());
-    let has = |name: &str| instances().iter().any(|i| i.starts_with(name));
-    assert!(has(&name), "no instance {name}* during the run: {seen}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // Nothing could clean up after SIGKILL: the instance is still there.
-    assert!(has(&name), "SIGKILL left no instance: nothing to test");
-
-    let run = teardown(&[
-        "run",
-        "active-close",
-        "-w",
-        dir.join("b.pcapng").to_str().unwrap(),
-    ]);
+    let script = r#"
+        set -e
+        bin=$1 d=$2
+        mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+        ours() { ls /sys/kernel/tracing/instances | grep "^teardown-$pid-" || true; }
+        TEARDOWN_PAUSE_AFTER_STEP=3 "$bin" run active-close -w "$d/a.pcapng" > "$d/a.out" 2>&1 &
+        pid=$!
+        for i in $(seq 500); do grep -q '^  3\. ' "$d/a.out" && break; sleep 0.01; done
+        ours > "$d/during"
+        kill -9 $pid; wait $pid || true
+        ours > "$d/killed"
+        "$bin" run active-close -w "$d/b.pcapng" > "$d/b.out" 2>&1 && echo 0 > "$d/code"
+        ours > "$d/after"
+        echo $pid > "$d/pid"
+    "#;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        BIN,
+    ])
+    .arg(&dir.0);
+    let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let name = format!("teardown-{}-", read("pid").trim());
     assert!(
-        !has(&name),
-        "{name}* still there after the next run: {:?}",
-        instances()
+        read("during").starts_with(&name),
+        "no instance {name}* during the run"
     );
-    let line = run
-        .stdout
+    // Nothing could clean up after SIGKILL: the instance is still there.
+    assert!(
+        read("killed").starts_with(&name),
+        "SIGKILL left no instance: nothing to test"
+    );
+    assert_eq!(read("code").trim(), "0", "{}", read("b.out"));
+    assert_eq!(read("after"), "", "{name}* still there after the next run");
+    let next = read("b.out");
+    let line = next
         .lines()
         .find(|l| l.contains("left by a teardown that was killed"))
-        .unwrap_or_else(|| panic!("the run did not say it removed it: {run}"));
+        .unwrap_or_else(|| panic!("the run did not say it removed it: {next}"));
     assert!(
         line.starts_with("note: removed 1 tracefs instance left by"),
         "{line}"
