@@ -7,6 +7,7 @@ use crate::annotate::Packet;
 use crate::frame::Stats;
 use crate::kernel::KernelSocket;
 use crate::kernel::agree::Agreement;
+use crate::kernel::tracefs::KernelEvent;
 use crate::sockets::{SockOpts, errno_name};
 use crate::tcp::State;
 use crate::tracker::{Connection, Role};
@@ -53,6 +54,9 @@ pub struct Record {
     pub notes: Vec<String>,
     /// The kernel's word on each inferred transition, once the capture is over.
     pub agreement: Option<Agreement>,
+    /// The kernel's own trace of the run (state changes, resets, retransmissions), its
+    /// times on the packets' clock: where each endpoint changed state, for the pictures.
+    pub trace: Vec<KernelEvent>,
     /// Sysctls this run changed in its namespace: (name, old value, new value).
     pub sysctls: Vec<(String, String, String)>,
     /// The kernel's table at the moments that matter (after each close), for the file.
@@ -78,6 +82,7 @@ impl Record {
             missed: Vec::new(),
             notes: Vec::new(),
             agreement: None,
+            trace: Vec::new(),
             sysctls: Vec::new(),
             snapshots: Vec::new(),
             differences: Vec::new(),

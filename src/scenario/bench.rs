@@ -428,6 +428,7 @@ impl Lab {
             }
         }
         self.record.agreement = Some(agreement);
+        self.record.trace = events;
         Ok(())
     }
 
