@@ -29,16 +29,25 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 pub struct Annotator<T> {
     pub tracker: Tracker,
     pending: VecDeque<Pending<T>>,
-    /// What the front knows beyond the packets (run: its packet filter's log), asked as each
-    /// segment leaves.
-    pub evidence: Option<Box<dyn Evidence>>,
+    /// What the front knows beyond the packets (run: its packet filter's log, the kernel's
+    /// trace), asked as each segment leaves.
+    pub evidence: Vec<Box<dyn Evidence>>,
 }
 
 /// What a front knows of a segment beyond its bytes, asked as the segment leaves the
 /// annotator, so its words join the comment as it is made: an input, not a second pass.
 pub trait Evidence: Send {
+    /// Whether it knows all it will ever know of a segment captured at `at`; until then the
+    /// segment waits (the kernel's trace is read a little behind the packets).
+    fn settled(&mut self, _at: Duration) -> bool {
+        true
+    }
     /// Adds what it knows to `event` (its notes), and drops the guesses it settles.
-    fn annotate(&mut self, seg: &Segment, event: &mut Event, at: Duration);
+    fn annotate(&mut self, _seg: &Segment, _event: &mut Event, _at: Duration) {}
+    /// The kernel's word on the packet as it leaves, for its comment and the record.
+    fn kernel(&mut self, _packet: &Packet) -> Vec<Note> {
+        Vec::new()
+    }
 }
 
 struct Pending<T> {
@@ -62,7 +71,7 @@ impl<T> Annotator<T> {
         Annotator {
             tracker,
             pending: VecDeque::new(),
-            evidence: None,
+            evidence: Vec::new(),
         }
     }
 
@@ -98,11 +107,20 @@ impl<T> Annotator<T> {
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
         let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
+        let hold = waits_for.is_some() || self.waiting() || !self.settled(at);
         Tracked {
-            hold: waits_for.is_some() || self.waiting(),
+            hold,
             event: Some(event),
             waits_for,
         }
+    }
+
+    /// Whether every evidence knows all it will of a segment captured at `at`.
+    fn settled(&mut self, at: Option<Duration>) -> bool {
+        let Some(at) = at else {
+            return true;
+        };
+        self.evidence.iter_mut().all(|e| e.settled(at))
     }
 
     /// Whether a held segment still waits for its answer: what comes after it must wait too.
@@ -146,6 +164,10 @@ impl<T> Annotator<T> {
         if first.waits_for.is_some() && !expired {
             return None;
         }
+        let at = first.at;
+        if !expired && !self.settled(at) {
+            return None;
+        }
         self.pending.pop_front().map(|p| (p.item, p.event))
     }
 
@@ -166,6 +188,8 @@ pub struct Packet {
     pub decoded: Result<Segment, DecodeError>,
     pub event: Option<Event>,
     pub comment: String,
+    /// The kernel's word on it (run: its trace, read as the capture went).
+    pub kernel: Vec<Note>,
 }
 
 impl Packet {
@@ -198,6 +222,15 @@ impl Annotator<Unfinished> {
         }
     }
 
+    /// The held packets that nothing waits for any more (`now`: the time of the newest
+    /// segment, or of the clock when none came), while the capture is quiet.
+    pub fn release_into(&mut self, now: Option<Duration>, out: &mut Vec<Packet>) {
+        while let Some(((frame, decoded), event)) = self.ready(now) {
+            let packet = self.finished(frame, decoded, event);
+            out.push(packet);
+        }
+    }
+
     /// The packets still held, at the end of the capture.
     pub fn finish_into(&mut self, out: &mut Vec<Packet>) {
         let held: Vec<_> = self.finish().collect();
@@ -213,12 +246,23 @@ impl Annotator<Unfinished> {
         decoded: Result<Segment, DecodeError>,
         mut event: Option<Event>,
     ) -> Packet {
-        if let (Some(evidence), Ok(seg), Some(event)) =
-            (self.evidence.as_mut(), decoded.as_ref(), event.as_mut())
-        {
-            evidence.annotate(seg, event, frame.ts);
+        if let (Ok(seg), Some(event)) = (decoded.as_ref(), event.as_mut()) {
+            for evidence in &mut self.evidence {
+                evidence.annotate(seg, event, frame.ts);
+            }
         }
-        packet(frame, decoded, event)
+        let mut packet = packet(frame, decoded, event);
+        if packet.event.is_some() && !self.evidence.is_empty() {
+            let mut kernel = Vec::new();
+            for evidence in &mut self.evidence {
+                kernel.extend(evidence.kernel(&packet));
+            }
+            if let Some(event) = packet.event.as_ref().filter(|_| !kernel.is_empty()) {
+                packet.comment = comment_with(event, &kernel);
+            }
+            packet.kernel = kernel;
+        }
+        packet
     }
 }
 
@@ -234,6 +278,7 @@ fn packet(frame: Frame, decoded: Result<Segment, DecodeError>, event: Option<Eve
         decoded,
         event,
         comment,
+        kernel: Vec::new(),
     }
 }
 
@@ -640,5 +685,72 @@ pub(crate) mod tests {
             "{}",
             c[9]
         );
+    }
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use super::*;
+    use crate::evidence::Verdict;
+    use std::sync::{Arc, Mutex};
+
+    /// Evidence that knows a segment once the test says the trace was read past it.
+    struct Late {
+        through: Arc<Mutex<Duration>>,
+    }
+
+    impl Evidence for Late {
+        fn settled(&mut self, at: Duration) -> bool {
+            *self.through.lock().unwrap() >= at
+        }
+        fn kernel(&mut self, packet: &Packet) -> Vec<Note> {
+            let role = packet.event.as_ref().unwrap().from;
+            vec![Note {
+                role,
+                inferred: None,
+                verdict: Verdict::Info,
+                text: format!("kernel: seen at {:?}", packet.frame.ts),
+            }]
+        }
+    }
+
+    #[test]
+    fn a_segment_waits_for_the_evidence_and_leaves_with_its_word_in_the_comment() {
+        let segs = crate::tracker::tests::active_close(false);
+        let through = Arc::new(Mutex::new(Duration::ZERO));
+        let mut annotator = Annotator::new(Tracker::new());
+        annotator.evidence.push(Box::new(Late {
+            through: through.clone(),
+        }));
+        let mut out = Vec::new();
+        let at = |i: usize| Duration::from_millis(10 + i as u64);
+        // The handshake's ACK (index 2) answers the SYN: only the evidence holds it back.
+        for (i, seg) in segs[..3].iter().enumerate() {
+            let frame = Frame {
+                ts: at(i),
+                data: Vec::new(),
+                orig_len: 0,
+            };
+            annotator.push_frame(frame, Ok(seg.clone()), &mut out);
+        }
+        assert!(
+            out.is_empty(),
+            "nothing leaves before the evidence has read its time"
+        );
+        *through.lock().unwrap() = at(1);
+        annotator.release_into(Some(at(2)), &mut out);
+        assert_eq!(
+            out.len(),
+            2,
+            "the two segments it has read past leave, in order"
+        );
+        assert!(
+            out[1].comment.contains("kernel: seen at 11ms"),
+            "{}",
+            out[1].comment
+        );
+        assert_eq!(out[1].kernel.len(), 1);
+        annotator.finish_into(&mut out);
+        assert_eq!(out.len(), 3, "at the end of the capture everything goes");
     }
 }

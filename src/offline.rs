@@ -671,6 +671,7 @@ pub fn diagram(
                 decoded: Ok(seg),
                 event: Some(event),
                 comment: String::new(),
+                kernel: Vec::new(),
             });
         }
     })?;

@@ -1,7 +1,10 @@
 //! The kernel's transitions set beside teardown's inference: each traced state change is
 //! placed on the segment that caused it, compared with what teardown inferred there, and
 //! every difference is either explained by a known Linux behaviour or called a MISMATCH.
+//! `Checker` does it as the capture goes, for every connection: the annotator hands it each
+//! packet as it leaves, once the trace has been read past the packet's time.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -192,24 +195,69 @@ struct Chain {
     states: Vec<State>,
 }
 
-/// Sets the kernel's `events` beside the inference for `conn` among `packets`; `table` is
-/// the kernel's socket table read after the capture.
-pub fn agree(
-    packets: &[Packet],
-    conn: &Connection,
-    events: &[KernelEvent],
-    table: Option<&[KernelSocket]>,
-) -> Agreement {
-    let mut out = Agreement {
+/// The two ends of one connection, as the trace names its sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    pub id: usize,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+impl Ends {
+    pub fn of(conn: &Connection) -> Ends {
+        Ends {
+            id: conn.id,
+            client: conn.client,
+            server: conn.server,
+        }
+    }
+}
+
+/// What one note adds to the counts of an `Agreement`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    seen: usize,
+    matched: usize,
+    mismatched: usize,
+    explained: usize,
+    unplaced: usize,
+    retransmissions: usize,
+}
+
+impl Agreement {
+    fn add(&mut self, t: Tally) {
+        self.seen += t.seen;
+        self.matched += t.matched;
+        self.mismatched += t.mismatched;
+        self.explained += t.explained;
+        self.unplaced += t.unplaced;
+        self.retransmissions += t.retransmissions;
+    }
+}
+
+/// The kernel's changes placed on one connection's packets (all of them, or those so far).
+struct Placed {
+    per_packet: Vec<Vec<(Note, Tally)>>,
+    /// Changes no segment caused (timers): the event's index in the events given, its note.
+    timers: Vec<(usize, Note)>,
+}
+
+/// Places the kernel's `events` on the packets of one connection (`packets` holds only that
+/// connection's, in capture order) and sets each change beside the inference there.
+///
+/// With `complete` false the packets are those captured so far: a change whose segment may
+/// still come (a call's FIN held back or lost, or a trace ahead of the packets) is left for
+/// later, and the endpoint's later changes with it, since a socket changes in order.
+fn place(packets: &[Packet], ends: Ends, events: &[KernelEvent], complete: bool) -> Placed {
+    let mut out = Placed {
         per_packet: vec![Vec::new(); packets.len()],
-        ..Agreement::default()
+        timers: Vec::new(),
     };
-    let ours: Vec<usize> = (0..packets.len())
-        .filter(|&i| matches!(&packets[i].event, Some(e) if e.conn == conn.id))
-        .collect();
+    let ours: Vec<usize> = (0..packets.len()).collect();
     let sender = |i: usize| packets[i].event.as_ref().map(|e| e.from);
     let flags = |i: usize| packets[i].segment().map(|s| s.flags).unwrap_or_default();
     let at = |i: usize| micros(packets[i].frame.ts);
+    let last_at = ours.last().map(|&i| at(i)).unwrap_or(0);
     let wire = Wire::new(packets, &ours);
     // connect() on a socket without a port yet (IP_BIND_ADDRESS_NO_PORT, or no bind) is
     // traced with port 0. The trace is global: such an event is this client's only when no
@@ -223,7 +271,7 @@ pub fn agree(
             }
         )
     };
-    let port_known = events.iter().any(|e| e.local == conn.client && opens(e));
+    let port_known = events.iter().any(|e| e.local == ends.client && opens(e));
     let syn_at = ours
         .iter()
         .find(|&&i| sender(i) == Some(Role::Client) && flags(i).syn() && !flags(i).ack())
@@ -235,8 +283,8 @@ pub fn agree(
             .filter(|(_, e)| {
                 opens(e)
                     && e.local.port() == 0
-                    && e.local.ip() == conn.client.ip()
-                    && e.remote == conn.server
+                    && e.local.ip() == ends.client.ip()
+                    && e.remote == ends.server
                     && micros(e.at) <= t + SLACK_US
                     && micros(e.at) + LATE_US >= t
             })
@@ -250,6 +298,8 @@ pub fn agree(
     let mut last_placed: [Option<(u128, State, usize)>; 2] = [None, None];
     // Per side: when the kernel changed it for sending its FIN (FIN_WAIT1 or LAST_ACK).
     let mut peer_sent_fin: [Option<u128>; 2] = [None, None];
+    // Per side: a change is left for later, and so are the ones after it.
+    let mut blocked = [false, false];
     // This connection's connect(): the last SYN_SENT of its client up to its SYN.
     let begun = syn_at.and_then(|t| {
         events
@@ -257,7 +307,7 @@ pub fn agree(
             .enumerate()
             .filter(|(k, e)| {
                 opens(e)
-                    && (e.local == conn.client || zero_pick == Some(*k))
+                    && (e.local == ends.client || zero_pick == Some(*k))
                     && micros(e.at) <= t + SLACK_US
             })
             .map(|(_, e)| micros(e.at))
@@ -272,11 +322,17 @@ pub fn agree(
         if begun.is_some_and(|b| micros(ev.at) < b) {
             continue;
         }
-        let Some(role) = role_of(conn, ev.local, ev.remote, zero_pick == Some(k)) else {
+        let Some(role) = role_of(ends, ev.local, ev.remote, zero_pick == Some(k)) else {
             continue;
         };
-        out.seen += 1;
         let t = micros(ev.at);
+        // When each end's close() sent its FIN is a fact of the trace alone.
+        if matches!(new, State::FinWait1 | State::LastAck) && peer_sent_fin[idx(role)].is_none() {
+            peer_sent_fin[idx(role)] = Some(t);
+        }
+        if blocked[idx(role)] {
+            continue;
+        }
         // The endpoint's own call comes before its segment (which may be held or lost and
         // come much later); a received segment comes a few microseconds before its effect,
         // give or take the two clocks' disagreement.
@@ -303,7 +359,8 @@ pub fn agree(
         // the kernel's); an orphan makes it at the ACK of its own FIN, before any FIN of the
         // peer, together with its FIN_WAIT1 → FIN_WAIT2.
         let peer_fin_before = peer_sent_fin[idx(role.other())].is_some_and(|tf| tf <= t);
-        let placed = match cause(old, new) {
+        let how = cause(old, new);
+        let placed = match how {
             Some(Cause::Received(Need::FinOrAckOfFin)) if peer_fin_before => {
                 received(Need::Fin).or_else(|| received(Need::Rst))
             }
@@ -331,11 +388,20 @@ pub fn agree(
             }
             None => None,
         };
+        if placed.is_none() && !complete {
+            // Its own segment is still to come (held back, or lost and sent again): the
+            // socket's later changes come after it, so they wait with it.
+            if matches!(how, Some(Cause::Sent(_))) {
+                blocked[idx(role)] = true;
+                continue;
+            }
+            // The segment that caused it may not be captured yet.
+            if t + NEAR_US > last_at {
+                continue;
+            }
+        }
         if let Some(packet) = placed {
             last_placed[idx(role)] = Some((t, new, packet));
-        }
-        if matches!(new, State::FinWait1 | State::LastAck) && peer_sent_fin[idx(role)].is_none() {
-            peer_sent_fin[idx(role)] = Some(t);
         }
         match placed {
             // Another socket's change may come between two of one chain (crossing FINs).
@@ -352,9 +418,8 @@ pub fn agree(
                 }),
             },
             None => {
-                // A timer, or a change this table does not know: say it where it happened.
-                out.unplaced += 1;
-                let nearest = ours.iter().copied().min_by_key(|&i| at(i).abs_diff(t));
+                // A timer, or a change this table does not know: said at the first segment
+                // after it (or, with none, beside the capture).
                 let since = ours
                     .first()
                     .map(|&i| t as i128 - at(i) as i128)
@@ -366,15 +431,15 @@ pub fn agree(
                     kname(new),
                     since as f64 / 1000.0
                 );
-                match nearest {
-                    Some(i) => out.per_packet[i].push(Note {
+                out.timers.push((
+                    k,
+                    Note {
                         role,
                         inferred: None,
                         verdict: Verdict::Info,
                         text,
-                    }),
-                    None => out.section.push((Verdict::Info, text)),
-                }
+                    },
+                ));
             }
         }
     }
@@ -383,7 +448,7 @@ pub fn agree(
     // one (the first such segment of that side, sent after the event's time).
     let mut confirmed: Vec<usize> = Vec::new();
     for ev in events.iter().filter(|e| e.kind == EventKind::Retransmit) {
-        let Some(role) = role_of(conn, ev.local, ev.remote, false) else {
+        let Some(role) = role_of(ends, ev.local, ev.remote, false) else {
             continue;
         };
         let t = micros(ev.at);
@@ -395,13 +460,18 @@ pub fn agree(
         });
         if let Some(i) = again {
             confirmed.push(i);
-            out.retransmissions += 1;
-            out.per_packet[i].push(Note {
-                role,
-                inferred: None,
-                verdict: Verdict::Agrees,
-                text: "kernel: a retransmission (tcp:tcp_retransmit_skb)".to_string(),
-            });
+            out.per_packet[i].push((
+                Note {
+                    role,
+                    inferred: None,
+                    verdict: Verdict::Agrees,
+                    text: "kernel: a retransmission (tcp:tcp_retransmit_skb)".to_string(),
+                },
+                Tally {
+                    retransmissions: 1,
+                    ..Tally::default()
+                },
+            ));
         }
     }
 
@@ -448,7 +518,6 @@ pub fn agree(
                     && (from == first
                         || (from == State::SynReceived && first == State::Listen)) =>
             {
-                out.matched += events_in_chain;
                 let mut text = if events_in_chain == 1 && !handoff {
                     "kernel agrees".to_string()
                 } else {
@@ -464,15 +533,21 @@ pub fn agree(
                         ", then it lives on in the kernel's time-wait table as {end}"
                     ));
                 }
-                Note {
-                    role: chain.role,
-                    inferred,
-                    verdict: Verdict::Agrees,
-                    text,
-                }
+                (
+                    Note {
+                        role: chain.role,
+                        inferred,
+                        verdict: Verdict::Agrees,
+                        text,
+                    },
+                    Tally {
+                        seen: events_in_chain,
+                        matched: events_in_chain,
+                        ..Tally::default()
+                    },
+                )
             }
-            _ => {
-                out.mismatched += 1;
+            _ => (
                 Note {
                     role: chain.role,
                     inferred,
@@ -484,13 +559,19 @@ pub fn agree(
                             chain.role
                         ),
                     },
-                }
-            }
+                },
+                Tally {
+                    seen: events_in_chain,
+                    mismatched: 1,
+                    ..Tally::default()
+                },
+            ),
         };
         out.per_packet[chain.packet].push(note);
     }
 
-    // Inferred changes the kernel did not trace.
+    // Inferred changes the kernel did not trace. A change left for later cannot land on a
+    // packet already here: that packet did not fit it, or a socket's order puts it after.
     for &i in &ours {
         let Some(event) = &packets[i].event else {
             continue;
@@ -514,61 +595,306 @@ pub fn agree(
                         .to_string(),
                 )
             } else if t.to == State::TimeWait && in_time_wait_table[idx(*role)] {
-                let mut text = "kernel: not traced, the socket already sits in the kernel's \
-                                time-wait table, which moves to TIME_WAIT without a tracepoint"
-                    .to_string();
-                if let Some(s) =
-                    table.and_then(|tb| find(tb, conn.addr(*role), conn.addr(role.other())))
-                {
-                    let _ = write!(text, "; the socket table shows {}", s.state);
-                }
-                (Verdict::Explained, text)
+                (
+                    Verdict::Explained,
+                    "kernel: not traced, the socket already sits in the kernel's time-wait \
+                     table, which moves to TIME_WAIT without a tracepoint"
+                        .to_string(),
+                )
             } else {
                 (
                     Verdict::Mismatch,
                     format!("MISMATCH: the kernel traced no change for the {role} here"),
                 )
             };
-            match verdict {
-                Verdict::Mismatch => out.mismatched += 1,
-                _ => out.explained += 1,
-            }
-            out.per_packet[i].push(Note {
-                role: *role,
-                inferred: Some((t.from, t.to)),
-                verdict,
-                text,
-            });
+            let tally = match verdict {
+                Verdict::Mismatch => Tally {
+                    mismatched: 1,
+                    ..Tally::default()
+                },
+                _ => Tally {
+                    explained: 1,
+                    ..Tally::default()
+                },
+            };
+            out.per_packet[i].push((
+                Note {
+                    role: *role,
+                    inferred: Some((t.from, t.to)),
+                    verdict,
+                    text,
+                },
+                tally,
+            ));
         }
+    }
+    out
+}
+
+/// The kernel's word as an input to the annotator, for every connection: the trace comes in
+/// as it is read, each packet as it leaves the annotator, and a packet gets its notes once
+/// the trace has been read past its time (`settled`), before its comment is written.
+#[derive(Default)]
+pub struct Checker {
+    /// The trace so far, in time order.
+    events: Vec<KernelEvent>,
+    /// The trace holds every change up to this time.
+    through: Duration,
+    /// Each connection's packets so far.
+    conns: HashMap<usize, Log>,
+    /// Timer changes already told: (connection, event index).
+    told: HashSet<(usize, usize)>,
+    /// The counts and the section's notes so far.
+    agreement: Agreement,
+}
+
+struct Log {
+    ends: Ends,
+    first_at: Duration,
+    packets: Vec<Packet>,
+    /// The notes each packet left with.
+    given: Vec<Vec<Note>>,
+}
+
+impl Checker {
+    pub fn new() -> Checker {
+        Checker::default()
     }
 
-    // The final states, from the kernel's socket table.
-    if let Some(table) = table {
-        for role in [Role::Client, Role::Server] {
-            let kernel = find(table, conn.addr(role), conn.addr(role.other()));
-            let kernel_state = kernel.map(|s| s.rfc_state().unwrap_or(State::Closed));
-            let inferred = conn.state(role);
-            let said = match kernel {
-                Some(s) => format!("{} {}", s.state, timer_text(s))
-                    .trim_end()
-                    .to_string(),
-                None => "no socket (CLOSED)".to_string(),
-            };
-            let same = kernel_state.unwrap_or(State::Closed) == inferred;
-            if same {
-                out.section.push((
-                    Verdict::Agrees,
-                    format!("socket table: {role} {said}: agrees"),
-                ));
-            } else {
-                out.mismatched += 1;
-                out.section.push((
-                    Verdict::Mismatch,
-                    format!("MISMATCH: socket table: {role} {said}; teardown inferred {inferred}"),
-                ));
+    /// The whole trace read so far, complete up to `through` (when it was read).
+    pub fn set_trace(&mut self, mut events: Vec<KernelEvent>, through: Duration) {
+        events.sort_by_key(|e| e.at);
+        self.events = events;
+        self.through = self.through.max(through);
+    }
+
+    pub fn events(&self) -> &[KernelEvent] {
+        &self.events
+    }
+
+    /// Whether the trace read so far holds every change a segment captured at `at` can
+    /// have caused.
+    pub fn settled(&self, at: Duration) -> bool {
+        self.through >= Checker::needs(at)
+    }
+
+    /// How far the trace must have been read for a segment captured at `at`.
+    pub fn needs(at: Duration) -> Duration {
+        at + Duration::from_micros(NEAR_US as u64)
+    }
+
+    /// The events of one connection's sockets (either end, or its connect() before it had
+    /// a port) up to `upto`, without those of a later incarnation of its 4-tuple, with
+    /// their indices in the whole trace.
+    fn events_of(
+        &self,
+        ends: Ends,
+        first_at: Duration,
+        upto: Option<u128>,
+    ) -> (Vec<usize>, Vec<KernelEvent>) {
+        let next = self
+            .conns
+            .values()
+            .filter(|l| {
+                l.ends.id != ends.id
+                    && l.ends.client == ends.client
+                    && l.ends.server == ends.server
+                    && l.first_at > first_at
+            })
+            .map(|l| micros(l.first_at))
+            .min();
+        let names = |e: &KernelEvent| {
+            (e.local == ends.client && e.remote == ends.server)
+                || (e.local == ends.server && e.remote == ends.client)
+                || (e.local.port() == 0
+                    && e.local.ip() == ends.client.ip()
+                    && e.remote == ends.server)
+        };
+        self.events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| names(e))
+            .filter(|(_, e)| upto.is_none_or(|u| micros(e.at) <= u))
+            // The next incarnation's connect() comes just before its SYN.
+            .filter(|(_, e)| next.is_none_or(|n| micros(e.at) + 1_000 < n))
+            .map(|(k, e)| (k, e.clone()))
+            .unzip()
+    }
+
+    /// The kernel's notes on `packet` as it leaves the annotator.
+    pub fn release(&mut self, packet: &Packet) -> Vec<Note> {
+        let (Some(seg), Some(event)) = (packet.segment(), &packet.event) else {
+            return Vec::new();
+        };
+        let (client, server) = match event.from {
+            Role::Client => (seg.src, seg.dst),
+            Role::Server => (seg.dst, seg.src),
+        };
+        let ends = Ends {
+            id: event.conn,
+            client,
+            server,
+        };
+        let first_at = self
+            .conns
+            .get(&ends.id)
+            .map_or(packet.frame.ts, |l| l.first_at);
+        let upto = micros(packet.frame.ts) + NEAR_US;
+        let (index, events) = self.events_of(ends, first_at, Some(upto));
+        let log = self.conns.entry(ends.id).or_insert(Log {
+            ends,
+            first_at,
+            packets: Vec::new(),
+            given: Vec::new(),
+        });
+        log.packets.push(packet.clone());
+        let mut placed = place(&log.packets, ends, &events, false);
+        let mut notes: Vec<Note> = placed
+            .per_packet
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(note, _)| note)
+            .collect();
+        for (k, note) in placed.timers {
+            if self.told.insert((ends.id, index[k])) {
+                notes.push(note);
             }
         }
+        log.given.push(notes.clone());
+        notes
     }
+
+    /// At the end of the capture: the changes no segment came for, and the final states
+    /// against the kernel's socket table (`table`), for each of `conns`.
+    pub fn finish(&mut self, table: Option<&[KernelSocket]>, conns: &[Connection]) -> Agreement {
+        // With the whole trace in, the placement is final: the counts come from it, and what
+        // it says of a packet already written (a change whose trace came late) or of no
+        // packet (a timer after the last one) is said beside the capture.
+        let mut ids: Vec<usize> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let log = &self.conns[&id];
+            let (index, events) = self.events_of(log.ends, log.first_at, None);
+            let placed = place(&log.packets, log.ends, &events, true);
+            let first = log.packets.first().map_or(0, |p| micros(p.frame.ts));
+            for (i, notes) in placed.per_packet.into_iter().enumerate() {
+                for (note, tally) in notes {
+                    self.agreement.add(tally);
+                    if !log.given[i].contains(&note) {
+                        let ms = (micros(log.packets[i].frame.ts) - first) as f64 / 1000.0;
+                        self.agreement.section.push((
+                            note.verdict,
+                            format!(
+                                "{} (on the {}'s segment at +{ms:.3} ms, traced after it was \
+                                 written)",
+                                note.text,
+                                log.packets[i]
+                                    .event
+                                    .as_ref()
+                                    .map_or(Role::Client, |e| e.from)
+                            ),
+                        ));
+                    }
+                }
+            }
+            for (k, note) in placed.timers {
+                self.agreement.add(Tally {
+                    seen: 1,
+                    unplaced: 1,
+                    ..Tally::default()
+                });
+                if self.told.insert((id, index[k])) {
+                    self.agreement.section.push((Verdict::Info, note.text));
+                }
+            }
+        }
+        if let Some(table) = table {
+            // The newest incarnation of each 4-tuple is the one the table can show.
+            let checked: Vec<&Connection> = conns
+                .iter()
+                .filter(|c| self.conns.contains_key(&c.id))
+                .filter(|c| {
+                    !conns
+                        .iter()
+                        .any(|n| n.id > c.id && n.client == c.client && n.server == c.server)
+                })
+                .collect();
+            let mut others_agree = 0;
+            for (k, conn) in checked.iter().enumerate() {
+                let main = k + 1 == checked.len();
+                for role in [Role::Client, Role::Server] {
+                    let kernel = find(table, conn.addr(role), conn.addr(role.other()));
+                    let kernel_state = kernel.map(|s| s.rfc_state().unwrap_or(State::Closed));
+                    let inferred = conn.state(role);
+                    let said = match kernel {
+                        Some(s) => format!("{} {}", s.state, timer_text(s))
+                            .trim_end()
+                            .to_string(),
+                        None => "no socket (CLOSED)".to_string(),
+                    };
+                    let whose = if main {
+                        role.to_string()
+                    } else {
+                        format!("{role} {}", conn.addr(role))
+                    };
+                    if kernel_state.unwrap_or(State::Closed) == inferred {
+                        if main {
+                            self.agreement.section.push((
+                                Verdict::Agrees,
+                                format!("socket table: {whose} {said}: agrees"),
+                            ));
+                        } else {
+                            others_agree += 1;
+                        }
+                    } else {
+                        self.agreement.mismatched += 1;
+                        self.agreement.section.push((
+                            Verdict::Mismatch,
+                            format!(
+                                "MISMATCH: socket table: {whose} {said}; teardown inferred {inferred}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            if others_agree > 0 {
+                self.agreement.section.insert(
+                    0,
+                    (
+                        Verdict::Agrees,
+                        format!(
+                            "socket table: {} of the earlier connections agree",
+                            crate::output::style::plural(others_agree, "endpoint", "endpoints")
+                        ),
+                    ),
+                );
+            }
+        }
+        std::mem::take(&mut self.agreement)
+    }
+}
+
+/// Sets the kernel's `events` beside the inference for `conn` among `packets`, each packet
+/// as the annotator would let it go with the whole trace read; `table` is the kernel's
+/// socket table read after the capture.
+pub fn agree(
+    packets: &[Packet],
+    conn: &Connection,
+    events: &[KernelEvent],
+    table: Option<&[KernelSocket]>,
+) -> Agreement {
+    let mut checker = Checker::new();
+    checker.set_trace(events.to_vec(), Duration::MAX);
+    let per_packet = packets
+        .iter()
+        .map(|p| match &p.event {
+            Some(e) if e.conn == conn.id => checker.release(p),
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut out = checker.finish(table, std::slice::from_ref(conn));
+    out.per_packet = per_packet;
     out
 }
 
@@ -606,12 +932,7 @@ fn kname(s: State) -> &'static str {
 /// The connection's endpoint a traced socket is; the SYN_SENT event may come before the
 /// client has its port (sport 0).
 /// `zero_ours`: this event with port 0 is the client's connect() (see `zero_pick`).
-fn role_of(
-    conn: &Connection,
-    local: SocketAddr,
-    remote: SocketAddr,
-    zero_ours: bool,
-) -> Option<Role> {
+fn role_of(conn: Ends, local: SocketAddr, remote: SocketAddr, zero_ours: bool) -> Option<Role> {
     if local == conn.client && remote == conn.server {
         Some(Role::Client)
     } else if local == conn.server && remote == conn.client {

@@ -114,10 +114,10 @@ const EVENTS: [(&str, bool); 4] = [
 ];
 
 impl Tracer {
-    /// Creates `instances/teardown-PID-NS-RANDOM` under `root`, filtered to `port`, and
+    /// Creates `instances/teardown-PID-NS-RANDOM` under `root`, filtered to `ports`, and
     /// enables the events. Instances of dead teardown processes (killed with SIGKILL) are
     /// removed first; `removed` names them.
-    pub fn start(root: &Path, port: u16) -> io::Result<Tracer> {
+    pub fn start(root: &Path, ports: std::ops::RangeInclusive<u16>) -> io::Result<Tracer> {
         let instances = root.join("instances");
         let removed = remove_stale(&instances, pid_namespace());
         // The pid says whose it is and the PID namespace where that pid means it; the random
@@ -139,10 +139,7 @@ impl Tracer {
         for (event, filtered) in EVENTS {
             let path = tracer.dir.join("events").join(event);
             if filtered {
-                fs::write(
-                    path.join("filter"),
-                    format!("sport == {port} || dport == {port}"),
-                )?;
+                fs::write(path.join("filter"), filter(&ports))?;
             }
             fs::write(path.join("enable"), "1")?;
         }
@@ -157,6 +154,16 @@ impl Tracer {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The event filter for the run's ports (every connection of a scenario is checked).
+fn filter(ports: &std::ops::RangeInclusive<u16>) -> String {
+    let (a, b) = (ports.start(), ports.end());
+    if a == b {
+        format!("sport == {a} || dport == {a}")
+    } else {
+        format!("(sport >= {a} && sport <= {b}) || (dport >= {a} && dport <= {b})")
     }
 }
 

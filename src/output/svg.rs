@@ -735,6 +735,7 @@ mod tests {
                 decoded: Err(DecodeError::NotTcp("UDP <&>".to_string())),
                 event: None,
                 comment: "not TCP: UDP <&>".to_string(),
+                kernel: Vec::new(),
             },
         );
         let d = render(&mixed, conn, Some(&[Vec::new()]));

@@ -91,8 +91,10 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         }
     }
     let tracer = match &tracefs {
-        Tracefs::Available(root) => Tracer::start(root, config.port)
-            .map_err(|e| format!("cannot use tracefs at {}: {e}", root.display())),
+        Tracefs::Available(root) => scenario.port_range(config.port).and_then(|ports| {
+            Tracer::start(root, ports)
+                .map_err(|e| format!("cannot use tracefs at {}: {e}", root.display()))
+        }),
         Tracefs::Unavailable(why) => Err(why.clone()),
     };
     let tracer = match tracer {

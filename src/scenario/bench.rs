@@ -4,18 +4,18 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Annotator, Unfinished, comment_with};
+use crate::annotate::{Annotator, Evidence, Packet, Unfinished};
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
 use crate::decode::decode_ethernet;
 use crate::error::Error;
-use crate::kernel::agree::{Verdict, agree};
+use crate::kernel::agree::{Checker, Note, Verdict};
 use crate::kernel::tracefs::Tracer;
 use crate::kernel::{self, KernelSocket};
 use crate::output::ladder;
@@ -58,8 +58,10 @@ pub struct Lab {
     running: Option<Running>,
     /// The one annotator every front uses; its tracker is the run's inference.
     pub annotator: Annotator<Unfinished>,
-    /// The kernel's trace of state changes, when tracefs could be had.
+    /// The kernel's trace of state changes, when tracefs could be had; from the first frame
+    /// on, the annotator reads it as evidence (`kernel`).
     pub tracer: Option<Tracer>,
+    kernel: Option<Arc<Mutex<KernelWord>>>,
     /// Colour and width of what the run prints.
     pub style: Style,
     /// `--require-kernel`: a kernel check that cannot be made is an error, not a note.
@@ -131,6 +133,7 @@ impl Lab {
             }),
             annotator: Annotator::new(Tracker::new()),
             tracer: None,
+            kernel: None,
             style: Style::PLAIN,
             require_kernel: false,
             out,
@@ -285,7 +288,11 @@ impl Lab {
             };
             match running.frames.recv_timeout(left.min(POLL)) {
                 Ok(frame) => self.take(frame),
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    // Quiet: what waited for the kernel's trace goes once it is read.
+                    self.annotator
+                        .release_into(Some(realtime_now()), &mut self.record.packets);
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     // The capture thread ended early: say why.
                     self.finish_capture()?;
@@ -296,6 +303,7 @@ impl Lab {
 
     /// Tracks and keeps one frame (the ring's kernel filter let only the scenario's ports in).
     fn take(&mut self, frame: Frame) {
+        self.hook_tracer();
         let decoded = decode_ethernet(&frame.data);
         self.annotator
             .push_frame(frame, decoded, &mut self.record.packets);
@@ -311,7 +319,14 @@ impl Lab {
         while let Ok(frame) = running.frames.try_recv() {
             self.take(frame);
         }
-        // The capture is over: nothing is left to revise what the annotator still holds.
+        // The capture is over: the trace read now holds every change its segments caused,
+        // and nothing is left to revise what the annotator still holds.
+        self.hook_tracer();
+        if let Some(kernel) = &self.kernel
+            && let Ok(mut k) = kernel.lock()
+        {
+            k.read(Duration::MAX);
+        }
         self.annotator.finish_into(&mut self.record.packets);
         let stats = match result {
             Ok(Ok(stats)) => stats,
@@ -389,22 +404,45 @@ impl Lab {
     /// The packet filter that holds back or drops this run's segments; its log is the
     /// annotator's evidence from now on.
     pub fn use_gate(&mut self, gate: crate::gate::Gate) {
-        self.annotator.evidence = Some(Box::new(gate.evidence()));
+        self.annotator.evidence.push(Box::new(gate.evidence()));
         self.gate = Some(gate);
     }
 
-    /// Reads the kernel's trace and socket table, sets them beside the inference, and
-    /// rewrites the packet comments with the kernel's word.
+    /// Hands the tracer to the annotator as evidence, once it is there.
+    fn hook_tracer(&mut self) {
+        if let Some(tracer) = self.tracer.take() {
+            let word = Arc::new(Mutex::new(KernelWord {
+                tracer: Some(tracer),
+                checker: Checker::new(),
+                failed: None,
+            }));
+            self.annotator
+                .evidence
+                .push(Box::new(KernelEvidence { word: word.clone() }));
+            self.kernel = Some(word);
+        }
+    }
+
+    /// The kernel's word beside the capture, once it is over: the changes no segment came
+    /// for, and every connection's final states against the socket table. Each packet got
+    /// its own share as it left the annotator.
     fn check_with_kernel(&mut self) -> Result<(), Error> {
-        let Some(tracer) = self.tracer.take() else {
+        let Some(word) = self.kernel.take() else {
             return Ok(());
         };
-        let Some(events) =
-            self.kernel_word(tracer.read(), "the kernel's trace", "nothing checked")?
-        else {
+        let Ok(mut word) = word.lock() else {
             return Ok(());
         };
-        drop(tracer);
+        // The instance goes now: nothing is left to trace.
+        word.tracer = None;
+        if let Some(e) = word.failed.take() {
+            self.kernel_word(
+                Err::<(), _>(std::io::Error::other(e)),
+                "the kernel's trace",
+                "nothing checked",
+            )?;
+            return Ok(());
+        }
         // Interrupted, the sockets never reached the states the run was going for: the table
         // would only contradict a close that did not happen.
         let table = if signals::interrupted() {
@@ -416,19 +454,16 @@ impl Lab {
                 "final states not checked",
             )?
         };
-        let Some(conn) = self.connection().cloned() else {
-            return Ok(());
-        };
-        let agreement = agree(&self.record.packets, &conn, &events, table.as_deref());
-        for (packet, notes) in self.record.packets.iter_mut().zip(&agreement.per_packet) {
-            if let Some(event) = &packet.event
-                && event.conn == conn.id
-            {
-                packet.comment = comment_with(event, notes);
-            }
-        }
+        let conns = self.annotator.tracker.connections().to_vec();
+        let mut agreement = word.checker.finish(table.as_deref(), &conns);
+        agreement.per_packet = self
+            .record
+            .packets
+            .iter()
+            .map(|p| p.kernel.clone())
+            .collect();
         self.record.agreement = Some(agreement);
-        self.record.trace = events;
+        self.record.trace = word.checker.events().to_vec();
         Ok(())
     }
 
@@ -646,6 +681,66 @@ impl Drop for Lab {
             let _ = running.thread.join();
         }
     }
+}
+
+/// The kernel's trace as the run reads it, shared by the bench and its annotator.
+struct KernelWord {
+    tracer: Option<Tracer>,
+    checker: Checker,
+    /// Why the trace could not be read: no more of it is asked for.
+    failed: Option<String>,
+}
+
+impl KernelWord {
+    /// Reads the whole trace; it holds every change up to `through` (capped at the time of
+    /// reading: a change traced later is not in it).
+    fn read(&mut self, through: Duration) {
+        let Some(tracer) = &self.tracer else {
+            return;
+        };
+        // A tracepoint on the other core may still be writing its record.
+        let now = realtime_now().saturating_sub(Duration::from_millis(1));
+        match tracer.read() {
+            Ok(events) => self.checker.set_trace(events, through.min(now)),
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+    }
+}
+
+/// The annotator's view of the kernel's trace: a packet waits until the trace has been read
+/// past its time, then leaves with the kernel's notes in its comment.
+struct KernelEvidence {
+    word: Arc<Mutex<KernelWord>>,
+}
+
+impl Evidence for KernelEvidence {
+    fn settled(&mut self, at: Duration) -> bool {
+        let Ok(mut word) = self.word.lock() else {
+            return true;
+        };
+        if word.checker.settled(at) || word.failed.is_some() || word.tracer.is_none() {
+            return true;
+        }
+        if realtime_now() < Checker::needs(at) + Duration::from_millis(1) {
+            return false;
+        }
+        word.read(Duration::MAX);
+        word.checker.settled(at) || word.failed.is_some()
+    }
+
+    fn kernel(&mut self, packet: &Packet) -> Vec<Note> {
+        match self.word.lock() {
+            Ok(mut word) if word.failed.is_none() => word.checker.release(packet),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The packets' clock (realtime since the epoch).
+fn realtime_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
