@@ -4,10 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::annotate::Packet;
+use crate::evidence::{KernelEvent, KernelSocket};
 use crate::frame::Stats;
-use crate::kernel::KernelSocket;
 use crate::kernel::agree::Agreement;
-use crate::kernel::tracefs::KernelEvent;
 use crate::sockets::{SockOpts, errno_name};
 use crate::tcp::State;
 use crate::tracker::{Connection, Role};

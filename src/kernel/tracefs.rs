@@ -73,28 +73,7 @@ fn mount_privately() -> io::Result<PathBuf> {
     Ok(target)
 }
 
-/// One record of the kernel's trace, its time converted to the packets' clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelEvent {
-    /// Realtime, microsecond resolution (what the trace prints).
-    pub at: Duration,
-    /// The socket's own address and its peer's (port 0: none yet).
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub kind: EventKind,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// `inet_sock_set_state`; `Closed` is the kernel's TCP_CLOSE.
-    SetState {
-        old: State,
-        new: State,
-    },
-    SendReset,
-    ReceiveReset,
-    Retransmit,
-}
+pub use crate::evidence::{EventKind, KernelEvent};
 
 /// A private tracefs instance recording the run's port; removed when dropped.
 pub struct Tracer {

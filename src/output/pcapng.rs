@@ -226,8 +226,8 @@ fn os_name() -> String {
 mod tests {
     use super::*;
     use crate::annotate::annotate_all;
-    use crate::capture::Frame;
     use crate::decode::decode_ethernet;
+    use crate::frame::Frame;
     use crate::tracker::Tracker;
     use pcap_file::pcapng::{Block, PcapNgReader};
 

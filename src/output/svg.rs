@@ -423,8 +423,8 @@ pub(crate) fn escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::annotate::tests::{captured, every_50us};
-    use crate::capture::Frame;
     use crate::decode::{DecodeError, Segment};
+    use crate::frame::Frame;
     use crate::tracker::Tracker;
     use crate::tracker::tests::{active_close, segment as seg};
     use std::time::Duration;
