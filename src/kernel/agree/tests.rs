@@ -403,26 +403,24 @@ fn a_held_socket_moves_to_time_wait_at_the_peers_fin_not_at_the_ack_before_it() 
     use crate::tracker::tests::segment;
     use State::*;
     let fa = Flags::FIN | Flags::ACK;
-    let mut segs = active_close(false)[..7].to_vec();
-    segs.push(segment(false, fa, 912, 112, 0)); // 7: the server's FIN (shutdown)
-    segs.push(segment(true, Flags::PSH | Flags::ACK, 112, 913, 13)); // 8: data, acks it
-    segs.push(segment(true, fa, 125, 913, 0)); // 9: the client's FIN, 10 µs later
-    segs.push(segment(false, Flags::ACK, 913, 126, 0)); // 10
-    let times = [0, 100, 200, 300, 400, 500, 600, 700, 800, 810, 900];
-    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + times[i]));
     let (c, s) = (CLIENT, SERVER);
-    let mut trace: Vec<KernelEvent> = kernel_trace()
-        .into_iter()
-        .filter(|e| e.at < Duration::from_micros(T0 + 650))
-        .collect();
-    trace.extend([
-        ev(690, s, c, Established, FinWait1),
-        ev(705, c, s, Established, CloseWait),
-        ev(805, s, c, FinWait1, FinWait2),
-        ev(808, c, s, CloseWait, LastAck),
-        ev(814, s, c, FinWait2, Closed),
-        ev(905, c, s, LastAck, Closed),
-    ]);
+    let (packets, conn, trace) = after_the_opening(
+        [
+            segment(false, fa, 912, 112, 0), // 7: the server's FIN (shutdown)
+            segment(true, Flags::PSH | Flags::ACK, 112, 913, 13), // 8: data, acks it
+            segment(true, fa, 125, 913, 0),  // 9: the client's FIN, 10 µs later
+            segment(false, Flags::ACK, 913, 126, 0), // 10
+        ],
+        [700, 800, 810, 900],
+        [
+            ev(690, s, c, Established, FinWait1),
+            ev(705, c, s, Established, CloseWait),
+            ev(805, s, c, FinWait1, FinWait2),
+            ev(808, c, s, CloseWait, LastAck),
+            ev(814, s, c, FinWait2, Closed),
+            ev(905, c, s, LastAck, Closed),
+        ],
+    );
     let a = agree(&packets, &conn, &trace, None);
     assert!(a.ok(), "{a:#?}");
     let server_at = |i: usize| {
@@ -543,33 +541,50 @@ fn the_summary_says_one_change_and_one_retransmission_in_the_singular() {
     );
 }
 
-/// The simultaneous close as `run` makes it: the client's close() is traced 300 µs before
+/// The article's opening (7 segments, 100 µs apart) and its kernel trace, then `tail` at
+/// `times` with `events`.
+fn after_the_opening(
+    tail: [Segment; 4],
+    times: [u64; 4],
+    events: [KernelEvent; 6],
+) -> (Vec<Packet>, Connection, Vec<KernelEvent>) {
+    let mut segs = active_close(false)[..7].to_vec();
+    segs.extend(tail);
+    let at: Vec<u64> = (0..7).map(|i| 100 * i).chain(times).collect();
+    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + at[i]));
+    let mut trace: Vec<KernelEvent> = kernel_trace()
+        .into_iter()
+        .filter(|e| e.at < Duration::from_micros(T0 + 650))
+        .collect();
+    trace.extend(events);
+    (packets, conn, trace)
+}
+
+/// The simultaneous close as `run` makes it: the client's close() is traced 280 µs before
 /// its FIN is captured (the packet filter held it), after the server's FIN crossed it.
 fn crossing_with_a_held_fin() -> (Vec<Packet>, Connection, Vec<KernelEvent>) {
     use crate::tcp::Flags;
     use crate::tracker::tests::segment;
     use State::*;
     let fa = Flags::FIN | Flags::ACK;
-    let mut segs = active_close(false)[..7].to_vec();
-    segs.push(segment(false, fa, 912, 112, 0)); // 7: the server's FIN
-    segs.push(segment(true, fa, 112, 912, 0)); // 8: the client's FIN, held: no ack of 7
-    segs.push(segment(false, Flags::ACK, 913, 113, 0)); // 9
-    segs.push(segment(true, Flags::ACK, 113, 913, 0)); // 10
-    let times = [0, 100, 200, 300, 400, 450, 480, 600, 800, 900, 1000];
-    let (packets, conn) = timed(segs, |i| Duration::from_micros(T0 + times[i]));
     let (c, s) = (CLIENT, SERVER);
-    let mut trace: Vec<KernelEvent> = kernel_trace()
-        .into_iter()
-        .filter(|e| e.at < Duration::from_micros(T0 + 300))
-        .collect();
-    trace.extend([
-        ev(500, c, s, Established, FinWait1),
-        ev(590, s, c, Established, FinWait1),
-        ev(605, c, s, FinWait1, Closing),
-        ev(805, s, c, FinWait1, Closing),
-        ev(905, c, s, Closing, Closed),
-        ev(1005, s, c, Closing, Closed),
-    ]);
+    let (packets, conn, trace) = after_the_opening(
+        [
+            segment(false, fa, 912, 112, 0),         // 7: the server's FIN
+            segment(true, fa, 112, 912, 0),          // 8: the client's FIN, held: no ack of 7
+            segment(false, Flags::ACK, 913, 113, 0), // 9
+            segment(true, Flags::ACK, 113, 913, 0),  // 10
+        ],
+        [700, 900, 1000, 1100],
+        [
+            ev(620, c, s, Established, FinWait1),
+            ev(690, s, c, Established, FinWait1),
+            ev(705, c, s, FinWait1, Closing),
+            ev(905, s, c, FinWait1, Closing),
+            ev(1005, c, s, Closing, Closed),
+            ev(1105, s, c, Closing, Closed),
+        ],
+    );
     (packets, conn, trace)
 }
 
