@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Annotator, Unfinished, comment_with};
+use crate::annotate::{Annotator, Unfinished};
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
 use crate::decode::decode_ethernet;
@@ -424,7 +424,7 @@ impl Lab {
             if let Some(event) = &packet.event
                 && event.conn == conn.id
             {
-                packet.comment = comment_with(event, notes);
+                packet.comment = self.annotator.comments.text_with(event, notes);
             }
         }
         self.record.agreement = Some(agreement);
