@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Benchmark: `teardown annotate` beside `tcpdump -r IN -w /dev/null` (the floor of reading the
-# file) and `tshark -r IN` (with its TCP analysis), on the same capture: 1M segments of one
-# connection (the article's writing-forever server, captured by tcpdump in a private network
-# namespace), and a synthetic capture of 100k short connections. Wall time and peak memory.
+# Benchmark: teardown's offline readers beside tcpdump doing the same reading or writing, on
+# two real captures made by tcpdump in a private network namespace:
+#   one.pcap   1M segments of one connection (the article's writing-forever server);
+#   many.pcap  a busy server: nginx (Debian's nginx-light) with `keepalive_timeout 0`, so the
+#              server closes first, and ApacheBench `ab -n 100000 -c 16`: 100k connections,
+#              about 1M packets, each connection closed, TIME_WAIT piling up.
+# Each command runs three times; the table shows the median, the peak RSS, and the ratio to the
+# tcpdump command that does the same reading (to /dev/null) or writing (to a file).
 #
-#   scripts/bench-annotate.sh [SEGMENTS]      (as root; needs tcpdump and tshark)
-#   BASELINE=/path/to/an/older/teardown scripts/bench-annotate.sh
-#                                             also times that binary, side by side
+#   sudo scripts/bench-annotate.sh [SEGMENTS] [CONNECTIONS]
+#   BASELINE=/path/to/an/older/teardown ...   also times that binary, side by side
+#   SKIP_TSHARK=1 ...                         leaves tshark out (about 20 s a run on many.pcap)
+#   KEEP=DIR ...                              keeps the captures and outputs in DIR
 set -euo pipefail
 segments=${1:-1000000}
+connections=${2:-100000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-for tool in tcpdump tshark python3; do
+for tool in tcpdump python3 capinfos ab; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
-[ "$(id -u)" = 0 ] || { echo "needs root (the capture): run it with sudo" >&2; exit 2; }
+[ -x /usr/sbin/nginx ] || { echo "needs nginx: apt-get install nginx-light" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "needs root (the captures): run it with sudo" >&2; exit 2; }
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/teardown"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${KEEP:-}" ]; then
+  work=$KEEP; mkdir -p "$work"
+else
+  work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+fi
 
 # 1. One connection, $segments segments.
 unshare -n bash -s "$bin" "$work" "$segments" <<'INNER'
@@ -33,43 +43,50 @@ wait $td
 kill $cli $srv 2>/dev/null || true; wait 2>/dev/null || true
 INNER
 
-# 2. 100k short connections, one every 10 ms: handshake, a request, a reply, the close.
-python3 - "$work/many.pcap" <<'PY'
-import struct, sys
-out = open(sys.argv[1], "wb")
-out.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-def frame(src, dst, sport, dport, seq, ack, flags, payload=b""):
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-    return b"\0" * 12 + b"\x08\x00" + ip + tcp
-S, A, F, P = 2, 16, 1, 8
-cli, srv = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
-for i in range(100_000):
-    t = i * 0.01
-    port = 1024 + i % 60000
-    a, b = 1000, 5000
-    segs = [
-        (cli, srv, port, 80, a, 0, S, b""), (srv, cli, 80, port, b, a + 1, S | A, b""),
-        (cli, srv, port, 80, a + 1, b + 1, A, b""), (cli, srv, port, 80, a + 1, b + 1, P | A, b"GET"),
-        (srv, cli, 80, port, b + 1, a + 4, P | A, b"OK"), (srv, cli, 80, port, b + 3, a + 4, F | A, b""),
-        (cli, srv, port, 80, a + 4, b + 4, F | A, b""), (srv, cli, 80, port, b + 4, a + 5, A, b""),
-    ]
-    for k, s in enumerate(segs):
-        f = frame(*s)
-        ts = t + k * 0.0001
-        out.write(struct.pack("<IIII", int(ts), int(ts % 1 * 1e6), len(f), len(f)) + f)
-PY
+# 2. A busy server: $connections short connections from ab to nginx, the server closing first.
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  keepalive_timeout 0;
+  server {
+    listen 127.0.0.1:8080;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+unshare -n bash -s "$work" "$connections" <<'INNER'
+set -euo pipefail
+work=$1 n=$2
+ip link set lo up
+tcpdump -i lo -B 65536 -w "$work/many.pcap" 'tcp port 8080' 2> "$work/tcpdump-many.log" & td=$!
+/usr/sbin/nginx -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" & ngx=$!
+for i in $(seq 500); do
+  grep -q "listening on lo" "$work/tcpdump-many.log" && ss -Hltn 'sport = :8080' | grep -q . && break
+  sleep 0.01
+done
+ab -q -n "$n" -c 16 http://127.0.0.1:8080/ > "$work/ab.log"
+sleep 0.5
+kill -INT $td; wait $td || true
+kill $ngx; wait $ngx 2>/dev/null || true
+grep -q '^0 packets dropped by kernel' "$work/tcpdump-many.log" ||
+  { echo "tcpdump dropped packets making many.pcap:" >&2; cat "$work/tcpdump-many.log" >&2; exit 1; }
+INNER
 
-# Wall time and peak memory of each reader, on each file.
-python3 - "$bin" "$work" "${BASELINE:-}" <<'PY'
-import os, resource, subprocess, sys, time
-bin, work, baseline = sys.argv[1], sys.argv[2], sys.argv[3]
+# Wall time and peak memory of each command, on each file.
+python3 - "$bin" "$work" "${BASELINE:-}" "${SKIP_TSHARK:-}" <<'PY'
+import os, subprocess, sys, time
+bin, work, baseline, skip_tshark = sys.argv[1:5]
 def measure(cmd):
     # The median of three runs: one alone swings with the page cache and the other core.
     runs = sorted((once(cmd) for _ in range(3)), key=lambda r: r[0])
@@ -83,27 +100,41 @@ def once(cmd):
         os.execvp(cmd[0], cmd)
     _, status, usage = os.wait4(pid, 0)
     return time.perf_counter() - t0, usage.ru_maxrss / 1024, status
+def mb(path):
+    return os.path.getsize(path) / 1e6
 for name in ("one", "many"):
     f = f"{work}/{name}.pcap"
     n = int(subprocess.run(["capinfos", "-c", "-M", f], capture_output=True, text=True).stdout.split()[-1])
+    conns = subprocess.run([bin, "summary", f], capture_output=True, text=True).stdout.count("\n")
+    # (label, command, the row it is measured against, the file it writes)
+    td_out, an_out = f"{work}/{name}.tcpdump.pcap", f"{work}/{name}.annotated.pcapng"
     rows = [
-        ("tcpdump -r -w /dev/null", ["tcpdump", "-r", f, "-w", "/dev/null"]),
-        ("teardown annotate -o /dev/null", [bin, "annotate", f, "-o", "/dev/null"]),
-        ("teardown annotate -o FILE", [bin, "annotate", f, "-o", f"{work}/{name}.out.pcapng"]),
-        ("teardown summary", [bin, "summary", f]),
+        ("tcpdump -r F -w /dev/null", ["tcpdump", "-r", f, "-w", "/dev/null"], None, None),
+        ("teardown summary F", [bin, "summary", f], 0, None),
+        ("teardown annotate F -o /dev/null", [bin, "annotate", f, "-o", "/dev/null"], 0, None),
+        ("tcpdump -r F -w OUT", ["tcpdump", "-r", f, "-w", td_out], None, td_out),
+        ("teardown annotate F -o OUT", [bin, "annotate", f, "-o", an_out], 3, an_out),
     ]
     if baseline:
         rows += [
-            ("baseline annotate -o /dev/null", [baseline, "annotate", f, "-o", "/dev/null"]),
-            ("baseline annotate -o FILE", [baseline, "annotate", f, "-o", f"{work}/{name}.base.pcapng"]),
-            ("baseline summary", [baseline, "summary", f]),
+            ("baseline summary F", [baseline, "summary", f], 0, None),
+            ("baseline annotate F -o /dev/null", [baseline, "annotate", f, "-o", "/dev/null"], 0, None),
+            ("baseline annotate F -o OUT", [baseline, "annotate", f, "-o", f"{work}/{name}.base.pcapng"], 3,
+             f"{work}/{name}.base.pcapng"),
         ]
-    rows.append(("tshark -r (TCP analysis)", ["tshark", "-r", f]))
-    print(f"{name}.pcap: {n} packets, {os.path.getsize(f) / 1e6:.0f} MB")
-    print(f"  {'':30} {'seconds':>8} {'peak MiB':>9} {'× tcpdump':>10}")
-    floor = None
-    for label, cmd in rows:
-        secs, mib, status = measure(cmd)
-        floor = floor or secs
-        print(f"  {label:30} {secs:8.2f} {mib:9.1f} {secs / floor:10.2f}" + ("" if status == 0 else f"  (exit status {status})"))
+    if not skip_tshark:
+        rows.append(("tshark -r F -T fields -e frame.number",
+                     ["tshark", "-r", f, "-T", "fields", "-e", "frame.number"], 0, None))
+    print(f"{name}.pcap: {n} packets, {conns} connections, {mb(f):.0f} MB")
+    print(f"| {'command':38} | {'s (median of 3)':>15} | {'peak MiB':>8} | {'× tcpdump':>9} | {'output / input':>14} |")
+    print(f"|{'-' * 40}|{'-' * 17}|{'-' * 10}|{'-' * 11}|{'-' * 16}|")
+    secs = []
+    for label, cmd, against, out in rows:
+        s, mib, status = measure(cmd)
+        secs.append(s)
+        ratio = 1.0 if against is None else s / secs[against]
+        size = f"{mb(out):.0f} / {mb(f):.0f} MB" if out else ""
+        bad = "" if status == 0 else f"  (exit status {status})"
+        print(f"| {label:38} | {s:15.3f} | {mib:8.1f} | {ratio:9.2f} | {size:>14} |{bad}")
+    print()
 PY

@@ -29,9 +29,19 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 pub struct Annotator<T> {
     pub tracker: Tracker,
     pending: VecDeque<Pending<T>>,
+    /// The held segments still waiting for their answer: their place in the order of holding
+    /// and what they wait for. A few at most where `pending` may hold hundreds behind them
+    /// (a busy server): each segment looks through these, not through every held one.
+    waiters: Vec<(u64, (usize, Role))>,
+    /// Frames held so far, and gone out so far: a held frame's place minus `left` is its
+    /// index in `pending`.
+    held: u64,
+    left: u64,
     /// What the front knows beyond the packets (run: its packet filter's log, the kernel's
     /// trace), asked as each segment leaves.
     pub evidence: Vec<Box<dyn Evidence>>,
+    /// Which segments get a comment (`--comments`).
+    pub comments: Comments,
 }
 
 /// What a front knows of a segment beyond its bytes, asked as the segment leaves the
@@ -71,7 +81,11 @@ impl<T> Annotator<T> {
         Annotator {
             tracker,
             pending: VecDeque::new(),
+            waiters: Vec::new(),
+            held: 0,
+            left: 0,
             evidence: Vec::new(),
+            comments: Comments::default(),
         }
     }
 
@@ -98,11 +112,17 @@ impl<T> Annotator<T> {
                 .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
                 .any(|earlier| revise.settle(earlier, &mut event));
         }
-        for p in &mut self.pending {
-            if p.waits_for == Some((event.conn, event.from.other())) {
+        let answers = (event.conn, event.from.other());
+        let (pending, left) = (&mut self.pending, self.left);
+        self.waiters.retain(|&(place, waits)| {
+            if waits != answers {
+                return true;
+            }
+            if let Some(p) = pending.get_mut((place - left) as usize) {
                 p.waits_for = None;
             }
-        }
+            false
+        });
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
@@ -126,7 +146,7 @@ impl<T> Annotator<T> {
     /// Whether a held segment still waits for its answer: what comes after it must wait too.
     /// Held segments already answered go out (`ready`) before the next one.
     fn waiting(&self) -> bool {
-        self.pending.iter().any(|p| p.waits_for.is_some())
+        !self.waiters.is_empty()
     }
 
     /// `track`, then every held frame it let go handed to `emit`, oldest first, before the
@@ -147,6 +167,10 @@ impl<T> Annotator<T> {
 
     /// Keeps a frame that `step` said must wait.
     pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
+        if let Some(waits) = tracked.waits_for {
+            self.waiters.push((self.held, waits));
+        }
+        self.held += 1;
         self.pending.push_back(Pending {
             item,
             event: tracked.event,
@@ -164,15 +188,22 @@ impl<T> Annotator<T> {
         if first.waits_for.is_some() && !expired {
             return None;
         }
-        let at = first.at;
-        if !expired && !self.settled(at) {
+        if !expired && !self.settled(first.at) {
             return None;
         }
-        self.pending.pop_front().map(|p| (p.item, p.event))
+        let p = self.pending.pop_front()?;
+        if p.waits_for.is_some() {
+            let place = self.left;
+            self.waiters.retain(|&(at, _)| at != place);
+        }
+        self.left += 1;
+        Some((p.item, p.event))
     }
 
     /// Everything still held, at the end of the input.
     pub fn finish(&mut self) -> impl Iterator<Item = (T, Option<Event>)> + '_ {
+        self.waiters.clear();
+        self.left += self.pending.len() as u64;
         self.pending.drain(..).map(|p| (p.item, p.event))
     }
 
@@ -251,14 +282,14 @@ impl Annotator<Unfinished> {
                 evidence.annotate(seg, event, frame.ts);
             }
         }
-        let mut packet = packet(frame, decoded, event);
+        let mut packet = packet(frame, decoded, event, self.comments);
         if packet.event.is_some() && !self.evidence.is_empty() {
             let mut kernel = Vec::new();
             for evidence in &mut self.evidence {
                 kernel.extend(evidence.kernel(&packet));
             }
             if let Some(event) = packet.event.as_ref().filter(|_| !kernel.is_empty()) {
-                packet.comment = comment_with(event, &kernel);
+                packet.comment = self.comments.text_with(event, &kernel);
             }
             packet.kernel = kernel;
         }
@@ -266,10 +297,15 @@ impl Annotator<Unfinished> {
     }
 }
 
-/// A frame with its event's comment (or its decode error's).
-fn packet(frame: Frame, decoded: Result<Segment, DecodeError>, event: Option<Event>) -> Packet {
+/// A frame with its event's comment (or its decode error's), as `mode` has it.
+fn packet(
+    frame: Frame,
+    decoded: Result<Segment, DecodeError>,
+    event: Option<Event>,
+    mode: Comments,
+) -> Packet {
     let comment = match (&decoded, &event) {
-        (_, Some(event)) => comment(event),
+        (_, Some(event)) => mode.text(event),
         (Err(err), _) => err.to_string(),
         (Ok(_), None) => String::new(),
     };
@@ -300,18 +336,105 @@ pub(crate) fn annotate_all(
     (out, annotator.tracker)
 }
 
-/// Comments for a long stream of segments: one that changes nothing and is nothing special
-/// (no note) shares the text of its pair of states, made once; the others get their own.
-#[derive(Default)]
-pub struct CommentCache {
-    unchanged: Vec<Option<String>>,
+/// Which segments get a packet comment (`--comments`, on every front: the annotator decides).
+///
+/// On a busy server most segments change nothing (data and its ACKs between the handshake
+/// and the close): a comment on each says "no state change" a million times, doubles the
+/// file, and fills Wireshark's Expert Info. What a reader looks for is where a state changed
+/// and what was unusual, so by default only those segments are commented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Comments {
+    /// Segments that change a state or carry a note (a retransmission, a duplicate, a gap,
+    /// an unexpected segment, the kernel's or the packet filter's word); the others none
+    #[default]
+    Changes,
+    /// Every segment: "no state change: client S, server S" on those that change nothing
+    All,
 }
 
-impl CommentCache {
-    pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
-        if !(event.transitions.is_empty() && event.unexpected.is_empty() && event.notes.is_empty())
+impl Comments {
+    /// The section comment's words on what is commented, naming the flag.
+    pub fn described(self) -> &'static str {
+        match self {
+            Comments::Changes => {
+                "each TCP segment that changes a state or carries a note (a retransmission, an \
+                 unexpected segment) is commented with what it did; segments that change \
+                 nothing carry no comment (--comments all comments every one)"
+            }
+            Comments::All => {
+                "every TCP segment is commented with the state transitions it caused, or the \
+                 states that held (--comments all)"
+            }
+        }
+    }
+
+    /// `event`'s comment, or none for a segment that changes nothing and carries no note.
+    pub fn text(self, event: &Event) -> String {
+        self.text_with(event, &[])
+    }
+
+    /// As `text`, with the kernel's word on the segment (`comment_with`).
+    pub fn text_with(self, event: &Event, kernel: &[Note]) -> String {
+        if self == Comments::Changes && plain(event) && kernel.iter().all(|n| n.inferred.is_some())
         {
+            return String::new();
+        }
+        comment_with(event, kernel)
+    }
+}
+
+/// No transition, nothing unexpected, no note: a segment that only carries data or an ACK.
+fn plain(event: &Event) -> bool {
+    event.transitions.is_empty() && event.unexpected.is_empty() && event.notes.is_empty()
+}
+
+/// Comments for a long stream of segments: one that changes nothing and is nothing special
+/// (no note) shares the text of its pair of states, made once (or has none, by default); the
+/// others get their own.
+#[derive(Default)]
+pub struct CommentCache {
+    mode: Comments,
+    unchanged: Vec<Option<String>>,
+    /// The texts of segments that only change states, by their transitions: a busy server's
+    /// connections go through the same six or so, and making each text anew was a fifth of
+    /// the time on 100k connections.
+    changed: Vec<(Vec<(Role, crate::tcp::Transition)>, String)>,
+}
+
+/// At most this many transition texts are kept (there are a few dozen kinds in all).
+const CHANGED_TEXTS: usize = 64;
+
+impl CommentCache {
+    pub fn new(mode: Comments) -> CommentCache {
+        CommentCache {
+            mode,
+            ..CommentCache::default()
+        }
+    }
+
+    /// `event`'s comment as the cache's mode has it.
+    pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
+        if !(event.unexpected.is_empty() && event.notes.is_empty()) {
             return Cow::Owned(comment(event));
+        }
+        if !event.transitions.is_empty() {
+            let found = self
+                .changed
+                .iter()
+                .position(|(t, _)| *t == event.transitions);
+            let i = match found {
+                Some(i) => i,
+                None if self.changed.len() < CHANGED_TEXTS => {
+                    self.changed
+                        .push((event.transitions.clone(), comment(event)));
+                    self.changed.len() - 1
+                }
+                None => return Cow::Owned(comment(event)),
+            };
+            return Cow::Borrowed(self.changed[i].1.as_str());
+        }
+        if self.mode == Comments::Changes {
+            return Cow::Borrowed("");
         }
         let n = State::ALL.len();
         if self.unchanged.is_empty() {
@@ -612,14 +735,17 @@ pub(crate) mod tests {
     fn the_cache_shares_plain_texts_and_keeps_notes_apart() {
         let mut segs = active_close(false);
         segs.insert(6, segs[5].clone()); // the reply again: a note
-        let mut tracker = Tracker::new();
-        let mut cache = CommentCache::default();
-        let texts: Vec<String> = segs
-            .iter()
-            .map(|s| cache.comment(&tracker.on_segment(s)).into_owned())
-            .collect();
+        let cached = |mode| {
+            let mut tracker = Tracker::new();
+            let mut cache = CommentCache::new(mode);
+            segs.iter()
+                .map(|s| cache.comment(&tracker.on_segment(s)).into_owned())
+                .collect::<Vec<String>>()
+        };
         let mut fresh = Tracker::new();
         let expected: Vec<String> = segs.iter().map(|s| comment(&fresh.on_segment(s))).collect();
+        // --comments all: today's text on every segment, cached or not.
+        let texts = cached(Comments::All);
         assert_eq!(texts, expected);
         assert!(
             texts[6].contains("retransmission or a duplicate"),
@@ -630,6 +756,61 @@ pub(crate) mod tests {
             texts[7],
             "no state change: client ESTABLISHED, server ESTABLISHED"
         );
+        // The default: the same texts where a state changed or a note is, none elsewhere.
+        let texts = cached(Comments::Changes);
+        for (i, (text, all)) in texts.iter().zip(&expected).enumerate() {
+            if all.starts_with("no state change") {
+                assert_eq!(text, "", "segment {i}");
+            } else {
+                assert_eq!(text, all, "segment {i}");
+            }
+        }
+        assert_eq!(texts.iter().filter(|t| t.is_empty()).count(), 4);
+    }
+
+    /// The default on a capture: no comment on a mid-connection data segment or its ACK,
+    /// one on every transition and every retransmission; `--comments all` gives the old text.
+    #[test]
+    fn by_default_only_changes_and_notes_are_commented() {
+        let mut segs = active_close(false);
+        segs.insert(6, segs[5].clone()); // the reply again, 10 ms later: a retransmission
+        let at = |i: usize| every_50us(i) + Duration::from_millis(10 * i as u64);
+        let (packets, _) = captured(segs.clone(), at);
+        let texts: Vec<&str> = packets.iter().map(|p| p.comment.as_str()).collect();
+        // 3: the request, 4: its ACK, 5: the reply, 7: the ACK of the reply.
+        for i in [3, 4, 5, 7] {
+            assert_eq!(texts[i], "", "segment {i}: {texts:?}");
+        }
+        assert!(
+            texts[6].starts_with("retransmission of the previous segment after 10 ms"),
+            "{}",
+            texts[6]
+        );
+        for (i, p) in packets.iter().enumerate() {
+            let changed = !p.event.as_ref().unwrap().transitions.is_empty();
+            assert_eq!(changed || i == 6, !texts[i].is_empty(), "segment {i}");
+        }
+        let mut annotator: Annotator<Unfinished> = Annotator::new(Tracker::new());
+        annotator.comments = Comments::All;
+        let mut all = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let frame = Frame {
+                ts: at(i),
+                data: Vec::new(),
+                orig_len: 0,
+            };
+            annotator.push_frame(frame, Ok(seg.clone()), &mut all);
+        }
+        annotator.finish_into(&mut all);
+        assert_eq!(
+            all[3].comment,
+            "no state change: client ESTABLISHED, server ESTABLISHED"
+        );
+        for (p, default) in all.iter().zip(&texts) {
+            if !default.is_empty() {
+                assert_eq!(p.comment, *default);
+            }
+        }
     }
 
     #[test]

@@ -196,6 +196,10 @@ pub struct AnnotateArgs {
         value_name = "OUT"
     )]
     pub output: std::path::PathBuf,
+    /// Which segments get a packet comment: `changes` (a state changed, or a note such as a
+    /// retransmission), or `all` (also "no state change: ..." on every other one)
+    #[arg(long, value_enum, default_value_t, value_name = "WHICH")]
+    pub comments: crate::annotate::Comments,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +295,10 @@ pub struct CaptureArgs {
     /// every capability is dropped instead
     #[arg(short = 'Z', long = "user", value_name = "USER")]
     pub user: Option<String>,
+    /// Which segments get a packet comment: `changes` (a state changed, or a note such as a
+    /// retransmission), or `all` (also "no state change: ..." on every other one)
+    #[arg(long, value_enum, default_value_t, value_name = "WHICH")]
+    pub comments: crate::annotate::Comments,
 }
 
 const SERVER_HELP: &str = "\
@@ -513,6 +521,10 @@ pub struct RunArgs {
     /// goes to standard error). Checked before the run starts: the directory must exist
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Which segments get a packet comment: `changes` (a state changed, or a note such as a
+    /// retransmission), or `all` (also "no state change: ..." on every other one)
+    #[arg(long, value_enum, default_value_t, value_name = "WHICH")]
+    pub comments: crate::annotate::Comments,
 }
 
 /// A run, validated.
@@ -531,6 +543,7 @@ pub struct RunConfig {
     pub default_output: bool,
     /// `--color` (global): main sets it from the top-level flag.
     pub color: ColorChoice,
+    pub comments: crate::annotate::Comments,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -560,6 +573,7 @@ impl TryFrom<RunArgs> for RunConfig {
             output,
             default_output,
             color: ColorChoice::Auto,
+            comments: args.comments,
         })
     }
 }

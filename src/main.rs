@@ -32,9 +32,12 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ),
         Command::Capture(args) => capture(args),
-        Command::Annotate(args) => {
-            teardown::offline::annotate(&args.input, &args.output, &mut std::io::stderr())
-        }
+        Command::Annotate(args) => teardown::offline::annotate(
+            &args.input,
+            &args.output,
+            args.comments,
+            &mut std::io::stderr(),
+        ),
         Command::Diagram(args) => {
             use teardown::offline::Select;
             let select = match (args.conn, args.port) {
@@ -288,6 +291,7 @@ fn capture(args: teardown::cli::CaptureArgs) -> Result<i32, Error> {
         output,
         netns: args.netns,
         user: args.user,
+        comments: args.comments,
     };
     teardown::capture::session::capture(&config, &mut std::io::stderr())
 }

@@ -17,7 +17,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
-use crate::annotate::{Annotator, CommentCache, Packet, is_teardown_comment};
+use crate::annotate::{Annotator, CommentCache, Comments, Packet, is_teardown_comment};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, decode, link};
 use crate::error::{Error, exit};
@@ -131,7 +131,7 @@ pub fn annotate_stream<R: Read>(
     out: &mut dyn Write,
 ) -> Result<Annotated, Error> {
     let src = Source::open(input, name).map_err(usage)?;
-    annotate_into(src, name, out, false)
+    annotate_into(src, name, out, false, Comments::default())
 }
 
 /// The annotation loop; `flush_each` sends every packet on at once (a live input).
@@ -140,6 +140,7 @@ fn annotate_into<R: Read>(
     name: &str,
     out: &mut dyn Write,
     flush_each: bool,
+    mode: Comments,
 ) -> Result<Annotated, Error> {
     let write_err = |e: io::Error| Error::io("writing the annotated capture")(e);
     if let Kind::Pcap {
@@ -155,7 +156,7 @@ fn annotate_into<R: Read>(
                  Linux cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are"
             )));
         }
-        out.write_all(&pcapng_header(name, linktype, snaplen, nanos)?)
+        out.write_all(&pcapng_header(name, linktype, snaplen, nanos, mode)?)
             .map_err(write_err)?;
     }
     // One pass, memory for the open connections only: a finished one is forgotten 2×MSL
@@ -163,9 +164,10 @@ fn annotate_into<R: Read>(
     // until its answer settles its story; all else goes straight through.
     let mut annotator: Annotator<Held> =
         Annotator::new(Tracker::forgetful(Duration::from_secs(60)));
+    annotator.comments = mode;
     let mut opened = 0usize;
-    // Most segments change nothing: their few texts are made once.
-    let mut comments = CommentCache::default();
+    // Most segments change nothing: no comment, or (--comments all) their few texts made once.
+    let mut comments = CommentCache::new(annotator.comments);
     let (mut packets, mut tcp) = (0u64, 0u64);
     let mut cut = None;
     let mut p = InPacket::default();
@@ -277,8 +279,9 @@ fn write_annotated(
 ) -> io::Result<()> {
     let text: std::borrow::Cow<'_, str> = match (event, extra) {
         (Some(event), None) => comments.comment(event),
+        // A note makes any segment worth its whole comment, states and all.
         (Some(event), Some(extra)) => {
-            let mut text = comments.comment(event).into_owned();
+            let mut text = crate::annotate::comment(event);
             text.push_str("; ");
             text.push_str(extra);
             text.into()
@@ -286,10 +289,9 @@ fn write_annotated(
         (None, Some(error)) => error.into(),
         (None, None) => "".into(),
     };
-    // Annotating again replaces teardown's earlier comment; others' stay.
-    if !text.is_empty() {
-        packet.drop_comments(is_teardown_comment);
-    }
+    // Annotating again replaces teardown's earlier comment (or drops it, where the segment
+    // now gets none); others' stay.
+    packet.drop_comments(is_teardown_comment);
     write_epb(
         out,
         packet.big_endian,
@@ -319,7 +321,12 @@ fn write_held(
 
 /// `teardown annotate IN -o OUT`: OUT checked before IN is read, written through a temporary
 /// file renamed at the end (so OUT may be IN: the input is read whole from its own inode).
-pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, Error> {
+pub fn annotate(
+    input: &str,
+    output: &Path,
+    mode: Comments,
+    log: &mut dyn Write,
+) -> Result<i32, Error> {
     let mut dest = Dest::check("-o", output).map_err(Error::Usage)?;
     let inp = open_input(input)?;
     let in_place =
@@ -333,7 +340,7 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
             .map_err(Error::io(format!("writing {}", dest.name())))?;
         let mut out = BufWriter::with_capacity(1 << 20, sink);
         let src = Source::open(inp.reader, &inp.name).map_err(usage)?;
-        let done = annotate_into(src, &inp.name, &mut out, flush_each)?;
+        let done = annotate_into(src, &inp.name, &mut out, flush_each, mode)?;
         out.flush()
             .map_err(Error::io("writing the annotated capture"))?;
         Ok(done)
@@ -389,15 +396,17 @@ pub fn annotate(input: &str, output: &Path, log: &mut dyn Write) -> Result<i32, 
 }
 
 /// The section and interface header of a pcapng that carries a pcap file's packets.
-fn pcapng_header(name: &str, linktype: u32, snaplen: u32, nanos: bool) -> Result<Vec<u8>, Error> {
+fn pcapng_header(
+    name: &str,
+    linktype: u32,
+    snaplen: u32,
+    nanos: bool,
+    mode: Comments,
+) -> Result<Vec<u8>, Error> {
     let shb = SectionHeaderBlock {
         options: vec![
             SectionHeaderOption::Common(CommonOption::Comment(
-                format!(
-                    "{name}, annotated by teardown: every TCP segment commented with the state \
-                     transitions it caused"
-                )
-                .into(),
+                format!("{name}, annotated by teardown: {}", mode.described()).into(),
             )),
             SectionHeaderOption::UserApplication(
                 format!("teardown {}", env!("CARGO_PKG_VERSION")).into(),
@@ -443,19 +452,27 @@ impl Scan {
     }
 }
 
-/// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet, the
-/// segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
+/// What `summary` and `diagram` keep of a packet: its time and length, not its bytes (a
+/// copy of each held packet's buffers showed in the profile).
+#[derive(Clone, Copy)]
+struct Stamp {
+    ts: Duration,
+    orig_len: u32,
+}
+
+/// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet's stamp,
+/// the segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
 fn each_segment(
     input: &str,
     nothing: &str,
-    mut f: impl FnMut(&InPacket, crate::decode::Segment, crate::tracker::Event),
+    tracker: Tracker,
+    mut f: impl FnMut(&Stamp, crate::decode::Segment, crate::tracker::Event),
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
     let mut src = Source::open(inp.reader, &name).map_err(usage)?;
     // The same annotator as `annotate`'s: the same packets tell the same story.
-    let mut annotator: Annotator<(InPacket, crate::decode::Segment)> =
-        Annotator::new(Tracker::new());
+    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(tracker);
     let mut packet = InPacket::default();
     let mut packets = 0u64;
     let mut cut = None;
@@ -474,6 +491,10 @@ fn each_segment(
             continue;
         };
         let at = Some(packet.ts);
+        let stamp = Stamp {
+            ts: packet.ts,
+            orig_len: packet.orig_len,
+        };
         let Ok(tracked) = annotator.step(Some(&seg), at, |_, (p, seg), event| {
             if let Some(event) = event {
                 f(&p, seg, event);
@@ -481,9 +502,9 @@ fn each_segment(
             Ok::<(), std::convert::Infallible>(())
         });
         if tracked.hold {
-            annotator.hold((packet.clone(), seg), tracked, at);
+            annotator.hold((stamp, seg), tracked, at);
         } else if let Some(event) = tracked.event {
-            f(&packet, seg, event);
+            f(&stamp, seg, event);
         }
     }
     for ((p, seg), event) in annotator.finish() {
@@ -542,7 +563,7 @@ pub fn summary(
     log: &mut dyn Write,
 ) -> Result<i32, Error> {
     let mut seen: Vec<Seen> = Vec::new();
-    let scan = each_segment(input, "summarise", |p, seg, event| {
+    let scan = each_segment(input, "summarise", Tracker::new(), |p, seg, event| {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;
@@ -566,6 +587,8 @@ pub fn summary(
         }
     })?;
     let tracker = &scan.tracker;
+    // A line per connection: buffered, not a write per line to a line-buffered stdout.
+    let mut out = BufWriter::with_capacity(1 << 16, out);
     if json_out {
         let rows: Vec<SummaryRow> = tracker
             .connections()
@@ -654,7 +677,7 @@ pub fn diagram(
         .transpose()
         .map_err(Error::Usage)?;
     let mut kept: Vec<Packet> = Vec::new();
-    let scan = each_segment(input, "draw", |p, seg, event| {
+    let scan = each_segment(input, "draw", Tracker::new(), |p, seg, event| {
         let wanted = match select {
             Select::All => event.conn < MAX_DIAGRAMS,
             Select::Conn(n) => event.conn == n,

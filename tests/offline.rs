@@ -90,6 +90,8 @@ fn annotate_keeps_every_packet_byte_for_byte_with_its_time_and_comments() {
         input.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
+        "--comments",
+        "all",
     ]);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
@@ -682,6 +684,8 @@ fn a_capture_cut_short_gives_its_complete_packets_a_warning_and_exit_1() {
             path.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
+            "--comments",
+            "all",
         ]);
         assert_eq!(run.code, Some(1), "{run}");
         assert!(
@@ -822,6 +826,8 @@ fn annotating_again_replaces_teardowns_comment_and_keeps_the_others() {
         let comments = tshark_comments(to);
         assert_eq!(comments.len(), expected.len());
         for (i, (got, new)) in comments.iter().zip(&expected).enumerate() {
+            // A segment that changes nothing loses the run's comment and gets none (tshark
+            // shows an empty field).
             let want: Vec<&str> = if i == 2 {
                 vec!["a note of mine", new]
             } else {
@@ -847,6 +853,8 @@ fn annotating_again_replaces_teardowns_comment_and_keeps_the_others() {
             file.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
+            "--comments",
+            "all",
         ]);
         assert_eq!(run.code, Some(0), "{run}");
         for (i, (_, _, c)) in packets_of(&out).iter().enumerate() {
@@ -938,4 +946,66 @@ fn a_reader_that_goes_away_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
+}
+
+/// The default on a real capture (a SYN sent again, then a request, a reply and the close),
+/// read back by tshark: no comment on the data segments and their ACKs, which change nothing;
+/// one on every transition and on the retransmitted SYN; the section comment names the flag.
+/// `--comments all` gives today's text on every one.
+#[test]
+fn by_default_segments_that_change_nothing_carry_no_comment() {
+    if !tshark("comments_default") {
+        return;
+    }
+    let dir = TempDir::new();
+    let input = capture("real/syn-retransmit.pcap");
+    let (changes, all) = (dir.join("changes.pcapng"), dir.join("all.pcapng"));
+    for (out, extra) in [(&changes, None), (&all, Some("all"))] {
+        let mut args = vec![
+            "annotate",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if let Some(which) = extra {
+            args.extend(["--comments", which]);
+        }
+        let run = teardown(&args);
+        assert_eq!(run.code, Some(0), "{run}");
+    }
+    let by_default = tshark_comments(&changes);
+    let every = tshark_comments(&all);
+    assert_eq!((by_default.len(), every.len()), (11, 11));
+    // Packets 5 to 8: the request, its ACK, the reply, its ACK.
+    for i in 4..8 {
+        assert_eq!(by_default[i], [""], "packet {}: {by_default:?}", i + 1);
+        assert_eq!(
+            every[i],
+            ["no state change: client ESTABLISHED, server ESTABLISHED"],
+            "packet {}",
+            i + 1
+        );
+    }
+    assert!(
+        by_default[1][0].contains("retransmission of the previous segment after 1033 ms"),
+        "{by_default:?}"
+    );
+    for i in (0..4).chain(8..11) {
+        assert!(
+            by_default[i][0].contains(" → "),
+            "packet {}: {by_default:?}",
+            i + 1
+        );
+        assert_eq!(by_default[i], every[i], "packet {}", i + 1);
+    }
+    let section = section_comments(&changes);
+    assert!(
+        section[0].contains("segments that change nothing carry no comment (--comments all"),
+        "{section:?}"
+    );
+    assert!(
+        section_comments(&all)[0].contains("every TCP segment is commented"),
+        "{:?}",
+        section_comments(&all)
+    );
 }

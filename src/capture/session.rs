@@ -11,7 +11,7 @@ use pcap_file::DataLink;
 
 use super::filter::{self, Bpf};
 use super::ring::{ANY, Ring, SLL2_LEN};
-use crate::annotate::{Annotator, CommentCache};
+use crate::annotate::{Annotator, CommentCache, Comments};
 use crate::decode::{DecodeError, decode};
 use crate::error::{Error, exit};
 use crate::kernel::table;
@@ -38,6 +38,8 @@ pub struct CaptureConfig {
     pub netns: Option<String>,
     /// `-Z USER`: become this user; without it, every capability is dropped.
     pub user: Option<String>,
+    /// Which segments get a comment.
+    pub comments: Comments,
 }
 
 const POLL: Duration = Duration::from_millis(50);
@@ -161,9 +163,9 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     };
     let info = FileInfo {
         section_comment: format!(
-            "teardown capture on {}{filter_text}: every TCP segment commented with the state \
-             transitions it caused, inferred from the packets as they came",
-            config.iface
+            "teardown capture on {}{filter_text}, inferred from the packets as they came: {}",
+            config.iface,
+            config.comments.described()
         ),
         iface: config.iface.clone(),
         linktype,
@@ -189,9 +191,13 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     let started = Instant::now();
     // The one annotator every front uses: a FIN waits for its answer (a round trip, at most
     // LOOKAHEAD_TIME), the rest goes out as it comes.
-    let mut annotator: Annotator<Held> = Annotator::new(Tracker::new());
-    // Most segments change nothing: their few texts are made once.
-    let mut comments = CommentCache::default();
+    // A finished connection is forgotten 2×MSL after its last segment: memory follows the
+    // open connections on a busy server, however long the capture runs.
+    let mut annotator: Annotator<Held> =
+        Annotator::new(Tracker::forgetful(Duration::from_secs(60)));
+    annotator.comments = config.comments;
+    // Most segments change nothing: no comment, or (--comments all) their few texts made once.
+    let mut comments = CommentCache::new(annotator.comments);
     let mut written: u64 = 0;
     // Taken in: written or held (what -c counts).
     let mut taken: u64 = 0;

@@ -214,6 +214,9 @@ pub fn run_all(
                 cmd.arg(flag);
             }
         }
+        if args.comments != crate::annotate::Comments::default() {
+            cmd.args(["--comments", "all"]);
+        }
         let _ = write!(
             progress,
             "[{}/{total}] {} (port {}) … ",

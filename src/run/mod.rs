@@ -173,6 +173,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         },
     );
     lab.quick_close = config.quick_close;
+    lab.annotator.comments = config.comments;
     lab.tracer = tracer;
     lab.require_kernel = config.require_kernel;
     lab.style = style;
