@@ -188,7 +188,9 @@ impl<T> Annotator<T> {
         if first.waits_for.is_some() && !expired {
             return None;
         }
-        if !expired && !self.settled(first.at) {
+        // Asked even when the look-ahead is over: the evidence reads what it lacks (the
+        // kernel's trace, long since written when a quiet connection's next segment comes).
+        if !self.settled(first.at) && !expired {
             return None;
         }
         let p = self.pending.pop_front()?;
