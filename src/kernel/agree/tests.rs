@@ -627,3 +627,48 @@ fn read_as_the_capture_goes_the_trace_gives_each_packet_its_notes_as_it_leaves()
     let whole = agree(&packets, &conn, &trace, None);
     assert_eq!(whole.per_packet, notes);
 }
+
+#[test]
+fn a_change_traced_after_its_packet_was_written_is_said_beside_the_capture() {
+    let (packets, conn) = packets(false);
+    let late = |e: &KernelEvent| {
+        e.kind
+            == EventKind::SetState {
+                old: State::Established,
+                new: State::CloseWait,
+            }
+    };
+    let mut live = Checker::new();
+    let mut given = Vec::new();
+    for p in &packets {
+        // The client's CLOSE_WAIT reaches the trace only after everything else.
+        let read: Vec<KernelEvent> = kernel_trace().into_iter().filter(|e| !late(e)).collect();
+        live.set_trace(read, Checker::needs(p.frame.ts));
+        given.push(live.release(p));
+    }
+    let fin = 7;
+    assert!(
+        given[fin]
+            .iter()
+            .any(|n| n.role == Role::Client && n.verdict == Verdict::Mismatch),
+        "{:#?}",
+        given[fin]
+    );
+    live.set_trace(kernel_trace(), Duration::MAX);
+    let a = live.finish(None, std::slice::from_ref(&conn));
+    // Counted from the whole trace: it agrees.
+    assert!(a.ok(), "{a:#?}");
+    let said: Vec<&str> = a.section.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(
+        said.iter().any(|t| t.starts_with(
+            "kernel agrees (on the server's segment at +0.700 ms, traced after it was written)"
+        )),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|t| t.starts_with(
+            "the server's segment at +0.700 ms says \"MISMATCH: the kernel traced no change for the client here\""
+        ) && t.ends_with("does not bear it out")),
+        "{said:#?}"
+    );
+}
