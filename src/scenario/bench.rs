@@ -408,6 +408,17 @@ impl Lab {
         self.gate = Some(gate);
     }
 
+    /// The run's tracefs instance, while it lives (wherever the tracer is now: the bench's
+    /// until the first frame, the annotator's evidence after), for a front that reads more
+    /// of the raw trace (`exec`: which process made each call).
+    pub fn tracer_dir(&self) -> Option<std::path::PathBuf> {
+        if let Some(t) = &self.tracer {
+            return Some(t.dir().to_path_buf());
+        }
+        let word = self.kernel.as_ref()?.lock().ok()?;
+        word.tracer.as_ref().map(|t| t.dir().to_path_buf())
+    }
+
     /// Hands the tracer to the annotator as evidence, once it is there.
     fn hook_tracer(&mut self) {
         if let Some(tracer) = self.tracer.take() {
