@@ -280,15 +280,23 @@ fn fold_alike(
                         .filter(|id| notes_of(**id).any(|n| n.verdict == Verdict::Mismatch))
                         .count();
                     match (checked, mismatched) {
+                        (0, _) => String::new(),
                         (c, 0) if c == n => format!("; the kernel agrees on all {n}"),
                         (c, 0) => format!("; the kernel checked {c} of {n}, and agrees"),
                         (c, m) => format!("; the kernel checked {c} of {n}, and disagrees on {m}"),
                     }
                 });
+                let ports = if n <= 8 {
+                    ports
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    format!("{}–{}", ports[0], ports[ports.len() - 1])
+                };
                 panel.caption = Some(format!(
-                    "{n} connections like this one (client ports {}–{}){}",
-                    ports[0],
-                    ports[ports.len() - 1],
+                    "{n} connections like this one (client ports {ports}){}",
                     kernel_word.unwrap_or_default()
                 ));
                 panel.conns = ids;
@@ -780,8 +788,8 @@ fn lost_arrow(from: Role, flags: &str, at: f64, packet: usize, line: Line, why: 
         sub: 0,
     };
     let tag = match line {
-        Line::Lost => "lost: the packet filter dropped it".to_string(),
-        _ => "inferred: never seen, the FIN went again".to_string(),
+        Line::Lost => "lost (packet filter)".to_string(),
+        _ => "inferred: never seen".to_string(),
     };
     Arrow {
         from,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::figure::thousands;
 use super::style::{MIN_WIDTH, Style, columns, pad, wrap_words};
 use crate::annotate::Packet;
 use crate::evidence::{Note, Verdict};
@@ -61,6 +62,10 @@ struct Row {
     sides: [String; 2],
     /// What goes after the line: unexpected segments and MISMATCH notes, styled.
     notes: Vec<String>,
+    /// Bulk: data or a bare ACK that changes nothing and says nothing (it may fold).
+    plain: bool,
+    /// This row stands for a run of folded segments: "… 2,998 data segments …".
+    fold: Option<String>,
 }
 
 /// The diagram with the kernel's verdict beside each change (✓ agrees, ○ not traced by
@@ -120,8 +125,16 @@ pub fn render_checked(
                 .filter(|n| n.verdict == Verdict::Mismatch)
                 .map(|n| style.red(&n.text)),
         );
+        let plain = event.transitions.is_empty()
+            && after.is_empty()
+            && !event.resent
+            && !seg.flags.syn()
+            && !seg.flags.fin()
+            && !seg.flags.rst();
         rows.push(Row {
             ms,
+            plain,
+            fold: None,
             label: label(seg, event),
             short: short_label(seg),
             rightwards: event.from == Role::Client,
@@ -129,6 +142,7 @@ pub fn render_checked(
             notes: after,
         });
     }
+    let rows = fold(rows);
     let ends = [conn.ending(Role::Client), conn.ending(Role::Server)];
     let wide = full(conn, &rows, &ends);
     match style.width {
@@ -158,6 +172,10 @@ fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
         w = side_w + ARROW_W + 2,
     );
     for row in rows {
+        if let Some(text) = &row.fold {
+            let _ = writeln!(out, "{:>TIME_W$}  {:side_w$}  {:^ARROW_W$}", "", "", text);
+            continue;
+        }
         let _ = write!(
             out,
             "{:>TIME_W$.3}  {}  {}  {}",
@@ -224,6 +242,10 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
     );
     let arrow_w = width - left;
     for row in rows {
+        if let Some(text) = &row.fold {
+            let _ = writeln!(out, "{}{text}", " ".repeat(left));
+            continue;
+        }
         let mut label = row.label.as_str();
         if columns(label) + 6 > arrow_w {
             label = &row.short;
@@ -250,6 +272,58 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
         &line(&ends[0], &ends[1])[time_w..]
     );
     trim_lines(out)
+}
+
+/// Runs of more than FOLD_MIN plain segments keep their first and last; between them one line
+/// says how many (a 3,000-segment transfer is not 3,000 lines).
+fn fold(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut run: Vec<Row> = Vec::new();
+    let flush = |run: &mut Vec<Row>, out: &mut Vec<Row>| {
+        if run.len() > super::figure::FOLD_MIN {
+            let last = run.pop();
+            let inner = run.split_off(1);
+            let data = inner
+                .iter()
+                .filter(|r| !r.label.ends_with(" len=0"))
+                .count();
+            let acks = inner.len() - data;
+            let text = match (data, acks) {
+                (d, 0) => format!("… {} data segments …", thousands(d)),
+                (0, a) => format!("… {} ACKs …", thousands(a)),
+                (d, a) => format!(
+                    "… {} segments: {} data, {} ACKs …",
+                    thousands(d + a),
+                    thousands(d),
+                    thousands(a)
+                ),
+            };
+            out.append(run);
+            out.push(Row {
+                ms: 0.0,
+                label: String::new(),
+                short: String::new(),
+                rightwards: true,
+                sides: [String::new(), String::new()],
+                notes: Vec::new(),
+                plain: false,
+                fold: Some(text),
+            });
+            out.extend(last);
+        } else {
+            out.append(run);
+        }
+    };
+    for row in rows {
+        if row.plain {
+            run.push(row);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(row);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// An arrow's words: `FIN,ACK seq=12 ack=12 len=0`, relative numbers (the SVG uses them too).
@@ -479,5 +553,43 @@ mod tests {
         let d = diagram(true);
         assert!(d.contains("FIN_WAIT_1 → TIME_WAIT"), "{d}");
         assert!(!d.contains("FIN_WAIT_2"), "{d}");
+    }
+
+    #[test]
+    fn bulk_data_folds_into_one_line_and_fits_80_columns() {
+        use crate::tcp::Flags;
+        use crate::tracker::tests::segment as seg;
+        let (a, pa, fa) = (
+            Flags::ACK,
+            Flags(Flags::PSH.0 | Flags::ACK.0),
+            Flags(Flags::FIN.0 | Flags::ACK.0),
+        );
+        let mut segs = vec![
+            seg(true, Flags::SYN, 100, 0, 0),
+            seg(false, Flags::SYN | a, 900, 101, 0),
+            seg(true, a, 101, 901, 0),
+        ];
+        for k in 0..3000 {
+            segs.push(seg(true, pa, 101 + k, 901, 1));
+        }
+        segs.extend([
+            seg(false, a, 901, 3101, 0),
+            seg(false, fa, 901, 3101, 0),
+            seg(true, a, 3101, 902, 0),
+            seg(true, fa, 3101, 902, 0),
+            seg(false, a, 902, 3102, 0),
+        ]);
+        let (packets, tracker) = captured(segs, every_50us);
+        let conn = &tracker.connections()[0];
+        let d = render(&packets, conn);
+        assert!(d.contains("… 2,999 data segments …"), "{d}");
+        assert_eq!(d.lines().count(), 1 + 3 + 3 + 4 + 1, "{d}");
+        let narrow = Style {
+            color: false,
+            width: Some(80),
+        };
+        let d = render_checked(&packets, conn, None, &narrow);
+        assert!(d.contains("… 2,999 data segments …"), "{d}");
+        assert!(d.lines().all(|l| l.chars().count() <= 80), "{d}");
     }
 }

@@ -915,4 +915,150 @@ mod tests {
         // Deterministic: the same input, the same bytes.
         assert_eq!(d, render(&packets, &tracker.connections()[0], None));
     }
+
+    /// A transfer of 3,000 data segments, then the close.
+    fn bulk() -> Vec<Segment> {
+        use crate::tcp::Flags;
+        let (a, pa, fa) = (
+            Flags::ACK,
+            Flags(Flags::PSH.0 | Flags::ACK.0),
+            Flags(Flags::FIN.0 | Flags::ACK.0),
+        );
+        let mut segs = vec![
+            seg(true, Flags::SYN, 100, 0, 0),
+            seg(false, Flags::SYN | a, 900, 101, 0),
+            seg(true, a, 101, 901, 0),
+        ];
+        for k in 0..3000 {
+            segs.push(seg(true, pa, 101 + k, 901, 1));
+        }
+        segs.push(seg(false, a, 901, 3101, 0));
+        segs.push(seg(false, fa, 901, 3101, 0));
+        segs.push(seg(true, a, 3101, 902, 0));
+        segs.push(seg(true, fa, 3101, 902, 0));
+        segs.push(seg(false, a, 902, 3102, 0));
+        segs
+    }
+
+    fn height(doc: &str) -> i64 {
+        let start = doc.find(r#"height=""#).unwrap() + 8;
+        let len = doc[start..].find('"').unwrap();
+        doc[start..start + len].parse().unwrap()
+    }
+
+    #[test]
+    fn bulk_data_folds_into_one_line() {
+        let (packets, tracker) = packets_of(bulk());
+        let d = render(&packets, &tracker.connections()[0], None);
+        check_well_formed(&d).unwrap();
+        // The first data segment and the server's ACK stay; the 2,999 between are one line.
+        assert!(
+            d.contains(r##"font-style="italic" fill="#666666">… 2,999 data segments …</text>"##),
+            "{}",
+            &d[..d.len().min(4000)]
+        );
+        assert_eq!(arrows(&d).len(), 3 + 2 + 4, "{}", &d[..d.len().min(4000)]);
+        assert!(height(&d) < 1200, "{} px tall", height(&d));
+        let b = boxes(&d);
+        assert_eq!(&b[b.len() - 2..], ["CLOSED", "TIME_WAIT"], "{b:?}");
+    }
+
+    /// Where a text reaches, estimated as the drawing does: (left, right) in px.
+    fn extents(doc: &str) -> Vec<(f64, f64, String)> {
+        let attr = |l: &str, a: &str| -> Option<String> {
+            let start = l.find(&format!(" {a}=\""))? + a.len() + 3;
+            let len = l[start..].find('"')?;
+            Some(l[start..start + len].to_string())
+        };
+        doc.lines()
+            .filter(|l| l.starts_with("<text") && !l.contains("rotate("))
+            .map(|l| {
+                let x: f64 = attr(l, "x").unwrap().parse().unwrap();
+                let size: f64 = attr(l, "font-size").map_or(FONT, |s| s.parse().unwrap());
+                let text = strip_tags(l);
+                let w = text.chars().count() as f64 * ADVANCE * size;
+                let (lo, hi) = match attr(l, "text-anchor").as_deref() {
+                    Some("middle") => (x - w / 2.0, x + w / 2.0),
+                    Some("end") => (x - w, x),
+                    _ => (x, x + w),
+                };
+                (lo, hi, text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_ipv6_addresses_fit_in_the_picture() {
+        let client: std::net::SocketAddr = "[2001:db8:1234:5678:9abc:def0:1234:5678]:40000"
+            .parse()
+            .unwrap();
+        let server: std::net::SocketAddr = "[2001:db8:ffff:eeee:dddd:cccc:bbbb:aaaa]:8000"
+            .parse()
+            .unwrap();
+        let segs = active_close(false)
+            .into_iter()
+            .map(|mut s| {
+                let from_client = s.src.port() == 40000;
+                (s.src, s.dst) = if from_client {
+                    (client, server)
+                } else {
+                    (server, client)
+                };
+                s
+            })
+            .collect();
+        let (packets, tracker) = packets_of(segs);
+        let conn = &tracker.connections()[0];
+        let heading = Heading {
+            title: format!("teardown: client {}, server {}", conn.client, conn.server),
+            lesson: Some("a lesson ".repeat(30)),
+            verdict: Some("the kernel did something else: ".repeat(6)),
+        };
+        let d = render_page(&packets, &[conn], None, &[], &[], &heading);
+        check_well_formed(&d).unwrap();
+        let texts = extents(&d);
+        assert!(
+            texts.iter().any(|(_, _, t)| t.contains("2001:db8:1234")),
+            "{d}"
+        );
+        for (lo, hi, text) in &texts {
+            assert!(
+                *lo >= 0.0 && *hi <= WIDTH as f64,
+                "{text:?} reaches {lo:.0}..{hi:.0}, outside 0..{WIDTH}"
+            );
+        }
+        // The two headings do not meet in the middle.
+        let heads: Vec<_> = texts.iter().filter(|(_, _, t)| t.contains("]:")).collect();
+        let client_head = heads
+            .iter()
+            .find(|(_, _, t)| t.starts_with("client"))
+            .unwrap();
+        let server_head = heads
+            .iter()
+            .find(|(_, _, t)| t.starts_with("server"))
+            .unwrap();
+        assert!(client_head.1 < server_head.0, "{heads:?}");
+    }
+
+    #[test]
+    fn the_page_has_title_lesson_and_verdict() {
+        let (packets, tracker) = packets_of(active_close(false));
+        let conn = &tracker.connections()[0];
+        let heading = Heading {
+            title: "teardown run active-close".into(),
+            lesson: Some("the side that closes first keeps TIME_WAIT".into()),
+            verdict: Some("reproduced".into()),
+        };
+        let d = render_page(&packets, &[conn], None, &[], &[], &heading);
+        check_well_formed(&d).unwrap();
+        let title = d.find(">teardown run active-close</text>").unwrap();
+        let lesson = d.find(r#"class="lesson""#).unwrap_or_else(|| panic!("{d}"));
+        let first_arrow = d.find("marker-end=").unwrap();
+        let verdict = d.find(">verdict: reproduced</text>").unwrap();
+        assert!(title < lesson && lesson < first_arrow && first_arrow < verdict);
+        assert!(
+            d.contains("<title>teardown run active-close</title>"),
+            "{d}"
+        );
+    }
 }
