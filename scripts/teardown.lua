@@ -1,6 +1,6 @@
 -- teardown.lua: a Wireshark postdissector that puts teardown's packet comment (the TCP
 -- state transitions) into the Info column and the packet tree, so Statistics → Flow Graph
--- reads like the termination diagram of a textbook.
+-- (All Flows) reads like the termination diagram of a textbook: the states come first.
 --
 -- Load it once:   wireshark -X lua_script:scripts/teardown.lua captures/active-close.pcapng
 -- or for good:    copy it into ~/.local/lib/wireshark/plugins/ (Help → About → Folders).
@@ -21,6 +21,50 @@ local function short(text)
     return (s:gsub("^%s+", ""):gsub("%s+$", ""))
 end
 
+-- The head of the Info column, short enough for Statistics → Flow Graph (All Flows), which
+-- cuts its labels long before the end: each side's new states, then what befell the segment.
+-- "[client FIN_WAIT_1→CLOSING · server CLOSING · held 0.3 ms]", "[no change]",
+-- "[FIN again +206 ms · server's ACK lost]".
+local function head(states)
+    local order, to = {}, {}
+    for role, _, new in states:gmatch("(%a+) ([%u_%d]+) → ([%u_%d]+)") do
+        if role == "client" or role == "server" then
+            if not to[role] then
+                order[#order + 1] = role
+                to[role] = {}
+            end
+            table.insert(to[role], new)
+        end
+    end
+    local parts = {}
+    for _, role in ipairs(order) do
+        parts[#parts + 1] = role .. " " .. table.concat(to[role], "→")
+    end
+    if #parts == 0 and states:find("no state change") then
+        parts[1] = "no change"
+    end
+    local after = states:match("previous segment after (%d+) ms")
+    if after then
+        parts[#parts + 1] = "again +" .. after .. " ms"
+    elseif states:find("retransmission") then
+        parts[#parts + 1] = "again"
+    end
+    local who, flags = states:match("the (%a+)'s ([%u,]+) segment sent at [%d.]+ ms never arrived")
+    if who then
+        parts[#parts + 1] = who .. "'s " .. flags .. " lost (dropped)"
+    elseif states:find("its ACK was lost or never sent") then
+        parts[#parts + 1] = "its ACK lost?"
+    end
+    local held = states:match("held back by teardown's packet filter for ([%d.]+ ms)")
+    if held then
+        parts[#parts + 1] = "held " .. held
+    end
+    if #parts == 0 then
+        return nil
+    end
+    return "[" .. table.concat(parts, " · ") .. "]"
+end
+
 function teardown.dissector(tvb, pinfo, tree)
     local comments = { f_comment() }
     if #comments == 0 then
@@ -32,6 +76,11 @@ function teardown.dissector(tvb, pinfo, tree)
     end
     local text = table.concat(texts, "; ")
     local states = short(text)
+    -- The short head first (the Flow Graph shows it), the whole story at the end.
+    local h = head(text)
+    if h then
+        pinfo.cols.info:prepend(h .. " ")
+    end
     if states:find("→") or states:find("no state change") then
         pinfo.cols.info:append("  [" .. states .. "]")
     end

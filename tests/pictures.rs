@@ -350,3 +350,51 @@ fn run_tw_reuse_and_assassination_draw_every_connection() {
         );
     }
 }
+
+/// The Info column as Wireshark shows it with scripts/teardown.lua loaded.
+fn lua_info(fixture: &str) -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-X")
+        .arg(format!("lua_script:{root}/scripts/teardown.lua"))
+        .arg("-r")
+        .arg(data(fixture))
+        .args(["-T", "fields", "-e", "_ws.col.Info"]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout.lines().map(str::to_string).collect()
+}
+
+/// The Flow Graph (All Flows) labels its arrows with the Info column, cut short: the states
+/// come first, with what befell the segment.
+#[test]
+fn lua_info_column_starts_with_the_states_short() {
+    if !crate::helper::tshark("lua_info_head") {
+        return;
+    }
+    let info = lua_info("simultaneous-close.pcapng");
+    assert!(
+        info[0].starts_with("[client SYN_SENT · server SYN_RECEIVED] "),
+        "{info:#?}"
+    );
+    assert!(info[3].starts_with("[no change] "), "{info:#?}");
+    assert!(
+        info[8].starts_with("[client FIN_WAIT_1→CLOSING · server CLOSING · held 0.3 ms] "),
+        "{info:#?}"
+    );
+    // The whole story still ends the column.
+    assert!(
+        info[8].ends_with("then released]") && info[8].contains("[FIN, ACK]"),
+        "{info:#?}"
+    );
+    let info = lua_info("lost-final-ack.pcapng");
+    let again: Vec<&String> = info
+        .iter()
+        .filter(|l| l.contains(" · again +") && l.contains(" · server's ACK lost (dropped)] "))
+        .collect();
+    assert_eq!(again.len(), 3, "{info:#?}");
+    assert!(
+        info[9].starts_with("[client LAST_ACK · server TIME_WAIT] "),
+        "{info:#?}"
+    );
+}
