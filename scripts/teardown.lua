@@ -22,9 +22,10 @@ local function short(text)
 end
 
 -- The head of the Info column, short enough for Statistics → Flow Graph (All Flows), which
--- cuts its labels long before the end: each side's new states, then what befell the segment.
--- "[client FIN_WAIT_1→CLOSING · server CLOSING · held 0.3 ms]", "[no change]",
--- "[FIN again +206 ms · server's ACK lost]".
+-- cuts an arrow's label after about 40 characters: each side's new states, then what befell
+-- the segment. "[server FIN_WAIT_1 · client CLOSE_WAIT]", "[no change]",
+-- "[again +206 ms · server's ACK lost]"; "[C FIN_WAIT_1→CLOSING · S CLOSING]" where the words
+-- would not fit.
 local function head(states)
     local order, to = {}, {}
     for role, _, new in states:gmatch("(%a+) ([%u_%d]+) → ([%u_%d]+)") do
@@ -36,33 +37,43 @@ local function head(states)
             table.insert(to[role], new)
         end
     end
-    local parts = {}
-    for _, role in ipairs(order) do
-        parts[#parts + 1] = role .. " " .. table.concat(to[role], "→")
-    end
-    if #parts == 0 and states:find("no state change") then
-        parts[1] = "no change"
-    end
+    local notes = {}
     local after = states:match("previous segment after (%d+) ms")
     if after then
-        parts[#parts + 1] = "again +" .. after .. " ms"
+        notes[#notes + 1] = "again +" .. after .. " ms"
     elseif states:find("retransmission") then
-        parts[#parts + 1] = "again"
+        notes[#notes + 1] = "again"
     end
     local who, flags = states:match("the (%a+)'s ([%u,]+) segment sent at [%d.]+ ms never arrived")
     if who then
-        parts[#parts + 1] = who .. "'s " .. flags .. " lost (dropped)"
+        notes[#notes + 1] = who .. "'s " .. flags .. " lost"
     elseif states:find("its ACK was lost or never sent") then
-        parts[#parts + 1] = "its ACK lost?"
+        notes[#notes + 1] = "its ACK lost?"
     end
-    local held = states:match("held back by teardown's packet filter for ([%d.]+ ms)")
-    if held then
-        parts[#parts + 1] = "held " .. held
+    local function join(short)
+        local parts = {}
+        for _, role in ipairs(order) do
+            local name = short and role:sub(1, 1):upper() or role
+            parts[#parts + 1] = name .. " " .. table.concat(to[role], "→")
+        end
+        if #parts == 0 and #notes == 0 and states:find("no state change") then
+            parts[1] = "no change"
+        end
+        for _, n in ipairs(notes) do
+            parts[#parts + 1] = n
+        end
+        if #parts == 0 then
+            return nil
+        end
+        return "[" .. table.concat(parts, " · ") .. "]"
     end
-    if #parts == 0 then
-        return nil
+    local h = join(false)
+    -- Characters, not bytes (Wireshark's Lua 5.2 has no utf8 library): the bytes that do not
+    -- continue a UTF-8 sequence.
+    if h and select(2, h:gsub("[^\128-\191]", "")) > 40 then
+        h = join(true)
     end
-    return "[" .. table.concat(parts, " · ") .. "]"
+    return h
 end
 
 function teardown.dissector(tvb, pinfo, tree)
