@@ -177,8 +177,8 @@ fn offline_a_reset_is_drawn_in_red_with_its_cause() {
         .filter(|d| d.class == "rst")
         .collect();
     assert_eq!(rst.len(), 1, "{doc}");
-    assert!(
-        rst[0].tag.starts_with("RST: client received RST"),
+    assert_eq!(
+        rst[0].tag, "RST: server aborts in ESTABLISHED; client received RST",
         "{rst:?}"
     );
     assert!(doc.contains(r#"marker-end="url(#rst)""#), "{doc}");

@@ -733,17 +733,23 @@ fn again(packets: &[Packet], index: usize, seg: &crate::decode::Segment, from: R
     format!("{what} again, +{gap:.0} ms{why}")
 }
 
-/// "RST: received RST in TIME_WAIT …": the change it made, or what it answered.
+/// "RST: server aborts in ESTABLISHED; client received RST": the change it made on each side,
+/// or what the packet's notes say of it (a TIME_WAIT that ignores it).
 fn rst_cause(event: &crate::tracker::Event) -> String {
-    let cause = event
-        .transitions
-        .iter()
-        .find(|(r, _)| *r != event.from)
-        .or_else(|| event.transitions.first())
-        .map(|(r, t)| format!("{r} {}", t.cause))
-        .or_else(|| event.notes.first().cloned())
-        .unwrap_or_else(|| "no change".to_string());
-    format!("RST: {cause}")
+    let mut parts = Vec::new();
+    if let Some(t) = event.transition(event.from) {
+        parts.push(format!("{} aborts in {}", event.from, t.from));
+    }
+    if let Some(t) = event.transition(event.from.other()) {
+        parts.push(format!("{} {}", event.from.other(), t.cause));
+    }
+    if parts.is_empty() {
+        parts.extend(event.notes.first().cloned());
+    }
+    match parts.is_empty() {
+        true => "RST: no change".to_string(),
+        false => format!("RST: {}", parts.join("; ")),
+    }
 }
 
 /// The packet filter's drop that a retransmission tells of (see `gate::GateEvidence`):
