@@ -257,8 +257,18 @@ fn draw_panel(out: &mut String, panel: &Panel, top: i64, several: bool) -> i64 {
     for b in &panel.brackets {
         bracket(out, b, &y_of, final_y);
     }
-    for a in &panel.arrows {
-        arrow(out, a, y_of(&a.sent), y_of(&a.arrives));
+    let ys: Vec<(Role, i64, i64)> = panel
+        .arrows
+        .iter()
+        .map(|a| (a.from, y_of(&a.sent), y_of(&a.arrives)))
+        .collect();
+    for (n, a) in panel.arrows.iter().enumerate() {
+        let (from, y1, y2) = ys[n];
+        // Crossing arrows (the FINs of a simultaneous close) keep their labels apart.
+        let crossing = ys
+            .iter()
+            .any(|&(f, b1, b2)| f != from && (y1 < b2) != (y2 < b1));
+        arrow(out, a, y1, y2, crossing);
     }
     for f in &panel.folds {
         let _ = writeln!(
@@ -310,7 +320,7 @@ fn timeline_x(role: Role) -> i64 {
 
 /// One segment: time, arrow with its label and tag, the red notes. Grouped with the packet's
 /// comment as its tooltip, as Wireshark shows it. A lost one stops half-way with ✕.
-fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64) {
+fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool) {
     let (x1, x2) = (timeline_x(a.from), timeline_x(a.from.other()));
     let class = match a.line {
         Line::Solid if a.rst => "rst",
@@ -359,7 +369,7 @@ fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64) {
     }
     // The label lies along the arrow, read left to right whichever way the segment goes; on a
     // steep arrow (crossing FINs) nearer its sender, so two crossing labels do not meet.
-    let steep = dy > (2 * STEP) as f64;
+    let steep = crossing || dy > (2 * STEP) as f64;
     let at = if halfway {
         0.25
     } else if steep {
