@@ -137,6 +137,12 @@ fn offline_crossing_fins_cross_and_each_side_goes_fin_wait_1_then_closing() {
     let dir = TempDir::new();
     let doc = diagram_svg("simultaneous-close.pcapng", &dir);
     assert_fins_cross(&doc);
+    // The picture says what it is without the file name beside it.
+    assert!(
+        doc.contains("simultaneous-close.pcapng: connection #0</text>")
+            && doc.contains(r#"<text class="title""#),
+        "{doc}"
+    );
 }
 
 #[test]
