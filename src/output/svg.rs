@@ -148,7 +148,7 @@ fn draw_panel(out: &mut String, panel: &Panel, top: i64, several: bool) -> i64 {
     let mut y = top;
     let caption = match (&panel.caption, several) {
         (Some(c), _) => Some(c.clone()),
-        (None, true) => Some(format!(
+        (None, _) if several || panel.conns.len() > 1 => Some(format!(
             "connection{} #{}",
             if panel.conns.len() > 1 { "s" } else { "" },
             panel
@@ -158,7 +158,7 @@ fn draw_panel(out: &mut String, panel: &Panel, top: i64, several: bool) -> i64 {
                 .collect::<Vec<_>>()
                 .join(", #")
         )),
-        (None, false) => None,
+        (None, _) => None,
     };
     if let Some(c) = caption {
         y += 18;
