@@ -707,7 +707,12 @@ fn previous_copy(packets: &[Packet], index: usize, seg: &crate::decode::Segment)
 }
 
 /// "FIN again, +208 ms (RTO)": what the segment repeats and how long after its last copy.
-fn again(packets: &[Packet], index: usize, seg: &crate::decode::Segment, from: Role) -> String {
+pub(crate) fn again(
+    packets: &[Packet],
+    index: usize,
+    seg: &crate::decode::Segment,
+    from: Role,
+) -> String {
     let what = if seg.flags.syn() && seg.flags.ack() {
         "SYN,ACK"
     } else if seg.flags.syn() {
@@ -754,7 +759,7 @@ fn rst_cause(event: &crate::tracker::Event) -> String {
 
 /// The packet filter's drop that a retransmission tells of (see `gate::GateEvidence`):
 /// "sent again because the server's ACK segment sent at 47.1 ms never arrived: …".
-fn parse_drop(note: &str) -> Option<(Role, String, f64)> {
+pub(crate) fn parse_drop(note: &str) -> Option<(Role, String, f64)> {
     let rest = note.strip_prefix("sent again because the ")?;
     let (role, rest) = rest.split_once("'s ")?;
     let (flags, rest) = rest.split_once(" segment sent at ")?;

@@ -66,6 +66,8 @@ struct Row {
     plain: bool,
     /// This row stands for a run of folded segments: "… 2,998 data segments …".
     fold: Option<String>,
+    /// A segment that never arrived (teardown's packet filter dropped it): a half arrow, ✕.
+    lost: bool,
 }
 
 /// The diagram with the kernel's verdict beside each change (✓ agrees, ○ not traced by
@@ -125,6 +127,25 @@ pub fn render_checked(
                 .filter(|n| n.verdict == Verdict::Mismatch)
                 .map(|n| style.red(&n.text)),
         );
+        // The segment whose loss made this one go again, at the time it was sent.
+        for note in &event.notes {
+            if let Some((role, flags, at)) = super::figure::parse_drop(note) {
+                rows.push(Row {
+                    ms: at,
+                    label: format!("{flags} lost"),
+                    short: format!("{flags} lost"),
+                    rightwards: role == Role::Client,
+                    sides: [String::new(), String::new()],
+                    notes: vec!["dropped by teardown's packet filter".to_string()],
+                    plain: false,
+                    fold: None,
+                    lost: true,
+                });
+            }
+        }
+        if event.resent {
+            after.insert(0, super::figure::again(packets, index, seg, event.from));
+        }
         let plain = event.transitions.is_empty()
             && after.is_empty()
             && !event.resent
@@ -135,6 +156,7 @@ pub fn render_checked(
             ms,
             plain,
             fold: None,
+            lost: false,
             label: label(seg, event),
             short: short_label(seg),
             rightwards: event.from == Role::Client,
@@ -181,7 +203,7 @@ fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
             "{:>TIME_W$.3}  {}  {}  {}",
             row.ms,
             pad(&row.sides[0], side_w),
-            arrow(&row.label, row.rightwards, ARROW_W),
+            arrow(&row.label, row.rightwards, row.lost, ARROW_W),
             row.sides[1],
         );
         for note in &row.notes {
@@ -254,7 +276,7 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
             out,
             "{:>time_w$.3}  {}",
             row.ms,
-            arrow(label, row.rightwards, arrow_w)
+            arrow(label, row.rightwards, row.lost, arrow_w)
         );
         if !(row.sides[0].is_empty() && row.sides[1].is_empty()) {
             let _ = writeln!(out, "{}", line(&row.sides[0], &row.sides[1]));
@@ -308,6 +330,7 @@ fn fold(rows: Vec<Row>) -> Vec<Row> {
                 notes: Vec::new(),
                 plain: false,
                 fold: Some(text),
+                lost: false,
             });
             out.extend(last);
         } else {
@@ -345,9 +368,23 @@ fn short_label(seg: &crate::decode::Segment) -> String {
     }
 }
 
-/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, `width` characters wide.
-fn arrow(label: &str, rightwards: bool, width: usize) -> String {
+/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, `width` characters wide; a lost
+/// segment stops half-way: `── ACK lost ──✕` from the left, `✕── ACK lost ──` from the right.
+fn arrow(label: &str, rightwards: bool, lost: bool, width: usize) -> String {
     let body = format!("── {label} ");
+    if lost {
+        let fill = (width / 2).saturating_sub(body.chars().count() + 1);
+        let half = format!("{body}{}", "─".repeat(fill));
+        return if rightwards {
+            format!("{half}✕")
+        } else {
+            let text = format!("✕{half}");
+            format!(
+                "{}{text}",
+                " ".repeat(width.saturating_sub(text.chars().count()))
+            )
+        };
+    }
     let fill = width.saturating_sub(body.chars().count() + 1);
     if rightwards {
         format!("{body}{}▶", "─".repeat(fill))
@@ -591,5 +628,38 @@ mod tests {
         let d = render_checked(&packets, conn, None, &narrow);
         assert!(d.contains("… 2,999 data segments …"), "{d}");
         assert!(d.lines().all(|l| l.chars().count() <= 80), "{d}");
+    }
+
+    #[test]
+    fn a_dropped_segment_stops_half_way_with_a_cross() {
+        let (mut packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        // The client's last FIN tells of the server's ACK the packet filter dropped.
+        let fin = packets.len() - 2;
+        packets[fin].event.as_mut().unwrap().notes.push(
+            "sent again because the server's ACK segment sent at 0.420 ms never arrived: \
+             teardown's packet filter dropped it (so the capture never saw it either)"
+                .to_string(),
+        );
+        let d = render(&packets, conn);
+        let lines: Vec<&str> = d.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("✕── ACK lost ─"))
+            .unwrap_or_else(|| panic!("{d}"));
+        assert!(lines[at].trim_start().starts_with("0.420"), "{d}");
+        assert!(
+            lines[at].ends_with("dropped by teardown's packet filter"),
+            "{d}"
+        );
+        // From the server: it stops half-way, nothing reaches the client's side.
+        let cross = lines[at].find('✕').unwrap();
+        assert_eq!(lines[at][..cross].trim(), "0.420", "{d}");
+        // ✕ in the arrow column's right half (in characters).
+        let col = |l: &str, c: char| l.chars().position(|x| x == c).unwrap();
+        let arrow_at = col(lines[at + 1], '─');
+        assert!(col(lines[at], '✕') >= arrow_at + ARROW_W / 2, "{d}");
+        assert!(!lines[at].contains('◀'), "{d}");
+        assert!(lines[at + 1].contains("FIN,ACK seq=12 ack=13"), "{d}");
     }
 }
