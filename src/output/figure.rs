@@ -935,6 +935,112 @@ fn brackets(arrows: &[Arrow], marks: &[Mark]) -> Vec<Bracket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotate::tests::{captured, every_50us};
+    use crate::tcp::Flags;
+    use crate::tracker::tests::{active_close, segment};
+
+    /// Both FINs sent before either arrives, as the capture saw them: the server's first, then
+    /// the client's, which does not ack it.
+    fn crossing() -> (Vec<Packet>, crate::tracker::Tracker) {
+        let (a, fa) = (Flags::ACK, Flags(Flags::FIN.0 | Flags::ACK.0));
+        let mut segs = active_close(false);
+        segs.truncate(7);
+        segs.extend([
+            segment(false, fa, 912, 112, 0),
+            segment(true, fa, 112, 912, 0),
+            segment(true, a, 113, 913, 0),
+            segment(false, a, 913, 113, 0),
+        ]);
+        captured(segs, every_50us)
+    }
+
+    fn fin_arrows(panel: &Panel, packets: &[Packet]) -> Vec<Arrow> {
+        panel
+            .arrows
+            .iter()
+            .filter(|a| packets[a.packet].segment().is_some_and(|s| s.flags.fin()))
+            .cloned()
+            .collect()
+    }
+
+    fn marks_of(panel: &Panel, role: Role) -> Vec<(f64, State)> {
+        let mut m: Vec<(Key, State)> = panel
+            .marks
+            .iter()
+            .filter(|m| m.role == role)
+            .map(|m| (m.key, m.state))
+            .collect();
+        m.sort_by_key(|(k, _)| *k);
+        m.into_iter().map(|(k, s)| (k.ms, s)).collect()
+    }
+
+    #[test]
+    fn crossing_fins_cross_from_the_packets_alone() {
+        let (packets, tracker) = crossing();
+        let conn = &tracker.connections()[0];
+        let panel = &panels(&packets, &[conn], None, &[], &[])[0];
+        let fins = fin_arrows(panel, &packets);
+        let (server, client) = (&fins[0], &fins[1]);
+        assert_eq!((server.from, client.from), (Role::Server, Role::Client));
+        // The server's FIN reaches the client only after the client's own FIN left.
+        assert!(server.arrives > client.sent, "{fins:?}");
+        assert!(client.arrives > server.sent, "{fins:?}");
+        let states: Vec<State> = marks_of(panel, Role::Client).iter().map(|m| m.1).collect();
+        assert!(
+            states.ends_with(&[State::FinWait1, State::Closing, State::TimeWait]),
+            "{states:?}"
+        );
+    }
+
+    #[test]
+    fn the_kernels_times_put_each_end_on_its_own_clock() {
+        let (packets, tracker) = crossing();
+        let conn = &tracker.connections()[0];
+        // Times on the packets' clock: the first packet is at 1 s.
+        let at = |us: u64, role: Role, old, new| KernelEvent {
+            at: Duration::from_micros(1_000_000 + us),
+            local: conn.addr(role),
+            remote: conn.addr(role.other()),
+            kind: EventKind::SetState { old, new },
+        };
+        let trace = [
+            at(300, Role::Server, State::Established, State::FinWait1),
+            at(320, Role::Client, State::Established, State::FinWait1),
+            at(450, Role::Server, State::FinWait1, State::Closing),
+            at(470, Role::Client, State::FinWait1, State::Closing),
+        ];
+        let panel = &panels(&packets, &[conn], None, &trace, &[])[0];
+        let fins = fin_arrows(panel, &packets);
+        let ms = |a: &Arrow| (a.sent.ms, a.arrives.ms);
+        let close =
+            |(x, y): (f64, f64), (a, b): (f64, f64)| (x - a).abs() < 1e-6 && (y - b).abs() < 1e-6;
+        assert!(close(ms(&fins[0]), (0.300, 0.470)), "{fins:?}");
+        assert!(close(ms(&fins[1]), (0.320, 0.450)), "{fins:?}");
+        let client = marks_of(panel, Role::Client);
+        assert!(
+            client
+                .iter()
+                .any(|&(t, s)| s == State::FinWait1 && (t - 0.320).abs() < 1e-6),
+            "{client:?}"
+        );
+        assert!(
+            client
+                .iter()
+                .any(|&(t, s)| s == State::Closing && (t - 0.470).abs() < 1e-6),
+            "{client:?}"
+        );
+        // The server's data segments left before its FIN did, whatever the capture says.
+        let server_sends: Vec<Key> = panel
+            .arrows
+            .iter()
+            .filter(|a| a.from == Role::Server)
+            .map(|a| a.sent)
+            .collect();
+        assert!(
+            server_sends.windows(2).all(|w| w[0] < w[1]),
+            "{server_sends:?}"
+        );
+    }
 
     #[test]
     fn thousands_are_grouped() {
