@@ -184,7 +184,7 @@ fn offline_a_reset_is_drawn_in_red_with_its_cause() {
         .collect();
     assert_eq!(rst.len(), 1, "{doc}");
     assert_eq!(
-        rst[0].tag, "RST: server aborts in ESTABLISHED; client received RST",
+        rst[0].tag, "RST: client received RST; server aborts in ESTABLISHED",
         "{rst:?}"
     );
     assert!(doc.contains(r#"marker-end="url(#rst)""#), "{doc}");

@@ -738,15 +738,21 @@ pub(crate) fn again(
     format!("{what} again, +{gap:.0} ms{why}")
 }
 
-/// "RST: server aborts in ESTABLISHED; client received RST": the change it made on each side,
-/// or what the packet's notes say of it (a TIME_WAIT that ignores it).
+/// "RST: client received RST; server aborts in ESTABLISHED": what it did to the receiver and
+/// why the sender sent it, or what the packet's notes say of it (a TIME_WAIT that ignores it).
 fn rst_cause(event: &crate::tracker::Event) -> String {
     let mut parts = Vec::new();
+    // What it did first (the tooltip has the words in brackets), then why it was sent.
+    if let Some(t) = event.transition(event.from.other()) {
+        let cause = t.cause.text();
+        let cause = cause.split(" (").next().unwrap_or(cause);
+        parts.push(format!("{} {cause}", event.from.other()));
+    }
     if let Some(t) = event.transition(event.from) {
         parts.push(format!("{} aborts in {}", event.from, t.from));
-    }
-    if let Some(t) = event.transition(event.from.other()) {
-        parts.push(format!("{} {}", event.from.other(), t.cause));
+    } else if event.state(event.from) == State::Closed {
+        // No socket: a segment to a CLOSED end draws a RST (RFC 9293 §3.10.7.1).
+        parts.push(format!("{} has no socket for it", event.from));
     }
     if parts.is_empty() {
         parts.extend(event.notes.first().cloned());
