@@ -1,6 +1,6 @@
 -- teardown.lua: a Wireshark postdissector that puts teardown's packet comment (the TCP
 -- state transitions) into the Info column and the packet tree, so Statistics → Flow Graph
--- reads like the termination diagram of a textbook.
+-- (All Flows) reads like the termination diagram of a textbook: the states come first.
 --
 -- Load it once:   wireshark -X lua_script:scripts/teardown.lua captures/active-close.pcapng
 -- or for good:    copy it into ~/.local/lib/wireshark/plugins/ (Help → About → Folders).
@@ -21,6 +21,61 @@ local function short(text)
     return (s:gsub("^%s+", ""):gsub("%s+$", ""))
 end
 
+-- The head of the Info column, short enough for Statistics → Flow Graph (All Flows), which
+-- cuts an arrow's label after about 40 characters: each side's new states, then what befell
+-- the segment. "[server FIN_WAIT_1 · client CLOSE_WAIT]", "[no change]",
+-- "[again +206 ms · server's ACK lost]"; "[C FIN_WAIT_1→CLOSING · S CLOSING]" where the words
+-- would not fit.
+local function head(states)
+    local order, to = {}, {}
+    for role, _, new in states:gmatch("(%a+) ([%u_%d]+) → ([%u_%d]+)") do
+        if role == "client" or role == "server" then
+            if not to[role] then
+                order[#order + 1] = role
+                to[role] = {}
+            end
+            table.insert(to[role], new)
+        end
+    end
+    local notes = {}
+    local after = states:match("previous segment after (%d+) ms")
+    if after then
+        notes[#notes + 1] = "again +" .. after .. " ms"
+    elseif states:find("retransmission") then
+        notes[#notes + 1] = "again"
+    end
+    local who, flags = states:match("the (%a+)'s ([%u,]+) segment sent at [%d.]+ ms never arrived")
+    if who then
+        notes[#notes + 1] = who .. "'s " .. flags .. " lost"
+    elseif states:find("its ACK was lost or never sent") then
+        notes[#notes + 1] = "its ACK lost?"
+    end
+    local function join(short)
+        local parts = {}
+        for _, role in ipairs(order) do
+            local name = short and role:sub(1, 1):upper() or role
+            parts[#parts + 1] = name .. " " .. table.concat(to[role], "→")
+        end
+        if #parts == 0 and #notes == 0 and states:find("no state change") then
+            parts[1] = "no change"
+        end
+        for _, n in ipairs(notes) do
+            parts[#parts + 1] = n
+        end
+        if #parts == 0 then
+            return nil
+        end
+        return "[" .. table.concat(parts, " · ") .. "]"
+    end
+    local h = join(false)
+    -- Characters, not bytes (Wireshark's Lua 5.2 has no utf8 library): the bytes that do not
+    -- continue a UTF-8 sequence.
+    if h and select(2, h:gsub("[^\128-\191]", "")) > 40 then
+        h = join(true)
+    end
+    return h
+end
+
 function teardown.dissector(tvb, pinfo, tree)
     local comments = { f_comment() }
     if #comments == 0 then
@@ -32,6 +87,11 @@ function teardown.dissector(tvb, pinfo, tree)
     end
     local text = table.concat(texts, "; ")
     local states = short(text)
+    -- The short head first (the Flow Graph shows it), the whole story at the end.
+    local h = head(text)
+    if h then
+        pinfo.cols.info:prepend(h .. " ")
+    end
     if states:find("→") or states:find("no state change") then
         pinfo.cols.info:append("  [" .. states .. "]")
     end

@@ -761,7 +761,11 @@ pub fn diagram(
             let Some(dest) = dest else { continue };
             let shown = dest.name();
             let to_stdout = dest.is_stdout();
-            dest.write_all(svg::render(&kept, conn, None).as_bytes())
+            let heading = crate::output::figure::Heading {
+                title: format!("teardown diagram {name}: connection #{id}"),
+                ..Default::default()
+            };
+            dest.write_all(svg::render_page(&kept, &[conn], None, &[], &[], &heading).as_bytes())
                 .map_err(Error::io(format!("writing {shown}")))?;
             if !to_stdout {
                 let _ = writeln!(ladder_out, "(drawn into {shown})");

@@ -7,6 +7,7 @@ mod fuzz_regressions;
 mod helper;
 mod kernel;
 mod offline;
+mod pictures;
 mod programs;
 mod readme;
 mod real;

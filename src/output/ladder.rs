@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::figure::thousands;
 use super::style::{MIN_WIDTH, Style, columns, pad, wrap_words};
 use crate::annotate::Packet;
 use crate::evidence::{Note, Verdict};
@@ -61,6 +62,12 @@ struct Row {
     sides: [String; 2],
     /// What goes after the line: unexpected segments and MISMATCH notes, styled.
     notes: Vec<String>,
+    /// Bulk: data or a bare ACK that changes nothing and says nothing (it may fold).
+    plain: bool,
+    /// This row stands for a run of folded segments: "… 2,998 data segments …".
+    fold: Option<String>,
+    /// A segment that never arrived (teardown's packet filter dropped it): a half arrow, ✕.
+    lost: bool,
 }
 
 /// The diagram with the kernel's verdict beside each change (✓ agrees, ○ not traced by
@@ -120,8 +127,36 @@ pub fn render_checked(
                 .filter(|n| n.verdict == Verdict::Mismatch)
                 .map(|n| style.red(&n.text)),
         );
+        // The segment whose loss made this one go again, at the time it was sent.
+        for note in &event.notes {
+            if let Some((role, flags, at)) = super::figure::parse_drop(note) {
+                rows.push(Row {
+                    ms: at,
+                    label: format!("{flags} lost"),
+                    short: format!("{flags} lost"),
+                    rightwards: role == Role::Client,
+                    sides: [String::new(), String::new()],
+                    notes: vec!["dropped by teardown's packet filter".to_string()],
+                    plain: false,
+                    fold: None,
+                    lost: true,
+                });
+            }
+        }
+        if event.resent {
+            after.insert(0, super::figure::again(packets, index, seg, event.from));
+        }
+        let plain = event.transitions.is_empty()
+            && after.is_empty()
+            && !event.resent
+            && !seg.flags.syn()
+            && !seg.flags.fin()
+            && !seg.flags.rst();
         rows.push(Row {
             ms,
+            plain,
+            fold: None,
+            lost: false,
             label: label(seg, event),
             short: short_label(seg),
             rightwards: event.from == Role::Client,
@@ -129,6 +164,7 @@ pub fn render_checked(
             notes: after,
         });
     }
+    let rows = fold(rows);
     let ends = [conn.ending(Role::Client), conn.ending(Role::Server)];
     let wide = full(conn, &rows, &ends);
     match style.width {
@@ -158,12 +194,16 @@ fn full(conn: &Connection, rows: &[Row], ends: &[String; 2]) -> String {
         w = side_w + ARROW_W + 2,
     );
     for row in rows {
+        if let Some(text) = &row.fold {
+            let _ = writeln!(out, "{:>TIME_W$}  {:side_w$}  {:^ARROW_W$}", "", "", text);
+            continue;
+        }
         let _ = write!(
             out,
             "{:>TIME_W$.3}  {}  {}  {}",
             row.ms,
             pad(&row.sides[0], side_w),
-            arrow(&row.label, row.rightwards, ARROW_W),
+            arrow(&row.label, row.rightwards, row.lost, ARROW_W),
             row.sides[1],
         );
         for note in &row.notes {
@@ -224,6 +264,10 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
     );
     let arrow_w = width - left;
     for row in rows {
+        if let Some(text) = &row.fold {
+            let _ = writeln!(out, "{}{text}", " ".repeat(left));
+            continue;
+        }
         let mut label = row.label.as_str();
         if columns(label) + 6 > arrow_w {
             label = &row.short;
@@ -232,7 +276,7 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
             out,
             "{:>time_w$.3}  {}",
             row.ms,
-            arrow(label, row.rightwards, arrow_w)
+            arrow(label, row.rightwards, row.lost, arrow_w)
         );
         if !(row.sides[0].is_empty() && row.sides[1].is_empty()) {
             let _ = writeln!(out, "{}", line(&row.sides[0], &row.sides[1]));
@@ -250,6 +294,59 @@ fn stacked(conn: &Connection, rows: &[Row], ends: &[String; 2], width: usize) ->
         &line(&ends[0], &ends[1])[time_w..]
     );
     trim_lines(out)
+}
+
+/// Runs of more than FOLD_MIN plain segments keep their first and last; between them one line
+/// says how many (a 3,000-segment transfer is not 3,000 lines).
+fn fold(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut run: Vec<Row> = Vec::new();
+    let flush = |run: &mut Vec<Row>, out: &mut Vec<Row>| {
+        if run.len() > super::figure::FOLD_MIN {
+            let last = run.pop();
+            let inner = run.split_off(1);
+            let data = inner
+                .iter()
+                .filter(|r| !r.label.ends_with(" len=0"))
+                .count();
+            let acks = inner.len() - data;
+            let text = match (data, acks) {
+                (d, 0) => format!("… {} data segments …", thousands(d)),
+                (0, a) => format!("… {} ACKs …", thousands(a)),
+                (d, a) => format!(
+                    "… {} segments: {} data, {} ACKs …",
+                    thousands(d + a),
+                    thousands(d),
+                    thousands(a)
+                ),
+            };
+            out.append(run);
+            out.push(Row {
+                ms: 0.0,
+                label: String::new(),
+                short: String::new(),
+                rightwards: true,
+                sides: [String::new(), String::new()],
+                notes: Vec::new(),
+                plain: false,
+                fold: Some(text),
+                lost: false,
+            });
+            out.extend(last);
+        } else {
+            out.append(run);
+        }
+    };
+    for row in rows {
+        if row.plain {
+            run.push(row);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(row);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// An arrow's words: `FIN,ACK seq=12 ack=12 len=0`, relative numbers (the SVG uses them too).
@@ -271,9 +368,23 @@ fn short_label(seg: &crate::decode::Segment) -> String {
     }
 }
 
-/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, `width` characters wide.
-fn arrow(label: &str, rightwards: bool, width: usize) -> String {
+/// `── SYN seq=0 len=0 ─────▶` or `◀── FIN,ACK ... ────`, `width` characters wide; a lost
+/// segment stops half-way: `── ACK lost ──✕` from the left, `✕── ACK lost ──` from the right.
+fn arrow(label: &str, rightwards: bool, lost: bool, width: usize) -> String {
     let body = format!("── {label} ");
+    if lost {
+        let fill = (width / 2).saturating_sub(body.chars().count() + 1);
+        let half = format!("{body}{}", "─".repeat(fill));
+        return if rightwards {
+            format!("{half}✕")
+        } else {
+            let text = format!("✕{half}");
+            format!(
+                "{}{text}",
+                " ".repeat(width.saturating_sub(text.chars().count()))
+            )
+        };
+    }
     let fill = width.saturating_sub(body.chars().count() + 1);
     if rightwards {
         format!("{body}{}▶", "─".repeat(fill))
@@ -479,5 +590,76 @@ mod tests {
         let d = diagram(true);
         assert!(d.contains("FIN_WAIT_1 → TIME_WAIT"), "{d}");
         assert!(!d.contains("FIN_WAIT_2"), "{d}");
+    }
+
+    #[test]
+    fn bulk_data_folds_into_one_line_and_fits_80_columns() {
+        use crate::tcp::Flags;
+        use crate::tracker::tests::segment as seg;
+        let (a, pa, fa) = (
+            Flags::ACK,
+            Flags(Flags::PSH.0 | Flags::ACK.0),
+            Flags(Flags::FIN.0 | Flags::ACK.0),
+        );
+        let mut segs = vec![
+            seg(true, Flags::SYN, 100, 0, 0),
+            seg(false, Flags::SYN | a, 900, 101, 0),
+            seg(true, a, 101, 901, 0),
+        ];
+        for k in 0..3000 {
+            segs.push(seg(true, pa, 101 + k, 901, 1));
+        }
+        segs.extend([
+            seg(false, a, 901, 3101, 0),
+            seg(false, fa, 901, 3101, 0),
+            seg(true, a, 3101, 902, 0),
+            seg(true, fa, 3101, 902, 0),
+            seg(false, a, 902, 3102, 0),
+        ]);
+        let (packets, tracker) = captured(segs, every_50us);
+        let conn = &tracker.connections()[0];
+        let d = render(&packets, conn);
+        assert!(d.contains("… 2,999 data segments …"), "{d}");
+        assert_eq!(d.lines().count(), 1 + 3 + 3 + 4 + 1, "{d}");
+        let narrow = Style {
+            color: false,
+            width: Some(80),
+        };
+        let d = render_checked(&packets, conn, None, &narrow);
+        assert!(d.contains("… 2,999 data segments …"), "{d}");
+        assert!(d.lines().all(|l| l.chars().count() <= 80), "{d}");
+    }
+
+    #[test]
+    fn a_dropped_segment_stops_half_way_with_a_cross() {
+        let (mut packets, tracker) = captured(active_close(false), every_50us);
+        let conn = &tracker.connections()[0];
+        // The client's last FIN tells of the server's ACK the packet filter dropped.
+        let fin = packets.len() - 2;
+        packets[fin].event.as_mut().unwrap().notes.push(
+            "sent again because the server's ACK segment sent at 0.420 ms never arrived: \
+             teardown's packet filter dropped it (so the capture never saw it either)"
+                .to_string(),
+        );
+        let d = render(&packets, conn);
+        let lines: Vec<&str> = d.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("✕── ACK lost ─"))
+            .unwrap_or_else(|| panic!("{d}"));
+        assert!(lines[at].trim_start().starts_with("0.420"), "{d}");
+        assert!(
+            lines[at].ends_with("dropped by teardown's packet filter"),
+            "{d}"
+        );
+        // From the server: it stops half-way, nothing reaches the client's side.
+        let cross = lines[at].find('✕').unwrap();
+        assert_eq!(lines[at][..cross].trim(), "0.420", "{d}");
+        // ✕ in the arrow column's right half (in characters).
+        let col = |l: &str, c: char| l.chars().position(|x| x == c).unwrap();
+        let arrow_at = col(lines[at + 1], '─');
+        assert!(col(lines[at], '✕') >= arrow_at + ARROW_W / 2, "{d}");
+        assert!(!lines[at].contains('◀'), "{d}");
+        assert!(lines[at + 1].contains("FIN,ACK seq=12 ack=13"), "{d}");
     }
 }

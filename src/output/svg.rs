@@ -5,155 +5,94 @@
 
 use std::fmt::Write as _;
 
+use super::figure::{self, Heading, Key, Line, Panel};
 use crate::annotate::Packet;
 use crate::evidence::{Note, Verdict};
+use crate::kernel::tracefs::KernelEvent;
 use crate::tcp::State;
 use crate::tracker::{Connection, Role};
 
-const WIDTH: i64 = 900;
-/// Vertical distance between the starts of two consecutive segments.
-const ROW: i64 = 44;
-/// How far an arrow falls while it crosses: the segment takes time to arrive.
-const DROP: i64 = 20;
+const WIDTH: i64 = 920;
+/// Vertical distance between two consecutive moments (a send, an arrival, a change).
+const STEP: i64 = 22;
 /// The right edge of the time column: room for "3600000.000" (an hour) at 11 px.
 const TIME_X: i64 = 78;
-const CLIENT_X: i64 = 230;
-const SERVER_X: i64 = 690;
+const CLIENT_X: i64 = 260;
+const SERVER_X: i64 = 740;
 const BOX_W: i64 = 124;
-/// The closest two boxes on one side come is a received change at the end of one arrow and a
-/// sent change at the start of the next: ROW - DROP = 24 apart, more than BOX_H, so they never
-/// overlap.
+/// Two moments of one side are STEP = 22 apart, more than BOX_H: boxes never overlap.
 const BOX_H: i64 = 18;
 /// Space between a timeline and its boxes, so a box never touches an arrow.
 const BOX_GAP: i64 = 8;
-const HEAD_Y: i64 = 24;
-const TIMELINE_TOP: i64 = 34;
-const INITIAL_Y: i64 = 58;
-const FIRST_Y: i64 = 100;
+/// TIME_WAIT's bracket: outside the boxes.
+const BRACKET_GAP: i64 = 12;
 /// The advance of a monospace glyph, in em: what the widths of texts are estimated from.
 const ADVANCE: f64 = 0.6;
 /// Font sizes: labels, headings and state names; times, notes and the legend.
 const FONT: f64 = 12.0;
 const SMALL_FONT: f64 = 11.0;
+const TITLE_FONT: f64 = 16.0;
 /// The widest a label may be between the timelines, clear of both arrow ends.
 const LABEL_MAX: f64 = (SERVER_X - CLIENT_X - 40) as f64;
 const RED: &str = "#c62828";
 const GREEN: &str = "#2e7d32";
 const GREY: &str = "#666666";
-
-/// One segment of the connection, as drawn.
-struct Row<'a> {
-    ms: f64,
-    from: Role,
-    label: String,
-    /// The state changes at this segment: who, the new state, the kernel's verdict.
-    changes: Vec<(Role, State, Option<Verdict>)>,
-    /// Unexpected segments and the kernel's mismatches, in red beside the arrow.
-    notes: Vec<String>,
-    comment: &'a str,
-}
+const AMBER: &str = "#a15c00";
+const BLUE: &str = "#1f4e9c";
 
 /// The ladder of connection `conn` among `packets` as a standalone SVG document.
 /// `kernel`: optional per-packet notes (indexed like `packets`) from the kernel check; when given,
 /// each state box gets a small mark: ✓ (Verdict::Agrees), ○ (Explained), ✗ in red (Mismatch).
 pub fn render(packets: &[Packet], conn: &Connection, kernel: Option<&[Vec<Note>]>) -> String {
-    let rows = rows(packets, conn, kernel);
-    let initial = [Role::Client, Role::Server].map(|role| initial_state(packets, conn, role));
-    let last_end = match rows.len() {
-        0 => FIRST_Y - 40,
-        n => row_y(n - 1).saturating_add(DROP),
+    let heading = Heading {
+        title: format!("teardown: client {}, server {}", conn.client, conn.server),
+        ..Heading::default()
     };
-    let final_y = last_end.saturating_add(40);
-    let height = final_y.saturating_add(if kernel.is_some() { 64 } else { 36 });
+    render_page(packets, &[conn], kernel, &[], &[], &heading)
+}
 
-    let mut out = String::new();
+/// Every connection of `conns` in one picture, with its title, lesson and verdict: one ladder
+/// per 4-tuple, alike ones folded. `trace`: the kernel's events (each end's own times);
+/// `extra`: the run's notes with no packet (the packet filter's drops nothing answered).
+pub fn render_page(
+    packets: &[Packet],
+    conns: &[&Connection],
+    kernel: Option<&[Vec<Note>]>,
+    trace: &[KernelEvent],
+    extra: &[String],
+    heading: &Heading,
+) -> String {
+    let panels = figure::panels(packets, conns, kernel, trace, extra);
+    let mut body = String::new();
+    let mut y = 0;
+    // The title, and the lesson wrapped under it.
+    let title = shorten(&heading.title, (WIDTH - 40) as f64, TITLE_FONT);
     let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="12">"#
+        body,
+        r#"<text class="title" x="20" y="26" font-size="16" font-weight="bold">{}</text>"#,
+        escape(&title)
     );
-    let _ = writeln!(
-        out,
-        "<title>{}</title>",
-        escape(&format!(
-            "teardown: client {}, server {}",
-            conn.client, conn.server
-        ))
-    );
-    // The arrowhead: its tip lies on the end of the line, the receiver's timeline.
-    out.push_str(
-        "<defs><marker id=\"head\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" \
-         markerWidth=\"10\" markerHeight=\"8\" markerUnits=\"userSpaceOnUse\" \
-         orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#000000\"/></marker></defs>\n",
-    );
-    let _ = writeln!(
-        out,
-        r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
-    );
-
-    // Headings: the time column and each side's role and address above its timeline.
-    let _ = writeln!(
-        out,
-        r#"<text x="{TIME_X}" y="{HEAD_Y}" text-anchor="end" font-size="11" fill="{GREY}">time ms</text>"#
-    );
-    let half = (WIDTH / 2) as f64;
-    for (role, center, lo, hi) in [
-        (Role::Client, CLIENT_X, TIME_X as f64 + 8.0, half - 8.0),
-        (Role::Server, SERVER_X, half + 8.0, WIDTH as f64 - 4.0),
-    ] {
-        let text = format!("{role} {}", conn.addr(role));
-        let (x, size) = place(&text, center as f64, lo, hi, FONT);
-        let _ = writeln!(
-            out,
-            r#"<text x="{x:.1}" y="{HEAD_Y}" text-anchor="middle" font-weight="bold"{}>{}</text>"#,
-            size_attr(size),
-            escape(&text)
-        );
+    y += 30;
+    if let Some(lesson) = &heading.lesson {
+        let room = ((WIDTH - 40) as f64 / (ADVANCE * FONT)) as usize;
+        for line in crate::output::style::wrap_words(lesson, room, 0) {
+            y += 16;
+            let _ = writeln!(
+                body,
+                r#"<text class="lesson" x="20" y="{y}">{}</text>"#,
+                escape(&line)
+            );
+        }
     }
-    for x in [CLIENT_X, SERVER_X] {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{x}" y1="{TIMELINE_TOP}" x2="{x}" y2="{}" stroke="#000000" stroke-width="2"/>"##,
-            final_y.saturating_add(BOX_H)
-        );
+    y += 12;
+    let several = panels.len() > 1;
+    for panel in &panels {
+        y = draw_panel(&mut body, panel, y, several);
     }
-
-    // The states before the first segment.
-    for role in [Role::Client, Role::Server] {
-        state_box(
-            &mut out,
-            role,
-            INITIAL_Y,
-            initial[role_index(role)],
-            None,
-            false,
-        );
-    }
-    if conn.joined_mid {
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle" font-size="11" fill="{GREY}">joined mid-way: the states before the first segment are a guess</text>"#,
-            (CLIENT_X + SERVER_X) / 2,
-            INITIAL_Y + 4
-        );
-    }
-
-    for (i, row) in rows.iter().enumerate() {
-        segment(&mut out, row, row_y(i));
-    }
-
-    // The final states, as the terminal ladder's last line.
-    let _ = writeln!(
-        out,
-        r#"<text x="{TIME_X}" y="{}" text-anchor="end" font-size="11" fill="{GREY}">final</text>"#,
-        final_y + 4
-    );
-    for role in [Role::Client, Role::Server] {
-        state_box(&mut out, role, final_y, conn.state(role), None, true);
-    }
-
     // The legend of the kernel's marks, as under the terminal ladder; one text per item, as
     // SVG collapses the spaces that would separate them.
     if kernel.is_some() {
+        y += 20;
         let legend = [
             (GREEN, "✓", "the kernel traced the same change"),
             (GREY, "○", "Linux does not trace this one"),
@@ -162,97 +101,214 @@ pub fn render(packets: &[Packet], conn: &Connection, kernel: Option<&[Vec<Note>]
         let mut x = CLIENT_X - BOX_GAP - BOX_W;
         for (color, mark, text) in legend {
             let _ = writeln!(
-                out,
-                r#"<text x="{x}" y="{}" font-size="11" fill="{GREY}"><tspan fill="{color}">{mark}</tspan> {text}</text>"#,
-                final_y + 44
+                body,
+                r#"<text x="{x}" y="{y}" font-size="11" fill="{GREY}"><tspan fill="{color}">{mark}</tspan> {text}</text>"#,
             );
             x += (text.chars().count() as f64 * ADVANCE * SMALL_FONT) as i64 + 48;
         }
     }
+    if let Some(verdict) = &heading.verdict {
+        y += 28;
+        let text = shorten(&format!("verdict: {verdict}"), (WIDTH - 40) as f64, FONT);
+        let color = if verdict == "reproduced" { GREEN } else { RED };
+        let _ = writeln!(
+            body,
+            r#"<text class="verdict" x="20" y="{y}" font-weight="bold" fill="{color}">{}</text>"#,
+            escape(&text)
+        );
+    }
+    let height = y.saturating_add(24);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="12">"#
+    );
+    let _ = writeln!(out, "<title>{}</title>", escape(&heading.title));
+    // The arrowheads: their tips lie on the end of the line, the receiver's timeline.
+    for (id, color) in [("head", "#000000"), ("rst", RED)] {
+        let _ = writeln!(
+            out,
+            "<defs><marker id=\"{id}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" \
+             markerWidth=\"10\" markerHeight=\"8\" markerUnits=\"userSpaceOnUse\" \
+             orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{color}\"/></marker></defs>",
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
+    );
+    out.push_str(&body);
     out.push_str("</svg>\n");
     out
 }
 
-/// The segments of `conn`, with what the picture needs of each.
-fn rows<'a>(
-    packets: &'a [Packet],
-    conn: &Connection,
-    kernel: Option<&[Vec<Note>]>,
-) -> Vec<Row<'a>> {
-    let first = packets.iter().find_map(|p| match &p.event {
-        Some(e) if e.conn == conn.id => Some(p.frame.ts),
-        _ => None,
-    });
-    let mut rows = Vec::new();
-    for (index, packet) in packets.iter().enumerate() {
-        let (Some(event), Some(seg)) = (&packet.event, packet.segment()) else {
-            continue;
-        };
-        if event.conn != conn.id {
-            continue;
-        }
-        let ms = first
-            .map(|t0| packet.frame.ts.saturating_sub(t0).as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
-        // The same words as the terminal ladder's arrow.
-        let label = super::ladder::label(seg, event);
-        let notes: &[Note] = kernel.and_then(|k| k.get(index)).map_or(&[], |n| n);
-        let mut changes = Vec::new();
-        // The sender's change first: its box sits at the arrow's start, above the receiver's.
-        for role in [event.from, event.from.other()] {
-            if let Some(t) = event.last_transition(role) {
-                let verdict = notes
-                    .iter()
-                    .find(|n| n.role == role && n.inferred == Some((t.from, t.to)))
-                    .map(|n| n.verdict);
-                changes.push((role, t.to, verdict));
-            }
-        }
-        let mut red_notes: Vec<String> = event
-            .unexpected
-            .iter()
-            .map(|(role, u)| format!("! {role} in {}: {}", u.state, u.why))
-            .collect();
-        red_notes.extend(
-            notes
+/// One ladder from `top`; returns where the next may start.
+fn draw_panel(out: &mut String, panel: &Panel, top: i64, several: bool) -> i64 {
+    let mut y = top;
+    let caption = match (&panel.caption, several) {
+        (Some(c), _) => Some(c.clone()),
+        (None, _) if several || panel.conns.len() > 1 => Some(format!(
+            "connection{} #{}",
+            if panel.conns.len() > 1 { "s" } else { "" },
+            panel
+                .conns
                 .iter()
-                .filter(|n| n.verdict == Verdict::Mismatch)
-                .map(|n| n.text.clone()),
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", #")
+        )),
+        (None, _) => None,
+    };
+    if let Some(c) = caption {
+        y += 18;
+        let text = shorten(&c, (WIDTH - 40) as f64, FONT);
+        let _ = writeln!(
+            out,
+            r#"<text class="caption" x="20" y="{y}" font-weight="bold" fill="{BLUE}">{}</text>"#,
+            escape(&text)
         );
-        rows.push(Row {
-            ms,
-            from: event.from,
-            label,
-            changes,
-            notes: red_notes,
-            comment: &packet.comment,
-        });
     }
-    rows
-}
+    let head_y = y + 24;
+    let timeline_top = head_y + 10;
+    let initial_y = head_y + 34;
+    let first_y = initial_y + 40;
+    let keys = panel.keys();
+    let y_of = |k: &Key| -> i64 {
+        let rank = keys.partition_point(|x| x.cmp(k).is_lt());
+        first_y.saturating_add(i64::try_from(rank).unwrap_or(i64::MAX).saturating_mul(STEP))
+    };
+    let last_y = match keys.len() {
+        0 => first_y - STEP,
+        n => first_y.saturating_add(i64::try_from(n - 1).unwrap_or(0).saturating_mul(STEP)),
+    };
+    let final_y = last_y.saturating_add(40);
 
-/// The state a side was in before the connection's first segment: the `from` of its first
-/// change, or, if it never changed, the state it is in now.
-fn initial_state(packets: &[Packet], conn: &Connection, role: Role) -> State {
-    packets
+    // Headings: the time column and each side's role and address above its timeline.
+    let _ = writeln!(
+        out,
+        r#"<text x="{TIME_X}" y="{head_y}" text-anchor="end" font-size="11" fill="{GREY}">time ms</text>"#
+    );
+    let half = (WIDTH / 2) as f64;
+    for (role, center, lo, hi) in [
+        (Role::Client, CLIENT_X, TIME_X as f64 + 8.0, half - 8.0),
+        (Role::Server, SERVER_X, half + 8.0, WIDTH as f64 - 4.0),
+    ] {
+        let addr = match role {
+            Role::Client => panel.client,
+            Role::Server => panel.server,
+        };
+        let text = format!("{role} {addr}");
+        let (x, size) = place(&text, center as f64, lo, hi, FONT);
+        let _ = writeln!(
+            out,
+            r#"<text x="{x:.1}" y="{head_y}" text-anchor="middle" font-weight="bold"{}>{}</text>"#,
+            size_attr(size),
+            escape(&text)
+        );
+    }
+    for x in [CLIENT_X, SERVER_X] {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x}" y1="{timeline_top}" x2="{x}" y2="{}" stroke="#000000" stroke-width="2"/>"##,
+            final_y.saturating_add(BOX_H)
+        );
+    }
+    for role in [Role::Client, Role::Server] {
+        state_box(
+            out,
+            role,
+            initial_y,
+            panel.initial[role.index()],
+            None,
+            false,
+        );
+    }
+    if panel.joined_mid {
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="middle" font-size="11" fill="{GREY}">joined mid-way: the states before the first segment are a guess</text>"#,
+            (CLIENT_X + SERVER_X) / 2,
+            initial_y + 4
+        );
+    }
+    for s in &panel.starts {
+        let sy = y_of(&s.key);
+        let _ = writeln!(
+            out,
+            r##"<line class="start" x1="{}" y1="{sy}" x2="{}" y2="{sy}" stroke="{GREY}" stroke-dasharray="2 3"/>"##,
+            TIME_X + 8,
+            WIDTH - 8
+        );
+        let text = format!(
+            "{} (client {}, server {})",
+            s.text, s.initial[0], s.initial[1]
+        );
+        let size = font_size(&text, (WIDTH - CLIENT_X - 16) as f64, SMALL_FONT);
+        let _ = writeln!(
+            out,
+            r#"<text class="start" x="{}" y="{}"{} fill="{BLUE}">{}</text>"#,
+            CLIENT_X + 8,
+            sy - 4,
+            size_attr(size),
+            escape(&text)
+        );
+    }
+    for b in &panel.brackets {
+        bracket(out, b, &y_of, final_y);
+    }
+    let ys: Vec<(Role, i64, i64)> = panel
+        .arrows
         .iter()
-        .filter_map(|p| p.event.as_ref())
-        .filter(|e| e.conn == conn.id)
-        .find_map(|e| e.transition(role).map(|t| t.from))
-        .unwrap_or_else(|| conn.state(role))
-}
-
-/// Where row `i`'s arrow starts.
-fn row_y(i: usize) -> i64 {
-    let i = i64::try_from(i).unwrap_or(i64::MAX);
-    FIRST_Y.saturating_add(i.saturating_mul(ROW))
-}
-
-fn role_index(role: Role) -> usize {
-    match role {
-        Role::Client => 0,
-        Role::Server => 1,
+        .map(|a| (a.from, y_of(&a.sent), y_of(&a.arrives)))
+        .collect();
+    for (n, a) in panel.arrows.iter().enumerate() {
+        let (from, y1, y2) = ys[n];
+        // Crossing arrows (the FINs of a simultaneous close) keep their labels apart.
+        let crossing = ys
+            .iter()
+            .any(|&(f, b1, b2)| f != from && (y1 < b2) != (y2 < b1));
+        arrow(out, a, y1, y2, crossing);
     }
+    for f in &panel.folds {
+        let _ = writeln!(
+            out,
+            r#"<text class="fold" x="{}" y="{}" text-anchor="middle" font-style="italic" fill="{GREY}">{}</text>"#,
+            (CLIENT_X + SERVER_X) / 2,
+            y_of(&f.key) + 4,
+            escape(&f.text)
+        );
+    }
+    for m in &panel.marks {
+        state_box(out, m.role, y_of(&m.key), m.state, m.verdict, false);
+    }
+    // The final states, as the terminal ladder's last line.
+    let _ = writeln!(
+        out,
+        r#"<text x="{TIME_X}" y="{}" text-anchor="end" font-size="11" fill="{GREY}">final</text>"#,
+        final_y + 4
+    );
+    for role in [Role::Client, Role::Server] {
+        state_box(
+            out,
+            role,
+            final_y,
+            panel.final_states[role.index()],
+            None,
+            true,
+        );
+        let ending = &panel.finals[role.index()];
+        if *ending != panel.final_states[role.index()].to_string() {
+            let x = timeline_x(role);
+            let _ = writeln!(
+                out,
+                r#"<text x="{x}" y="{}" text-anchor="middle" font-size="11" fill="{GREY}">{}</text>"#,
+                final_y + BOX_H + 12,
+                escape(&shorten(ending, (WIDTH / 2 - 20) as f64, SMALL_FONT))
+            );
+        }
+    }
+    final_y + BOX_H + 24
 }
 
 fn timeline_x(role: Role) -> i64 {
@@ -262,17 +318,23 @@ fn timeline_x(role: Role) -> i64 {
     }
 }
 
-/// One segment: time, arrow with its label, the state boxes, the red notes. Grouped with the
-/// packet's comment as its tooltip, as Wireshark shows it.
-fn segment(out: &mut String, row: &Row, y: i64) {
-    let (x1, x2) = (timeline_x(row.from), timeline_x(row.from.other()));
-    let (y1, y2) = (y, y.saturating_add(DROP));
-    out.push_str("<g>");
-    if !row.comment.is_empty() {
-        let _ = write!(out, "<title>{}</title>", escape(row.comment));
+/// One segment: time, arrow with its label and tag, the red notes. Grouped with the packet's
+/// comment as its tooltip, as Wireshark shows it. A lost one stops half-way with ✕.
+fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool) {
+    let (x1, x2) = (timeline_x(a.from), timeline_x(a.from.other()));
+    let class = match a.line {
+        Line::Solid if a.rst => "rst",
+        Line::Solid if a.resent => "again",
+        Line::Solid => "segment",
+        Line::Lost => "lost",
+        Line::Inferred => "inferred",
+    };
+    let _ = write!(out, r#"<g class="{class}">"#);
+    if !a.comment.is_empty() {
+        let _ = write!(out, "<title>{}</title>", escape(&a.comment));
     }
     out.push('\n');
-    let time = format!("{:.3}", row.ms);
+    let time = format!("{:.3}", a.sent.ms);
     let _ = writeln!(
         out,
         r#"<text x="{TIME_X}" y="{}" text-anchor="end"{}>{}</text>"#,
@@ -280,41 +342,139 @@ fn segment(out: &mut String, row: &Row, y: i64) {
         size_attr(font_size(&time, TIME_X as f64 - 4.0, SMALL_FONT)),
         escape(&time)
     );
+    let (dx, dy) = ((x2 - x1) as f64, (y2 - y1) as f64);
+    let halfway = a.line != Line::Solid;
+    let (ex, ey) = if halfway {
+        (x1 as f64 + dx / 2.0, y1 as f64 + dy / 2.0)
+    } else {
+        (x2 as f64, y2 as f64)
+    };
+    let (stroke, width, marker) = match (a.line, a.rst) {
+        (Line::Solid, true) => (RED, "2.5", r#" marker-end="url(#rst)""#),
+        (Line::Solid, false) => ("#000000", "1.5", r#" marker-end="url(#head)""#),
+        (Line::Lost, _) => (RED, "1.5", ""),
+        (Line::Inferred, _) => (GREY, "1.5", r#" stroke-dasharray="6 4""#),
+    };
     let _ = writeln!(
         out,
-        r##"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#000000" stroke-width="1.5" marker-end="url(#head)"/>"##
+        r#"<line x1="{x1}" y1="{y1}" x2="{ex:.1}" y2="{ey:.1}" stroke="{stroke}" stroke-width="{width}"{marker}/>"#
     );
-    // The label lies along the arrow, read left to right whichever way the segment goes.
-    let run = (SERVER_X - CLIENT_X) as f64;
-    let slope = (DROP as f64).atan2(run).to_degrees();
-    let angle = if row.from == Role::Client {
+    if halfway {
+        let color = if a.line == Line::Lost { RED } else { GREY };
+        let _ = writeln!(
+            out,
+            r#"<text class="cross" x="{ex:.1}" y="{:.1}" text-anchor="middle" font-size="16" fill="{color}">✕</text>"#,
+            ey + 5.0
+        );
+    }
+    // The label lies along the arrow, read left to right whichever way the segment goes; on a
+    // steep arrow (crossing FINs) nearer its sender, so two crossing labels do not meet.
+    let steep = crossing || dy > (2 * STEP) as f64;
+    let at = if halfway {
+        0.25
+    } else if steep {
+        0.18
+    } else {
+        0.5
+    };
+    let slope = dy.atan2(dx.abs()).to_degrees();
+    let angle = if a.from == Role::Client {
         slope
     } else {
         -slope
     };
-    let (mx, my) = ((CLIENT_X + SERVER_X) / 2, y1.saturating_add(DROP / 2));
+    let (mx, my) = (x1 as f64 + dx * at, y1 as f64 + dy * at);
+    let room = if halfway {
+        LABEL_MAX * 0.5
+    } else if steep {
+        LABEL_MAX * 0.45
+    } else {
+        LABEL_MAX
+    };
     let _ = writeln!(
         out,
-        r#"<text x="{mx}" y="{}" text-anchor="middle"{} transform="rotate({angle:.2} {mx} {my})">{}</text>"#,
-        my - 6,
-        size_attr(font_size(&row.label, LABEL_MAX, FONT)),
-        escape(&row.label)
+        r#"<text class="label" x="{mx:.1}" y="{:.1}" text-anchor="middle"{} transform="rotate({angle:.2} {mx:.1} {my:.1})">{}</text>"#,
+        my - 6.0,
+        size_attr(font_size(&a.label, room, FONT)),
+        escape(&a.label)
     );
-    if !row.notes.is_empty() {
-        let text = shorten(&row.notes.join("; "), LABEL_MAX, SMALL_FONT);
+    let mut below = my + 14.0;
+    if let Some(tag) = &a.tag {
+        let color = match (a.line, a.rst) {
+            (Line::Lost, _) | (_, true) => RED,
+            (Line::Inferred, _) => GREY,
+            _ => AMBER,
+        };
+        let text = shorten(tag, room, SMALL_FONT);
         let _ = writeln!(
             out,
-            r#"<text x="{mx}" y="{}" text-anchor="middle" font-size="11" fill="{RED}" transform="rotate({angle:.2} {mx} {my})">{}</text>"#,
-            my + 14,
+            r#"<text class="tag" x="{mx:.1}" y="{below:.1}" text-anchor="middle" font-size="11" fill="{color}" transform="rotate({angle:.2} {mx:.1} {my:.1})">{}</text>"#,
+            escape(&text)
+        );
+        below += 12.0;
+    }
+    if !a.notes.is_empty() {
+        let text = shorten(&a.notes.join("; "), room, SMALL_FONT);
+        let _ = writeln!(
+            out,
+            r#"<text x="{mx:.1}" y="{below:.1}" text-anchor="middle" font-size="11" fill="{RED}" transform="rotate({angle:.2} {mx:.1} {my:.1})">{}</text>"#,
             escape(&text)
         );
     }
-    for &(role, state, verdict) in &row.changes {
-        // The sender changes as the segment leaves, the receiver as it arrives.
-        let at = if role == row.from { y1 } else { y2 };
-        state_box(out, role, at, state, verdict, false);
-    }
     out.push_str("</g>\n");
+}
+
+/// TIME_WAIT's 2×MSL: a bracket outside `b.role`'s boxes, a tick where a FIN started it again.
+fn bracket(out: &mut String, b: &figure::Bracket, y_of: &dyn Fn(&Key) -> i64, final_y: i64) {
+    let (x, tick, text_x, anchor) = match b.role {
+        Role::Client => {
+            let x = CLIENT_X - BOX_GAP - BOX_W - BRACKET_GAP;
+            (x, x + 6, x - 4, "end")
+        }
+        Role::Server => {
+            let x = SERVER_X + BOX_GAP + BOX_W + BRACKET_GAP;
+            (x, x - 6, x + 4, "start")
+        }
+    };
+    let y1 = y_of(&b.start);
+    let y2 = b.end.as_ref().map_or(final_y + BOX_H, y_of);
+    let _ = writeln!(
+        out,
+        r#"<path class="timewait" d="M{tick},{y1} L{x},{y1} L{x},{y2} L{tick},{y2}" fill="none" stroke="{BLUE}" stroke-width="1.5"/>"#
+    );
+    // Vertical text along the bracket, in its longest stretch between restarts: 2×MSL,
+    // Linux's TCP_TIMEWAIT_LEN.
+    let mut cuts: Vec<i64> = std::iter::once(y1)
+        .chain(b.restarts.iter().map(y_of))
+        .chain([y2])
+        .collect();
+    cuts.sort_unstable();
+    let (lo, hi) = cuts
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by_key(|(a, b)| b - a)
+        .unwrap_or((y1, y2));
+    let mid = (lo + hi) / 2;
+    let rot = if b.role == Role::Client { -90 } else { 90 };
+    let label = match hi - lo {
+        n if n > 170 => "TIME_WAIT 2×MSL = 60 s",
+        n if n > 95 => "2×MSL = 60 s",
+        _ => "2×MSL",
+    };
+    let _ = writeln!(
+        out,
+        r#"<text class="timewait" x="{text_x}" y="{mid}" text-anchor="middle" font-size="11" fill="{BLUE}" transform="rotate({rot} {text_x} {mid})">{label}</text>"#
+    );
+    // A FIN that reaches TIME_WAIT starts its timer again (RFC 9293 §3.10.7.4).
+    for r in &b.restarts {
+        let ry = y_of(r);
+        let _ = writeln!(
+            out,
+            r#"<path class="restart" d="M{tick},{ry} L{},{ry}" stroke="{BLUE}" stroke-width="2"><title>a FIN reached TIME_WAIT: its 2×MSL starts again</title></path>"#,
+            2 * x - tick
+        );
+    }
+    let _ = anchor;
 }
 
 /// A box with a state's name beside `role`'s timeline, centred on `y`, on the outer side so it
@@ -349,7 +509,7 @@ fn state_box(
     };
     let _ = writeln!(
         out,
-        r#"<text class="state" x="{}" y="{}" text-anchor="middle">{}{mark}</text>"#,
+        r#"<text class="state" x="{}" y="{}" text-anchor="middle" data-role="{role}">{}{mark}</text>"#,
         x + BOX_W / 2,
         y.saturating_add(4),
         escape(state.name())
@@ -525,7 +685,7 @@ mod tests {
                 ["x1", "y1", "x2", "y2"].map(|a| {
                     let start = l.find(&format!(" {a}=\"")).unwrap() + a.len() + 3;
                     let len = l[start..].find('"').unwrap();
-                    l[start..start + len].parse().unwrap()
+                    l[start..start + len].parse::<f64>().unwrap().round() as i64
                 })
             })
             .collect()
@@ -765,5 +925,151 @@ mod tests {
         assert!(size_of(">18446744073709551616000.000<") < SMALL_FONT, "{d}");
         // Deterministic: the same input, the same bytes.
         assert_eq!(d, render(&packets, &tracker.connections()[0], None));
+    }
+
+    /// A transfer of 3,000 data segments, then the close.
+    fn bulk() -> Vec<Segment> {
+        use crate::tcp::Flags;
+        let (a, pa, fa) = (
+            Flags::ACK,
+            Flags(Flags::PSH.0 | Flags::ACK.0),
+            Flags(Flags::FIN.0 | Flags::ACK.0),
+        );
+        let mut segs = vec![
+            seg(true, Flags::SYN, 100, 0, 0),
+            seg(false, Flags::SYN | a, 900, 101, 0),
+            seg(true, a, 101, 901, 0),
+        ];
+        for k in 0..3000 {
+            segs.push(seg(true, pa, 101 + k, 901, 1));
+        }
+        segs.push(seg(false, a, 901, 3101, 0));
+        segs.push(seg(false, fa, 901, 3101, 0));
+        segs.push(seg(true, a, 3101, 902, 0));
+        segs.push(seg(true, fa, 3101, 902, 0));
+        segs.push(seg(false, a, 902, 3102, 0));
+        segs
+    }
+
+    fn height(doc: &str) -> i64 {
+        let start = doc.find(r#"height=""#).unwrap() + 8;
+        let len = doc[start..].find('"').unwrap();
+        doc[start..start + len].parse().unwrap()
+    }
+
+    #[test]
+    fn bulk_data_folds_into_one_line() {
+        let (packets, tracker) = packets_of(bulk());
+        let d = render(&packets, &tracker.connections()[0], None);
+        check_well_formed(&d).unwrap();
+        // The first data segment and the server's ACK stay; the 2,999 between are one line.
+        assert!(
+            d.contains(r##"font-style="italic" fill="#666666">… 2,999 data segments …</text>"##),
+            "{}",
+            &d[..d.len().min(4000)]
+        );
+        assert_eq!(arrows(&d).len(), 3 + 2 + 4, "{}", &d[..d.len().min(4000)]);
+        assert!(height(&d) < 1200, "{} px tall", height(&d));
+        let b = boxes(&d);
+        assert_eq!(&b[b.len() - 2..], ["CLOSED", "TIME_WAIT"], "{b:?}");
+    }
+
+    /// Where a text reaches, estimated as the drawing does: (left, right) in px.
+    fn extents(doc: &str) -> Vec<(f64, f64, String)> {
+        let attr = |l: &str, a: &str| -> Option<String> {
+            let start = l.find(&format!(" {a}=\""))? + a.len() + 3;
+            let len = l[start..].find('"')?;
+            Some(l[start..start + len].to_string())
+        };
+        doc.lines()
+            .filter(|l| l.starts_with("<text") && !l.contains("rotate("))
+            .map(|l| {
+                let x: f64 = attr(l, "x").unwrap().parse().unwrap();
+                let size: f64 = attr(l, "font-size").map_or(FONT, |s| s.parse().unwrap());
+                let text = strip_tags(l);
+                let w = text.chars().count() as f64 * ADVANCE * size;
+                let (lo, hi) = match attr(l, "text-anchor").as_deref() {
+                    Some("middle") => (x - w / 2.0, x + w / 2.0),
+                    Some("end") => (x - w, x),
+                    _ => (x, x + w),
+                };
+                (lo, hi, text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_ipv6_addresses_fit_in_the_picture() {
+        let client: std::net::SocketAddr = "[2001:db8:1234:5678:9abc:def0:1234:5678]:40000"
+            .parse()
+            .unwrap();
+        let server: std::net::SocketAddr = "[2001:db8:ffff:eeee:dddd:cccc:bbbb:aaaa]:8000"
+            .parse()
+            .unwrap();
+        let segs = active_close(false)
+            .into_iter()
+            .map(|mut s| {
+                let from_client = s.src.port() == 40000;
+                (s.src, s.dst) = if from_client {
+                    (client, server)
+                } else {
+                    (server, client)
+                };
+                s
+            })
+            .collect();
+        let (packets, tracker) = packets_of(segs);
+        let conn = &tracker.connections()[0];
+        let heading = Heading {
+            title: format!("teardown: client {}, server {}", conn.client, conn.server),
+            lesson: Some("a lesson ".repeat(30)),
+            verdict: Some("the kernel did something else: ".repeat(6)),
+        };
+        let d = render_page(&packets, &[conn], None, &[], &[], &heading);
+        check_well_formed(&d).unwrap();
+        let texts = extents(&d);
+        assert!(
+            texts.iter().any(|(_, _, t)| t.contains("2001:db8:1234")),
+            "{d}"
+        );
+        for (lo, hi, text) in &texts {
+            assert!(
+                *lo >= 0.0 && *hi <= WIDTH as f64,
+                "{text:?} reaches {lo:.0}..{hi:.0}, outside 0..{WIDTH}"
+            );
+        }
+        // The two headings do not meet in the middle.
+        let heads: Vec<_> = texts.iter().filter(|(_, _, t)| t.contains("]:")).collect();
+        let client_head = heads
+            .iter()
+            .find(|(_, _, t)| t.starts_with("client"))
+            .unwrap();
+        let server_head = heads
+            .iter()
+            .find(|(_, _, t)| t.starts_with("server"))
+            .unwrap();
+        assert!(client_head.1 < server_head.0, "{heads:?}");
+    }
+
+    #[test]
+    fn the_page_has_title_lesson_and_verdict() {
+        let (packets, tracker) = packets_of(active_close(false));
+        let conn = &tracker.connections()[0];
+        let heading = Heading {
+            title: "teardown run active-close".into(),
+            lesson: Some("the side that closes first keeps TIME_WAIT".into()),
+            verdict: Some("reproduced".into()),
+        };
+        let d = render_page(&packets, &[conn], None, &[], &[], &heading);
+        check_well_formed(&d).unwrap();
+        let title = d.find(">teardown run active-close</text>").unwrap();
+        let lesson = d.find(r#"class="lesson""#).unwrap_or_else(|| panic!("{d}"));
+        let first_arrow = d.find("marker-end=").unwrap();
+        let verdict = d.find(">verdict: reproduced</text>").unwrap();
+        assert!(title < lesson && lesson < first_arrow && first_arrow < verdict);
+        assert!(
+            d.contains("<title>teardown run active-close</title>"),
+            "{d}"
+        );
     }
 }

@@ -216,10 +216,25 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
     // The same ladder as a picture, beside the capture.
     let mut drawn = None;
-    if let (Some(svg), Some(conn)) = (picture.take(), lab.connection()) {
+    if let (Some(svg), Some(_)) = (picture.take(), lab.connection()) {
         let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
         let name = svg.name();
-        svg.write_all(crate::output::svg::render(&lab.record.packets, conn, notes).as_bytes())
+        // Every connection of the run, each end on its own clock from the kernel's trace.
+        let conns: Vec<_> = lab.annotator.tracker.connections().iter().collect();
+        let heading = crate::output::figure::Heading {
+            title: format!("teardown run {}", scenario.name),
+            lesson: Some(scenario.lesson.to_string()),
+            verdict: Some(verdict.clone()),
+        };
+        let page = crate::output::svg::render_page(
+            &lab.record.packets,
+            &conns,
+            notes,
+            &lab.record.trace,
+            &lab.record.notes,
+            &heading,
+        );
+        svg.write_all(page.as_bytes())
             .map_err(Error::io(format!("writing {name}")))?;
         give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
