@@ -223,6 +223,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         user: config.user.as_ref().map(|(u, g, _)| (*u, *g)),
     };
     let mut owners = Owners::default();
+    owners.pidns = programs.pidns.link();
     let mut life = ServerLife::default();
 
     let outcome = drive(
@@ -375,6 +376,8 @@ fn drive(
             &hosts,
         ));
     };
+    // Its workers, if it starts any, are named from now on.
+    owners.scan_members();
     let opts = listener_opts(&listener);
     let owner = listener
         .owner
@@ -437,7 +440,7 @@ fn drive(
                     && first_client.is_some_and(|t| t.elapsed() >= after)
                 {
                     stopped = true;
-                    stop_server(config, lab, programs, life, after)?;
+                    stop_server(config, lab, programs, owners, life, after)?;
                     if config.restart {
                         restart(config, lab, programs, owners, life, place_of, to_stderr)?;
                     }
@@ -492,13 +495,13 @@ fn drive(
                 server_exit(lab, programs, life, false)?;
                 std::thread::sleep(TICK);
             }
-            stop_server(config, lab, programs, life, after)?;
+            stop_server(config, lab, programs, owners, life, after)?;
             if config.restart {
                 restart(config, lab, programs, owners, life, place_of, to_stderr)?;
             }
         }
         StopServer::AfterClients => {
-            stop_server(config, lab, programs, life, Duration::ZERO)?;
+            stop_server(config, lab, programs, owners, life, Duration::ZERO)?;
             if config.restart {
                 restart(config, lab, programs, owners, life, place_of, to_stderr)?;
             }
@@ -512,7 +515,7 @@ fn drive(
             return Err(Error::Interrupted);
         }
         let _ = owners.watch(&hosts, port);
-        server_exit(lab, programs, life, true)?;
+        server_exit(lab, programs, life, false)?;
         std::thread::sleep(TICK);
     }
     Ok(())
@@ -642,6 +645,7 @@ fn stop_server(
     config: &ExecConfig,
     lab: &mut Lab,
     programs: &mut Programs,
+    owners: &mut Owners,
     life: &mut ServerLife,
     after: Duration,
 ) -> Result<(), Error> {
@@ -651,6 +655,7 @@ fn stop_server(
     if s.poll().is_some() {
         return Ok(());
     }
+    owners.scan_members();
     let name = procs::signal_name(config.signal);
     let pid = s.pid;
     s.signal(config.signal);
@@ -786,13 +791,23 @@ fn restart(
         None,
     )?;
     drop(socket);
+    // The bench keeps the holders at the bound address; a wildcard bind (0.0.0.0) collides
+    // with every socket on the port, whatever its address.
+    let all_on_port: Vec<KernelSocket> = owners
+        .watch(&hosts, config.port)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.local.port() == config.port)
+        .collect();
     let told = lab.record.restarts.last_mut().map(|r| {
         r.expected = r.errno;
+        if r.errno.is_some() && r.holders.is_empty() && addr.ip().is_unspecified() {
+            r.holders = all_on_port;
+        }
         (r.errno, crate::scenario::words::restart_text(r, &lab.style))
     });
     if let Some((errno, text)) = told {
-        let indented: String = text.lines().map(|l| format!("     {l}\n")).collect();
-        lab.print(indented.trim_end_matches('\n'));
+        lab.print(format!("     {}", text.trim_end_matches('\n')));
         if errno.is_none() {
             lab.print(
                 "     the same bind() works now: the port was not what stopped it; see its \

@@ -22,11 +22,22 @@ pub struct Owners {
     pub by_pid: HashMap<u32, Owner>,
     /// The processes teardown started: pid → command line.
     pub started: HashMap<u32, String>,
+    /// The lab's PID namespace (its /proc link), whose members are looked at now and then:
+    /// a worker that closes a socket between two reads of the table is still named.
+    pub pidns: Option<String>,
+    last_scan: Option<std::time::Instant>,
 }
+
+/// How often the lab's processes are listed.
+const MEMBERS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Owners {
     /// Reads the table of `port` once; owners of sockets not seen before are looked up.
     pub fn watch(&mut self, hosts: &Hosts, port: u16) -> std::io::Result<Vec<KernelSocket>> {
+        if self.last_scan.is_none_or(|t| t.elapsed() >= MEMBERS_EVERY) {
+            self.last_scan = Some(std::time::Instant::now());
+            self.scan_members();
+        }
         let mut sockets: Vec<KernelSocket> = kernel::sock_diag::dump_in(hosts)?
             .into_iter()
             .filter(|s| s.local.port() == port || s.peer.port() == port)
@@ -56,9 +67,44 @@ impl Owners {
         Ok(sockets)
     }
 
+    /// Every process of the lab's PID namespace, by pid, with its command line.
+    pub fn scan_members(&mut self) {
+        let Some(ns) = &self.pidns else { return };
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // What teardown started is known by its command line; one caught between fork
+            // and exec would be cached under teardown's.
+            if self.by_pid.contains_key(&pid) || self.started.contains_key(&pid) {
+                continue;
+            }
+            let Ok(link) = std::fs::read_link(entry.path().join("ns/pid")) else {
+                continue;
+            };
+            if link.to_string_lossy() != ns.as_str() {
+                continue;
+            }
+            if let Some(o) = read_owner(pid).filter(|o| !o.cmdline.is_empty()) {
+                self.by_pid.insert(pid, o);
+            }
+        }
+    }
+
     /// The process behind `pid`: seen owning a socket, started by teardown, or alive now.
     pub fn of_pid(&self, pid: u32) -> Option<Owner> {
-        if let Some(o) = self.by_pid.get(&pid) {
+        if let Some(o) = self
+            .by_pid
+            .get(&pid)
+            .filter(|_| !self.started.contains_key(&pid))
+        {
             return Some(o.clone());
         }
         if let Some(cmdline) = self.started.get(&pid) {
@@ -69,6 +115,13 @@ impl Owners {
                 user: String::new(),
             });
         }
+        read_owner(pid)
+    }
+}
+
+/// `pid`'s command line and name from /proc, while it lives.
+fn read_owner(pid: u32) -> Option<Owner> {
+    {
         let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
         let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline)

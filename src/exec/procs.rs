@@ -178,6 +178,9 @@ impl Spawned {
                 // A group of its own: a stop reaches what it started (a shell's children,
                 // nginx's workers); the terminal's Ctrl-C reaches teardown, which stops it.
                 libc::setpgid(0, 0);
+                // Rust ignores SIGPIPE, and an ignored signal stays ignored across exec: the
+                // program gets the default back, as a shell would start it.
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
                 if let Some((uid, gid)) = user
                     && (libc::setgroups(0, std::ptr::null()) != 0
                         || libc::setresgid(gid, gid, gid) != 0
@@ -399,6 +402,15 @@ impl PidNamespace {
 
     pub fn active(&self) -> bool {
         self.init.is_some()
+    }
+
+    /// The namespace as /proc/PID/ns/pid links to it (`pid:[4026532317]`), to know its
+    /// members.
+    pub fn link(&self) -> Option<String> {
+        let init = self.init?;
+        std::fs::read_link(format!("/proc/{init}/ns/pid"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     /// Runs `spawn` with the lab's PID namespace as the one its child is born in.

@@ -285,7 +285,9 @@ pub fn text(conns: &[Conn], left: &[Left], style: &Style) -> String {
             );
             let mut who = format!("owned by {}", owner_text(&c.owners[i]));
             match (&c.closers[i], &c.owners[i]) {
-                (Some(cl), Some(o)) if cl.pid == o.pid => who.push_str(", which called close()"),
+                (Some(cl), Some(o)) if cl.pid == o.pid => {
+                    who.push_str(", which closed it (close() or its exit)")
+                }
                 (Some(cl), None) => {
                     who = format!("close() called by pid {} ({})", cl.pid, cl.cmdline)
                 }
