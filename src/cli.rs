@@ -45,9 +45,6 @@ pub enum Command {
     /// Run a scenario for real: capture it, annotate it, explain the restart
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
-    /// Run your own server and clients through the lab: capture, explain their teardown
-    #[command(after_help = EXEC_HELP)]
-    Exec(ExecArgs),
     /// List the scenarios, each with its one-line lesson
     List,
     /// The kernel's TCP socket table, like `ss -tan -o`: state, queues, addresses, timer
@@ -74,6 +71,9 @@ pub enum Command {
     /// One line per connection of a capture: who closed first, how, final states
     #[command(after_help = SUMMARY_HELP)]
     Summary(SummaryArgs),
+    /// Run your own server and clients through the lab: capture, explain their teardown
+    #[command(after_help = EXEC_HELP)]
+    Exec(ExecArgs),
     /// Print the shell completion script for bash, zsh or fish
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
@@ -844,6 +844,75 @@ mod tests {
         assert!(fish.contains("complete -c teardown"), "{fish}");
         let zsh = String::from_utf8(completions(clap_complete::Shell::Zsh)).unwrap();
         assert!(zsh.starts_with("#compdef teardown"), "{zsh}");
+    }
+
+    fn exec_config(args: &[&str]) -> Result<ExecConfig, Error> {
+        let mut all = vec!["teardown", "exec"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| Error::Usage(e.to_string()))?;
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        ExecConfig::try_from(args)
+    }
+
+    #[test]
+    fn exec_restart_stops_the_server_after_the_clients_and_names_the_capture_after_it() {
+        let c = exec_config(&["--server", "./server 8000", "--port", "8000", "--restart"]).unwrap();
+        assert_eq!(c.stop, StopServer::AfterClients);
+        assert_eq!(c.output, PathBuf::from("captures/exec-server.pcapng"));
+        assert_eq!(c.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.signal, libc::SIGTERM);
+        let c = exec_config(&[
+            "--server",
+            "python3 -m http.server",
+            "--port",
+            "8000",
+            "--stop-server-after",
+            "0.3",
+            "--signal",
+            "KILL",
+            "--client",
+            "curl -s http://127.0.0.1:8000/",
+            "--client",
+            "curl -I http://127.0.0.1:8000/",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.stop,
+            StopServer::After(std::time::Duration::from_millis(300))
+        );
+        assert_eq!(c.signal, libc::SIGKILL);
+        assert_eq!(c.clients.len(), 2);
+        assert_eq!(c.output, PathBuf::from("captures/exec-python3.pcapng"));
+        let c = exec_config(&["--server", "x", "--port", "1"]).unwrap();
+        assert_eq!(c.stop, StopServer::Never);
+    }
+
+    #[test]
+    fn exec_refuses_bad_seconds_an_empty_command_and_both_stops() {
+        let err = |args: &[&str]| exec_config(args).unwrap_err().to_string();
+        let e = err(&["--server", "x", "--port", "1", "--timeout", "0"]);
+        assert!(
+            e.contains("--timeout 0: give a number of seconds above 0"),
+            "{e}"
+        );
+        let e = err(&["--server", "x", "--port", "1", "--stop-server-after=-1"]);
+        assert!(e.contains("give a number of seconds, 0 or more"), "{e}");
+        let e = err(&["--server", " ", "--port", "1"]);
+        assert!(e.contains("--server: the command is empty"), "{e}");
+        let e = err(&[
+            "--server",
+            "x",
+            "--port",
+            "1",
+            "--stop-server",
+            "--stop-server-after",
+            "1",
+        ]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = err(&["--server", "x", "--port", "1", "--signal", "HUP"]);
+        assert!(e.contains("invalid value 'HUP'"), "{e}");
     }
 
     #[test]

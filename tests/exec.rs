@@ -587,26 +587,7 @@ fn every_program_dies_when_teardown_is_killed_with_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut pids = Vec::new();
-    let mut seen = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if let Some(pid) = line
-            .split("(pid ")
-            .nth(1)
-            .and_then(|p| p.trim_end().trim_end_matches(')').parse::<u32>().ok())
-        {
-            pids.push(pid);
-        }
-        if line.contains("client: started") {
-            break;
-        }
-    }
+    let (pids, seen) = read_pids_until(&mut child, "client: started");
     assert_eq!(pids.len(), 2, "the server's and the client's pid{seen}");
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -623,4 +604,237 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
         .unwrap_or(false)
+}
+
+/// The pids of `(pid N)` lines until a line containing `until`, with what was read.
+fn read_pids_until(child: &mut std::process::Child, until: &str) -> (Vec<u32>, String) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut pids, mut seen) = (Vec::new(), String::new());
+    for _ in 0..40 {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if let Some(pid) = line
+            .split("(pid ")
+            .nth(1)
+            .and_then(|p| p.trim_end().trim_end_matches(')').parse::<u32>().ok())
+        {
+            pids.push(pid);
+        }
+        if line.contains(until) {
+            break;
+        }
+    }
+    // The rest of the output must not block the run.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (pids, seen)
+}
+
+/// tracefs instances a teardown process of `pid` made, seen from a private mount namespace
+/// (tracefs may not be mounted on the host; teardown mounts it in one of its own).
+fn instances_of(pid: u32) -> Vec<String> {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --make-rprivate / && (mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; \
+         ls /sys/kernel/tracing/instances)",
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout
+        .lines()
+        .filter(|n| n.starts_with(&format!("teardown-{pid}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn ctrl_c_ends_the_run_its_programs_and_its_tracefs_instance_and_writes_the_capture() {
+    if !root("exec ctrl-c") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let server = compile(&dir, "never_closes");
+    let file = dir.join("x.pcapng");
+    let mut child = Command::new(BIN)
+        .args([
+            "exec",
+            "--server",
+            &format!("{} {port}", server.display()),
+            "--client",
+            "sleep 30",
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "20",
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (pids, seen) = read_pids_until(&mut child, "client: started");
+    assert_eq!(pids.len(), 2, "{seen}");
+    assert_eq!(
+        instances_of(child.id()).len(),
+        1,
+        "the run's own instance{seen}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} outlived the run{seen}");
+    }
+    assert!(
+        instances_of(child.id()).is_empty(),
+        "the instance is removed"
+    );
+    assert!(file.exists(), "the capture so far is written");
+}
+
+#[test]
+fn repeat_and_parallel_make_one_report_per_connection() {
+    if !root("exec repeat parallel") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let run = exec(&[
+        "--server",
+        &python_server(port),
+        "--client",
+        &curl_to_eof(port),
+        "--port",
+        &port.to_string(),
+        "--repeat",
+        "2",
+        "--parallel",
+        "2",
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("4 connections:"), "{run}");
+    assert!(
+        run.flat().contains("clients: started 2 copies of `curl"),
+        "{run}"
+    );
+    for n in 0..4 {
+        let conn = connection(&run, n);
+        assert!(conn.contains("kernel check:"), "each its own check{conn}");
+        assert!(conn.contains("0 mismatched"), "{conn}");
+    }
+    let left = left_behind(&run);
+    assert!(
+        left.contains("(3 more like it)"),
+        "one explanation per kind{left}"
+    );
+}
+
+#[test]
+fn across_two_hosts_the_server_runs_in_its_own_namespace() {
+    if !root("exec netns") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let run = exec(&[
+        "--server",
+        &format!("python3 -m http.server {port} --bind 10.77.0.2"),
+        "--client",
+        &format!("curl -s --ignore-content-length -o /dev/null http://10.77.0.2:{port}/"),
+        "--port",
+        &port.to_string(),
+        "--netns",
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains("server│ 10.77.0.1 - - "),
+        "the request came from the client's host{run}"
+    );
+    let conn = connection(&run, 0);
+    assert!(
+        conn.contains(&format!("10.77.0.2:{port}: the server closed first")),
+        "{conn}"
+    );
+}
+
+#[test]
+fn json_reports_connections_restarts_and_what_was_left() {
+    if !root("exec json") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let server = compile(&dir, "server");
+    let client = compile(&dir, "client");
+    let run = exec(&[
+        "--server",
+        &format!("{} {port}", server.display()),
+        "--client",
+        &format!("{} {port}", client.display()),
+        "--port",
+        &port.to_string(),
+        "--stop-server-after",
+        "0.3",
+        "--restart",
+        "--json",
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let v: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}{run}"));
+    assert_eq!(v["command"], "exec");
+    assert_eq!(v["connections"][0]["closed_first"], "server", "{v}");
+    assert_eq!(v["connections"][0]["server_path"][3], "FIN_WAIT_1", "{v}");
+    assert_eq!(v["restarts"][0]["errno"], 98, "{v}");
+    assert_eq!(v["restarts"][0]["holders"][0]["state"], "TIME_WAIT", "{v}");
+    assert_eq!(v["left_behind"][0]["state"], "TIME_WAIT", "{v}");
+    assert!(
+        run.stderr
+            .contains("server│ failed to bind port, errno = 98"),
+        "narration on stderr{run}"
+    );
+}
+
+#[test]
+fn dash_z_runs_the_programs_as_that_user() {
+    if !root("exec -Z") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let server = compile(&dir, "never_closes");
+    let run = exec(&[
+        "--server",
+        &format!("sh -c 'id -un >&2; exec {} {port}'", server.display()),
+        "--client",
+        "id -un",
+        "--port",
+        &port.to_string(),
+        "-Z",
+        "nobody",
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("server│ nobody"), "{run}");
+    assert!(run.stdout.contains("client│ nobody"), "{run}");
+    assert!(run.stdout.contains(", as nobody,"), "{run}");
+    let run = exec(&["--server", "true", "--port", "9", "-Z", "no-such-user-here"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("-Z no-such-user-here: no such user"),
+        "{run}"
+    );
 }

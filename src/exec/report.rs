@@ -132,10 +132,15 @@ pub fn connections(
     out
 }
 
+/// The rows of the left-behind table shown; the rest are counted.
+const TABLE_ROWS: usize = 12;
+
 /// A socket the programs left on the port, and what it means.
 pub struct Left {
     pub socket: KernelSocket,
     pub text: String,
+    /// Sockets of one kind share their explanation: (state, the server's end or not).
+    kind: (KernelState, bool),
 }
 
 /// The sockets on the port at the end, each explained; `would` is a trial bind's answer
@@ -225,6 +230,7 @@ pub fn left_behind(
         out.push(Left {
             socket: s.clone(),
             text,
+            kind: (s.state, server_end),
         });
     }
     out
@@ -320,12 +326,30 @@ pub fn text(conns: &[Conn], left: &[Left], style: &Style) -> String {
         s,
         "left behind on the port (the kernel's table, as ss reads it):"
     );
-    let sockets: Vec<KernelSocket> = left.iter().map(|l| l.socket.clone()).collect();
+    let sockets: Vec<KernelSocket> = left
+        .iter()
+        .take(TABLE_ROWS)
+        .map(|l| l.socket.clone())
+        .collect();
     for line in render_table(&sockets).lines() {
         let _ = writeln!(s, "  {line}");
     }
+    if left.len() > TABLE_ROWS {
+        let _ = writeln!(s, "  ... and {} more", left.len() - TABLE_ROWS);
+    }
+    // One explanation per kind of socket: a load run leaves hundreds of one kind.
+    let mut told: Vec<(KernelState, bool)> = Vec::new();
     for l in left {
-        let _ = writeln!(s, "{}", style.wrap("  - ", "    ", &l.text));
+        if told.contains(&l.kind) {
+            continue;
+        }
+        told.push(l.kind);
+        let like = left.iter().filter(|o| o.kind == l.kind).count();
+        let mut text = l.text.clone();
+        if like > 1 {
+            let _ = write!(text, " ({} more like it)", like - 1);
+        }
+        let _ = writeln!(s, "{}", style.wrap("  - ", "    ", &text));
     }
     s
 }
