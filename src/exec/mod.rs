@@ -807,7 +807,9 @@ fn restart(
         (r.errno, crate::scenario::words::restart_text(r, &lab.style))
     });
     if let Some((errno, text)) = told {
-        lab.print(format!("     {}", text.trim_end_matches('\n')));
+        let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        let first = lab.style.wrap("     ", "       ", first);
+        lab.print(format!("{first}\n{}", rest.trim_end_matches('\n')));
         if errno.is_none() {
             lab.print(
                 "     the same bind() works now: the port was not what stopped it; see its \
