@@ -458,10 +458,11 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
     }
     let dir = TempDir::new();
     let (port, other) = (free_port(), free_port());
-    // It listens, but on another port than --port.
+    // It listens (within milliseconds), but on another port than --port.
+    let server = compile(&dir, "never_closes");
     let run = exec(&[
         "--server",
-        &python_server(other),
+        &format!("{} {other}", server.display()),
         "--port",
         &port.to_string(),
         "--timeout",
