@@ -839,3 +839,70 @@ fn dash_z_runs_the_programs_as_that_user() {
         "{run}"
     );
 }
+
+#[test]
+fn without_root_the_user_namespace_path_runs_the_programs_and_says_what_it_cannot_do() {
+    if !root("exec without root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let server = compile(&dir, "never_closes");
+    // As nobody: unprivileged user namespaces, as `run` has them.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "exec",
+    ])
+    .arg("--server")
+    .arg(format!("{} {port}", server.display()))
+    .arg("--client")
+    .arg(format!(
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3; head -c 6 <&3'"
+    ))
+    .args(["--port", &port.to_string(), "-w"])
+    .arg(dir.join("x.pcapng"));
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("client│ hello"), "{run}");
+    assert!(
+        run.stdout.contains("note: kernel confirmation is off"),
+        "{run}"
+    );
+    assert!(
+        left_behind(&run).contains("this program did not close() after the peer's FIN"),
+        "{run}"
+    );
+}
+
+#[test]
+fn under_sudo_the_programs_run_as_the_user_who_asked_and_the_capture_is_theirs() {
+    if !root("exec sudo user") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new();
+    let port = free_port();
+    let server = compile(&dir, "never_closes");
+    let file = dir.join("x.pcapng");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["exec", "--server"])
+        .arg(format!(
+            "sh -c 'id -u >&2; exec {} {port}'",
+            server.display()
+        ))
+        .args(["--client", "id -u", "--port", &port.to_string(), "-w"])
+        .arg(&file)
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534");
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("server│ 65534"), "{run}");
+    assert!(run.stdout.contains("client│ 65534"), "{run}");
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), 65534);
+}

@@ -361,6 +361,13 @@ impl PidNamespace {
         let Some(own) = open_ns("/proc/self/ns/pid") else {
             return none;
         };
+        // The way back must be open before the way in: inside a user namespace of our own
+        // (no root) the host's PID namespace refuses setns(), and a process whose children's
+        // namespace is not its own may not start a thread.
+        use std::os::fd::AsRawFd;
+        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+            return none;
+        }
         if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
             return none;
         }
@@ -380,7 +387,6 @@ impl PidNamespace {
             .then(|| open_ns(&format!("/proc/{pid}/ns/pid")))
             .flatten();
         // Back to our own for children: threads can be made again.
-        use std::os::fd::AsRawFd;
         unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
         match lab {
             Some(lab) => PidNamespace {
