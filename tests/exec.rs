@@ -906,3 +906,48 @@ fn under_sudo_the_programs_run_as_the_user_who_asked_and_the_capture_is_theirs()
     assert!(run.stdout.contains("client│ 65534"), "{run}");
     assert_eq!(std::fs::metadata(&file).unwrap().uid(), 65534);
 }
+
+#[test]
+fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
+    if !root("exec daemon") {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let conf = nginx_conf(&dir, port, 65);
+    // nginx's default: the master forks into the background and the started process exits.
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("daemon off;", "daemon on;");
+    std::fs::write(&conf, text).unwrap();
+    let server = format!(
+        "/usr/sbin/nginx -e stderr -p {} -c {}",
+        dir.0.display(),
+        conf.display()
+    );
+    let run = exec(&[
+        "--server",
+        &server,
+        "--client",
+        &format!("curl -s http://127.0.0.1:{port}/"),
+        "--port",
+        &port.to_string(),
+        "--restart",
+        "-w",
+        dir.join("x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let out = run.flat();
+    assert!(out.contains("went into the background:"), "{run}");
+    let daemon = out
+        .split("), pid ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no daemon pid{run}"));
+    assert!(
+        out.contains(&format!("server: stopped with SIGTERM (pid {daemon})")),
+        "{run}"
+    );
+    assert!(out.contains("→ bound: it listens on"), "{run}");
+    assert!(!alive(daemon), "the daemon died with the run");
+}

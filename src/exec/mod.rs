@@ -40,6 +40,10 @@ const SETTLE: Duration = Duration::from_millis(300);
 struct ServerLife {
     /// The address its listener was bound to, and with which options.
     listener: Option<(SocketAddr, SockOpts, bool)>,
+    /// The listener's process, when it is not the one teardown started (a daemon).
+    daemon: Option<u32>,
+    /// The listener's process, whichever it is.
+    listener_pid: Option<u32>,
     stopped: Option<String>,
     exited_by_itself: Option<String>,
 }
@@ -50,6 +54,8 @@ struct Programs {
     restarted: Option<Spawned>,
     clients: Vec<Spawned>,
     pidns: procs::PidNamespace,
+    /// The lab's network namespaces (`net:[N]`): a process in one of them is the run's.
+    netns: Vec<String>,
 }
 
 impl Programs {
@@ -66,6 +72,9 @@ impl Programs {
             p.signal(libc::SIGKILL);
         }
         self.pidns.kill_all();
+        // Without a PID namespace, what went into the background (a new session, out of
+        // reach of the group) is found by the network namespace it lives in.
+        kill_namespace_members(&self.netns);
         for p in self.all() {
             p.kill();
         }
@@ -79,6 +88,34 @@ impl Programs {
 impl Drop for Programs {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+/// SIGKILL to every other process whose network namespace is one of `netns`.
+fn kill_namespace_members(netns: &[String]) {
+    if netns.is_empty() {
+        return;
+    }
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if let Ok(link) = std::fs::read_link(entry.path().join("ns/net"))
+            && netns.iter().any(|n| link.as_os_str() == n.as_str())
+        {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 
@@ -109,11 +146,22 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     let pidns = procs::PidNamespace::create();
     let tracefs = kernel::tracefs::locate();
     signals::install();
+    let mut lab_netns: Vec<String> = std::fs::read_link("/proc/self/ns/net")
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned())
+        .into_iter()
+        .collect();
+    if let netns::Hosts::Two(pair) = &hosts
+        && let Ok(l) = std::fs::read_link(format!("/proc/self/fd/{}", pair.server_fd()))
+    {
+        lab_netns.push(l.to_string_lossy().into_owned());
+    }
     let mut programs = Programs {
         server: None,
         restarted: None,
         clients: Vec::new(),
         pidns,
+        netns: lab_netns,
     };
     let (server_ip, client_ip, iface) = match &hosts {
         netns::Hosts::Two(_) => (pair::SERVER_IP, pair::CLIENT_IP, pair::CLIENT_IF),
@@ -394,6 +442,22 @@ fn drive(
         ),
     )?;
     life.listener = Some((listener.local, opts.unwrap_or_default(), opts.is_some()));
+    life.listener_pid = listener.owner.as_ref().map(|o| o.pid);
+    // A server that went into the background: its listener's process is the one to stop.
+    if let (Some(o), Some(s)) = (&listener.owner, programs.server.as_mut())
+        && s.poll().is_some()
+    {
+        life.daemon = Some(o.pid);
+        let (status, pid) = (s.status.map(status_text).unwrap_or_default(), o.pid);
+        lab.say(
+            "server",
+            format!(
+                "went into the background: `{}` exited ({status}), pid {pid} ({}) listens",
+                config.server.text, o.command
+            ),
+        )?;
+        life.exited_by_itself = Some(status);
+    }
 
     // The clients, each --repeat times, --parallel at once.
     let mut first_client: Option<Instant> = None;
@@ -546,7 +610,13 @@ fn wait_listening(
         if let Some(s) = server.as_deref_mut()
             && s.poll().is_some()
         {
-            return Ok(None);
+            // A daemon's parent exits once its child listens: one more look.
+            let sockets = owners
+                .watch(hosts, config.port)
+                .map_err(Error::io("reading the kernel's socket table"))?;
+            return Ok(sockets
+                .into_iter()
+                .find(|s| s.state == KernelState::Listen && s.local.port() == config.port));
         }
         std::thread::sleep(TICK);
     }
@@ -649,6 +719,9 @@ fn stop_server(
     life: &mut ServerLife,
     after: Duration,
 ) -> Result<(), Error> {
+    if let Some(pid) = life.daemon.take() {
+        return stop_daemon(config, lab, life, pid);
+    }
     let Some(s) = programs.server.as_mut() else {
         return Ok(());
     };
@@ -684,6 +757,46 @@ fn stop_server(
                  (SIGKILL)"
             )
         }
+    };
+    life.stopped = Some(text.clone());
+    lab.say("server", text)?;
+    // Its listener in a process of its own that outlived it (a shell's child, a daemon in a
+    // session of its own): that one is the server too.
+    if let Some(other) = life.listener_pid.filter(|&p| p != pid && process_alive(p)) {
+        return stop_daemon(config, lab, life, other);
+    }
+    Ok(())
+}
+
+/// A process that exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+}
+
+/// Stops a server that went into the background (not teardown's child): --signal to its
+/// listener's process, then a wait until it is gone.
+fn stop_daemon(
+    config: &ExecConfig,
+    lab: &mut Lab,
+    life: &mut ServerLife,
+    pid: u32,
+) -> Result<(), Error> {
+    let name = procs::signal_name(config.signal);
+    let alive = || process_alive(pid);
+    unsafe { libc::kill(pid as i32, config.signal) };
+    let start = Instant::now();
+    while alive() && start.elapsed() < config.timeout {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let text = if alive() {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        format!("stopped with {name} (pid {pid}): still running after --timeout, killed (SIGKILL)")
+    } else {
+        format!(
+            "stopped with {name} (pid {pid}): gone {:.0} ms later",
+            start.elapsed().as_secs_f64() * 1000.0
+        )
     };
     life.stopped = Some(text.clone());
     lab.say("server", text)
@@ -752,11 +865,18 @@ fn restart(
         if why.is_empty() && !restart.holders.is_empty() {
             why.push("The old connections' sockets on the port did not stop it.".into());
         }
-        lab.print(format!(
-            "     its bind() of {} with {new_opts} worked beside {} of the old run",
-            l.local,
-            plural(restart.holders.len(), "socket", "sockets")
-        ));
+        lab.print(if restart.holders.is_empty() {
+            format!(
+                "     its bind() of {} with {new_opts} worked: no socket of the old run was left                  on the port",
+                l.local
+            )
+        } else {
+            format!(
+                "     its bind() of {} with {new_opts} worked beside {} of the old run",
+                l.local,
+                plural(restart.holders.len(), "socket", "sockets")
+            )
+        });
         for line in why {
             lab.print(format!("     {line}"));
         }
