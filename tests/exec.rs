@@ -951,3 +951,51 @@ fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
     assert!(out.contains("→ bound: it listens on"), "{run}");
     assert!(!alive(daemon), "the daemon died with the run");
 }
+
+#[test]
+fn without_a_pid_namespace_a_program_in_a_session_of_its_own_still_dies_with_the_run() {
+    if !root("exec setsid without root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let server = compile(&dir, "never_closes");
+    // As nobody (no PID namespace there): the listener leaves the group teardown signals.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "exec",
+    ])
+    .arg("--server")
+    .arg(format!(
+        "sh -c 'setsid {} {port} & exec sleep 30'",
+        server.display()
+    ))
+    .args(["--port", &port.to_string(), "-w"])
+    .arg(dir.join("x.pcapng"));
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains("note: no PID namespace could be made"),
+        "{run}"
+    );
+    let listener = run
+        .stdout
+        .split("after ")
+        .nth(1)
+        .and_then(|r| {
+            r.split("by pid ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no listener pid{run}"));
+    assert!(!alive(listener), "pid {listener} outlived the run{run}");
+}

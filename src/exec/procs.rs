@@ -287,10 +287,17 @@ impl Spawned {
         }
     }
 
-    /// Waits for its output to end (its pipes closed: it and its children gone).
+    /// Waits for its output to end (its pipes closed: it and its children gone), for a
+    /// second at most: a process teardown could not reach may hold a pipe open for ever.
     pub fn join_output(&mut self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         for r in self.readers.drain(..) {
-            let _ = r.join();
+            if r.is_finished() {
+                let _ = r.join();
+            }
         }
     }
 
