@@ -480,6 +480,8 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
         err.contains(&format!("what listens in the lab:\n  127.0.0.1:{other}")),
         "{run}"
     );
+    assert!(!dir.join("x.pcapng").exists(), "a fault writes no capture");
+    assert!(!run.stdout.contains("time ms"), "nor a ladder{run}");
     // One that exits at once: its status and its last line.
     let run = exec(&[
         "--server",

@@ -38,8 +38,9 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// What the run did with the server, for the report.
 #[derive(Default)]
 struct ServerLife {
-    /// The address its listener was bound to, and with which options.
-    listener: Option<(SocketAddr, SockOpts, bool)>,
+    /// The address its listener was bound to, and with which options (none where they could
+    /// not be read).
+    listener: Option<(SocketAddr, SockOpts)>,
     /// The listener's process, when it is not the one teardown started (a daemon).
     daemon: Option<u32>,
     /// The listener's process, whichever it is.
@@ -285,7 +286,8 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     );
     // A fault before the clients ran (not found, never listened) is the answer: exit 2.
     if let Err(e @ Error::Usage(_)) = outcome {
-        let _ = lab.finish_capture();
+        // No ladder, no file: the capture and the trace end with the lab.
+        drop(lab);
         programs.kill_all();
         return Err(e);
     }
@@ -302,8 +304,9 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     programs.kill_all();
     let outcome = outcome.and(finished);
     lab.record.connection = lab.connection().cloned();
-    let table = kernel::sock_diag::dump_in(&hosts).ok();
-    let conns = report::connections(&mut lab, &owners, &calls, table.as_deref());
+    // The table as the programs left it (read before they were killed), as the lab's own
+    // check read it for the newest connection.
+    let conns = report::connections(&mut lab, &owners, &calls, Some(&left));
     let leftovers = report::left_behind(&left, server, life.listener.map(|l| l.0), &would);
     let text = report::text(&conns, &leftovers, &lab.style);
     let _ = write!(out, "{text}");
@@ -441,7 +444,7 @@ fn drive(
             opts.map_or("options unknown".to_string(), |o| o.to_string())
         ),
     )?;
-    life.listener = Some((listener.local, opts.unwrap_or_default(), opts.is_some()));
+    life.listener = Some((listener.local, opts.unwrap_or_default()));
     life.listener_pid = listener.owner.as_ref().map(|o| o.pid);
     // A server that went into the background: its listener's process is the one to stop.
     if let (Some(o), Some(s)) = (&listener.owner, programs.server.as_mut())
@@ -825,7 +828,7 @@ fn restart(
     let pid = again.pid;
     programs.restarted = Some(again);
     let listening = wait_listening(config, programs.restarted.as_mut(), owners, &hosts)?;
-    let (addr, old_opts, _) = life.listener.unwrap_or((lab.server, SockOpts::NONE, false));
+    let (addr, old_opts) = life.listener.unwrap_or((lab.server, SockOpts::NONE));
     let label = format!(
         "restart: `{}` again at once (pid {pid})",
         config.server.text
@@ -993,7 +996,7 @@ fn would_restart_fail(
     life: &ServerLife,
     left: &[KernelSocket],
 ) -> Option<(SockOpts, Option<i32>)> {
-    let (addr, opts, _) = life.listener?;
+    let (addr, opts) = life.listener?;
     if left.iter().any(|s| s.state == KernelState::Listen) {
         return None;
     }
