@@ -1001,3 +1001,27 @@ fn without_a_pid_namespace_a_program_in_a_session_of_its_own_still_dies_with_the
         .unwrap_or_else(|| panic!("no listener pid{run}"));
     assert!(!alive(listener), "pid {listener} outlived the run{run}");
 }
+
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_any_program_starts() {
+    if !root("exec bad -w") {
+        return;
+    }
+    let dir = TempDir::new();
+    let marker = dir.join("started");
+    let run = exec(&[
+        "--server",
+        &format!("touch {}", marker.display()),
+        "--port",
+        &free_port().to_string(),
+        "-w",
+        dir.join("no-such-dir/x.pcapng").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr
+            .contains("does not exist; create it first (mkdir -p"),
+        "{run}"
+    );
+    assert!(!marker.exists(), "the server ran before the check");
+}
