@@ -71,6 +71,9 @@ pub enum Command {
     /// One line per connection of a capture: who closed first, how, final states
     #[command(after_help = SUMMARY_HELP)]
     Summary(SummaryArgs),
+    /// Run your own server and clients through the lab: capture, explain their teardown
+    #[command(after_help = EXEC_HELP)]
+    Exec(ExecArgs),
     /// Print the shell completion script for bash, zsh or fish
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
@@ -578,6 +581,197 @@ impl TryFrom<RunArgs> for RunConfig {
     }
 }
 
+const EXEC_HELP: &str = "\
+Examples (as root; as a user, put sudo in front):
+  teardown exec --server 'python3 -m http.server 8000 --bind 127.0.0.1' \\
+                --client 'curl -s -o /dev/null http://127.0.0.1:8000/' --port 8000 --restart
+  teardown exec --server 'nginx -p . -c nginx.conf' --client 'curl -s http://127.0.0.1:8080/' \\
+                --port 8080 --repeat 3
+  teardown exec --server './server' --client './client' --port 8000 \\
+                --stop-server-after 0.3 --restart      the article's experiment
+
+The server starts in a private network namespace (as the sudo user under sudo, or -Z USER);
+teardown waits until something listens on --port (sock_diag), runs each --client in turn,
+shows their output as `server│ ...` and `client│ ...`, and at the end says per connection
+who closed first, each end's path and owner (pid, command line), the kernel's check, and
+what the programs left behind (TIME_WAIT, CLOSE_WAIT a program never closed, orphaned
+FIN_WAIT_2). --restart (which stops the server after the clients unless told when) starts
+the server again at once and explains why its bind() failed, as `run` does. With --netns the
+server has a host of its own at 10.77.0.2 (clients connect there); the clients run at
+10.77.0.1. Every program teardown starts dies with the run, also when teardown is killed.
+
+Exit codes: 0 run and explained, 1 the kernel disagreed with the inference, 2 a command that
+cannot start, a server that never listens (its last lines and what listens are printed),
+usage or environment error; 130 interrupted (the capture so far is written).";
+
+/// When `exec` stops the server.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StopServer {
+    /// It runs until the end of the run (then it is killed).
+    Never,
+    /// After the last client.
+    AfterClients,
+    /// This long after the first client started, whether a client still runs or not.
+    After(std::time::Duration),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The server's command line (quoted: one argument); shell syntax runs it through sh -c
+    #[arg(long, value_name = "CMD")]
+    pub server: String,
+    /// A client's command line, run once the server listens; repeat for several, run in turn
+    #[arg(long = "client", value_name = "CMD")]
+    pub clients: Vec<String>,
+    /// The port the server listens on (teardown waits for it, captures it, explains it)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Run each client this many times
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Run this many copies of each client at once (load)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// Stop the server (--signal) after the clients
+    #[arg(long, conflicts_with = "stop_server_after")]
+    pub stop_server: bool,
+    /// Stop the server this many seconds after the first client started, while a client
+    /// may still run (the article's "shut the server down")
+    #[arg(long, value_name = "SECS")]
+    pub stop_server_after: Option<f64>,
+    /// The signal that stops the server
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = PossibleValuesParser::new(["INT", "TERM", "KILL"]))]
+    pub signal: String,
+    /// Start the server again at once after it stopped, and explain what its bind() did
+    #[arg(long)]
+    pub restart: bool,
+    /// How long the server may take to listen, and a client to finish (then it is killed)
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Run the programs as this user (default: the sudo user under sudo, else as is)
+    #[arg(short = 'Z', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Give the server a host of its own (10.77.0.2), joined to the clients' (10.77.0.1)
+    /// by a veth pair
+    #[arg(long)]
+    pub netns: bool,
+    /// Print the report as JSON on standard output; the narration goes to standard error
+    #[arg(long)]
+    pub json: bool,
+    /// Fail (exit 2) when the kernel's trace (tracefs) is not available
+    #[arg(long)]
+    pub require_kernel: bool,
+    /// Where to write the annotated capture, its SVG beside it [default:
+    /// captures/exec-SERVER.pcapng]; `-` writes the pcapng to standard output
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+}
+
+/// An `exec`, validated.
+#[derive(Debug)]
+pub struct ExecConfig {
+    pub server: crate::exec::CommandLine,
+    pub clients: Vec<crate::exec::CommandLine>,
+    pub port: u16,
+    pub repeat: u32,
+    pub parallel: u32,
+    pub stop: StopServer,
+    pub signal: i32,
+    pub restart: bool,
+    pub timeout: std::time::Duration,
+    /// (uid, gid) the programs run as, and the name to say.
+    pub user: Option<(u32, u32, String)>,
+    pub netns: bool,
+    pub json: bool,
+    pub require_kernel: bool,
+    pub output: PathBuf,
+    pub default_output: bool,
+    pub color: ColorChoice,
+}
+
+impl TryFrom<ExecArgs> for ExecConfig {
+    type Error = Error;
+
+    fn try_from(args: ExecArgs) -> Result<ExecConfig, Error> {
+        use crate::exec::CommandLine;
+        let seconds = |flag: &str, v: f64, zero_ok: bool| {
+            if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) && v < 1e6 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(Error::Usage(format!(
+                    "{flag} {v}: give a number of seconds{}",
+                    if zero_ok { ", 0 or more" } else { " above 0" }
+                )))
+            }
+        };
+        let timeout = seconds("--timeout", args.timeout, false)?;
+        let mut stop = match args.stop_server_after {
+            Some(v) => StopServer::After(seconds("--stop-server-after", v, true)?),
+            None if args.stop_server => StopServer::AfterClients,
+            None => StopServer::Never,
+        };
+        // A restart needs the old server gone: without a time, after the clients.
+        if args.restart && stop == StopServer::Never {
+            stop = StopServer::AfterClients;
+        }
+        let server = CommandLine::parse("--server", &args.server).map_err(Error::Usage)?;
+        let clients = args
+            .clients
+            .iter()
+            .map(|c| CommandLine::parse("--client", c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Usage)?;
+        let signal = match args.signal.as_str() {
+            "INT" => libc::SIGINT,
+            "KILL" => libc::SIGKILL,
+            _ => libc::SIGTERM,
+        };
+        let user = match &args.user {
+            Some(name) => {
+                let (uid, gid) = crate::privs::lookup_user(name)
+                    .map_err(|e| Error::Usage(format!("{e}: give a user that exists")))?;
+                Some((uid, gid, name.clone()))
+            }
+            None => sudo_user(),
+        };
+        let default_output = args.write.is_none();
+        let output = args.write.unwrap_or_else(|| {
+            PathBuf::from("captures").join(format!("exec-{}.pcapng", server.name()))
+        });
+        Ok(ExecConfig {
+            server,
+            clients,
+            port: args.port,
+            repeat: args.repeat,
+            parallel: args.parallel,
+            stop,
+            signal,
+            restart: args.restart,
+            timeout,
+            user,
+            netns: args.netns,
+            json: args.json,
+            require_kernel: args.require_kernel,
+            output,
+            default_output,
+            color: ColorChoice::Auto,
+        })
+    }
+}
+
+/// Under sudo, the user who asked: the programs run as them, not as root.
+fn sudo_user() -> Option<(u32, u32, String)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let id = |var: &str| std::env::var(var).ok()?.parse::<u32>().ok();
+    let (uid, gid) = (id("SUDO_UID")?, id("SUDO_GID")?);
+    if uid == 0 {
+        return None;
+    }
+    Some((uid, gid, crate::kernel::user_name(uid)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,6 +858,75 @@ mod tests {
         assert!(fish.contains("complete -c teardown"), "{fish}");
         let zsh = String::from_utf8(completions(clap_complete::Shell::Zsh)).unwrap();
         assert!(zsh.starts_with("#compdef teardown"), "{zsh}");
+    }
+
+    fn exec_config(args: &[&str]) -> Result<ExecConfig, Error> {
+        let mut all = vec!["teardown", "exec"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| Error::Usage(e.to_string()))?;
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        ExecConfig::try_from(args)
+    }
+
+    #[test]
+    fn exec_restart_stops_the_server_after_the_clients_and_names_the_capture_after_it() {
+        let c = exec_config(&["--server", "./server 8000", "--port", "8000", "--restart"]).unwrap();
+        assert_eq!(c.stop, StopServer::AfterClients);
+        assert_eq!(c.output, PathBuf::from("captures/exec-server.pcapng"));
+        assert_eq!(c.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.signal, libc::SIGTERM);
+        let c = exec_config(&[
+            "--server",
+            "python3 -m http.server",
+            "--port",
+            "8000",
+            "--stop-server-after",
+            "0.3",
+            "--signal",
+            "KILL",
+            "--client",
+            "curl -s http://127.0.0.1:8000/",
+            "--client",
+            "curl -I http://127.0.0.1:8000/",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.stop,
+            StopServer::After(std::time::Duration::from_millis(300))
+        );
+        assert_eq!(c.signal, libc::SIGKILL);
+        assert_eq!(c.clients.len(), 2);
+        assert_eq!(c.output, PathBuf::from("captures/exec-python3.pcapng"));
+        let c = exec_config(&["--server", "x", "--port", "1"]).unwrap();
+        assert_eq!(c.stop, StopServer::Never);
+    }
+
+    #[test]
+    fn exec_refuses_bad_seconds_an_empty_command_and_both_stops() {
+        let err = |args: &[&str]| exec_config(args).unwrap_err().to_string();
+        let e = err(&["--server", "x", "--port", "1", "--timeout", "0"]);
+        assert!(
+            e.contains("--timeout 0: give a number of seconds above 0"),
+            "{e}"
+        );
+        let e = err(&["--server", "x", "--port", "1", "--stop-server-after=-1"]);
+        assert!(e.contains("give a number of seconds, 0 or more"), "{e}");
+        let e = err(&["--server", " ", "--port", "1"]);
+        assert!(e.contains("--server: the command is empty"), "{e}");
+        let e = err(&[
+            "--server",
+            "x",
+            "--port",
+            "1",
+            "--stop-server",
+            "--stop-server-after",
+            "1",
+        ]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = err(&["--server", "x", "--port", "1", "--signal", "HUP"]);
+        assert!(e.contains("invalid value 'HUP'"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod decode;
 pub mod error;
 pub mod evidence;
+pub mod exec;
 pub mod frame;
 pub mod gate;
 pub mod input;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use teardown::cli::{Cli, Command, RunConfig, SocketsArgs, WhyArgs};
+use teardown::cli::{Cli, Command, ExecConfig, RunConfig, SocketsArgs, WhyArgs};
 use teardown::error::{Error, exit};
 use teardown::kernel::{self, table};
 use teardown::scenario;
@@ -68,6 +68,12 @@ fn main() -> ExitCode {
             },
             &mut std::io::stdout(),
         ),
+        Command::Exec(args) => ExecConfig::try_from(args)
+            .map(|config| ExecConfig {
+                color: cli.color,
+                ..config
+            })
+            .and_then(|config| teardown::exec::exec(&config, &mut std::io::stdout())),
         Command::Run(args) if args.scenario == "all" => {
             teardown::run::all::run_all(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }

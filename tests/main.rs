@@ -3,6 +3,7 @@
 
 mod capture;
 mod cli;
+mod exec;
 mod fuzz_regressions;
 mod helper;
 mod kernel;

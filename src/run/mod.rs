@@ -333,7 +333,7 @@ fn outputs(config: &RunConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>), 
 }
 
 /// Writes the capture into `dest` and puts it in place.
-fn write_capture(
+pub(crate) fn write_capture(
     dest: &mut Dest,
     info: &FileInfo,
     packets: &[crate::annotate::Packet],
@@ -379,7 +379,7 @@ pub(crate) fn refuse_busy_port(server: SocketAddr) -> Result<(), Error> {
 
 /// Under sudo, the capture belongs to the user who asked for it, not to root: the file, and
 /// the directory only when this run created it (never an existing one such as /tmp).
-fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
+pub(crate) fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
     let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
     let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
         return;
