@@ -171,7 +171,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     let server = SocketAddr::new(IpAddr::V4(server_ip), config.port);
     let style = crate::output::style::Style::detect(config.color, to_stderr);
     let tracer = match &tracefs {
-        Tracefs::Available(root) => Tracer::start(root, config.port)
+        Tracefs::Available(root) => Tracer::start(root, config.port..=config.port)
             .map_err(|e| format!("cannot use tracefs at {}: {e}", root.display())),
         Tracefs::Unavailable(why) => Err(why.clone()),
     };
@@ -295,9 +295,8 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     let left = owners.watch(&hosts, config.port).unwrap_or_default();
     let would = would_restart_fail(&lab, &life, &left);
     let calls = lab
-        .tracer
-        .as_ref()
-        .and_then(|t| std::fs::read_to_string(t.dir().join("trace")).ok())
+        .tracer_dir()
+        .and_then(|dir| std::fs::read_to_string(dir.join("trace")).ok())
         .map(|text| owners::traced_calls(&text))
         .unwrap_or_default();
     let finished = lab.finish_capture();
