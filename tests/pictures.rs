@@ -326,6 +326,12 @@ fn run_port_exhaustion_folds_six_alike_connections() {
         "{doc}"
     );
     assert!(doc.matches(">time ms</text>").count() < 6, "{doc}");
+    // The one drawn for the six is one the kernel checked: its boxes carry the marks.
+    assert!(
+        doc.lines()
+            .any(|l| l.starts_with(r#"<text class="state""#) && l.contains('✓')),
+        "{doc}"
+    );
 }
 
 /// How many connections the captions account for: "6 connections like this one",

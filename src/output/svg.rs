@@ -426,14 +426,14 @@ fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool) 
 
 /// TIME_WAIT's 2×MSL: a bracket outside `b.role`'s boxes, a tick where a FIN started it again.
 fn bracket(out: &mut String, b: &figure::Bracket, y_of: &dyn Fn(&Key) -> i64, final_y: i64) {
-    let (x, tick, text_x, anchor) = match b.role {
+    let (x, tick, text_x) = match b.role {
         Role::Client => {
             let x = CLIENT_X - BOX_GAP - BOX_W - BRACKET_GAP;
-            (x, x + 6, x - 4, "end")
+            (x, x + 6, x - 4)
         }
         Role::Server => {
             let x = SERVER_X + BOX_GAP + BOX_W + BRACKET_GAP;
-            (x, x - 6, x + 4, "start")
+            (x, x - 6, x + 4)
         }
     };
     let y1 = y_of(&b.start);
@@ -474,7 +474,6 @@ fn bracket(out: &mut String, b: &figure::Bracket, y_of: &dyn Fn(&Key) -> i64, fi
             2 * x - tick
         );
     }
-    let _ = anchor;
 }
 
 /// A box with a state's name beside `role`'s timeline, centred on `y`, on the outer side so it
