@@ -305,7 +305,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     lab.record.connection = lab.connection().cloned();
     // The table as the programs left it (read before they were killed), as the lab's own
     // check read it for the newest connection.
-    let conns = report::connections(&mut lab, &owners, &calls, Some(&left));
+    let conns = report::connections(&mut lab, &owners, &calls);
     let leftovers = report::left_behind(&left, server, life.listener.map(|l| l.0), &would);
     let text = report::text(&conns, &leftovers, &lab.style);
     let _ = write!(out, "{text}");
@@ -913,19 +913,8 @@ fn restart(
         None,
     )?;
     drop(socket);
-    // The bench keeps the holders at the bound address; a wildcard bind (0.0.0.0) collides
-    // with every socket on the port, whatever its address.
-    let all_on_port: Vec<KernelSocket> = owners
-        .watch(&hosts, config.port)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.local.port() == config.port)
-        .collect();
     let told = lab.record.restarts.last_mut().map(|r| {
         r.expected = r.errno;
-        if r.errno.is_some() && r.holders.is_empty() && addr.ip().is_unspecified() {
-            r.holders = all_on_port;
-        }
         (r.errno, crate::scenario::words::restart_text(r, &lab.style))
     });
     if let Some((errno, text)) = told {

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use super::owners::{End, Owners, TracedCall};
 use crate::cli::ExecConfig;
-use crate::kernel::agree::agree;
 use crate::kernel::{KernelSocket, KernelState, Owner, render_table};
 use crate::output::style::{Style, plural};
 use crate::scenario::bench::Lab;
@@ -44,17 +43,9 @@ fn find_owner(owners: &Owners, end: End) -> Option<Owner> {
     })
 }
 
-/// Every connection of the capture, its kernel check made (the lab's own for the newest,
-/// the same check here for the others, their packet comments rewritten with it).
-pub fn connections(
-    lab: &mut Lab,
-    owners: &Owners,
-    calls: &[TracedCall],
-    table: Option<&[KernelSocket]>,
-) -> Vec<Conn> {
+/// Every connection of the capture, with the lab's kernel check of it.
+pub fn connections(lab: &mut Lab, owners: &Owners, calls: &[TracedCall]) -> Vec<Conn> {
     let conns = lab.annotator.tracker.connections().to_vec();
-    let newest = lab.connection().map(|c| c.id);
-    let traced = lab.record.agreement.is_some() || !lab.record.trace.is_empty();
     let mut out = Vec::new();
     for c in &conns {
         let mut paths: [Vec<State>; 2] = [Vec::new(), Vec::new()];
@@ -98,23 +89,15 @@ pub fn connections(
                 })
                 .and_then(|t| owners.of_pid(t.pid))
         };
-        let (kernel, mismatched) = if Some(c.id) == newest {
-            match &lab.record.agreement {
-                Some(a) => (Some(a.summary()), a.mismatched),
-                None => (None, 0),
-            }
-        } else if traced {
-            let a = agree(&lab.record.packets, c, &lab.record.trace, table);
-            for (packet, notes) in lab.record.packets.iter_mut().zip(&a.per_packet) {
-                if let Some(event) = &packet.event
-                    && event.conn == c.id
-                {
-                    packet.comment = crate::annotate::comment_with(event, notes);
-                }
-            }
-            (Some(a.summary()), a.mismatched)
-        } else {
-            (None, 0)
+        // The lab checked every connection as its packets left the annotator.
+        let (kernel, mismatched) = match lab
+            .record
+            .agreement
+            .as_ref()
+            .and_then(|a| a.by_conn.iter().find(|(id, _)| *id == c.id).map(|(_, a)| a))
+        {
+            Some(a) => (Some(a.summary()), a.mismatched),
+            None => (None, 0),
         };
         out.push(Conn {
             id: c.id,

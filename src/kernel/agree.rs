@@ -34,6 +34,8 @@ pub struct Agreement {
     pub unplaced: usize,
     /// Retransmissions in the capture that the kernel traced as such.
     pub retransmissions: usize,
+    /// The same counts for each connection, by the tracker's id (no notes in them).
+    pub by_conn: Vec<(usize, Agreement)>,
 }
 
 impl Agreement {
@@ -777,6 +779,7 @@ impl Checker {
             let log = &self.conns[&id];
             let (index, events) = self.events_of(log.ends, log.first_at, None);
             let placed = place(&log.packets, log.ends, &events, true);
+            let mut mine = Agreement::default();
             let first = log.packets.first().map_or(0, |p| micros(p.frame.ts));
             for (i, notes) in placed.per_packet.into_iter().enumerate() {
                 let ms = (micros(log.packets[i].frame.ts) - first) as f64 / 1000.0;
@@ -811,18 +814,22 @@ impl Checker {
                 }
                 for (_, tally) in notes {
                     self.agreement.add(tally);
+                    mine.add(tally);
                 }
             }
             for (k, note) in placed.timers {
-                self.agreement.add(Tally {
+                let tally = Tally {
                     seen: 1,
                     unplaced: 1,
                     ..Tally::default()
-                });
+                };
+                self.agreement.add(tally);
+                mine.add(tally);
                 if self.told.insert((id, index[k])) {
                     self.agreement.section.push((Verdict::Info, note.text));
                 }
             }
+            self.agreement.by_conn.push((id, mine));
         }
         if let Some(table) = table {
             // The newest incarnation of each 4-tuple is the one the table can show.
@@ -864,6 +871,14 @@ impl Checker {
                         }
                     } else {
                         self.agreement.mismatched += 1;
+                        if let Some((_, a)) = self
+                            .agreement
+                            .by_conn
+                            .iter_mut()
+                            .find(|(id, _)| *id == conn.id)
+                        {
+                            a.mismatched += 1;
+                        }
                         self.agreement.section.push((
                             Verdict::Mismatch,
                             format!(

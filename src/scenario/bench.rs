@@ -600,7 +600,12 @@ impl Lab {
                 .map_err(Error::io("reading the kernel's socket table"))?
                 .into_iter()
                 .filter(|s| s.local.port() == addr.port())
-                .filter(|s| s.local.ip() == addr.ip() || s.local.ip().is_unspecified())
+                // A wildcard bind collides with every socket on the port, whatever its address.
+                .filter(|s| {
+                    addr.ip().is_unspecified()
+                        || s.local.ip() == addr.ip()
+                        || s.local.ip().is_unspecified()
+                })
                 .collect()
         } else {
             Vec::new()

@@ -532,6 +532,7 @@ fn the_summary_says_one_change_and_one_retransmission_in_the_singular() {
         explained: 1,
         unplaced: 0,
         retransmissions: 1,
+        by_conn: Vec::new(),
     };
     assert_eq!(
         a.summary(),
@@ -608,6 +609,12 @@ fn read_as_the_capture_goes_the_trace_gives_each_packet_its_notes_as_it_leaves()
     let a = live.finish(None, std::slice::from_ref(&conn));
     assert!(a.ok(), "{notes:#?}\n{a:#?}");
     assert_eq!((a.seen, a.matched, a.unplaced), (10, 10, 0), "{a:#?}");
+    // The same counts for the one connection, by its id.
+    let (id, mine) = &a.by_conn[0];
+    assert_eq!(
+        (*id, mine.seen, mine.matched, mine.mismatched),
+        (conn.id, 10, 10, 0)
+    );
     // The client's close() came first, but its FIN_WAIT1 and CLOSING wait for its own FIN,
     // captured after the server's: nothing of the client's is said on the server's FIN.
     assert!(
