@@ -449,3 +449,42 @@ fn run_every_scenario_draws_every_connection() {
         assert!(doc.contains(">verdict: "), "{doc}");
     }
 }
+
+/// The run's own terminal ladders: every connection, as the SVG has them.
+#[test]
+fn run_prints_a_ladder_for_every_connection_and_folds_alike_ones() {
+    if !root("run_terminal_ladders") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ladders = |scenario: &str| {
+        let out = dir.join(&format!("{scenario}.pcapng"));
+        let run = teardown(&["run", scenario, "-w", out.to_str().unwrap()]);
+        assert_eq!(run.code, Some(0), "{run}");
+        let heads: Vec<String> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("connection #"))
+            .map(str::to_string)
+            .collect();
+        (heads, run)
+    };
+    // The old connection whose TIME_WAIT the new SYN takes over, then the new one.
+    let (heads, run) = ladders("timewait-new-syn");
+    assert_eq!(heads.len(), 2, "{run}");
+    assert!(
+        run.stdout
+            .contains("CLOSED (its TIME_WAIT taken over by a new SYN)"),
+        "{run}"
+    );
+    // Six alike connections: one ladder, the caption counting them all.
+    let (heads, run) = ladders("port-exhaustion");
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.contains("6 connections like this one")
+                && h.contains("the kernel agrees on all 6")),
+        "{run}"
+    );
+    assert!(heads.len() < 6, "{run}");
+}

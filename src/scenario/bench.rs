@@ -337,9 +337,55 @@ impl Lab {
         self.tell_gate();
         self.check_with_kernel()?;
         let notes = self.record.agreement.as_ref().map(|a| &a.per_packet[..]);
-        let diagram = match self.connection() {
-            Some(conn) => ladder::render_checked(&self.record.packets, conn, notes, &self.style),
-            None => "(no segment of the experiment was captured)\n".to_string(),
+        let conns: Vec<&Connection> = self.annotator.tracker.connections().iter().collect();
+        let diagram = match (self.connection(), conns.len()) {
+            (None, _) => "(no segment of the experiment was captured)\n".to_string(),
+            (Some(conn), 1) => {
+                ladder::render_checked(&self.record.packets, conn, notes, &self.style)
+            }
+            // Every connection, as the SVG draws them: one ladder per 4-tuple (its
+            // incarnations one after the other), alike ones folded into one.
+            _ => {
+                let panels = crate::output::figure::panels(
+                    &self.record.packets,
+                    &conns,
+                    notes,
+                    &self.record.trace,
+                    &[],
+                );
+                let mut text = String::new();
+                for panel in &panels {
+                    // A folded panel lists every connection it stands for: the drawn one
+                    // is on its 4-tuple.
+                    let drawn = conns.iter().filter(|c| {
+                        panel.conns.contains(&c.id)
+                            && c.client == panel.client
+                            && c.server == panel.server
+                    });
+                    for conn in drawn {
+                        let id = conn.id;
+                        let _ = writeln!(
+                            text,
+                            "connection #{id}: client {} → server {}{}",
+                            conn.client,
+                            conn.server,
+                            panel
+                                .caption
+                                .as_ref()
+                                .map(|c| format!(" ({c})"))
+                                .unwrap_or_default()
+                        );
+                        text.push_str(&ladder::render_checked(
+                            &self.record.packets,
+                            conn,
+                            notes,
+                            &self.style,
+                        ));
+                        text.push('\n');
+                    }
+                }
+                text
+            }
         };
         let _ = writeln!(self.out);
         let _ = write!(self.out, "{diagram}");
