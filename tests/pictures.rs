@@ -234,14 +234,18 @@ fn run_simultaneous_close_draws_each_ends_clock_the_fins_cross() {
     );
     assert!(doc.contains(r#"class="lesson""#) && doc.contains("both FINs cross"));
     assert!(doc.contains(">verdict: reproduced</text>"), "{doc}");
-    // The kernel agreed on the crossing, on both sides.
+    // The kernel agreed on the crossing, on both sides, each step of it (the client's
+    // FIN_WAIT_1 and CLOSING come on one segment, its own FIN).
     for role in ["client", "server"] {
-        assert!(
-            doc.lines().any(
-                |l| l.contains(&format!(r#"data-role="{role}">CLOSING <tspan"#)) && l.contains('✓')
-            ),
-            "{role}\n{doc}"
-        );
+        for state in ["FIN_WAIT_1", "CLOSING"] {
+            assert!(
+                doc.lines().any(
+                    |l| l.contains(&format!(r#"data-role="{role}">{state} <tspan"#))
+                        && l.contains('✓')
+                ),
+                "{role} {state}\n{doc}"
+            );
+        }
     }
 }
 

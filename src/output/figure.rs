@@ -380,9 +380,21 @@ fn panel(
             sent
         };
         for (role, t) in &event.transitions {
+            // The kernel's note goes on an endpoint's last change of the segment; it agrees
+            // only when the kernel's chain ran the whole path (ESTABLISHED → FIN_WAIT_1 →
+            // CLOSING), so the earlier steps share its verdict.
             let verdict = notes
                 .iter()
                 .find(|n| n.role == *role && n.inferred == Some((t.from, t.to)))
+                .or_else(|| {
+                    let last = event.last_transition(*role).map(|l| (l.from, l.to));
+                    notes.iter().find(|n| {
+                        n.role == *role
+                            && n.verdict == Verdict::Agrees
+                            && n.inferred.is_some()
+                            && n.inferred == last
+                    })
+                })
                 .map(|n| n.verdict);
             // The kernel's own time for the change, where it agrees on it.
             // (Not where Linux's trace tells the change elsewhere: a listener's SYN_RECEIVED
