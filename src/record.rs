@@ -24,6 +24,9 @@ pub struct Restart {
     pub expected: Option<i32>,
     /// The kernel's sockets on that port when the bind failed.
     pub holders: Vec<KernelSocket>,
+    /// The other ends of those connections, where the same host has them (one host, or a
+    /// simultaneous close that left both ends in TIME_WAIT).
+    pub far_ends: Vec<KernelSocket>,
 }
 
 impl Restart {
@@ -33,6 +36,19 @@ impl Restart {
             Some(n) => format!("{} (errno {n})", errno_name(n)),
         }
     }
+}
+
+/// The sockets of `table` at the other end of a connection `holders` has one end of.
+pub fn far_ends(holders: &[KernelSocket], table: &[KernelSocket]) -> Vec<KernelSocket> {
+    table
+        .iter()
+        .filter(|s| {
+            holders
+                .iter()
+                .any(|h| s.local == h.peer && s.peer == h.local)
+        })
+        .cloned()
+        .collect()
 }
 
 /// A wait that ended without the states it waited for.

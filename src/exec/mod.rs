@@ -844,12 +844,13 @@ fn restart(
         )?;
         let new_opts = listener_opts(&l).unwrap_or(old_opts);
         // What it bound beside: the old connections' sockets still on the port.
-        let holders: Vec<KernelSocket> = owners
-            .watch(&hosts, config.port)
-            .unwrap_or_default()
-            .into_iter()
+        let table = owners.watch(&hosts, config.port).unwrap_or_default();
+        let holders: Vec<KernelSocket> = table
+            .iter()
             .filter(|s| s.state != KernelState::Listen && s.local.port() == config.port)
+            .cloned()
             .collect();
+        let far_ends = crate::record::far_ends(&holders, &table);
         let restart = Restart {
             label: "its bind()".into(),
             addr: l.local,
@@ -858,6 +859,7 @@ fn restart(
             errno: None,
             expected: None,
             holders,
+            far_ends,
         };
         let width = lab
             .style
@@ -869,7 +871,8 @@ fn restart(
         }
         lab.print(if restart.holders.is_empty() {
             format!(
-                "     its bind() of {} with {new_opts} worked: no socket of the old run was left                  on the port",
+                "     its bind() of {} with {new_opts} worked: no socket of the old run was left on \
+                 the port",
                 l.local
             )
         } else {

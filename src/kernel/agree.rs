@@ -319,6 +319,10 @@ fn place(packets: &[Packet], ends: Ends, events: &[KernelEvent], complete: bool)
         let EventKind::SetState { old, new } = ev.kind else {
             continue;
         };
+        // close() after shutdown(SHUT_WR) sets FIN_WAIT1 again: traced, but no change.
+        if old == new {
+            continue;
+        }
         // An earlier incarnation of the same 4-tuple (a port taken over from TIME_WAIT) is
         // another connection: its changes came before this one's connect().
         if begun.is_some_and(|b| micros(ev.at) < b) {

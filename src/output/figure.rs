@@ -752,8 +752,15 @@ pub(crate) fn again(
         .saturating_sub(packets[j].frame.ts)
         .as_secs_f64()
         * 1000.0;
-    // At least Linux's TCP_RTO_MIN (200 ms): a timer sent it, not a duplicate ACK.
-    let why = if gap >= 199.0 { " (RTO)" } else { "" };
+    // At least Linux's TCP_RTO_MIN (200 ms): a timer sent it, not a duplicate ACK. The first
+    // copy sent again may be the tail loss probe (RFC 8985 §7), whose timer on a lone segment
+    // is as long; the ones after it are the RTO's, backing off.
+    let first_again = !packets[j].event.as_ref().is_some_and(|e| e.resent);
+    let why = match (gap >= 199.0, first_again) {
+        (false, _) => "",
+        (true, true) => " (a loss probe or the RTO)",
+        (true, false) => " (RTO)",
+    };
     format!("{what} again, +{gap:.0} ms{why}")
 }
 

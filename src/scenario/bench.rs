@@ -641,10 +641,15 @@ impl Lab {
             Err(e) if e.errno() == Some(libc::EINTR) => return Err(Error::Interrupted),
             Err(e) => (None, e.errno().or(Some(0))),
         };
-        let holders = if errno.is_some() {
+        let table = if errno.is_some() {
             kernel::sockets_on_port_in(&self.hosts, addr.port())
                 .map_err(Error::io("reading the kernel's socket table"))?
-                .into_iter()
+        } else {
+            Vec::new()
+        };
+        let holders: Vec<KernelSocket> = if errno.is_some() {
+            table
+                .iter()
                 .filter(|s| s.local.port() == addr.port())
                 // A wildcard bind collides with every socket on the port, whatever its address.
                 .filter(|s| {
@@ -652,10 +657,12 @@ impl Lab {
                         || s.local.ip() == addr.ip()
                         || s.local.ip().is_unspecified()
                 })
+                .cloned()
                 .collect()
         } else {
             Vec::new()
         };
+        let far_ends = crate::record::far_ends(&holders, &table);
         let restart = Restart {
             label: label.to_string(),
             addr,
@@ -664,6 +671,7 @@ impl Lab {
             errno,
             expected,
             holders,
+            far_ends,
         };
         self.record.restarts.push(restart);
         Ok(socket)

@@ -78,7 +78,11 @@ pub fn expected_text(expected: Option<i32>) -> String {
 pub fn explain(r: &Restart, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for h in &r.holders {
-        lines.push(explain_holder(h));
+        let far = r
+            .far_ends
+            .iter()
+            .find(|f| f.local == h.peer && f.peer == h.local);
+        lines.push(explain_holder(h, far));
     }
     let (old, new) = (r.old_opts.reuseaddr, r.new_opts.reuseaddr);
     match (r.errno, old, new) {
@@ -97,7 +101,8 @@ pub fn explain(r: &Restart, width: usize) -> Vec<String> {
              socket and the new one alike (see `teardown run reuseaddr`)."
                 .into(),
         ),
-        (None, true, true) if r.old_opts != SockOpts::NONE => lines.push(
+        // Only where an old socket was there to bind beside.
+        (None, true, true) if r.old_opts != SockOpts::NONE && !r.holders.is_empty() => lines.push(
             "Both the old and the new socket set SO_REUSEADDR, so the old connection's socket \
              no longer blocks a new listener; the old connection's 4-tuple itself stays \
              protected until its TIME_WAIT ends."
@@ -108,13 +113,22 @@ pub fn explain(r: &Restart, width: usize) -> Vec<String> {
     lines.into_iter().flat_map(|l| wrap(&l, width)).collect()
 }
 
-fn explain_holder(h: &KernelSocket) -> String {
+fn explain_holder(h: &KernelSocket, far: Option<&KernelSocket>) -> String {
     let left = h
         .timer
         .as_ref()
         .map(|t| format!("{:.1} s", t.remaining.as_secs_f64()))
         .unwrap_or_else(|| "some time".into());
+    let both = far.is_some_and(|f| f.rfc_state() == Some(State::TimeWait));
     match h.rfc_state() {
+        // Both ends closed before either had the other's FIN (RFC 9293 §3.6, Figure 13).
+        Some(State::TimeWait) if both => format!(
+            "{} ↔ {} is the server's end of the old connection. Both ends closed at once (a \
+             simultaneous close), so both wait in TIME_WAIT for 2×MSL — 60 s on Linux \
+             (TCP_TIMEWAIT_LEN) — so that a lost final ACK can be answered and late duplicates \
+             die (RFC 9293 §3.6); {left} remain. No process owns it: the kernel keeps it.",
+            h.local, h.peer
+        ),
         Some(State::TimeWait) => format!(
             "{} ↔ {} is the server's end of the old connection. The server closed first, so \
              its end waits in TIME_WAIT for 2×MSL — 60 s on Linux (TCP_TIMEWAIT_LEN) — so that \
@@ -182,6 +196,7 @@ pub(crate) mod tests {
             errno: Some(libc::EADDRINUSE),
             expected: Some(libc::EADDRINUSE),
             holders: parse_proc_net_tcp(table),
+            far_ends: Vec::new(),
         }
     }
 
@@ -267,5 +282,39 @@ pub(crate) mod tests {
     fn wrap_keeps_words_whole() {
         assert_eq!(wrap("aa bb cc dd", 5), ["aa bb", "cc dd"]);
         assert_eq!(wrap("", 5), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_simultaneous_close_is_said_where_the_far_end_waits_in_time_wait_too() {
+        let mut r = failed_restart(SockOpts::NONE, SockOpts::NONE);
+        let one = explain(&r, 200).join(" ");
+        assert!(one.contains("The server closed first"), "{one}");
+        // The client's end of the same connection, also in TIME_WAIT.
+        let far = "header
+   0: 0200007F:A0E2 0100007F:1F40 06 00000000:00000000 03:0000175D 00000000     0        0 0 3 0000000000000000";
+        r.far_ends = parse_proc_net_tcp(far);
+        let both = explain(&r, 200).join(" ");
+        assert!(
+            both.contains("Both ends closed at once (a simultaneous close)"),
+            "{both}"
+        );
+        assert!(!both.contains("The server closed first"), "{both}");
+    }
+
+    #[test]
+    fn a_bind_that_nothing_blocked_explains_no_old_socket() {
+        let reuse = SockOpts {
+            reuseaddr: true,
+            ..SockOpts::NONE
+        };
+        let mut r = failed_restart(reuse, reuse);
+        r.errno = None;
+        assert!(
+            explain(&r, 200)
+                .join(" ")
+                .contains("no longer blocks a new listener")
+        );
+        r.holders.clear();
+        assert_eq!(explain(&r, 200), Vec::<String>::new());
     }
 }

@@ -679,3 +679,14 @@ fn a_change_traced_after_its_packet_was_written_is_said_beside_the_capture() {
         "{said:#?}"
     );
 }
+
+#[test]
+fn a_state_set_again_is_no_change() {
+    // python's http.server: shutdown(SHUT_WR), then close(): FIN_WAIT1 → FIN_WAIT1 traced.
+    let (packets, conn) = packets(false);
+    let mut trace = kernel_trace();
+    trace.push(ev(750, SERVER, CLIENT, State::FinWait1, State::FinWait1));
+    let a = agree(&packets, &conn, &trace, Some(&table(6)));
+    assert!(a.ok(), "{a:#?}");
+    assert_eq!((a.seen, a.unplaced), (10, 0), "{a:#?}");
+}
