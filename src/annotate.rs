@@ -104,16 +104,12 @@ impl<T> Annotator<T> {
                 .any(|earlier| revise.settle(earlier, &mut event));
         }
         let answers = (event.conn, event.from.other());
-        let (pending, left) = (&mut self.pending, self.left);
-        self.waiters.retain(|&(place, waits)| {
-            if waits != answers {
-                return true;
-            }
-            if let Some(p) = pending.get_mut((place - left) as usize) {
+        while let Some(i) = self.waiters.iter().position(|&(_, w)| w == answers) {
+            let (place, _) = self.waiters.swap_remove(i);
+            if let Some(p) = self.pending.get_mut((place - self.left) as usize) {
                 p.waits_for = None;
             }
-            false
-        });
+        }
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
@@ -173,7 +169,9 @@ impl<T> Annotator<T> {
         let p = self.pending.pop_front()?;
         if p.waits_for.is_some() {
             let place = self.left;
-            self.waiters.retain(|&(at, _)| at != place);
+            if let Some(i) = self.waiters.iter().position(|&(at, _)| at == place) {
+                self.waiters.swap_remove(i);
+            }
         }
         self.left += 1;
         Some((p.item, p.event))
