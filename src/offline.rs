@@ -208,9 +208,12 @@ fn annotate_into<R: Read>(
                 let at = Some(p.ts);
                 // Answered held packets first: the order of the capture.
                 let tracked = annotator
-                    .step(seg, at, |_, mut held, event| {
+                    .step(seg, at, |a, mut held, event| {
                         write_held(out, &mut comments, &mut held, event.as_ref())?;
                         spare.push(held.packet);
+                        if let Some(event) = event {
+                            a.tracker.recycle(event);
+                        }
                         Ok(())
                     })
                     .map_err(write_err)?;
@@ -232,6 +235,9 @@ fn annotate_into<R: Read>(
                         tracked.event.as_ref(),
                     )
                     .map_err(write_err)?;
+                    if let Some(event) = tracked.event {
+                        annotator.tracker.recycle(event);
+                    }
                 }
                 if flush_each && !annotator.holding() {
                     out.flush().map_err(write_err)?;

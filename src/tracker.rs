@@ -298,6 +298,9 @@ pub struct Tracker {
     /// Segments that did not come from their source's socket (sent through a raw socket),
     /// with what to say of them.
     forged: Vec<(Forged, String)>,
+    /// Emptied transition lists handed back (`recycle`), for the next events: most segments
+    /// of a busy server change a state, and a list allocated and freed for each showed.
+    spare: Vec<Vec<(Role, Transition)>>,
 }
 
 /// A segment recognised by its source, destination, sequence number and length.
@@ -519,7 +522,8 @@ impl Tracker {
         if seg.flags.ack() && conn.acked[to.index()].is_none_or(|a| seg.ack.after_or_eq(a)) {
             conn.acked[to.index()] = Some(seg.ack);
         }
-        let mut transitions = std::mem::take(&mut conn.pending);
+        let mut transitions = self.spare.pop().unwrap_or_default();
+        transitions.append(&mut conn.pending);
         let mut unexpected = Vec::new();
         let mut revise: Vec<Revise> = answered_copy
             .map(|role| Revise::AnsweredCopy { role })
@@ -631,6 +635,15 @@ impl Tracker {
             states,
             resent,
             revise,
+        }
+    }
+
+    /// Takes back an event that was written, to reuse its list of transitions.
+    pub fn recycle(&mut self, event: Event) {
+        let mut list = event.transitions;
+        if list.capacity() > 0 && self.spare.len() < 64 {
+            list.clear();
+            self.spare.push(list);
         }
     }
 

@@ -258,10 +258,13 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             let outbound = frame.pkttype == 4;
             // Answered held frames first: the order of the capture.
             let result = annotator
-                .step(decoded.as_ref().ok(), at, |_, held, event| {
+                .step(decoded.as_ref().ok(), at, |a, held, event| {
                     written += 1;
                     write_held(&mut writer, &mut comments, &held, event.as_ref())?;
                     spare.push(held.data);
+                    if let Some(event) = event {
+                        a.tracker.recycle(event);
+                    }
                     Ok(())
                 })
                 .and_then(|tracked| {
@@ -281,7 +284,11 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
                     }
                     written += 1;
                     let text = text_of(&mut comments, tracked.event.as_ref(), error.as_deref());
-                    writer.write_frame(frame.ts, data, orig_len, &text, outbound)
+                    let done = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
+                    if let Some(event) = tracked.event {
+                        annotator.tracker.recycle(event);
+                    }
+                    done
                 });
             if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
                 failure = Some(e);
