@@ -170,9 +170,10 @@ fn annotate_into<R: Read>(
     let mut comments = CommentCache::new(annotator.comments);
     let (mut packets, mut tcp) = (0u64, 0u64);
     let mut cut = None;
-    let mut p = InPacket::default();
+    // Boxed: a held packet moves through the look-ahead as a pointer, not its 120 bytes.
+    let mut p = Box::<InPacket>::default();
     // The buffers of written held packets, for the next one to hold: no allocation per FIN.
-    let mut spare: Vec<InPacket> = Vec::new();
+    let mut spare: Vec<Box<InPacket>> = Vec::new();
     while let Some(item) = src.next_into(&mut p) {
         match item {
             Ok(Some(bytes)) => {
@@ -269,7 +270,7 @@ fn annotate_into<R: Read>(
 /// A packet the annotator holds, with what its comment adds beyond the event (a snaplen cut),
 /// or, for a segment that did not decode, the whole comment.
 struct Held {
-    packet: InPacket,
+    packet: Box<InPacket>,
     extra: Option<String>,
 }
 
