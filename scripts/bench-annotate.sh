@@ -5,7 +5,8 @@
 #   many.pcap  a busy server: nginx (Debian's nginx-light) with `keepalive_timeout 0`, so the
 #              server closes first, and ApacheBench `ab -n 100000 -c 16`: 100k connections,
 #              about 1M packets, each connection closed, TIME_WAIT piling up.
-# Each command runs three times; the table shows the median, the peak RSS, and the ratio to the
+# Each command runs three times; the table shows the median wall time and CPU time (user +
+# system: steadier than wall time on a busy machine), the peak RSS, and the ratios to the
 # tcpdump command that does the same reading (to /dev/null) or writing (to a file).
 #
 #   sudo scripts/bench-annotate.sh [SEGMENTS] [CONNECTIONS]
@@ -89,8 +90,10 @@ import os, subprocess, sys, time
 bin, work, baseline, skip_tshark = sys.argv[1:5]
 def measure(cmd):
     # The median of three runs: one alone swings with the page cache and the other core.
-    runs = sorted((once(cmd) for _ in range(3)), key=lambda r: r[0])
-    return runs[1]
+    runs = [once(cmd) for _ in range(3)]
+    wall = sorted(r[0] for r in runs)[1]
+    cpu = sorted(r[1] for r in runs)[1]
+    return wall, cpu, max(r[2] for r in runs), max(r[3] for r in runs)
 def once(cmd):
     t0 = time.perf_counter()
     pid = os.fork()
@@ -99,7 +102,7 @@ def once(cmd):
         os.dup2(fd, 1); os.dup2(fd, 2)
         os.execvp(cmd[0], cmd)
     _, status, usage = os.wait4(pid, 0)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024, status
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, status
 def mb(path):
     return os.path.getsize(path) / 1e6
 for name in ("one", "many"):
@@ -126,15 +129,15 @@ for name in ("one", "many"):
         rows.append(("tshark -r F -T fields -e frame.number",
                      ["tshark", "-r", f, "-T", "fields", "-e", "frame.number"], 0, None))
     print(f"{name}.pcap: {n} packets, {conns} connections, {mb(f):.0f} MB")
-    print(f"| {'command':38} | {'s (median of 3)':>15} | {'peak MiB':>8} | {'× tcpdump':>9} | {'output / input':>14} |")
-    print(f"|{'-' * 40}|{'-' * 17}|{'-' * 10}|{'-' * 11}|{'-' * 16}|")
-    secs = []
+    print(f"| {'command':38} | {'wall s':>7} | {'× tcpdump':>9} | {'CPU s':>6} | {'× tcpdump':>9} | {'peak MiB':>8} | {'output / input':>14} |")
+    print(f"|{'-' * 40}|{'-' * 9}|{'-' * 11}|{'-' * 8}|{'-' * 11}|{'-' * 10}|{'-' * 16}|")
+    done = []
     for label, cmd, against, out in rows:
-        s, mib, status = measure(cmd)
-        secs.append(s)
-        ratio = 1.0 if against is None else s / secs[against]
+        wall, cpu, mib, status = measure(cmd)
+        done.append((wall, cpu))
+        base = done[-1] if against is None else done[against]
         size = f"{mb(out):.0f} / {mb(f):.0f} MB" if out else ""
         bad = "" if status == 0 else f"  (exit status {status})"
-        print(f"| {label:38} | {s:15.3f} | {mib:8.1f} | {ratio:9.2f} | {size:>14} |{bad}")
+        print(f"| {label:38} | {wall:7.3f} | {wall / base[0]:9.2f} | {cpu:6.3f} | {cpu / max(base[1], 1e-3):9.2f} | {mib:8.1f} | {size:>14} |{bad}")
     print()
 PY

@@ -170,9 +170,10 @@ fn annotate_into<R: Read>(
     let mut comments = CommentCache::new(annotator.comments);
     let (mut packets, mut tcp) = (0u64, 0u64);
     let mut cut = None;
-    let mut p = InPacket::default();
+    // Boxed: a held packet moves through the look-ahead as a pointer, not its 120 bytes.
+    let mut p = Box::<InPacket>::default();
     // The buffers of written held packets, for the next one to hold: no allocation per FIN.
-    let mut spare: Vec<InPacket> = Vec::new();
+    let mut spare: Vec<Box<InPacket>> = Vec::new();
     while let Some(item) = src.next_into(&mut p) {
         match item {
             Ok(Some(bytes)) => {
@@ -208,9 +209,12 @@ fn annotate_into<R: Read>(
                 let at = Some(p.ts);
                 // Answered held packets first: the order of the capture.
                 let tracked = annotator
-                    .step(seg, at, |_, mut held, event| {
+                    .step(seg, at, |a, mut held, event| {
                         write_held(out, &mut comments, &mut held, event.as_ref())?;
                         spare.push(held.packet);
+                        if let Some(event) = event {
+                            a.tracker.recycle(event);
+                        }
                         Ok(())
                     })
                     .map_err(write_err)?;
@@ -232,6 +236,9 @@ fn annotate_into<R: Read>(
                         tracked.event.as_ref(),
                     )
                     .map_err(write_err)?;
+                    if let Some(event) = tracked.event {
+                        annotator.tracker.recycle(event);
+                    }
                 }
                 if flush_each && !annotator.holding() {
                     out.flush().map_err(write_err)?;
@@ -263,7 +270,7 @@ fn annotate_into<R: Read>(
 /// A packet the annotator holds, with what its comment adds beyond the event (a snaplen cut),
 /// or, for a segment that did not decode, the whole comment.
 struct Held {
-    packet: InPacket,
+    packet: Box<InPacket>,
     extra: Option<String>,
 }
 

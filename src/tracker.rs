@@ -71,7 +71,8 @@ pub struct Connection {
     fin_to_tw: [Option<(SeqNum, SeqNum)>; 2],
     /// The end a new SYN on the same 4-tuple destroyed in TIME_WAIT (RFC 6191, tcp_tw_reuse):
     /// told by no segment of this connection, on the new connection's SYN.
-    pub taken_over: Option<(Role, Transition)>,
+    /// Boxed: rare, and the list of connections is a busy server's memory.
+    pub taken_over: Option<Box<(Role, Transition)>>,
 }
 
 impl Connection {
@@ -81,7 +82,7 @@ impl Connection {
     /// How `role`'s end ended, in words: its state, and why where a later connection ended it
     /// (a TIME_WAIT taken over by a new SYN on the same 4-tuple leaves no segment of its own).
     pub fn ending(&self, role: Role) -> String {
-        match &self.taken_over {
+        match self.taken_over.as_deref() {
             Some((r, t)) if *r == role => {
                 format!("{} (its {} taken over by a new SYN)", t.to, t.from)
             }
@@ -274,9 +275,9 @@ impl Event {
 
 #[derive(Default)]
 pub struct Tracker {
-    /// Connection ids by their whole 4-tuple, under a fast hash: a busy server's capture
-    /// looks one up per segment among 100k.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), usize, BuildHasherDefault<TupleHasher>>,
+    /// Connection ids by their whole 4-tuple: a busy server's capture looks one up per
+    /// segment among 100k.
+    by_tuple: Tuples,
     /// Ordered by id; without forgetting, a connection's id is its index.
     conns: Vec<Connection>,
     next_id: usize,
@@ -297,6 +298,9 @@ pub struct Tracker {
     /// Segments that did not come from their source's socket (sent through a raw socket),
     /// with what to say of them.
     forged: Vec<(Forged, String)>,
+    /// Emptied transition lists handed back (`recycle`), for the next events: most segments
+    /// of a busy server change a state, and a list allocated and freed for each showed.
+    spare: Vec<Vec<(Role, Transition)>>,
 }
 
 /// A segment recognised by its source, destination, sequence number and length.
@@ -365,7 +369,7 @@ impl Tracker {
         self.conns.retain(|c| {
             let old = c.last_seen.is_some_and(|t| now.saturating_sub(t) > after);
             let forget = old && finished(c);
-            if forget && by_tuple.get(&tuple(c.client, c.server)) == Some(&c.id) {
+            if forget && by_tuple.get(&tuple(c.client, c.server)) == Some(c.id) {
                 by_tuple.remove(&tuple(c.client, c.server));
             }
             !forget
@@ -404,7 +408,7 @@ impl Tracker {
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
         let known = match self.last {
             Some((k, id)) if k == key => Some(id),
-            _ => self.by_tuple.get(&key).copied(),
+            _ => self.by_tuple.get(&key),
         };
         let mut incarnation = Vec::new();
         let id = match known.as_ref() {
@@ -518,7 +522,8 @@ impl Tracker {
         if seg.flags.ack() && conn.acked[to.index()].is_none_or(|a| seg.ack.after_or_eq(a)) {
             conn.acked[to.index()] = Some(seg.ack);
         }
-        let mut transitions = std::mem::take(&mut conn.pending);
+        let mut transitions = self.spare.pop().unwrap_or_default();
+        transitions.append(&mut conn.pending);
         let mut unexpected = Vec::new();
         let mut revise: Vec<Revise> = answered_copy
             .map(|role| Revise::AnsweredCopy { role })
@@ -630,6 +635,15 @@ impl Tracker {
             states,
             resent,
             revise,
+        }
+    }
+
+    /// Takes back an event that was written, to reuse its list of transitions.
+    pub fn recycle(&mut self, event: Event) {
+        let mut list = event.transitions;
+        if list.capacity() > 0 && self.spare.len() < 64 {
+            list.clear();
+            self.spare.push(list);
         }
     }
 
@@ -774,51 +788,108 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
             "connection {}: {role} {} → {} ({cause}, {rfc})",
             old.id, t.from, t.to
         ));
-        old.taken_over = Some((role, t));
+        old.taken_over = Some(Box::new((role, t)));
     }
     notes
 }
 
 /// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
 /// the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to accept a
-/// new connection (RFC 6191). Timestamps are what make either safe.
+/// new connection (RFC 6191). Timestamps are what make either safe. Written into one string:
+/// on a busy server most SYNs reuse a port, and this note was a tenth of `summary`'s time.
 fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
-    let new = seg.options.timestamp.map(|(val, _)| val);
-    let stamps = match (new, old.syn_tsval) {
-        (Some(n), Some(o)) => format!(
-            "its TSval {n} is {} than the old connection's ({o} on its SYN)",
-            if SeqNum(n).after_or_eq(SeqNum(o) + 1) {
-                "newer"
-            } else {
-                "not newer"
+    use std::fmt::Write as _;
+    let client = old.state(Role::Client) == State::TimeWait;
+    if !client && old.state(Role::Server) != State::TimeWait {
+        return None;
+    }
+    let stamps = |s: &mut String| {
+        let new = seg.options.timestamp.map(|(val, _)| val);
+        let _ = match (new, old.syn_tsval) {
+            (Some(n), Some(o)) => write!(
+                s,
+                "its TSval {n} is {} than the old connection's ({o} on its SYN)",
+                if SeqNum(n).after_or_eq(SeqNum(o) + 1) {
+                    "newer"
+                } else {
+                    "not newer"
+                }
+            ),
+            (Some(n), None) => write!(s, "its TSval is {n}"),
+            _ => {
+                s.push_str("it carries no timestamp");
+                Ok(())
             }
-        ),
-        (Some(n), None) => format!("its TSval is {n}"),
-        _ => "it carries no timestamp".to_string(),
+        };
     };
-    if old.state(Role::Client) == State::TimeWait {
-        Some(format!(
+    let mut s = String::with_capacity(320);
+    if client {
+        let _ = write!(
+            s,
             "a new connection on the 4-tuple of connection {}, whose client end is in TIME_WAIT: \
-             the client's kernel took the port over (net.ipv4.tcp_tw_reuse); {stamps}, so the \
-             peer's PAWS check tells old segments from new (RFC 7323 §5)",
+             the client's kernel took the port over (net.ipv4.tcp_tw_reuse); ",
             old.id
-        ))
-    } else if old.state(Role::Server) == State::TimeWait {
-        Some(format!(
+        );
+        stamps(&mut s);
+        s.push_str(", so the peer's PAWS check tells old segments from new (RFC 7323 §5)");
+    } else {
+        let _ = write!(
+            s,
             "a new SYN for the 4-tuple of connection {}, whose server end is in TIME_WAIT: \
              TIME_WAIT may accept it when its sequence number or timestamp is newer than the old \
-             connection's (RFC 6191); {stamps}",
+             connection's (RFC 6191); ",
             old.id
-        ))
-    } else {
-        None
+        );
+        stamps(&mut s);
     }
+    Some(s)
 }
 
 /// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
 fn finished(c: &Connection) -> bool {
     let done = |s: State| matches!(s, State::Closed | State::TimeWait);
     done(c.state(Role::Client)) && done(c.state(Role::Server))
+}
+
+/// Connection ids by 4-tuple (as `tuple` orders it), under a fast hash. An IPv4 tuple is
+/// packed into 96 bits: an entry of 24 bytes where the pair of `SocketAddr`s takes 72, so
+/// that 100k of them stay in the caches; IPv6 tuples keep their addresses whole.
+#[derive(Default)]
+struct Tuples {
+    v4: HashMap<u128, usize, BuildHasherDefault<TupleHasher>>,
+    other: HashMap<(SocketAddr, SocketAddr), usize, BuildHasherDefault<TupleHasher>>,
+}
+
+impl Tuples {
+    fn packed(key: &(SocketAddr, SocketAddr)) -> Option<u128> {
+        match key {
+            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                let end = |e: &std::net::SocketAddrV4| {
+                    (u128::from(e.ip().to_bits()) << 16) | u128::from(e.port())
+                };
+                Some((end(a) << 48) | end(b))
+            }
+            _ => None,
+        }
+    }
+    fn get(&self, key: &(SocketAddr, SocketAddr)) -> Option<usize> {
+        match Tuples::packed(key) {
+            Some(k) => self.v4.get(&k).copied(),
+            None => self.other.get(key).copied(),
+        }
+    }
+    fn insert(&mut self, key: (SocketAddr, SocketAddr), id: usize) {
+        match Tuples::packed(&key) {
+            Some(k) => self.v4.insert(k, id),
+            None => self.other.insert(key, id),
+        };
+    }
+    fn remove(&mut self, key: &(SocketAddr, SocketAddr)) {
+        match Tuples::packed(key) {
+            Some(k) => self.v4.remove(&k),
+            None => self.other.remove(key),
+        };
+    }
 }
 
 /// The hash of the 4-tuple map: Fx's multiply-rotate over each word written (the bytes and
@@ -859,6 +930,10 @@ impl Hasher for TupleHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.add(n);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
     }
     fn write_usize(&mut self, n: usize) {
         self.add(n as u64);
@@ -1242,7 +1317,7 @@ pub(crate) mod tests {
         let (tracker, events) = run(&segs);
         let old = tracker.connection(0).unwrap();
         assert_eq!((old.state(Client), old.state(Server)), (Closed, Closed));
-        let (role, t) = old.taken_over.unwrap();
+        let (role, t) = *old.taken_over.clone().unwrap();
         assert_eq!((role, t.from, t.to), (Server, TimeWait, Closed));
         let syn = events.last().unwrap();
         assert_eq!(syn.conn, 1);

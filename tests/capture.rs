@@ -611,3 +611,48 @@ fn an_unknown_user_leaves_an_existing_file_as_it_was() {
         "{run}"
     );
 }
+
+/// Two captures of one exchange at once: by default the segments that change nothing carry
+/// no comment and the others the same as with `--comments all`, which gives every segment
+/// its comment; the section comment names the flag.
+#[test]
+fn a_capture_comments_the_changes_and_every_segment_with_comments_all() {
+    if !root("capture_comments") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (e1, e2) = (dir.join("e1"), dir.join("e2"));
+    let (changes, all) = (dir.join("changes.pcapng"), dir.join("all.pcapng"));
+    let run = in_namespace(&format!(
+        r#"
+"$B" capture --port 8000 -o {changes} 2>{e1} & P1=$!
+"$B" capture --port 8000 --comments all -o {all} 2>{e2} & P2=$!
+ready {e1}; ready {e2}
+exchange
+sleep 0.1
+kill -INT $P1 $P2; wait $P1 $P2; echo "exit=$?"
+"#,
+        changes = changes.display(),
+        all = all.display(),
+        e1 = e1.display(),
+        e2 = e2.display()
+    ));
+    assert!(run.stdout.contains("exit=0"), "{run}");
+    let (by_default, every) = (packet_comments(&changes), packet_comments(&all));
+    assert_eq!(by_default.len(), every.len(), "{by_default:?} {every:?}");
+    assert!(every.len() >= 10, "{every:?}");
+    let plain = "no state change: client ESTABLISHED, server ESTABLISHED";
+    assert!(every.iter().any(|c| c == plain), "{every:?}");
+    for (i, (ours, old)) in by_default.iter().zip(&every).enumerate() {
+        if old.starts_with("no state change") {
+            assert_eq!(ours, "", "packet {}", i + 1);
+        } else {
+            assert_eq!(ours, old, "packet {}", i + 1);
+        }
+    }
+    assert!(
+        section_comments(&changes)[0].contains("(--comments all comments every one)"),
+        "{:?}",
+        section_comments(&changes)
+    );
+}

@@ -120,3 +120,40 @@ fn the_lua_postdissector_puts_the_states_in_wiresharks_info_column() {
         "{run}"
     );
 }
+
+/// `run` leaves the segments that change nothing uncommented by default, as `annotate` and
+/// `capture` do, and `--comments all` comments every one ("no state change: ...").
+#[test]
+fn run_comments_the_changes_and_every_segment_with_comments_all() {
+    if !root("run_comments") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (changes, all) = (dir.join("changes.pcapng"), dir.join("all.pcapng"));
+    for (file, extra) in [(&changes, None), (&all, Some("all"))] {
+        let mut args = vec!["run", "active-close", "-w", file.to_str().unwrap()];
+        if let Some(which) = extra {
+            args.extend(["--comments", which]);
+        }
+        let run = teardown(&args);
+        assert_eq!(run.code, Some(0), "{run}");
+    }
+    let (by_default, every) = (packet_comments(&changes), packet_comments(&all));
+    assert_eq!(by_default.len(), every.len(), "{by_default:?} {every:?}");
+    let plain: Vec<usize> = (0..every.len())
+        .filter(|&i| every[i].starts_with("no state change: client ESTABLISHED"))
+        .collect();
+    assert!(!plain.is_empty(), "{every:?}");
+    for i in plain {
+        assert_eq!(by_default[i], "", "packet {}: {by_default:?}", i + 1);
+    }
+    assert!(
+        by_default[0].starts_with("client CLOSED → SYN_SENT"),
+        "{by_default:?}"
+    );
+    assert_eq!(
+        by_default.iter().filter(|c| !c.is_empty()).count(),
+        7,
+        "{by_default:?}"
+    );
+}

@@ -199,6 +199,9 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     // Most segments change nothing: no comment, or (--comments all) their few texts made once.
     let mut comments = CommentCache::new(annotator.comments);
     let mut written: u64 = 0;
+    // The buffers of written held frames, for the next one to hold: on a busy server most
+    // frames wait behind a FIN, and a fresh buffer for each showed in the profile.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     // Taken in: written or held (what -c counts).
     let mut taken: u64 = 0;
     let mut failure: Option<io::Error> = None;
@@ -255,15 +258,23 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             let outbound = frame.pkttype == 4;
             // Answered held frames first: the order of the capture.
             let result = annotator
-                .step(decoded.as_ref().ok(), at, |_, held, event| {
+                .step(decoded.as_ref().ok(), at, |a, held, event| {
                     written += 1;
-                    write_held(&mut writer, &mut comments, &held, event.as_ref())
+                    write_held(&mut writer, &mut comments, &held, event.as_ref())?;
+                    spare.push(held.data);
+                    if let Some(event) = event {
+                        a.tracker.recycle(event);
+                    }
+                    Ok(())
                 })
                 .and_then(|tracked| {
                     if tracked.hold {
+                        let mut buffer = spare.pop().unwrap_or_default();
+                        buffer.clear();
+                        buffer.extend_from_slice(data);
                         let held = Held {
                             ts: frame.ts,
-                            data: data.to_vec(),
+                            data: buffer,
                             orig_len,
                             outbound,
                             error,
@@ -273,7 +284,11 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
                     }
                     written += 1;
                     let text = text_of(&mut comments, tracked.event.as_ref(), error.as_deref());
-                    writer.write_frame(frame.ts, data, orig_len, &text, outbound)
+                    let done = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
+                    if let Some(event) = tracked.event {
+                        annotator.tracker.recycle(event);
+                    }
+                    done
                 });
             if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
                 failure = Some(e);
@@ -286,6 +301,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         while let (None, Some((held, event))) = (&failure, annotator.ready(now)) {
             let result = write_held(&mut writer, &mut comments, &held, event.as_ref())
                 .and_then(|()| if flush_each { writer.flush() } else { Ok(()) });
+            spare.push(held.data);
             written += 1;
             if let Err(e) = result {
                 failure = Some(e);

@@ -239,9 +239,21 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
     }
+    let packets = lab.record.packets.len();
+    let commented = lab
+        .record
+        .packets
+        .iter()
+        .filter(|p| !p.comment.is_empty())
+        .count();
     let text = format!(
-        "{}, each with a comment: open it in Wireshark)",
-        crate::output::style::plural(lab.record.packets.len(), "packet", "packets")
+        "{}, {}: open it in Wireshark)",
+        crate::output::style::plural(packets, "packet", "packets"),
+        if commented == packets {
+            "each with a comment".to_string()
+        } else {
+            format!("{commented} commented where a state changed or a note is")
+        }
     );
     let _ = writeln!(
         out,
