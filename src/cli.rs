@@ -74,7 +74,7 @@ pub enum Command {
     /// Run your own server and clients through the lab: capture, explain their teardown
     #[command(after_help = EXEC_HELP)]
     Exec(ExecArgs),
-    /// Print the shell completion script for bash, zsh or fish
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
     /// Print the manual page (roff), made from these same definitions
@@ -584,9 +584,11 @@ impl TryFrom<RunArgs> for RunConfig {
 const EXEC_HELP: &str = "\
 Examples (as root; as a user, put sudo in front):
   teardown exec --server 'python3 -m http.server 8000 --bind 127.0.0.1' \\
-                --client 'curl -s -o /dev/null http://127.0.0.1:8000/' --port 8000 --restart
-  teardown exec --server 'nginx -p . -c nginx.conf' --client 'curl -s http://127.0.0.1:8080/' \\
-                --port 8080 --repeat 3
+                --client 'curl -s --ignore-content-length -o /dev/null http://127.0.0.1:8000/' \\
+                --port 8000 --restart
+  teardown exec --server 'nginx -c /tmp/nginx.conf' --port 8080 --repeat 3 --stop-server \\
+                --client 'curl -s --ignore-content-length http://127.0.0.1:8080/'
+                (nginx.conf: daemon off; a server listening on 127.0.0.1:8080; see the README)
   teardown exec --server './server' --client './client' --port 8000 \\
                 --stop-server-after 0.3 --restart      the article's experiment
 

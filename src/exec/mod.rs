@@ -229,7 +229,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
                 "server `{}` on port {}, {}{user}, {place}",
                 config.server.text,
                 config.port,
-                plural(config.clients.len(), "client", "clients"),
+                clients_text(config),
             )
         )
     );
@@ -329,10 +329,25 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         crate::run::give_to_sudo_user(path, created_dir.as_deref());
     }
     let mut drawn = None;
-    if let (Some(svg), Some(conn)) = (picture.take(), lab.connection()) {
+    if let (Some(svg), Some(_)) = (picture.take(), lab.connection()) {
         let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
         let name = svg.name();
-        svg.write_all(crate::output::svg::render(&lab.record.packets, conn, notes).as_bytes())
+        // Every connection, as `run` draws its own.
+        let conns: Vec<_> = lab.annotator.tracker.connections().iter().collect();
+        let heading = crate::output::figure::Heading {
+            title: format!("teardown exec: server `{}`", config.server.text),
+            lesson: Some(format!("on port {}, {}", config.port, clients_text(config))),
+            verdict: None,
+        };
+        let page = crate::output::svg::render_page(
+            &lab.record.packets,
+            &conns,
+            notes,
+            &lab.record.trace,
+            &lab.record.notes,
+            &heading,
+        );
+        svg.write_all(page.as_bytes())
             .map_err(Error::io(format!("writing {name}")))?;
         crate::run::give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
@@ -344,14 +359,14 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
             "capture: ",
             "  ",
             &format!(
-                "{} ({}, each with a comment: open it in Wireshark)",
+                "{} ({})",
                 dest.name(),
-                plural(lab.record.packets.len(), "packet", "packets")
+                crate::run::commented(&lab.record.packets)
             )
         )
     );
     if let Some(name) = &drawn {
-        let _ = writeln!(out, "diagram: {name} (the last connection)");
+        let _ = writeln!(out, "diagram: {name}");
     }
     if !live {
         lab.record.notes.push(
@@ -1031,4 +1046,16 @@ fn outputs(config: &ExecConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>),
         _ => None,
     };
     Ok((dest, picture, created))
+}
+
+/// "1 client, 3 times, 2 at a time": what the run's clients are.
+fn clients_text(config: &ExecConfig) -> String {
+    let mut s = plural(config.clients.len(), "client", "clients");
+    if config.repeat > 1 {
+        s.push_str(&format!(", {} times", config.repeat));
+    }
+    if config.parallel > 1 {
+        s.push_str(&format!(", {} at a time", config.parallel));
+    }
+    s
 }

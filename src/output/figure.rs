@@ -573,7 +573,7 @@ fn panel(
         .collect();
     // The end a new SYN took over (RFC 6191, tcp_tw_reuse): it ends where that SYN arrives.
     for (n, c) in group.iter().enumerate() {
-        if let (Some((role, t)), Some(next)) = (&c.taken_over, group.get(n + 1))
+        if let (Some((role, t)), Some(next)) = (c.taken_over.as_deref(), group.get(n + 1))
             && let Some(a) = arrows.iter().find(|a| {
                 packets[a.packet]
                     .event

@@ -239,22 +239,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         give_to_sudo_user(Path::new(&name), None);
         drawn = Some(name);
     }
-    let packets = lab.record.packets.len();
-    let commented = lab
-        .record
-        .packets
-        .iter()
-        .filter(|p| !p.comment.is_empty())
-        .count();
-    let text = format!(
-        "{}, {}: open it in Wireshark)",
-        crate::output::style::plural(packets, "packet", "packets"),
-        if commented == packets {
-            "each with a comment".to_string()
-        } else {
-            format!("{commented} commented where a state changed or a note is")
-        }
-    );
+    let text = format!("{})", commented(&lab.record.packets));
     let _ = writeln!(
         out,
         "\n{}",
@@ -400,4 +385,19 @@ pub(crate) fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
     if let Some(dir) = created_dir {
         let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
     }
+}
+
+/// "30 packets, 12 commented where a state changed or a note is: open it in Wireshark": what
+/// the written capture holds, for `run` and `exec` alike.
+pub(crate) fn commented(packets: &[crate::annotate::Packet]) -> String {
+    let n = packets.iter().filter(|p| !p.comment.is_empty()).count();
+    format!(
+        "{}, {}: open it in Wireshark",
+        crate::output::style::plural(packets.len(), "packet", "packets"),
+        if n == packets.len() {
+            "each with a comment".to_string()
+        } else {
+            format!("{n} commented where a state changed or a note is")
+        }
+    )
 }
