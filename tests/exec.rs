@@ -449,6 +449,9 @@ fn a_client_that_is_not_executable_exits_2_naming_it() {
         "{run}"
     );
     assert!(run.stderr.contains("not-executable"), "{run}");
+    // Found out before anything started: no server ran, no capture was written.
+    assert!(!run.stdout.contains("server│"), "{run}");
+    assert!(!dir.join("x.pcapng").exists(), "{run}");
 }
 
 #[test]

@@ -127,6 +127,12 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
             "-w - and --json both want standard output: give -w a file name, or drop --json".into(),
         ));
     }
+    // Every program found before any starts: a client that cannot start fails the run
+    // before the server is up.
+    procs::check_found("--server", &config.server)?;
+    for line in &config.clients {
+        procs::check_found("--client", line)?;
+    }
     let (mut dest, mut picture, created_dir) = outputs(config)?;
     let mut stderr = std::io::stderr();
     let to_stderr = config.json || dest.is_stdout();

@@ -144,6 +144,39 @@ pub fn spawn_error(flag: &str, line: &CommandLine, e: &std::io::Error) -> String
     }
 }
 
+/// An error naming `line`'s program if it is neither on PATH nor an executable file (a
+/// command run through `sh -c` is the shell's to find).
+pub fn check_found(flag: &str, line: &CommandLine) -> Result<(), crate::error::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    if line.shell {
+        return Ok(());
+    }
+    let program = &line.argv[0];
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    let mut kind = std::io::ErrorKind::NotFound;
+    for c in candidates {
+        if let Ok(meta) = std::fs::metadata(&c)
+            && meta.is_file()
+        {
+            if meta.permissions().mode() & 0o111 != 0 {
+                return Ok(());
+            }
+            kind = std::io::ErrorKind::PermissionDenied;
+        }
+    }
+    Err(crate::error::Error::Usage(spawn_error(
+        flag,
+        line,
+        &std::io::Error::from(kind),
+    )))
+}
+
 impl Spawned {
     /// Starts `line`; its output goes to `out` as `PREFIX│ line`.
     pub fn start(
