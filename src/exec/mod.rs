@@ -98,21 +98,11 @@ fn kill_namespace_members(netns: &[String]) {
         return;
     }
     let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, dir) in kernel::processes() {
         if pid == me {
             continue;
         }
-        if let Ok(link) = std::fs::read_link(entry.path().join("ns/net"))
+        if let Ok(link) = std::fs::read_link(dir.join("ns/net"))
             && netns.iter().any(|n| link.as_os_str() == n.as_str())
         {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -1022,36 +1012,7 @@ fn would_restart_fail(
 /// The capture's destination and its picture's, checked before anything starts; the
 /// directory made for the default `captures/`.
 fn outputs(config: &ExecConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>), Error> {
-    let mut created = None;
-    let flag = if config.default_output {
-        if let Some(dir) = config.output.parent().filter(|d| !d.exists()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Usage(format!(
-                    "cannot create {} for the capture ({e}); give -w FILE to write elsewhere",
-                    dir.display()
-                ))
-            })?;
-            created = Some(dir.to_path_buf());
-        }
-        "the capture"
-    } else {
-        "-w"
-    };
-    let check = |path: &Path| {
-        Dest::check(flag, path).map_err(|e| {
-            Error::Usage(if config.default_output {
-                format!("{e}, with -w FILE")
-            } else {
-                e
-            })
-        })
-    };
-    let dest = check(&config.output)?;
-    let picture = match &dest {
-        Dest::File { path, .. } => Some(check(&path.with_extension("svg"))?),
-        _ => None,
-    };
-    Ok((dest, picture, created))
+    crate::run::capture_outputs(&config.output, config.default_output)
 }
 
 /// "1 client, 3 times, 2 at a time": what the run's clients are.

@@ -70,23 +70,13 @@ impl Owners {
     /// Every process of the lab's PID namespace, by pid, with its command line.
     pub fn scan_members(&mut self) {
         let Some(ns) = &self.pidns else { return };
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in procs.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (pid, dir) in crate::kernel::processes() {
             // What teardown started is known by its command line; one caught between fork
             // and exec would be cached under teardown's.
             if self.by_pid.contains_key(&pid) || self.started.contains_key(&pid) {
                 continue;
             }
-            let Ok(link) = std::fs::read_link(entry.path().join("ns/pid")) else {
+            let Ok(link) = std::fs::read_link(dir.join("ns/pid")) else {
                 continue;
             };
             if link.to_string_lossy() != ns.as_str() {

@@ -139,21 +139,22 @@ pub fn fill_owners(sockets: &mut [KernelSocket]) {
     }
 }
 
+/// Every process in /proc: its pid and its folder there.
+pub(crate) fn processes() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flat_map(|procs| procs.flatten())
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+}
+
 /// Finds the processes whose file descriptors are these socket inodes (`socket:[N]`).
 pub(crate) fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
     let mut found = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+    for (pid, dir) in processes() {
+        let Ok(fds) = fs::read_dir(dir.join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {
@@ -169,10 +170,10 @@ pub(crate) fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
                 continue;
             };
             if inodes.contains(&inode) {
-                let command = fs::read_to_string(entry.path().join("comm"))
+                let command = fs::read_to_string(dir.join("comm"))
                     .map(|c| c.trim().to_string())
                     .unwrap_or_default();
-                let cmdline = fs::read(entry.path().join("cmdline"))
+                let cmdline = fs::read(dir.join("cmdline"))
                     .map(|b| {
                         String::from_utf8_lossy(&b)
                             .split('\0')
@@ -181,7 +182,7 @@ pub(crate) fn owners_of(inodes: &[u64]) -> Vec<(u64, Owner)> {
                             .join(" ")
                     })
                     .unwrap_or_default();
-                let user = fs::read_to_string(entry.path().join("status"))
+                let user = fs::read_to_string(dir.join("status"))
                     .ok()
                     .and_then(|status| {
                         status

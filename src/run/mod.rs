@@ -296,10 +296,19 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
 /// The capture's destination and its picture's (an SVG beside a file; none for standard
 /// output or a device), both checked; and the directory made for the default `captures/`.
 fn outputs(config: &RunConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>), Error> {
+    capture_outputs(&config.output, config.default_output)
+}
+
+/// `outputs` for any front that writes a capture and its picture (`run`, `exec`): `output`
+/// is `-w`'s path, or the default in `captures/` when `default_output`.
+pub(crate) fn capture_outputs(
+    output: &Path,
+    default_output: bool,
+) -> Result<(Dest, Option<Dest>, Option<PathBuf>), Error> {
     let mut created = None;
-    let flag = if config.default_output {
+    let flag = if default_output {
         // The design's own folder: the one directory a command makes by itself.
-        if let Some(dir) = config.output.parent().filter(|d| !d.exists()) {
+        if let Some(dir) = output.parent().filter(|d| !d.exists()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Usage(format!(
                     "cannot create {} for the capture ({e}); give -w FILE to write elsewhere",
@@ -314,14 +323,14 @@ fn outputs(config: &RunConfig) -> Result<(Dest, Option<Dest>, Option<PathBuf>), 
     };
     let check = |path: &Path| {
         Dest::check(flag, path).map_err(|e| {
-            Error::Usage(if config.default_output {
+            Error::Usage(if default_output {
                 format!("{e}, with -w FILE")
             } else {
                 e
             })
         })
     };
-    let dest = check(&config.output)?;
+    let dest = check(output)?;
     let picture = match &dest {
         Dest::File { path, .. } => Some(check(&path.with_extension("svg"))?),
         _ => None,
