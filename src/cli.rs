@@ -215,8 +215,9 @@ pub struct DiagramArgs {
     /// Only connections with this port at either end
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
-    /// Also draw it as an SVG picture into this file (one file per connection: -N.svg); `-`
-    /// writes it to standard output, and the ladder to standard error
+    /// Also draw it as an SVG picture into this file (one file per connection: -N.svg; those
+    /// on one 4-tuple share the first's); `-` writes it to standard output, and the ladder to
+    /// standard error
     #[arg(long, value_name = "OUT.svg")]
     pub svg: Option<std::path::PathBuf>,
 }

@@ -758,6 +758,25 @@ pub fn diagram(
             "{}",
             ladder::render_checked(&kept, conn, None, &style)
         );
+        // Connections on one 4-tuple (a new SYN meeting the old one's TIME_WAIT) share one
+        // picture, as `run` draws them: the first of them draws it.
+        let same_tuple: Vec<&crate::tracker::Connection> = ids
+            .iter()
+            .filter_map(|k| tracker.connection(*k))
+            .filter(|c| c.client == conn.client && c.server == conn.server)
+            .collect();
+        if let Some(first) = same_tuple.first().filter(|f| f.id != *id)
+            && let Some(path) = svg_path
+            && ids.len() > 1
+        {
+            let _ = writeln!(
+                ladder_out,
+                "(drawn with connection #{} into {})",
+                first.id,
+                numbered(path, first.id).display()
+            );
+            continue;
+        }
         if let Some(path) = svg_path {
             let dest = if ids.len() == 1 {
                 picture.take()
@@ -768,11 +787,25 @@ pub fn diagram(
             let Some(dest) = dest else { continue };
             let shown = dest.name();
             let to_stdout = dest.is_stdout();
+            let drawn = if ids.len() == 1 {
+                vec![conn]
+            } else {
+                same_tuple
+            };
+            let which = drawn
+                .iter()
+                .map(|c| format!("#{}", c.id))
+                .collect::<Vec<_>>()
+                .join(", ");
             let heading = crate::output::figure::Heading {
-                title: format!("teardown diagram {name}: connection #{id}"),
+                title: if drawn.len() > 1 {
+                    format!("teardown diagram {name}: connections {which} (one 4-tuple)")
+                } else {
+                    format!("teardown diagram {name}: connection #{id}")
+                },
                 ..Default::default()
             };
-            dest.write_all(svg::render_page(&kept, &[conn], None, &[], &[], &heading).as_bytes())
+            dest.write_all(svg::render_page(&kept, &drawn, None, &[], &[], &heading).as_bytes())
                 .map_err(Error::io(format!("writing {shown}")))?;
             if !to_stdout {
                 let _ = writeln!(ladder_out, "(drawn into {shown})");

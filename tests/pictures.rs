@@ -498,3 +498,25 @@ fn run_prints_a_ladder_for_every_connection_and_folds_alike_ones() {
     );
     assert!(heads.len() < 6, "{run}");
 }
+
+/// Offline too, a new SYN on an old connection's 4-tuple is drawn in the old one's picture.
+#[test]
+fn offline_timewait_new_syn_draws_old_and_new_connection_in_one_picture() {
+    let dir = TempDir::new();
+    let out = dir.join("t.svg");
+    let run = teardown(&[
+        "diagram",
+        &data("timewait-new-syn.pcapng"),
+        "--svg",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains("(drawn with connection #0 into "),
+        "{run}"
+    );
+    let doc = std::fs::read_to_string(dir.join("t-0.svg")).unwrap();
+    assert!(!dir.join("t-1.svg").exists(), "{run}");
+    assert_eq!(drawn_connections(&doc), 2, "{doc}");
+    assert!(doc.contains("a new SYN on the same 4-tuple"), "{doc}");
+}
