@@ -604,9 +604,18 @@ pub(crate) fn looks_like_ipv4(host: &str) -> bool {
     host.contains('.') && host.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
-/// A command line fit for a sentence: one line, at most 60 characters.
-fn short_command(cmdline: &str) -> String {
-    let flat: String = cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
+/// A command line fit for a sentence: one line, at most 60 characters, the program by its
+/// file name (the arguments, a port among them, say more than its folder).
+pub(crate) fn short_command(cmdline: &str) -> String {
+    let mut words = cmdline.split_whitespace();
+    let program = words
+        .next()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or_default();
+    let flat: String = std::iter::once(program)
+        .chain(words)
+        .collect::<Vec<_>>()
+        .join(" ");
     if flat.chars().count() <= 60 {
         flat
     } else {

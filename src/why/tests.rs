@@ -379,3 +379,15 @@ fn json_has_exactly_the_documented_keys_and_types() {
     assert_eq!(json_shape(&free["trials"][0]), trial("null"));
     assert_eq!(free["trials"][0]["bound"], true);
 }
+
+#[test]
+fn a_command_line_is_told_by_its_program_s_name_and_its_arguments() {
+    assert_eq!(
+        super::short_command("/root/.pyenv/versions/3.11.7/bin/python3 -m http.server 8200"),
+        "python3 -m http.server 8200"
+    );
+    let long = format!("nginx {}", "-g x ".repeat(20));
+    let short = super::short_command(&long);
+    assert_eq!(short.chars().count(), 60);
+    assert!(short.ends_with('…'));
+}
