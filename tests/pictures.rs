@@ -143,6 +143,8 @@ fn offline_crossing_fins_cross_and_each_side_goes_fin_wait_1_then_closing() {
             && doc.contains(r#"<text class="title""#),
         "{doc}"
     );
+    // Offline, the packets' clock alone: no line about the kernel's.
+    assert!(!doc.contains(r#"<text class="clock""#), "{doc}");
 }
 
 #[test]
@@ -240,6 +242,8 @@ fn run_simultaneous_close_draws_each_ends_clock_the_fins_cross() {
     );
     assert!(doc.contains(r#"class="lesson""#) && doc.contains("both FINs cross"));
     assert!(doc.contains(">verdict: reproduced</text>"), "{doc}");
+    // The picture says which clock its rows keep (the kernel's, for each end's changes).
+    assert!(doc.contains(r#"<text class="clock""#), "{doc}");
     // The kernel agreed on the crossing, on both sides, each step of it (the client's
     // FIN_WAIT_1 and CLOSING come on one segment, its own FIN).
     for role in ["client", "server"] {

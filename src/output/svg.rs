@@ -107,6 +107,16 @@ pub fn render_page(
             x += (text.chars().count() as f64 * ADVANCE * SMALL_FONT) as i64 + 48;
         }
     }
+    // Where the kernel's clock placed the changes, the rows are not the capture's times the
+    // terminal ladder shows: say which clock the picture keeps.
+    if !trace.is_empty() {
+        y += 18;
+        let _ = writeln!(
+            body,
+            r#"<text class="clock" x="{}" y="{y}" font-size="11" fill="{GREY}">times: each end's changes when the kernel traced them, not always the packets' own</text>"#,
+            CLIENT_X - BOX_GAP - BOX_W
+        );
+    }
     if let Some(verdict) = &heading.verdict {
         y += 28;
         let text = shorten(&format!("verdict: {verdict}"), (WIDTH - 40) as f64, FONT);
