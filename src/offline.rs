@@ -469,11 +469,16 @@ struct Stamp {
 
 /// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet's stamp,
 /// the segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
+/// `f` hands back the events it does not keep, for the tracker to reuse their lists.
 fn each_segment(
     input: &str,
     nothing: &str,
     tracker: Tracker,
-    mut f: impl FnMut(&Stamp, crate::decode::Segment, crate::tracker::Event),
+    mut f: impl FnMut(
+        &Stamp,
+        crate::decode::Segment,
+        crate::tracker::Event,
+    ) -> Option<crate::tracker::Event>,
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
@@ -502,16 +507,16 @@ fn each_segment(
             ts: packet.ts,
             orig_len: packet.orig_len,
         };
-        let Ok(tracked) = annotator.step(Some(&seg), at, |_, (p, seg), event| {
-            if let Some(event) = event {
-                f(&p, seg, event);
+        let Ok(tracked) = annotator.step(Some(&seg), at, |a, (p, seg), event| {
+            if let Some(done) = event.and_then(|event| f(&p, seg, event)) {
+                a.tracker.recycle(done);
             }
             Ok::<(), std::convert::Infallible>(())
         });
         if tracked.hold {
             annotator.hold((stamp, seg), tracked, at);
-        } else if let Some(event) = tracked.event {
-            f(&stamp, seg, event);
+        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {
+            annotator.tracker.recycle(done);
         }
     }
     for ((p, seg), event) in annotator.finish() {
@@ -592,6 +597,7 @@ pub fn summary(
                 s.closed_first = Some((event.from, "FIN"));
             }
         }
+        Some(event)
     })?;
     let tracker = &scan.tracker;
     // A line per connection: buffered, not a write per line to a line-buffered stdout.
@@ -703,7 +709,9 @@ pub fn diagram(
                 comment: String::new(),
                 kernel: Vec::new(),
             });
+            return None;
         }
+        Some(event)
     })?;
     let tracker = &scan.tracker;
     let name = if input == "-" {

@@ -73,6 +73,9 @@ pub struct Connection {
     /// told by no segment of this connection, on the new connection's SYN.
     /// Boxed: rare, and the list of connections is a busy server's memory.
     pub taken_over: Option<Box<(Role, Transition)>>,
+    /// In the forgetful tracker's queue of finished connections: once at most, however many
+    /// segments a closed 4-tuple goes on receiving.
+    queued: bool,
 }
 
 impl Connection {
@@ -354,11 +357,19 @@ impl Tracker {
                 break;
             }
             self.finished.pop_front();
-            if self
-                .connection(id)
-                .is_some_and(|c| c.last_seen == Some(t) && finished(c))
-            {
-                self.forgettable += 1;
+            let Some(c) = self.position(id).map(|i| &mut self.conns[i]) else {
+                continue;
+            };
+            match c.last_seen {
+                // Out of the queue: the next pass drops it, or a segment before it queues it
+                // again.
+                Some(seen) if now.saturating_sub(seen) > after && finished(c) => {
+                    c.queued = false;
+                    self.forgettable += 1;
+                }
+                // Seen since it was queued: again, at its latest segment's time.
+                Some(seen) if finished(c) => self.finished.push_back((seen, id)),
+                _ => c.queued = false,
             }
         }
         if self.forgettable == 0 || self.forgettable * 4 < self.conns.len() {
@@ -621,7 +632,9 @@ impl Tracker {
         let states = [conn.state(Role::Client), conn.state(Role::Server)];
         if let (Some(t), Some(_)) = (at, self.forget_after)
             && finished(conn)
+            && !conn.queued
         {
+            conn.queued = true;
             self.finished.push_back((t, id));
         }
         Event {
@@ -699,6 +712,7 @@ impl Tracker {
             acked: [None, None],
             fin_to_tw: [None, None],
             taken_over: None,
+            queued: false,
         });
         self.by_tuple.insert(tuple(seg.src, seg.dst), id);
         id
@@ -1179,6 +1193,41 @@ pub(crate) mod tests {
         let newest = tracker.connections().last().unwrap().id;
         assert_eq!(newest, 5000);
         assert_eq!(tracker.connection(newest).unwrap().id, newest);
+    }
+
+    /// A closed 4-tuple that goes on receiving segments (the last ACK again and again) is one
+    /// entry in the queue of finished connections, not one per segment: memory stays flat.
+    #[test]
+    fn a_finished_connection_is_queued_once_and_still_forgotten() {
+        let mut tracker = Tracker::forgetful(std::time::Duration::from_secs(60));
+        let segs = active_close(false);
+        let last = segs.last().unwrap().clone();
+        for s in &segs {
+            tracker.on_segment_at(s, Some(std::time::Duration::ZERO));
+        }
+        for i in 0..10_000u64 {
+            tracker.on_segment_at(&last, Some(std::time::Duration::from_millis(i)));
+        }
+        assert_eq!(tracker.finished.len(), 1);
+        // Long after its last segment, the next sweep forgets it.
+        let mut other = active_close(false);
+        for s in &mut other {
+            if s.src.port() == 40000 {
+                s.src.set_port(40001);
+            } else {
+                s.dst.set_port(40001);
+            }
+        }
+        for i in 0..5000u64 {
+            // Its handshake, then its first data segment again and again.
+            let s = &other[(i as usize).min(3)];
+            tracker.on_segment_at(s, Some(std::time::Duration::from_secs(100 + i / 1000)));
+        }
+        assert!(
+            tracker.connection(0).is_none(),
+            "the closed connection was forgotten"
+        );
+        assert!(tracker.connection(1).is_some());
     }
 
     #[test]
