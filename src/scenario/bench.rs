@@ -301,6 +301,14 @@ impl Lab {
         }
     }
 
+    /// Waits (a little) until the annotator has let go of what it holds, so that
+    /// `record.packets` has every segment tracked so far: a segment waits for the kernel's
+    /// trace to be read past its time, a few milliseconds after the states it changed.
+    pub fn wait_released(&mut self) -> Result<(), Error> {
+        self.wait_until(Duration::from_millis(300), |lab| !lab.annotator.holding())?;
+        Ok(())
+    }
+
     /// Tracks and keeps one frame (the ring's kernel filter let only the scenario's ports in).
     fn take(&mut self, frame: Frame) {
         self.hook_tracer();

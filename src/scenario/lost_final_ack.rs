@@ -62,6 +62,8 @@ fn script(lab: &mut Lab) -> Result<(), Error> {
         lab.states() == Some([State::Closed, State::TimeWait])
     })?;
     if closed {
+        // The last FIN came just before the ACK that closed it: still held, maybe.
+        lab.wait_released()?;
         // The client's FINs, and the gaps between them.
         let fins: Vec<Duration> = lab
             .record
