@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helper::*;
@@ -20,12 +20,85 @@ fn compile(dir: &TempDir, name: &str) -> PathBuf {
     out
 }
 
+/// A root test's own directory and a free port; None (the test skips) without root.
+fn lab(test: &str) -> Option<(TempDir, u16)> {
+    if !root(test) {
+        return None;
+    }
+    Some((TempDir::new(), free_port()))
+}
+
 fn exec(args: &[&str]) -> Run {
     let mut all = vec!["exec"];
     all.extend_from_slice(args);
     teardown(&all)
 }
 
+/// `exec --server SERVER [--client CLIENT] --port PORT EXTRA... -w FILE`, as arguments.
+fn exec_args(
+    server: &str,
+    client: Option<&str>,
+    port: u16,
+    extra: &[&str],
+    file: &Path,
+) -> Vec<String> {
+    let mut args = vec!["exec".to_string(), "--server".into(), server.into()];
+    if let Some(client) = client {
+        args.extend(["--client".into(), client.into()]);
+    }
+    args.extend(["--port".into(), port.to_string()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(["-w".into(), file.to_str().unwrap().into()]);
+    args
+}
+
+/// Runs `exec_args(...)` to the end.
+fn exec_with(server: &str, client: Option<&str>, port: u16, extra: &[&str], file: &Path) -> Run {
+    let args = exec_args(server, client, port, extra, file);
+    teardown(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Starts `exec_args(...)` with its stdout to read (see `read_pids_until`).
+fn spawn_exec(server: &str, client: &str, port: u16, extra: &[&str], file: &Path) -> Child {
+    Command::new(BIN)
+        .args(exec_args(server, Some(client), port, extra, file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `never_closes` compiled into `dir`, as the command that listens on `port`.
+fn never_closes(dir: &TempDir, port: u16) -> String {
+    format!("{} {port}", compile(dir, "never_closes").display())
+}
+
+/// The article's two programs compiled into `dir`: the server's command on `port`, and the
+/// client's path (its arguments differ from test to test).
+fn article(dir: &TempDir, port: u16) -> (String, PathBuf) {
+    let server = format!("{} {port}", compile(dir, "server").display());
+    (server, compile(dir, "client"))
+}
+
+/// The article's server stopped 0.3 s after its client (`client PORT CLIENT_ARGS`) started,
+/// then started again at once.
+fn article_restart(dir: &TempDir, port: u16, client_args: &str, extra: &[&str]) -> Run {
+    let (server, client) = article(dir, port);
+    let client = format!("{} {port}{client_args}", client.display());
+    let extra = [&["--stop-server-after", "0.3", "--restart"], extra].concat();
+    exec_with(&server, Some(&client), port, &extra, &dir.join("x.pcapng"))
+}
+
+/// python3's http.server on `port` and a curl to it that reads until the server closes.
+fn python_curl(port: u16, extra: &[&str], file: &Path) -> Run {
+    exec_with(
+        &python_server(port),
+        Some(&curl_to_eof(port)),
+        port,
+        extra,
+        file,
+    )
+}
 /// The text of connection `#N` in the report: its line and the lines under it.
 fn connection(run: &Run, n: usize) -> String {
     let start = run
@@ -67,23 +140,11 @@ fn curl_to_eof(port: u16) -> String {
 
 #[test]
 fn python_http_server_closes_first_and_its_so_reuseaddr_lets_the_restart_bind() {
-    if !root("exec python") {
+    let Some((dir, port)) = lab("exec python") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     let file = dir.join("py.pcapng");
-    let run = exec(&[
-        "--server",
-        &python_server(port),
-        "--client",
-        &curl_to_eof(port),
-        "--port",
-        &port.to_string(),
-        "--restart",
-        "-w",
-        file.to_str().unwrap(),
-    ]);
+    let run = python_curl(port, &["--restart"], &file);
     assert_eq!(run.code, Some(0), "{run}");
     let flat_out = run.flat();
     assert!(
@@ -130,28 +191,22 @@ fn python_http_server_closes_first_and_its_so_reuseaddr_lets_the_restart_bind() 
 
 #[test]
 fn python_without_so_reuseaddr_cannot_restart_and_the_time_wait_socket_is_named() {
-    if !root("exec python no reuse") {
+    let Some((dir, port)) = lab("exec python no reuse") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     // The same http.server, its allow_reuse_address (SO_REUSEADDR) turned off.
     let server = format!(
         "python3 -c \"import http.server as h; h.HTTPServer.allow_reuse_address = False; \
          h.test(HandlerClass=h.SimpleHTTPRequestHandler, port={port}, bind='127.0.0.1')\""
     );
     let file = dir.join("py.pcapng");
-    let run = exec(&[
-        "--server",
+    let run = exec_with(
         &server,
-        "--client",
-        &curl_to_eof(port),
-        "--port",
-        &port.to_string(),
-        "--restart",
-        "-w",
-        file.to_str().unwrap(),
-    ]);
+        Some(&curl_to_eof(port)),
+        port,
+        &["--restart"],
+        &file,
+    );
     assert_eq!(run.code, Some(0), "{run}");
     let out = run.flat();
     assert!(out.contains("bound with no option"), "{run}");
@@ -193,26 +248,15 @@ fn nginx_run(keepalive: u32, client: &str, port: u16, dir: &TempDir) -> Run {
         dir.0.display(),
         conf.display()
     );
-    exec(&[
-        "--server",
-        &server,
-        "--client",
-        client,
-        "--port",
-        &port.to_string(),
-        "--stop-server",
-        "-w",
-        dir.join("nginx.pcapng").to_str().unwrap(),
-    ])
+    let file = dir.join("nginx.pcapng");
+    exec_with(&server, Some(client), port, &["--stop-server"], &file)
 }
 
 #[test]
 fn nginx_with_keepalive_timeout_0_closes_first() {
-    if !root("exec nginx 0") {
+    let Some((dir, port)) = lab("exec nginx 0") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     let run = nginx_run(0, &curl_to_eof(port), port, &dir);
     assert_eq!(run.code, Some(0), "{run}");
     let conn = connection(&run, 0);
@@ -234,11 +278,9 @@ fn nginx_with_keepalive_timeout_0_closes_first() {
 
 #[test]
 fn nginx_with_keep_alive_leaves_the_close_to_the_client() {
-    if !root("exec nginx keep-alive") {
+    let Some((dir, port)) = lab("exec nginx keep-alive") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     let client = format!("curl -s http://127.0.0.1:{port}/");
     let run = nginx_run(65, &client, port, &dir);
     assert_eq!(run.code, Some(0), "{run}");
@@ -265,26 +307,15 @@ fn nginx_with_keep_alive_leaves_the_close_to_the_client() {
 
 #[test]
 fn a_server_that_never_closes_leaves_close_wait_named_with_its_pid() {
-    if !root("exec never closes") {
+    let Some((dir, port)) = lab("exec never closes") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "never_closes");
+    };
+    let server = never_closes(&dir, port);
     let client = format!(
         "python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port})); \
          s.sendall(b'hi'); print(s.recv(100)); s.close()\""
     );
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        &client,
-        "--port",
-        &port.to_string(),
-        "-w",
-        dir.join("n.pcapng").to_str().unwrap(),
-    ]);
+    let run = exec_with(&server, Some(&client), port, &[], &dir.join("n.pcapng"));
     assert_eq!(run.code, Some(0), "{run}");
     let pid = run
         .stdout
@@ -297,9 +328,8 @@ fn a_server_that_never_closes_leaves_close_wait_named_with_its_pid() {
     let left = left_behind(&run);
     assert!(
         left.contains(&format!(
-            "CLOSE_WAIT (Recv-Q 1: unread bytes), held by pid {pid} ({} {port}): this program \
-             did not close() after the peer's FIN",
-            server.display()
+            "CLOSE_WAIT (Recv-Q 1: unread bytes), held by pid {pid} ({server}): this program \
+             did not close() after the peer's FIN"
         )),
         "{left}{run}"
     );
@@ -314,26 +344,10 @@ fn a_server_that_never_closes_leaves_close_wait_named_with_its_pid() {
 
 #[test]
 fn article_case_1_the_restart_prints_errno_98_itself_and_time_wait_is_why() {
-    if !root("exec article case 1") {
+    let Some((dir, port)) = lab("exec article case 1") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "server");
-    let client = compile(&dir, "client");
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        &format!("{} {port}", client.display()),
-        "--port",
-        &port.to_string(),
-        "--stop-server-after",
-        "0.3",
-        "--restart",
-        "-w",
-        dir.join("c1.pcapng").to_str().unwrap(),
-    ]);
+    };
+    let run = article_restart(&dir, port, "", &[]);
     assert_eq!(run.code, Some(0), "{run}");
     let out = run.flat();
     assert!(out.contains("bound with no option"), "{run}");
@@ -366,27 +380,11 @@ fn article_case_1_the_restart_prints_errno_98_itself_and_time_wait_is_why() {
 
 #[test]
 fn article_case_2_a_client_blocked_before_eof_leaves_the_server_in_fin_wait_2() {
-    if !root("exec article case 2") {
+    let Some((dir, port)) = lab("exec article case 2") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "server");
-    let client = compile(&dir, "client");
+    };
     // The client sleeps 2 s before its first read: blocked when the server goes.
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        &format!("{} {port} 2", client.display()),
-        "--port",
-        &port.to_string(),
-        "--stop-server-after",
-        "0.3",
-        "--restart",
-        "-w",
-        dir.join("c2.pcapng").to_str().unwrap(),
-    ]);
+    let run = article_restart(&dir, port, " 2", &[]);
     assert_eq!(run.code, Some(0), "{run}");
     let out = run.flat();
     assert!(
@@ -426,23 +424,13 @@ fn a_command_that_is_not_found_exits_2_naming_it() {
 
 #[test]
 fn a_client_that_is_not_executable_exits_2_naming_it() {
-    if !root("exec not executable") {
+    let Some((dir, port)) = lab("exec not executable") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     let script = dir.join("not-executable");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
-    let run = exec(&[
-        "--server",
-        &python_server(port),
-        "--port",
-        &port.to_string(),
-        "--client",
-        script.to_str().unwrap(),
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    let (server, client) = (python_server(port), script.to_str().unwrap());
+    let run = exec_with(&server, Some(client), port, &[], &dir.join("x.pcapng"));
     assert_eq!(run.code, Some(2), "{run}");
     assert!(
         run.stderr.contains("not executable (permission denied)"),
@@ -462,17 +450,14 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
     let dir = TempDir::new();
     let (port, other) = (free_port(), free_port());
     // It listens (within milliseconds), but on another port than --port.
-    let server = compile(&dir, "never_closes");
-    let run = exec(&[
-        "--server",
-        &format!("{} {other}", server.display()),
-        "--port",
-        &port.to_string(),
-        "--timeout",
-        "1.5",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    let server = never_closes(&dir, other);
+    let run = exec_with(
+        &server,
+        None,
+        port,
+        &["--timeout", "1.5"],
+        &dir.join("x.pcapng"),
+    );
     assert_eq!(run.code, Some(2), "{run}");
     let err = &run.stderr;
     assert!(
@@ -486,14 +471,8 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
     assert!(!dir.join("x.pcapng").exists(), "a fault writes no capture");
     assert!(!run.stdout.contains("time ms"), "nor a ladder{run}");
     // One that exits at once: its status and its last line.
-    let run = exec(&[
-        "--server",
-        "sh -c 'echo cannot read the config >&2; exit 3'",
-        "--port",
-        &port.to_string(),
-        "-w",
-        dir.join("y.pcapng").to_str().unwrap(),
-    ]);
+    let server = "sh -c 'echo cannot read the config >&2; exit 3'";
+    let run = exec_with(server, None, port, &[], &dir.join("y.pcapng"));
     assert_eq!(run.code, Some(2), "{run}");
     assert!(
         run.stderr
@@ -509,26 +488,20 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
 
 #[test]
 fn a_hanging_client_is_killed_at_the_timeout_and_said_so() {
-    if !root("exec hanging client") {
+    let Some((dir, port)) = lab("exec hanging client") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     // A server that is up in milliseconds: --timeout is also how long it may take to listen.
-    let server = compile(&dir, "never_closes");
+    let server = never_closes(&dir, port);
     let start = Instant::now();
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        "sleep 30",
-        "--port",
-        &port.to_string(),
-        "--timeout",
-        "1",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    let extra = ["--timeout", "1"];
+    let run = exec_with(
+        &server,
+        Some("sleep 30"),
+        port,
+        &extra,
+        &dir.join("x.pcapng"),
+    );
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.flat()
@@ -540,28 +513,17 @@ fn a_hanging_client_is_killed_at_the_timeout_and_said_so() {
 
 #[test]
 fn a_server_that_exits_by_itself_is_reported_with_its_status() {
-    if !root("exec server exits") {
+    let Some((dir, port)) = lab("exec server exits") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "server");
-    let client = compile(&dir, "client");
+    };
+    let (server, client) = article(&dir, port);
     // The client closes at EOF; the article's server then writes into a closed socket and
     // dies of SIGPIPE, by itself.
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        &format!(
-            "sh -c 'timeout -s INT 0.5 {} {port}; exit 0'",
-            client.display()
-        ),
-        "--port",
-        &port.to_string(),
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    let client = format!(
+        "sh -c 'timeout -s INT 0.5 {} {port}; exit 0'",
+        client.display()
+    );
+    let run = exec_with(&server, Some(&client), port, &[], &dir.join("x.pcapng"));
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.flat()
@@ -572,27 +534,11 @@ fn a_server_that_exits_by_itself_is_reported_with_its_status() {
 
 #[test]
 fn every_program_dies_when_teardown_is_killed_with_sigkill() {
-    if !root("exec sigkill") {
+    let Some((dir, port)) = lab("exec sigkill") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "exec",
-            "--server",
-            &python_server(port),
-            "--client",
-            "sleep 30",
-            "--port",
-            &port.to_string(),
-            "-w",
-            dir.join("x.pcapng").to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    };
+    let file = dir.join("x.pcapng");
+    let mut child = spawn_exec(&python_server(port), "sleep 30", port, &[], &file);
     let (pids, seen) = read_pids_until(&mut child, "client: started");
     assert_eq!(pids.len(), 2, "the server's and the client's pid{seen}");
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -613,7 +559,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// The pids of `(pid N)` lines until a line containing `until`, with what was read.
-fn read_pids_until(child: &mut std::process::Child, until: &str) -> (Vec<u32>, String) {
+fn read_pids_until(child: &mut Child, until: &str) -> (Vec<u32>, String) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let (mut pids, mut seen) = (Vec::new(), String::new());
     for _ in 0..40 {
@@ -641,50 +587,20 @@ fn read_pids_until(child: &mut std::process::Child, until: &str) -> (Vec<u32>, S
 /// tracefs instances a teardown process of `pid` made, seen from a private mount namespace
 /// (tracefs may not be mounted on the host; teardown mounts it in one of its own).
 fn instances_of(pid: u32) -> Vec<String> {
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "-m",
-        "sh",
-        "-c",
-        "mount --make-rprivate / && (mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; \
-         ls /sys/kernel/tracing/instances)",
-    ]);
-    let run = run_cmd(cmd);
-    assert_eq!(run.code, Some(0), "{run}");
-    run.stdout
-        .lines()
+    tracefs_instances()
+        .into_iter()
         .filter(|n| n.starts_with(&format!("teardown-{pid}-")))
-        .map(str::to_string)
         .collect()
 }
 
 #[test]
 fn ctrl_c_ends_the_run_its_programs_and_its_tracefs_instance_and_writes_the_capture() {
-    if !root("exec ctrl-c") {
+    let Some((dir, port)) = lab("exec ctrl-c") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "never_closes");
+    };
+    let server = never_closes(&dir, port);
     let file = dir.join("x.pcapng");
-    let mut child = Command::new(BIN)
-        .args([
-            "exec",
-            "--server",
-            &format!("{} {port}", server.display()),
-            "--client",
-            "sleep 30",
-            "--port",
-            &port.to_string(),
-            "--timeout",
-            "20",
-            "-w",
-            file.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_exec(&server, "sleep 30", port, &["--timeout", "20"], &file);
     let (pids, seen) = read_pids_until(&mut child, "client: started");
     assert_eq!(pids.len(), 2, "{seen}");
     assert_eq!(
@@ -707,25 +623,11 @@ fn ctrl_c_ends_the_run_its_programs_and_its_tracefs_instance_and_writes_the_capt
 
 #[test]
 fn repeat_and_parallel_make_one_report_per_connection() {
-    if !root("exec repeat parallel") {
+    let Some((dir, port)) = lab("exec repeat parallel") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let run = exec(&[
-        "--server",
-        &python_server(port),
-        "--client",
-        &curl_to_eof(port),
-        "--port",
-        &port.to_string(),
-        "--repeat",
-        "2",
-        "--parallel",
-        "2",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    };
+    let extra = ["--repeat", "2", "--parallel", "2"];
+    let run = python_curl(port, &extra, &dir.join("x.pcapng"));
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("4 connections:"), "{run}");
     assert!(
@@ -746,22 +648,18 @@ fn repeat_and_parallel_make_one_report_per_connection() {
 
 #[test]
 fn across_two_hosts_the_server_runs_in_its_own_namespace() {
-    if !root("exec netns") {
+    let Some((dir, port)) = lab("exec netns") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let run = exec(&[
-        "--server",
+    };
+    let run = exec_with(
         &format!("python3 -m http.server {port} --bind 10.77.0.2"),
-        "--client",
-        &format!("curl -s --ignore-content-length -o /dev/null http://10.77.0.2:{port}/"),
-        "--port",
-        &port.to_string(),
-        "--netns",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+        Some(&format!(
+            "curl -s --ignore-content-length -o /dev/null http://10.77.0.2:{port}/"
+        )),
+        port,
+        &["--netns"],
+        &dir.join("x.pcapng"),
+    );
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.stdout.contains("server│ 10.77.0.1 - - "),
@@ -776,27 +674,10 @@ fn across_two_hosts_the_server_runs_in_its_own_namespace() {
 
 #[test]
 fn json_reports_connections_restarts_and_what_was_left() {
-    if !root("exec json") {
+    let Some((dir, port)) = lab("exec json") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "server");
-    let client = compile(&dir, "client");
-    let run = exec(&[
-        "--server",
-        &format!("{} {port}", server.display()),
-        "--client",
-        &format!("{} {port}", client.display()),
-        "--port",
-        &port.to_string(),
-        "--stop-server-after",
-        "0.3",
-        "--restart",
-        "--json",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    };
+    let run = article_restart(&dir, port, "", &["--json"]);
     assert_eq!(run.code, Some(0), "{run}");
     let v: serde_json::Value =
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}{run}"));
@@ -815,24 +696,12 @@ fn json_reports_connections_restarts_and_what_was_left() {
 
 #[test]
 fn dash_z_runs_the_programs_as_that_user() {
-    if !root("exec -Z") {
+    let Some((dir, port)) = lab("exec -Z") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
-    let server = compile(&dir, "never_closes");
-    let run = exec(&[
-        "--server",
-        &format!("sh -c 'id -un >&2; exec {} {port}'", server.display()),
-        "--client",
-        "id -un",
-        "--port",
-        &port.to_string(),
-        "-Z",
-        "nobody",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    };
+    let server = format!("sh -c 'id -un >&2; exec {}'", never_closes(&dir, port));
+    let file = dir.join("x.pcapng");
+    let run = exec_with(&server, Some("id -un"), port, &["-Z", "nobody"], &file);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("server│ nobody"), "{run}");
     assert!(run.stdout.contains("client│ nobody"), "{run}");
@@ -850,28 +719,19 @@ fn without_root_the_user_namespace_path_runs_the_programs_and_says_what_it_canno
     if !root("exec without root") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = world_writable_dir();
     let port = free_port();
-    let server = compile(&dir, "never_closes");
+    let server = never_closes(&dir, port);
+    let client = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3; head -c 6 <&3'");
     // As nobody: unprivileged user namespaces, as `run` has them.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "exec",
-    ])
-    .arg("--server")
-    .arg(format!("{} {port}", server.display()))
-    .arg("--client")
-    .arg(format!(
-        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3; head -c 6 <&3'"
-    ))
-    .args(["--port", &port.to_string(), "-w"])
-    .arg(dir.join("x.pcapng"));
+    let mut cmd = as_nobody_cmd();
+    cmd.args(exec_args(
+        &server,
+        Some(&client),
+        port,
+        &[],
+        &dir.join("x.pcapng"),
+    ));
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("client│ hello"), "{run}");
@@ -893,16 +753,10 @@ fn under_sudo_the_programs_run_as_the_user_who_asked_and_the_capture_is_theirs()
     use std::os::unix::fs::MetadataExt;
     let dir = TempDir::new();
     let port = free_port();
-    let server = compile(&dir, "never_closes");
+    let server = format!("sh -c 'id -u >&2; exec {}'", never_closes(&dir, port));
     let file = dir.join("x.pcapng");
     let mut cmd = Command::new(BIN);
-    cmd.args(["exec", "--server"])
-        .arg(format!(
-            "sh -c 'id -u >&2; exec {} {port}'",
-            server.display()
-        ))
-        .args(["--client", "id -u", "--port", &port.to_string(), "-w"])
-        .arg(&file)
+    cmd.args(exec_args(&server, Some("id -u"), port, &[], &file))
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534");
     let run = run_cmd(cmd);
@@ -914,11 +768,9 @@ fn under_sudo_the_programs_run_as_the_user_who_asked_and_the_capture_is_theirs()
 
 #[test]
 fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
-    if !root("exec daemon") {
+    let Some((dir, port)) = lab("exec daemon") else {
         return;
-    }
-    let dir = TempDir::new();
-    let port = free_port();
+    };
     let conf = nginx_conf(&dir, port, 65);
     // nginx's default: the master forks into the background and the started process exits.
     let text = std::fs::read_to_string(&conf)
@@ -930,17 +782,9 @@ fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
         dir.0.display(),
         conf.display()
     );
-    let run = exec(&[
-        "--server",
-        &server,
-        "--client",
-        &format!("curl -s http://127.0.0.1:{port}/"),
-        "--port",
-        &port.to_string(),
-        "--restart",
-        "-w",
-        dir.join("x.pcapng").to_str().unwrap(),
-    ]);
+    let client = format!("curl -s http://127.0.0.1:{port}/");
+    let file = dir.join("x.pcapng");
+    let run = exec_with(&server, Some(&client), port, &["--restart"], &file);
     assert_eq!(run.code, Some(0), "{run}");
     let out = run.flat();
     assert!(out.contains("went into the background:"), "{run}");
@@ -962,27 +806,15 @@ fn without_a_pid_namespace_a_program_in_a_session_of_its_own_still_dies_with_the
     if !root("exec setsid without root") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = world_writable_dir();
     let port = free_port();
-    let server = compile(&dir, "never_closes");
+    let server = format!(
+        "sh -c 'setsid {} & exec sleep 30'",
+        never_closes(&dir, port)
+    );
     // As nobody (no PID namespace there): the listener leaves the group teardown signals.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "exec",
-    ])
-    .arg("--server")
-    .arg(format!(
-        "sh -c 'setsid {} {port} & exec sleep 30'",
-        server.display()
-    ))
-    .args(["--port", &port.to_string(), "-w"])
-    .arg(dir.join("x.pcapng"));
+    let mut cmd = as_nobody_cmd();
+    cmd.args(exec_args(&server, None, port, &[], &dir.join("x.pcapng")));
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
@@ -1012,14 +844,14 @@ fn an_output_that_cannot_be_written_is_refused_before_any_program_starts() {
     }
     let dir = TempDir::new();
     let marker = dir.join("started");
-    let run = exec(&[
-        "--server",
-        &format!("touch {}", marker.display()),
-        "--port",
-        &free_port().to_string(),
-        "-w",
-        dir.join("no-such-dir/x.pcapng").to_str().unwrap(),
-    ]);
+    let server = format!("touch {}", marker.display());
+    let run = exec_with(
+        &server,
+        None,
+        free_port(),
+        &[],
+        &dir.join("no-such-dir/x.pcapng"),
+    );
     assert_eq!(run.code, Some(2), "{run}");
     assert!(
         run.stderr
