@@ -24,7 +24,7 @@ use crate::output::dest::Dest;
 use crate::output::pcapng::FileInfo;
 use crate::output::style::plural;
 use crate::record::Restart;
-use crate::scenario::bench::{Lab, POLL};
+use crate::scenario::bench::Lab;
 use crate::signals;
 use crate::sockets::SockOpts;
 use owners::Owners;
@@ -194,14 +194,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     };
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    let program =
-        crate::capture::filter::Bpf::ports(config.port..=config.port).map_err(Error::Usage)?;
-    let capture = crate::capture::ring::Ring::open_filtered(
-        iface,
-        iface == "lo",
-        Some(program.kernel_program()),
-        POLL,
-    )?;
+    let capture = crate::run::open_ring(iface, config.port..=config.port)?;
     let place = if config.netns {
         format!(
             "across two private network namespaces joined by a veth pair (clients at {client_ip}, \

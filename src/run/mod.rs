@@ -126,16 +126,8 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // Kernel stamps on before the first packet, or the first ones carry the time of reading.
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    // The same ring `capture` reads, the kernel filtering to the run's port: on the host's
-    // loopback other programs' traffic never reaches teardown.
     let ports = scenario.port_range(config.port).map_err(Error::Usage)?;
-    let program = crate::capture::filter::Bpf::ports(ports).map_err(Error::Usage)?;
-    let capture = crate::capture::ring::Ring::open_filtered(
-        iface,
-        iface == "lo",
-        Some(program.kernel_program()),
-        POLL,
-    )?;
+    let capture = open_ring(iface, ports)?;
     let place = if config.host {
         "on the host's loopback".to_string()
     } else if two_hosts {
@@ -369,6 +361,22 @@ pub(crate) fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
     if let Some(dir) = created_dir {
         let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
     }
+}
+
+/// The same ring `capture` reads, the kernel filtering to the run's `ports`: on the host's
+/// loopback other programs' traffic never reaches teardown.
+pub(crate) fn open_ring(
+    iface: &str,
+    ports: std::ops::RangeInclusive<u16>,
+) -> Result<crate::capture::ring::Ring, Error> {
+    let program = crate::capture::filter::Bpf::ports(ports).map_err(Error::Usage)?;
+    let ring = crate::capture::ring::Ring::open_filtered(
+        iface,
+        iface == "lo",
+        Some(program.kernel_program()),
+        POLL,
+    )?;
+    Ok(ring)
 }
 
 /// Draws every connection of the run (each end on its own clock from the kernel's trace)
