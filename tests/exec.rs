@@ -124,6 +124,13 @@ fn left_behind(run: &Run) -> String {
     rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Asserts that `text`, a part of `run`'s report, contains every one of `parts`.
+fn assert_all(text: &str, parts: &[&str], run: &Run) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in\n{text}{run}");
+    }
+}
+
 fn flat(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -147,37 +154,28 @@ fn python_http_server_closes_first_and_its_so_reuseaddr_lets_the_restart_bind() 
     let run = python_curl(port, &["--restart"], &file);
     assert_eq!(run.code, Some(0), "{run}");
     let flat_out = run.flat();
-    assert!(
-        flat_out.contains("bound with SO_REUSEADDR"),
-        "the listener's own option, read from its socket{run}"
-    );
+    // The listener's own option, read from its socket; Python's HTTPServer sets SO_REUSEADDR:
+    // beside the TIME_WAIT, the restart binds.
+    let said = [
+        "bound with SO_REUSEADDR",
+        "again at once",
+        "→ bound: it listens on",
+        "Both the old and the new socket set SO_REUSEADDR",
+        "in TIME_WAIT for 2×MSL",
+    ];
+    assert_all(&flat_out, &said, &run);
+    // Who closed first, the server's states, each end's owner.
     let conn = connection(&run, 0);
-    assert!(
-        conn.contains("the server closed first (FIN)"),
-        "{conn}{run}"
-    );
-    assert!(
-        flat(&conn).contains("server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1"),
-        "{conn}"
-    );
-    assert!(
-        conn.contains("python3 -m http.server"),
-        "the server's owner{conn}"
-    );
-    assert!(conn.contains("curl -s"), "the client's owner{conn}");
-    assert!(conn.contains("kernel check:"), "{conn}");
-    // Python's HTTPServer sets SO_REUSEADDR: beside the TIME_WAIT, the restart binds.
-    assert!(flat_out.contains("again at once"), "{run}");
-    assert!(flat_out.contains("→ bound: it listens on"), "{run}");
-    assert!(
-        flat_out.contains("Both the old and the new socket set SO_REUSEADDR"),
-        "{run}"
-    );
-    assert!(flat_out.contains("in TIME_WAIT for 2×MSL"), "{run}");
-    assert!(
-        run.stdout.contains("server│ "),
-        "server output prefixed{run}"
-    );
+    let said = [
+        "the server closed first (FIN)",
+        "python3 -m http.server",
+        "curl -s",
+        "kernel check:",
+    ];
+    assert_all(&conn, &said, &run);
+    let path = "server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1";
+    assert_all(&flat(&conn), &[path], &run);
+    assert_all(&run.stdout, &["server│ "], &run);
     let comments = packet_comments(&file);
     assert!(comments.len() >= 8, "{comments:?}");
     assert!(
@@ -200,34 +198,22 @@ fn python_without_so_reuseaddr_cannot_restart_and_the_time_wait_socket_is_named(
          h.test(HandlerClass=h.SimpleHTTPRequestHandler, port={port}, bind='127.0.0.1')\""
     );
     let file = dir.join("py.pcapng");
-    let run = exec_with(
-        &server,
-        Some(&curl_to_eof(port)),
-        port,
-        &["--restart"],
-        &file,
-    );
+    let client = curl_to_eof(port);
+    let run = exec_with(&server, Some(&client), port, &["--restart"], &file);
     assert_eq!(run.code, Some(0), "{run}");
-    let out = run.flat();
-    assert!(out.contains("bound with no option"), "{run}");
-    assert!(
-        out.contains("→ failed: exited (exit status 1) without listening"),
-        "{run}"
-    );
-    // Python's own words, then teardown's.
-    assert!(
-        out.contains("its own words: OSError: [Errno 98] Address already in use"),
-        "{run}"
-    );
-    assert!(out.contains("EADDRINUSE (errno 98)"), "{run}");
-    assert!(
-        out.contains(&format!("TIME_WAIT 0 0 127.0.0.1:{port}")),
-        "the holder's row{run}"
-    );
-    assert!(out.contains("in TIME_WAIT for 2×MSL"), "{run}");
-    assert!(out.contains("Fix: set SO_REUSEADDR"), "{run}");
-    let left = left_behind(&run);
-    assert!(left.contains("A restart now would fail"), "{left}");
+    // Python's own words, then teardown's, and the holder's row.
+    let holder = format!("TIME_WAIT 0 0 127.0.0.1:{port}");
+    let said = [
+        "bound with no option",
+        "→ failed: exited (exit status 1) without listening",
+        "its own words: OSError: [Errno 98] Address already in use",
+        "EADDRINUSE (errno 98)",
+        &holder,
+        "in TIME_WAIT for 2×MSL",
+        "Fix: set SO_REUSEADDR",
+    ];
+    assert_all(&run.flat(), &said, &run);
+    assert_all(&left_behind(&run), &["A restart now would fail"], &run);
 }
 
 fn nginx_conf(dir: &TempDir, port: u16, keepalive: u32) -> PathBuf {
@@ -260,20 +246,12 @@ fn nginx_with_keepalive_timeout_0_closes_first() {
     let run = nginx_run(0, &curl_to_eof(port), port, &dir);
     assert_eq!(run.code, Some(0), "{run}");
     let conn = connection(&run, 0);
-    assert!(
-        conn.contains("the server closed first (FIN)"),
-        "{conn}{run}"
-    );
-    assert!(flat(&conn).contains("FIN_WAIT_1 → TIME_WAIT"), "{conn}");
-    assert!(
-        conn.contains("nginx: worker process"),
-        "the worker closed it{conn}"
-    );
-    let left = left_behind(&run);
-    assert!(
-        left.contains("the server's end of a connection the server closed first"),
-        "{left}"
-    );
+    // The worker closed it.
+    let said = ["the server closed first (FIN)", "nginx: worker process"];
+    assert_all(&conn, &said, &run);
+    assert_all(&flat(&conn), &["FIN_WAIT_1 → TIME_WAIT"], &run);
+    let left = "the server's end of a connection the server closed first";
+    assert_all(&left_behind(&run), &[left], &run);
 }
 
 #[test]
@@ -284,25 +262,16 @@ fn nginx_with_keep_alive_leaves_the_close_to_the_client() {
     let client = format!("curl -s http://127.0.0.1:{port}/");
     let run = nginx_run(65, &client, port, &dir);
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(run.stdout.contains("client│ hello from nginx"), "{run}");
+    assert_all(&run.stdout, &["client│ hello from nginx"], &run);
     let conn = connection(&run, 0);
-    assert!(
-        conn.contains("the client closed first (FIN)"),
-        "{conn}{run}"
-    );
-    assert!(
-        flat(&conn).contains("client: CLOSED → SYN_SENT → ESTABLISHED → FIN_WAIT_1"),
-        "{conn}"
-    );
-    assert!(
-        flat(&conn).contains("server: LISTEN → SYN_RECEIVED → ESTABLISHED → CLOSE_WAIT → LAST_ACK"),
-        "{conn}"
-    );
-    let left = left_behind(&run);
-    assert!(
-        left.contains("the client's end of a connection the client closed first"),
-        "{left}"
-    );
+    assert_all(&conn, &["the client closed first (FIN)"], &run);
+    let paths = [
+        "client: CLOSED → SYN_SENT → ESTABLISHED → FIN_WAIT_1",
+        "server: LISTEN → SYN_RECEIVED → ESTABLISHED → CLOSE_WAIT → LAST_ACK",
+    ];
+    assert_all(&flat(&conn), &paths, &run);
+    let left = "the client's end of a connection the client closed first";
+    assert_all(&left_behind(&run), &[left], &run);
 }
 
 #[test]
@@ -349,33 +318,24 @@ fn article_case_1_the_restart_prints_errno_98_itself_and_time_wait_is_why() {
     };
     let run = article_restart(&dir, port, "", &[]);
     assert_eq!(run.code, Some(0), "{run}");
-    let out = run.flat();
-    assert!(out.contains("bound with no option"), "{run}");
-    assert!(
-        out.contains("stopped with SIGTERM 0.3 s after the first client started"),
-        "{run}"
-    );
-    assert!(
-        run.stdout
-            .contains("server│ failed to bind port, errno = 98"),
-        "{run}"
-    );
-    assert!(
-        out.contains("its own words: failed to bind port, errno = 98"),
-        "{run}"
-    );
-    assert!(out.contains("in TIME_WAIT for 2×MSL"), "{run}");
-    assert!(run.stdout.contains("client│ read "), "{run}");
+    let said = [
+        "bound with no option",
+        "stopped with SIGTERM 0.3 s after the first client started",
+        "its own words: failed to bind port, errno = 98",
+        "in TIME_WAIT for 2×MSL",
+    ];
+    assert_all(&run.flat(), &said, &run);
+    let said = ["server│ failed to bind port, errno = 98", "client│ read "];
+    assert_all(&run.stdout, &said, &run);
     let conn = connection(&run, 0);
-    assert!(conn.contains("the server closed first (FIN)"), "{conn}");
-    assert!(
-        flat(&conn).contains("server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1"),
-        "{conn}"
+    assert_all(
+        &conn,
+        &["the server closed first (FIN)", "0 mismatched"],
+        &run,
     );
-    assert!(flat(&conn).contains("TIME_WAIT"), "{conn}");
-    assert!(conn.contains("0 mismatched"), "{conn}");
-    let left = left_behind(&run);
-    assert!(left.contains("A restart now would fail"), "{left}");
+    let path = "server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1";
+    assert_all(&flat(&conn), &[path, "TIME_WAIT"], &run);
+    assert_all(&left_behind(&run), &["A restart now would fail"], &run);
 }
 
 #[test]
@@ -386,24 +346,20 @@ fn article_case_2_a_client_blocked_before_eof_leaves_the_server_in_fin_wait_2() 
     // The client sleeps 2 s before its first read: blocked when the server goes.
     let run = article_restart(&dir, port, " 2", &[]);
     assert_eq!(run.code, Some(0), "{run}");
-    let out = run.flat();
-    assert!(
-        out.contains("its own words: failed to bind port, errno = 98"),
-        "{run}"
-    );
-    assert!(
-        out.contains(&format!("FIN_WAIT_2 0 0 127.0.0.1:{port}")),
-        "the holder's row{run}"
-    );
-    assert!(out.contains("in FIN_WAIT_2: the server closed"), "{run}");
-    assert!(out.contains("(orphaned)"), "{run}");
-    let conn = connection(&run, 0);
-    assert!(
-        flat(&conn)
-            .contains("server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1 → FIN_WAIT_2"),
-        "{conn}"
-    );
-    assert!(flat(&conn).contains("ESTABLISHED → CLOSE_WAIT"), "{conn}");
+    // The holder's row and why it holds the port.
+    let holder = format!("FIN_WAIT_2 0 0 127.0.0.1:{port}");
+    let said = [
+        "its own words: failed to bind port, errno = 98",
+        &holder,
+        "in FIN_WAIT_2: the server closed",
+        "(orphaned)",
+    ];
+    assert_all(&run.flat(), &said, &run);
+    let paths = [
+        "server: LISTEN → SYN_RECEIVED → ESTABLISHED → FIN_WAIT_1 → FIN_WAIT_2",
+        "ESTABLISHED → CLOSE_WAIT",
+    ];
+    assert_all(&flat(&connection(&run, 0)), &paths, &run);
 }
 
 #[test]
