@@ -370,11 +370,10 @@ fn a_command_that_is_not_found_exits_2_naming_it() {
     let port = free_port().to_string();
     let run = exec(&["--server", "no-such-server-here --x", "--port", &port]);
     assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr.contains(
-            "--server \"no-such-server-here --x\": no-such-server-here: command not found"
-        ),
-        "{run}"
+    assert_all(
+        &run.stderr,
+        &["--server \"no-such-server-here --x\": no-such-server-here: command not found"],
+        &run,
     );
 }
 
@@ -416,10 +415,7 @@ fn a_server_that_never_listens_exits_2_with_its_last_lines_and_what_listens() {
     );
     assert_eq!(run.code, Some(2), "{run}");
     let err = &run.stderr;
-    assert!(
-        err.contains("did not listen within --timeout 1.5 s"),
-        "{run}"
-    );
+    assert_all(err, &["did not listen within --timeout 1.5 s"], &run);
     assert!(
         err.contains(&format!("what listens in the lab:\n  127.0.0.1:{other}")),
         "{run}"
@@ -458,10 +454,10 @@ fn a_hanging_client_is_killed_at_the_timeout_and_said_so() {
         &dir.join("x.pcapng"),
     );
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(
-        run.flat()
-            .contains("client: still running after --timeout 1 s: killed (SIGKILL, pid"),
-        "{run}"
+    assert_all(
+        &run.flat(),
+        &["client: still running after --timeout 1 s: killed (SIGKILL, pid"],
+        &run,
     );
     assert!(start.elapsed() < Duration::from_secs(20), "{run}");
 }
@@ -480,10 +476,10 @@ fn a_server_that_exits_by_itself_is_reported_with_its_status() {
     );
     let run = exec_with(&server, Some(&client), port, &[], &dir.join("x.pcapng"));
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(
-        run.flat()
-            .contains("server: exited by itself, killed by SIGPIPE"),
-        "{run}"
+    assert_all(
+        &run.flat(),
+        &["server: exited by itself, killed by SIGPIPE"],
+        &run,
     );
 }
 
@@ -584,11 +580,8 @@ fn repeat_and_parallel_make_one_report_per_connection() {
     let extra = ["--repeat", "2", "--parallel", "2"];
     let run = python_curl(port, &extra, &dir.join("x.pcapng"));
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(run.stdout.contains("4 connections:"), "{run}");
-    assert!(
-        run.flat().contains("clients: started 2 copies of `curl"),
-        "{run}"
-    );
+    assert_all(&run.stdout, &["4 connections:"], &run);
+    assert_all(&run.flat(), &["clients: started 2 copies of `curl"], &run);
     for n in 0..4 {
         let conn = connection(&run, n);
         assert!(conn.contains("kernel check:"), "each its own check{conn}");
@@ -665,10 +658,7 @@ fn dash_z_runs_the_programs_as_that_user() {
     );
     let run = exec(&["--server", "true", "--port", "9", "-Z", "no-such-user-here"]);
     assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr.contains("-Z no-such-user-here: no such user"),
-        "{run}"
-    );
+    assert_all(&run.stderr, &["-Z no-such-user-here: no such user"], &run);
 }
 
 #[test]
@@ -696,20 +686,19 @@ fn without_root_the_user_namespace_path_runs_the_programs_and_says_what_it_canno
         &["client│ hello", "note: kernel confirmation is off"],
         &run,
     );
-    assert!(
-        left_behind(&run).contains("this program did not close() after the peer's FIN"),
-        "{run}"
+    assert_all(
+        &left_behind(&run),
+        &["this program did not close() after the peer's FIN"],
+        &run,
     );
 }
 
 #[test]
 fn under_sudo_the_programs_run_as_the_user_who_asked_and_the_capture_is_theirs() {
-    if !root("exec sudo user") {
-        return;
-    }
     use std::os::unix::fs::MetadataExt;
-    let dir = TempDir::new();
-    let port = free_port();
+    let Some((dir, port)) = lab("exec sudo user") else {
+        return;
+    };
     let server = format!("sh -c 'id -u >&2; exec {}'", never_closes(&dir, port));
     let file = dir.join("x.pcapng");
     let mut cmd = Command::new(BIN);
@@ -743,7 +732,7 @@ fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
     let run = exec_with(&server, Some(&client), port, &["--restart"], &file);
     assert_eq!(run.code, Some(0), "{run}");
     let out = run.flat();
-    assert!(out.contains("went into the background:"), "{run}");
+    assert_all(&out, &["went into the background:"], &run);
     let daemon = out
         .split("), pid ")
         .nth(1)
@@ -753,7 +742,7 @@ fn a_server_that_goes_into_the_background_is_followed_stopped_and_restarted() {
         out.contains(&format!("server: stopped with SIGTERM (pid {daemon})")),
         "{run}"
     );
-    assert!(out.contains("→ bound: it listens on"), "{run}");
+    assert_all(&out, &["→ bound: it listens on"], &run);
     assert!(!alive(daemon), "the daemon died with the run");
 }
 
@@ -773,10 +762,7 @@ fn without_a_pid_namespace_a_program_in_a_session_of_its_own_still_dies_with_the
     cmd.args(exec_args(&server, None, port, &[], &dir.join("x.pcapng")));
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(
-        run.stdout.contains("note: no PID namespace could be made"),
-        "{run}"
-    );
+    assert_all(&run.stdout, &["note: no PID namespace could be made"], &run);
     let listener = run
         .stdout
         .split("after ")
@@ -809,10 +795,10 @@ fn an_output_that_cannot_be_written_is_refused_before_any_program_starts() {
         &dir.join("no-such-dir/x.pcapng"),
     );
     assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr
-            .contains("does not exist; create it first (mkdir -p"),
-        "{run}"
+    assert_all(
+        &run.stderr,
+        &["does not exist; create it first (mkdir -p"],
+        &run,
     );
     assert!(!marker.exists(), "the server ran before the check");
 }
