@@ -306,7 +306,14 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         Ok(()) if mismatched => "the kernel disagreed with the inference (MISMATCH above)".into(),
         Ok(()) => "run and explained".to_string(),
     };
-    let section = report::section_comment(config, &place, &conns, &leftovers, &lab, &verdict);
+    let found = report::Findings {
+        config,
+        place: &place,
+        conns: &conns,
+        left: &leftovers,
+        verdict: &verdict,
+    };
+    let section = report::section_comment(&found, &lab);
     let info = FileInfo {
         section_comment: section,
         iface: iface.into(),
@@ -345,15 +352,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
     crate::run::say_notes(out, &mut lab, stamps, live);
     if let Some(j) = json_out {
-        let value = report::json(
-            config,
-            &place,
-            &conns,
-            &leftovers,
-            &lab,
-            &verdict,
-            &dest.name(),
-        );
+        let value = report::json(&found, &lab, &dest.name());
         let _ = writeln!(
             j,
             "{}",
