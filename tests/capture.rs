@@ -243,16 +243,8 @@ fn bad_interface_filter_and_privileges_get_one_line_and_exit_2() {
         assert!(run.stderr.contains("(man 7 pcap-filter)"), "{run}");
         assert!(!out.exists(), "{run}");
     }
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "capture",
-        "-o",
-        "/tmp/never.pcapng",
-    ]);
+    let mut cmd = as_nobody_cmd();
+    cmd.args(["capture", "-o", "/tmp/never.pcapng"]);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(2), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");

@@ -313,3 +313,35 @@ pub fn transitions_in(comment: &str) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// `setpriv` to the unprivileged user nobody (uid 65534), no capabilities, running teardown;
+/// the caller adds teardown's arguments.
+pub fn as_nobody_cmd() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+    cmd
+}
+
+/// A directory of the test's own that nobody may write into too.
+pub fn world_writable_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The tracefs instances that exist now, seen from a private mount namespace so the host's
+/// mounts are not touched (tracefs may not be mounted on the host).
+pub fn tracefs_instances() -> Vec<String> {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --make-rprivate / && (mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; \
+         ls /sys/kernel/tracing/instances)",
+    ]);
+    let run = run_cmd(cmd);
+    assert_eq!(run.code, Some(0), "{run}");
+    run.stdout.lines().map(str::to_string).collect()
+}

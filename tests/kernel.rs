@@ -9,17 +9,7 @@ use crate::helper::*;
 /// The tracefs instances that exist now, seen from a private mount namespace so the host's
 /// mounts are not touched here either.
 fn instances() -> Vec<String> {
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "-m",
-        "sh",
-        "-c",
-        "mount --make-rprivate / && (mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; \
-         ls /sys/kernel/tracing/instances)",
-    ]);
-    let run = run_cmd(cmd);
-    assert_eq!(run.code, Some(0), "{run}");
-    run.stdout.lines().map(str::to_string).collect()
+    tracefs_instances()
 }
 
 fn host_tracefs_mounts() -> usize {
@@ -169,24 +159,14 @@ fn without_tracefs_the_run_says_so_once_and_require_kernel_makes_it_an_error() {
     if !root("without_tracefs") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = world_writable_dir();
     let file = dir.join("x.pcapng");
     // As nobody, in a user namespace: tracefs cannot be mounted there.
     let as_nobody = |extra: &[&str]| {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "run",
-            "active-close",
-            "-w",
-        ])
-        .arg(&file)
-        .args(extra);
+        let mut cmd = as_nobody_cmd();
+        cmd.args(["run", "active-close", "-w"])
+            .arg(&file)
+            .args(extra);
         run_cmd(cmd)
     };
     let run = as_nobody(&[]);

@@ -317,16 +317,8 @@ fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
     // A root-owned listener on the host's loopback, asked about by nobody.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "why",
-        &addr,
-        "--json",
-    ]);
+    let mut cmd = as_nobody_cmd();
+    cmd.args(["why", &addr, "--json"]);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(1), "{run}");
     let a: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -344,17 +336,8 @@ fn without_root_it_shows_what_a_user_may_see_and_says_what_it_could_not() {
         "{run}"
     );
     // Looking into a namespace needs root: one line, exit 2.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "why",
-        "8000",
-        "--netns",
-        "x",
-    ]);
+    let mut cmd = as_nobody_cmd();
+    cmd.args(["why", "8000", "--netns", "x"]);
     let run = run_cmd(cmd);
     assert_eq!(run.code, Some(2), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");

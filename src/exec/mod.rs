@@ -9,7 +9,7 @@ pub mod report;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
@@ -24,7 +24,7 @@ use crate::output::dest::Dest;
 use crate::output::pcapng::FileInfo;
 use crate::output::style::plural;
 use crate::record::Restart;
-use crate::scenario::bench::{Lab, POLL};
+use crate::scenario::bench::Lab;
 use crate::signals;
 use crate::sockets::SockOpts;
 use owners::Owners;
@@ -194,14 +194,7 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     };
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    let program =
-        crate::capture::filter::Bpf::ports(config.port..=config.port).map_err(Error::Usage)?;
-    let capture = crate::capture::ring::Ring::open_filtered(
-        iface,
-        iface == "lo",
-        Some(program.kernel_program()),
-        POLL,
-    )?;
+    let capture = crate::run::open_ring(iface, config.port..=config.port)?;
     let place = if config.netns {
         format!(
             "across two private network namespaces joined by a veth pair (clients at {client_ip}, \
@@ -313,7 +306,14 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
         Ok(()) if mismatched => "the kernel disagreed with the inference (MISMATCH above)".into(),
         Ok(()) => "run and explained".to_string(),
     };
-    let section = report::section_comment(config, &place, &conns, &leftovers, &lab, &verdict);
+    let found = report::Findings {
+        config,
+        place: &place,
+        conns: &conns,
+        left: &leftovers,
+        verdict: &verdict,
+    };
+    let section = report::section_comment(&found, &lab);
     let info = FileInfo {
         section_comment: section,
         iface: iface.into(),
@@ -326,27 +326,13 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     }
     let mut drawn = None;
     if let (Some(svg), Some(_)) = (picture.take(), lab.connection()) {
-        let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
-        let name = svg.name();
         // Every connection, as `run` draws its own.
-        let conns: Vec<_> = lab.annotator.tracker.connections().iter().collect();
         let heading = crate::output::figure::Heading {
             title: format!("teardown exec: server `{}`", config.server.text),
             lesson: Some(format!("on port {}, {}", config.port, clients_text(config))),
             verdict: None,
         };
-        let page = crate::output::svg::render_page(
-            &lab.record.packets,
-            &conns,
-            notes,
-            &lab.record.trace,
-            &lab.record.notes,
-            &heading,
-        );
-        svg.write_all(page.as_bytes())
-            .map_err(Error::io(format!("writing {name}")))?;
-        crate::run::give_to_sudo_user(Path::new(&name), None);
-        drawn = Some(name);
+        drawn = Some(crate::run::draw(svg, &lab, &heading)?);
     }
     let _ = writeln!(
         out,
@@ -364,27 +350,9 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     if let Some(name) = &drawn {
         let _ = writeln!(out, "diagram: {name}");
     }
-    if !live {
-        lab.record.notes.push(
-            "the kernel's packet timestamps did not come on in time: the first packets may carry \
-             the time they were read"
-                .into(),
-        );
-    }
-    drop(stamps);
-    for note in &lab.record.notes {
-        let _ = writeln!(out, "{}", lab.style.wrap("note: ", "      ", note));
-    }
+    crate::run::say_notes(out, &mut lab, stamps, live);
     if let Some(j) = json_out {
-        let value = report::json(
-            config,
-            &place,
-            &conns,
-            &leftovers,
-            &lab,
-            &verdict,
-            &dest.name(),
-        );
+        let value = report::json(&found, &lab, &dest.name());
         let _ = writeln!(
             j,
             "{}",
@@ -399,6 +367,28 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     })
 }
 
+/// Starts `--server` (the first time or again), its pid named as its owner from now on.
+fn start_server(
+    config: &ExecConfig,
+    programs: &Programs,
+    owners: &mut Owners,
+    place_of: &dyn Fn(bool) -> Place,
+    to_stderr: bool,
+) -> Result<Spawned, Error> {
+    let server = Spawned::start(
+        "server",
+        &config.server,
+        place_of(true),
+        &programs.pidns,
+        to_stderr,
+    )
+    .map_err(|e| Error::Usage(procs::spawn_error("--server", &config.server, &e)))?;
+    owners
+        .started
+        .insert(server.pid, config.server.text.clone());
+    Ok(server)
+}
+
 /// The run itself: the server up, the clients in turn, the stop and the restart.
 fn drive(
     config: &ExecConfig,
@@ -411,17 +401,7 @@ fn drive(
 ) -> Result<(), Error> {
     let hosts = lab.hosts.clone();
     let port = config.port;
-    let server = Spawned::start(
-        "server",
-        &config.server,
-        place_of(true),
-        &programs.pidns,
-        to_stderr,
-    )
-    .map_err(|e| Error::Usage(procs::spawn_error("--server", &config.server, &e)))?;
-    owners
-        .started
-        .insert(server.pid, config.server.text.clone());
+    let server = start_server(config, programs, owners, place_of, to_stderr)?;
     lab.say(
         "server",
         format!("started `{}` (pid {})", config.server.text, server.pid),
@@ -826,15 +806,7 @@ fn restart(
     to_stderr: bool,
 ) -> Result<(), Error> {
     let hosts = lab.hosts.clone();
-    let again = Spawned::start(
-        "server",
-        &config.server,
-        place_of(true),
-        &programs.pidns,
-        to_stderr,
-    )
-    .map_err(|e| Error::Usage(procs::spawn_error("--server", &config.server, &e)))?;
-    owners.started.insert(again.pid, config.server.text.clone());
+    let again = start_server(config, programs, owners, place_of, to_stderr)?;
     let pid = again.pid;
     programs.restarted = Some(again);
     let listening = wait_listening(config, programs.restarted.as_mut(), owners, &hosts)?;

@@ -337,16 +337,26 @@ pub fn text(conns: &[Conn], left: &[Left], style: &Style) -> String {
     s
 }
 
+/// What the run found, as the capture's section comment and the JSON report both say it.
+#[derive(Clone, Copy)]
+pub struct Findings<'a> {
+    pub config: &'a ExecConfig,
+    pub place: &'a str,
+    pub conns: &'a [Conn],
+    pub left: &'a [Left],
+    pub verdict: &'a str,
+}
+
 /// The capture's section comment: the commands, the place, the restart, each connection
 /// and what was left, for the file alone.
-pub fn section_comment(
-    config: &ExecConfig,
-    place: &str,
-    conns: &[Conn],
-    left: &[Left],
-    lab: &Lab,
-    verdict: &str,
-) -> String {
+pub fn section_comment(found: &Findings, lab: &Lab) -> String {
+    let Findings {
+        config,
+        place,
+        conns,
+        left,
+        verdict,
+    } = *found;
     let mut s = format!(
         "teardown exec: server `{}` on port {}",
         config.server.text, config.port
@@ -390,17 +400,10 @@ fn owner_json(o: &Option<Owner>) -> serde_json::Value {
 }
 
 /// The report for scripts.
-pub fn json(
-    config: &ExecConfig,
-    place: &str,
-    conns: &[Conn],
-    left: &[Left],
-    lab: &Lab,
-    verdict: &str,
-    capture: &str,
-) -> serde_json::Value {
+pub fn json(found: &Findings, lab: &Lab, capture: &str) -> serde_json::Value {
     use serde_json::json;
-    let connections: Vec<_> = conns
+    let connections: Vec<_> = found
+        .conns
         .iter()
         .map(|c| {
             json!({
@@ -438,7 +441,8 @@ pub fn json(
             })
         })
         .collect();
-    let left: Vec<_> = left
+    let left: Vec<_> = found
+        .left
         .iter()
         .map(|l| {
             json!({
@@ -452,15 +456,15 @@ pub fn json(
         .collect();
     json!({
         "command": "exec",
-        "server": config.server.text,
-        "clients": config.clients.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
-        "port": config.port,
-        "place": place,
+        "server": found.config.server.text,
+        "clients": found.config.clients.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
+        "port": found.config.port,
+        "place": found.place,
         "connections": connections,
         "restarts": restarts,
         "left_behind": left,
         "packets": lab.record.packets.len(),
         "capture": capture,
-        "verdict": verdict,
+        "verdict": found.verdict,
     })
 }

@@ -126,16 +126,8 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // Kernel stamps on before the first packet, or the first ones carry the time of reading.
     let (stamps, live) =
         crate::capture::stamps::switch_on().map_err(Error::io("switching on packet timestamps"))?;
-    // The same ring `capture` reads, the kernel filtering to the run's port: on the host's
-    // loopback other programs' traffic never reaches teardown.
     let ports = scenario.port_range(config.port).map_err(Error::Usage)?;
-    let program = crate::capture::filter::Bpf::ports(ports).map_err(Error::Usage)?;
-    let capture = crate::capture::ring::Ring::open_filtered(
-        iface,
-        iface == "lo",
-        Some(program.kernel_program()),
-        POLL,
-    )?;
+    let capture = open_ring(iface, ports)?;
     let place = if config.host {
         "on the host's loopback".to_string()
     } else if two_hosts {
@@ -217,27 +209,12 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     // The same ladder as a picture, beside the capture.
     let mut drawn = None;
     if let (Some(svg), Some(_)) = (picture.take(), lab.connection()) {
-        let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
-        let name = svg.name();
-        // Every connection of the run, each end on its own clock from the kernel's trace.
-        let conns: Vec<_> = lab.annotator.tracker.connections().iter().collect();
         let heading = crate::output::figure::Heading {
             title: format!("teardown run {}", scenario.name),
             lesson: Some(scenario.lesson.to_string()),
             verdict: Some(verdict.clone()),
         };
-        let page = crate::output::svg::render_page(
-            &lab.record.packets,
-            &conns,
-            notes,
-            &lab.record.trace,
-            &lab.record.notes,
-            &heading,
-        );
-        svg.write_all(page.as_bytes())
-            .map_err(Error::io(format!("writing {name}")))?;
-        give_to_sudo_user(Path::new(&name), None);
-        drawn = Some(name);
+        drawn = Some(draw(svg, &lab, &heading)?);
     }
     let text = format!("{})", commented(&lab.record.packets));
     let _ = writeln!(
@@ -249,17 +226,7 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     if let Some(name) = &drawn {
         let _ = writeln!(out, "diagram: {name}");
     }
-    if !live {
-        lab.record.notes.push(
-            "the kernel's packet timestamps did not come on in time: the first packets may carry \
-             the time they were read"
-                .into(),
-        );
-    }
-    drop(stamps);
-    for note in &lab.record.notes {
-        let _ = writeln!(out, "{}", lab.style.wrap("note: ", "      ", note));
-    }
+    say_notes(out, &mut lab, stamps, live);
     if let Some(a) = &lab.record.agreement {
         let _ = writeln!(out, "{}", lab.style.wrap("", "  ", &a.summary()));
     }
@@ -393,6 +360,67 @@ pub(crate) fn give_to_sudo_user(path: &Path, created_dir: Option<&Path>) {
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     if let Some(dir) = created_dir {
         let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+    }
+}
+
+/// The same ring `capture` reads, the kernel filtering to the run's `ports`: on the host's
+/// loopback other programs' traffic never reaches teardown.
+pub(crate) fn open_ring(
+    iface: &str,
+    ports: std::ops::RangeInclusive<u16>,
+) -> Result<crate::capture::ring::Ring, Error> {
+    let program = crate::capture::filter::Bpf::ports(ports).map_err(Error::Usage)?;
+    let ring = crate::capture::ring::Ring::open_filtered(
+        iface,
+        iface == "lo",
+        Some(program.kernel_program()),
+        POLL,
+    )?;
+    Ok(ring)
+}
+
+/// Draws every connection of the run (each end on its own clock from the kernel's trace)
+/// into `svg`, given to the sudo user as the capture is; the picture's name.
+pub(crate) fn draw(
+    svg: Dest,
+    lab: &Lab,
+    heading: &crate::output::figure::Heading,
+) -> Result<String, Error> {
+    let notes = lab.record.agreement.as_ref().map(|a| &a.per_packet[..]);
+    let name = svg.name();
+    let conns: Vec<_> = lab.annotator.tracker.connections().iter().collect();
+    let page = crate::output::svg::render_page(
+        &lab.record.packets,
+        &conns,
+        notes,
+        &lab.record.trace,
+        &lab.record.notes,
+        heading,
+    );
+    svg.write_all(page.as_bytes())
+        .map_err(Error::io(format!("writing {name}")))?;
+    give_to_sudo_user(Path::new(&name), None);
+    Ok(name)
+}
+
+/// Switches the kernel's packet timestamps off again (`stamps`), then says the run's notes,
+/// with one more if the timestamps came on late (`live` false).
+pub(crate) fn say_notes(
+    out: &mut dyn Write,
+    lab: &mut Lab,
+    stamps: crate::capture::stamps::StampsOn,
+    live: bool,
+) {
+    if !live {
+        lab.record.notes.push(
+            "the kernel's packet timestamps did not come on in time: the first packets may carry \
+             the time they were read"
+                .into(),
+        );
+    }
+    drop(stamps);
+    for note in &lab.record.notes {
+        let _ = writeln!(out, "{}", lab.style.wrap("note: ", "      ", note));
     }
 }
 
