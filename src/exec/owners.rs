@@ -72,8 +72,10 @@ impl Owners {
         let Some(ns) = &self.pidns else { return };
         for (pid, dir) in crate::kernel::processes() {
             // What teardown started is known by its command line; one caught between fork
-            // and exec would be cached under teardown's.
-            if self.by_pid.contains_key(&pid) || self.started.contains_key(&pid) {
+            // and exec would be cached under teardown's. The others are read again at each
+            // scan: a worker just forked still has its parent's title (nginx: master process)
+            // until it sets its own.
+            if self.started.contains_key(&pid) {
                 continue;
             }
             let Ok(link) = std::fs::read_link(dir.join("ns/pid")) else {
