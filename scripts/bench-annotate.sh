@@ -17,6 +17,8 @@ set -euo pipefail
 segments=${1:-1000000}
 connections=${2:-100000}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/busy-server.sh
+. "$root/scripts/busy-server.sh"
 for tool in tcpdump python3 capinfos ab; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
@@ -45,27 +47,7 @@ kill $cli $srv 2>/dev/null || true; wait 2>/dev/null || true
 INNER
 
 # 2. A busy server: $connections short connections from ab to nginx, the server closing first.
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  keepalive_timeout 0;
-  server {
-    listen 127.0.0.1:8080;
-    location / { return 200 "ok\n"; }
-  }
-}
-CONF
+write_nginx_conf "$work/nginx"
 unshare -n bash -s "$work" "$connections" <<'INNER'
 set -euo pipefail
 work=$1 n=$2

@@ -15,6 +15,8 @@ set -euo pipefail
 seconds=${1:-10}
 connections=${2:-100000}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/busy-server.sh
+. "$root/scripts/busy-server.sh"
 command -v tcpdump >/dev/null || { echo "needs tcpdump: apt-get install tcpdump" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "needs root: run it with sudo" >&2; exit 2; }
 case " ${CASES:-flood busy} " in
@@ -25,6 +27,8 @@ esac
 [ -n "${TEARDOWN_BIN:-}" ] || cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 bin="${TEARDOWN_BIN:-$root/target/release/teardown}"
 work=$(mktemp -d)
+# The busy case's server, written here: the namespace's shell below does not have the function.
+write_nginx_conf "$work/nginx"
 
 exec unshare -n bash -s "$bin" "$work" "$seconds" "$connections" "${CASES:-flood busy}" <<'INNER'
 set -euo pipefail
@@ -80,27 +84,6 @@ for case in $cases; do
     report "flood: $seconds s of the writing-forever server on lo (tcp port 8000)"
     ;;
   busy)
-    mkdir -p "$work/nginx"
-    cat > "$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  keepalive_timeout 0;
-  server {
-    listen 127.0.0.1:8080;
-    location / { return 200 "ok\n"; }
-  }
-}
-CONF
     /usr/sbin/nginx -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" & ngx=$!; pids+=($ngx)
     for i in $(seq 500); do ss -Hltn 'sport = :8080' | grep -q . && break; sleep 0.01; done
     start_captures 8080
