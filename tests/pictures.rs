@@ -269,6 +269,27 @@ fn run_lost_final_ack_draws_three_acks_lost_and_three_fins_again() {
     let segs = segments(&doc);
     let lost: Vec<&Drawn> = segs.iter().filter(|d| d.class == "lost").collect();
     assert_eq!(lost.len(), 3, "{segs:?}");
+    // The server's ACK, reply and FIN leave within 0.1 ms, side by side: each label lies
+    // between the two time lines (12 px type, 7.2 px a character), not over the server's
+    // line and the state box beside it.
+    for text in [
+        "ACK seq=1 ack=12 ",
+        "PSH,ACK seq=1 ack=12 ",
+        "FIN,ACK seq=12 ack=12 ",
+    ] {
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with(r#"<text class="label""#) && strip_tags(l).starts_with(text))
+            .unwrap_or_else(|| panic!("no label {text}\n{doc}"));
+        let d = segs.iter().find(|d| d.label.starts_with(text)).unwrap();
+        let half = strip_tags(line).chars().count() as f64 * 7.2 / 2.0;
+        let (lo, hi) = (d.from.0.min(d.to.0), d.from.0.max(d.to.0));
+        let x = num(line, "x");
+        assert!(
+            x - half >= lo && x + half <= hi,
+            "{text}: {x} ± {half} in {lo}..{hi}"
+        );
+    }
     for d in &lost {
         assert!(
             d.cross && d.label == "ACK" && d.tag.starts_with("lost"),

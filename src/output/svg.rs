@@ -278,7 +278,13 @@ fn draw_panel(out: &mut String, panel: &Panel, top: i64, several: bool) -> i64 {
         let crossing = ys
             .iter()
             .any(|&(f, b1, b2)| f != from && (y1 < b2) != (y2 < b1));
-        arrow(out, a, y1, y2, crossing);
+        // Several segments leaving one end at once (an ACK, data and a FIN within 0.1 ms)
+        // run side by side, a row apart: their labels keep apart in the middle.
+        let fan = ys
+            .iter()
+            .enumerate()
+            .any(|(k, &(f, b1, _))| k != n && f == from && (b1 - y1).abs() <= STEP);
+        arrow(out, a, y1, y2, crossing, fan);
     }
     for f in &panel.folds {
         let _ = writeln!(
@@ -330,7 +336,7 @@ fn timeline_x(role: Role) -> i64 {
 
 /// One segment: time, arrow with its label and tag, the red notes. Grouped with the packet's
 /// comment as its tooltip, as Wireshark shows it. A lost one stops half-way with ✕.
-fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool) {
+fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool, fan: bool) {
     let (x1, x2) = (timeline_x(a.from), timeline_x(a.from.other()));
     let class = match a.line {
         Line::Solid if a.rst => "rst",
@@ -382,7 +388,7 @@ fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool) 
     let steep = crossing || dy > (2 * STEP) as f64;
     let at = if halfway {
         0.25
-    } else if steep {
+    } else if crossing || (steep && !fan) {
         0.18
     } else {
         0.5
