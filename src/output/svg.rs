@@ -399,7 +399,6 @@ fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool, 
     } else {
         -slope
     };
-    let (mx, my) = (x1 as f64 + dx * at, y1 as f64 + dy * at);
     let room = if halfway {
         LABEL_MAX * 0.5
     } else if steep {
@@ -407,11 +406,21 @@ fn arrow(out: &mut String, a: &figure::Arrow, y1: i64, y2: i64, crossing: bool, 
     } else {
         LABEL_MAX
     };
+    let size = font_size(&a.label, room, FONT);
+    // The label stays between the two time lines: near its sender it would run over the
+    // sender's line and the state box beside it.
+    let half = a.label.chars().count() as f64 * ADVANCE * size / 2.0;
+    let (lo, hi) = (
+        x1.min(x2) as f64 + half + 2.0,
+        x1.max(x2) as f64 - half - 2.0,
+    );
+    let mx = (x1 as f64 + dx * at).clamp(lo, hi.max(lo));
+    let my = y1 as f64 + dy * ((mx - x1 as f64) / dx);
     let _ = writeln!(
         out,
         r#"<text class="label" x="{mx:.1}" y="{:.1}" text-anchor="middle"{} transform="rotate({angle:.2} {mx:.1} {my:.1})">{}</text>"#,
         my - 6.0,
-        size_attr(font_size(&a.label, room, FONT)),
+        size_attr(size),
         escape(&a.label)
     );
     let mut below = my + 14.0;
