@@ -67,7 +67,8 @@ pub struct Record {
     pub restarts: Vec<Restart>,
     pub missed: Vec<Missed>,
     pub notes: Vec<String>,
-    /// The kernel's word on each inferred transition, once the capture is over.
+    /// The kernel's word on each packet (given as it left the annotator), and the counts and
+    /// section notes made once the capture is over.
     pub agreement: Option<Agreement>,
     /// The kernel's own trace of the run (state changes, resets, retransmissions), its
     /// times on the packets' clock: where each endpoint changed state, for the pictures.
