@@ -881,21 +881,7 @@ fn fold_bulk(arrows: &mut Vec<Arrow>, marks: &[Mark]) -> Vec<Fold> {
         if run.len() > FOLD_MIN {
             let last = run.pop();
             let mut inner = run.split_off(1);
-            let data = inner
-                .iter()
-                .filter(|a| !a.label.ends_with(" len=0"))
-                .count();
-            let acks = inner.len() - data;
-            let text = match (data, acks) {
-                (d, 0) => format!("… {} data segments …", thousands(d)),
-                (0, a) => format!("… {} ACKs …", thousands(a)),
-                (d, a) => format!(
-                    "… {} segments: {} data, {} ACKs …",
-                    thousands(d + a),
-                    thousands(d),
-                    thousands(a)
-                ),
-            };
+            let text = fold_text(inner.iter().map(|a| a.label.as_str()));
             folds.push(Fold {
                 key: inner[0].sent,
                 text,
@@ -921,6 +907,29 @@ fn fold_bulk(arrows: &mut Vec<Arrow>, marks: &[Mark]) -> Vec<Fold> {
 }
 
 /// 2998 → "2,998".
+/// What a fold of plain segments says in their place, by their labels: "… 2,998 data
+/// segments …", "… 12 ACKs …", or both counted. The SVG and the terminal ladder alike.
+pub(crate) fn fold_text<'a>(labels: impl Iterator<Item = &'a str>) -> String {
+    let (mut data, mut acks) = (0, 0);
+    for label in labels {
+        if label.ends_with(" len=0") {
+            acks += 1;
+        } else {
+            data += 1;
+        }
+    }
+    match (data, acks) {
+        (d, 0) => format!("… {} data segments …", thousands(d)),
+        (0, a) => format!("… {} ACKs …", thousands(a)),
+        (d, a) => format!(
+            "… {} segments: {} data, {} ACKs …",
+            thousands(d + a),
+            thousands(d),
+            thousands(a)
+        ),
+    }
+}
+
 pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();

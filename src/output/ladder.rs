@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use super::figure::thousands;
 use super::style::{MIN_WIDTH, Style, columns, pad, wrap_words};
 use crate::annotate::Packet;
 use crate::evidence::{Note, Verdict};
@@ -305,21 +304,7 @@ fn fold(rows: Vec<Row>) -> Vec<Row> {
         if run.len() > super::figure::FOLD_MIN {
             let last = run.pop();
             let inner = run.split_off(1);
-            let data = inner
-                .iter()
-                .filter(|r| !r.label.ends_with(" len=0"))
-                .count();
-            let acks = inner.len() - data;
-            let text = match (data, acks) {
-                (d, 0) => format!("… {} data segments …", thousands(d)),
-                (0, a) => format!("… {} ACKs …", thousands(a)),
-                (d, a) => format!(
-                    "… {} segments: {} data, {} ACKs …",
-                    thousands(d + a),
-                    thousands(d),
-                    thousands(a)
-                ),
-            };
+            let text = super::figure::fold_text(inner.iter().map(|r| r.label.as_str()));
             out.append(run);
             out.push(Row {
                 ms: 0.0,
