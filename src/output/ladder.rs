@@ -579,28 +579,7 @@ mod tests {
 
     #[test]
     fn bulk_data_folds_into_one_line_and_fits_80_columns() {
-        use crate::tcp::Flags;
-        use crate::tracker::tests::segment as seg;
-        let (a, pa, fa) = (
-            Flags::ACK,
-            Flags(Flags::PSH.0 | Flags::ACK.0),
-            Flags(Flags::FIN.0 | Flags::ACK.0),
-        );
-        let mut segs = vec![
-            seg(true, Flags::SYN, 100, 0, 0),
-            seg(false, Flags::SYN | a, 900, 101, 0),
-            seg(true, a, 101, 901, 0),
-        ];
-        for k in 0..3000 {
-            segs.push(seg(true, pa, 101 + k, 901, 1));
-        }
-        segs.extend([
-            seg(false, a, 901, 3101, 0),
-            seg(false, fa, 901, 3101, 0),
-            seg(true, a, 3101, 902, 0),
-            seg(true, fa, 3101, 902, 0),
-            seg(false, a, 902, 3102, 0),
-        ]);
+        let segs = crate::output::svg::tests::bulk();
         let (packets, tracker) = captured(segs, every_50us);
         let conn = &tracker.connections()[0];
         let d = render(&packets, conn);

@@ -604,7 +604,7 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::annotate::tests::{captured, every_50us};
     use crate::decode::{DecodeError, Segment};
@@ -952,7 +952,7 @@ mod tests {
     }
 
     /// A transfer of 3,000 data segments, then the close.
-    fn bulk() -> Vec<Segment> {
+    pub(crate) fn bulk() -> Vec<Segment> {
         use crate::tcp::Flags;
         let (a, pa, fa) = (
             Flags::ACK,
