@@ -250,7 +250,9 @@ pub fn exec(config: &ExecConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     if let Some(t) = &tracer {
         let _ = std::fs::write(t.dir().join("options/record-tgid"), "1");
     }
-    lab.tracer = tracer;
+    if let Some(tracer) = tracer {
+        lab.use_tracer(tracer);
+    }
     lab.require_kernel = config.require_kernel;
     lab.style = style;
     let place_of = |server_side: bool| Place {

@@ -166,7 +166,9 @@ pub fn run(config: &RunConfig, stdout: &mut dyn Write) -> Result<i32, Error> {
     );
     lab.quick_close = config.quick_close;
     lab.annotator.comments = config.comments;
-    lab.tracer = tracer;
+    if let Some(tracer) = tracer {
+        lab.use_tracer(tracer);
+    }
     lab.require_kernel = config.require_kernel;
     lab.style = style;
     let outcome = (scenario.script)(&mut lab).and_then(|()| lab.finish_capture());

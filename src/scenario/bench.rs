@@ -58,9 +58,8 @@ pub struct Lab {
     running: Option<Running>,
     /// The one annotator every front uses; its tracker is the run's inference.
     pub annotator: Annotator<Unfinished>,
-    /// The kernel's trace of state changes, when tracefs could be had; from the first frame
-    /// on, the annotator reads it as evidence (`kernel`).
-    pub tracer: Option<Tracer>,
+    /// The kernel's trace of state changes (`use_tracer`), shared with the annotator, which
+    /// reads it as evidence.
     kernel: Option<Arc<Mutex<KernelWord>>>,
     /// Colour and width of what the run prints.
     pub style: Style,
@@ -132,7 +131,6 @@ impl Lab {
                 thread,
             }),
             annotator: Annotator::new(Tracker::new()),
-            tracer: None,
             kernel: None,
             style: Style::PLAIN,
             require_kernel: false,
@@ -311,7 +309,6 @@ impl Lab {
 
     /// Tracks and keeps one frame (the ring's kernel filter let only the scenario's ports in).
     fn take(&mut self, frame: Frame) {
-        self.hook_tracer();
         let decoded = decode_ethernet(&frame.data);
         self.annotator
             .push_frame(frame, decoded, &mut self.record.packets);
@@ -329,7 +326,6 @@ impl Lab {
         }
         // The capture is over: the trace read now holds every change its segments caused,
         // and nothing is left to revise what the annotator still holds.
-        self.hook_tracer();
         if let Some(kernel) = &self.kernel
             && let Ok(mut k) = kernel.lock()
         {
@@ -462,30 +458,25 @@ impl Lab {
         self.gate = Some(gate);
     }
 
-    /// The run's tracefs instance, while it lives (wherever the tracer is now: the bench's
-    /// until the first frame, the annotator's evidence after), for a front that reads more
-    /// of the raw trace (`exec`: which process made each call).
+    /// The run's tracefs instance, while it lives, for a front that reads more of the raw
+    /// trace (`exec`: which process made each call).
     pub fn tracer_dir(&self) -> Option<std::path::PathBuf> {
-        if let Some(t) = &self.tracer {
-            return Some(t.dir().to_path_buf());
-        }
         let word = self.kernel.as_ref()?.lock().ok()?;
         word.tracer.as_ref().map(|t| t.dir().to_path_buf())
     }
 
-    /// Hands the tracer to the annotator as evidence, once it is there.
-    fn hook_tracer(&mut self) {
-        if let Some(tracer) = self.tracer.take() {
-            let word = Arc::new(Mutex::new(KernelWord {
-                tracer: Some(tracer),
-                checker: Checker::new(),
-                failed: None,
-            }));
-            self.annotator
-                .evidence
-                .push(Box::new(KernelEvidence { word: word.clone() }));
-            self.kernel = Some(word);
-        }
+    /// The kernel's trace, when tracefs could be had: the annotator's evidence from now on,
+    /// read as the capture goes. Given before the first frame is taken.
+    pub fn use_tracer(&mut self, tracer: Tracer) {
+        let word = Arc::new(Mutex::new(KernelWord {
+            tracer: Some(tracer),
+            checker: Checker::new(),
+            failed: None,
+        }));
+        self.annotator
+            .evidence
+            .push(Box::new(KernelEvidence { word: word.clone() }));
+        self.kernel = Some(word);
     }
 
     /// The kernel's word beside the capture, once it is over: the changes no segment came
