@@ -640,27 +640,24 @@ impl Lab {
             Err(e) if e.errno() == Some(libc::EINTR) => return Err(Error::Interrupted),
             Err(e) => (None, e.errno().or(Some(0))),
         };
+        // What stood in the way, where something did.
         let table = if errno.is_some() {
             kernel::sockets_on_port_in(&self.hosts, addr.port())
                 .map_err(Error::io("reading the kernel's socket table"))?
         } else {
             Vec::new()
         };
-        let holders: Vec<KernelSocket> = if errno.is_some() {
-            table
-                .iter()
-                .filter(|s| s.local.port() == addr.port())
-                // A wildcard bind collides with every socket on the port, whatever its address.
-                .filter(|s| {
-                    addr.ip().is_unspecified()
-                        || s.local.ip() == addr.ip()
-                        || s.local.ip().is_unspecified()
-                })
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let holders: Vec<KernelSocket> = table
+            .iter()
+            .filter(|s| s.local.port() == addr.port())
+            // A wildcard bind collides with every socket on the port, whatever its address.
+            .filter(|s| {
+                addr.ip().is_unspecified()
+                    || s.local.ip() == addr.ip()
+                    || s.local.ip().is_unspecified()
+            })
+            .cloned()
+            .collect();
         let far_ends = crate::record::far_ends(&holders, &table);
         let restart = Restart {
             label: label.to_string(),
