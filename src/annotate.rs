@@ -54,8 +54,8 @@ pub trait Evidence: Send {
     }
     /// Adds what it knows to `event` (its notes), and drops the guesses it settles.
     fn annotate(&mut self, _seg: &Segment, _event: &mut Event, _at: Duration) {}
-    /// The kernel's word on the packet as it leaves, for its comment and the record.
-    fn kernel(&mut self, _packet: &Packet) -> Vec<Note> {
+    /// The kernel's word on the segment as it leaves, for its comment and the record.
+    fn kernel(&mut self, _seg: &Segment, _event: &Event, _at: Duration) -> Vec<Note> {
         Vec::new()
     }
 }
@@ -277,35 +277,30 @@ impl Annotator<Unfinished> {
         decoded: Result<Segment, DecodeError>,
         mut event: Option<Event>,
     ) -> Packet {
+        let mut kernel = Vec::new();
         if let (Ok(seg), Some(event)) = (decoded.as_ref(), event.as_mut()) {
             for evidence in &mut self.evidence {
                 evidence.annotate(seg, event, frame.ts);
             }
-        }
-        let mut packet = packet(frame, decoded, event, self.comments);
-        if packet.event.is_some() && !self.evidence.is_empty() {
-            let mut kernel = Vec::new();
             for evidence in &mut self.evidence {
-                kernel.extend(evidence.kernel(&packet));
+                kernel.extend(evidence.kernel(seg, event, frame.ts));
             }
-            if let Some(event) = packet.event.as_ref().filter(|_| !kernel.is_empty()) {
-                packet.comment = self.comments.text_with(event, &kernel);
-            }
-            packet.kernel = kernel;
         }
-        packet
+        packet(frame, decoded, event, self.comments, kernel)
     }
 }
 
-/// A frame with its event's comment (or its decode error's), as `mode` has it.
+/// A frame with its event's comment and the kernel's word in it (or its decode error's),
+/// as `mode` has it.
 fn packet(
     frame: Frame,
     decoded: Result<Segment, DecodeError>,
     event: Option<Event>,
     mode: Comments,
+    kernel: Vec<Note>,
 ) -> Packet {
     let comment = match (&decoded, &event) {
-        (_, Some(event)) => mode.text(event),
+        (_, Some(event)) => mode.text_with(event, &kernel),
         (Err(err), _) => err.to_string(),
         (Ok(_), None) => String::new(),
     };
@@ -314,7 +309,7 @@ fn packet(
         decoded,
         event,
         comment,
-        kernel: Vec::new(),
+        kernel,
     }
 }
 
@@ -895,13 +890,12 @@ mod evidence_tests {
         fn settled(&mut self, at: Duration) -> bool {
             *self.through.lock().unwrap() >= at
         }
-        fn kernel(&mut self, packet: &Packet) -> Vec<Note> {
-            let role = packet.event.as_ref().unwrap().from;
+        fn kernel(&mut self, _seg: &Segment, event: &Event, at: Duration) -> Vec<Note> {
             vec![Note {
-                role,
+                role: event.from,
                 inferred: None,
                 verdict: Verdict::Info,
-                text: format!("kernel: seen at {:?}", packet.frame.ts),
+                text: format!("kernel: seen at {at:?}"),
             }]
         }
     }

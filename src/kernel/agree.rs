@@ -12,9 +12,11 @@ use std::time::Duration;
 use super::KernelSocket;
 use super::tracefs::{EventKind, KernelEvent};
 use crate::annotate::Packet;
+use crate::decode::Segment;
 pub use crate::evidence::{Note, Verdict};
+use crate::frame::Frame;
 use crate::tcp::{SeqNum, State};
-use crate::tracker::{Connection, Role};
+use crate::tracker::{Connection, Event, Role};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Agreement {
@@ -729,9 +731,14 @@ impl Checker {
 
     /// The kernel's notes on `packet` as it leaves the annotator.
     pub fn release(&mut self, packet: &Packet) -> Vec<Note> {
-        let (Some(seg), Some(event)) = (packet.segment(), &packet.event) else {
-            return Vec::new();
-        };
+        match (packet.segment(), &packet.event) {
+            (Some(seg), Some(event)) => self.release_segment(seg, event, packet.frame.ts),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `release`, of a segment, its event and its capture time.
+    pub fn release_segment(&mut self, seg: &Segment, event: &Event, at: Duration) -> Vec<Note> {
         let (client, server) = match event.from {
             Role::Client => (seg.src, seg.dst),
             Role::Server => (seg.dst, seg.src),
@@ -741,11 +748,8 @@ impl Checker {
             client,
             server,
         };
-        let first_at = self
-            .conns
-            .get(&ends.id)
-            .map_or(packet.frame.ts, |l| l.first_at);
-        let upto = micros(packet.frame.ts) + NEAR_US;
+        let first_at = self.conns.get(&ends.id).map_or(at, |l| l.first_at);
+        let upto = micros(at) + NEAR_US;
         let (index, events) = self.events_of(ends, first_at, Some(upto));
         let log = self.conns.entry(ends.id).or_insert(Log {
             ends,
@@ -753,7 +757,18 @@ impl Checker {
             packets: Vec::new(),
             given: Vec::new(),
         });
-        log.packets.push(packet.clone());
+        // What the placement reads of it: its time, segment and event, not its bytes.
+        log.packets.push(Packet {
+            frame: Frame {
+                ts: at,
+                data: Vec::new(),
+                orig_len: 0,
+            },
+            decoded: Ok(seg.clone()),
+            event: Some(event.clone()),
+            comment: String::new(),
+            kernel: Vec::new(),
+        });
         let mut placed = place(&log.packets, ends, &events, false);
         let mut notes: Vec<Note> = placed
             .per_packet

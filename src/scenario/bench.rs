@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::annotate::{Annotator, Evidence, Packet, Unfinished};
+use crate::annotate::{Annotator, Evidence, Unfinished};
 use crate::capture::live::CaptureError;
 use crate::capture::{Frame, FrameSource, Stats};
+use crate::decode::Segment;
 use crate::decode::decode_ethernet;
 use crate::error::Error;
 use crate::kernel::agree::{Checker, Note, Verdict};
@@ -24,6 +25,7 @@ use crate::record::{Missed, Record, Restart};
 use crate::signals;
 use crate::sockets::{self, SockOpts};
 use crate::tcp::State;
+use crate::tracker::Event;
 use crate::tracker::{Connection, Role, Tracker};
 
 /// How long a wait for a state may take before the run says the kernel did something else.
@@ -794,9 +796,9 @@ impl Evidence for KernelEvidence {
         word.checker.settled(at) || word.failed.is_some()
     }
 
-    fn kernel(&mut self, packet: &Packet) -> Vec<Note> {
+    fn kernel(&mut self, seg: &Segment, event: &Event, at: Duration) -> Vec<Note> {
         match self.word.lock() {
-            Ok(mut word) if word.failed.is_none() => word.checker.release(packet),
+            Ok(mut word) if word.failed.is_none() => word.checker.release_segment(seg, event, at),
             _ => Vec::new(),
         }
     }
