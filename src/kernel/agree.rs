@@ -646,6 +646,13 @@ fn place(packets: &[Packet], ends: Ends, events: &[KernelEvent], complete: bool)
 pub struct Checker {
     /// The trace so far, in time order.
     events: Vec<KernelEvent>,
+    /// Its events by the pair of addresses they name (in order), and the connect() calls
+    /// traced before their socket had a port, by (address, peer): a connection's events found
+    /// without a pass over the whole trace.
+    by_pair: HashMap<(SocketAddr, SocketAddr), Vec<usize>>,
+    portless: HashMap<(std::net::IpAddr, SocketAddr), Vec<usize>>,
+    /// The connections on each 4-tuple, oldest first: (first segment's time, id).
+    incarnations: HashMap<(SocketAddr, SocketAddr), Vec<(Duration, usize)>>,
     /// The trace holds every change up to this time.
     through: Duration,
     /// Each connection's packets so far.
@@ -659,9 +666,45 @@ pub struct Checker {
 struct Log {
     ends: Ends,
     first_at: Duration,
+    /// The connection's segments a kernel change can be placed on (see `Log::keeps`), so
+    /// that a long transfer's data does not make every placement longer.
     packets: Vec<Packet>,
-    /// The notes each packet left with.
+    /// The notes each of them left with.
     given: Vec<Vec<Note>>,
+    /// [client, server]: the sequence number its SYN, and its FIN, acknowledges.
+    syn_end: [Option<SeqNum>; 2],
+    fin_end: [Option<SeqNum>; 2],
+    /// [client, server]: whether the first segment that acks the other side's SYN, and its
+    /// FIN, was kept (a change is placed on the first; the data after it acks them again).
+    acked: [[bool; 2]; 2],
+}
+
+impl Log {
+    /// Whether a kernel change may be placed on this segment, or a note said of it: a SYN,
+    /// FIN or RST, a retransmission, an inferred change, or an ACK of the other side's SYN or
+    /// FIN (what `Wire::fits` looks for). Its SYN and FIN are noted on the way.
+    fn keeps(&mut self, seg: &Segment, event: &Event) -> bool {
+        let side = idx(event.from);
+        let f = seg.flags;
+        if f.syn() && self.syn_end[side].is_none() {
+            self.syn_end[side] = Some(seg.seq + 1);
+        }
+        if f.fin() && self.fin_end[side].is_none() {
+            self.fin_end[side] = Some(seg.seq + seg.seg().seq_space());
+        }
+        let other = 1 - side;
+        let mut first_ack = false;
+        for (k, end) in [self.syn_end[other], self.fin_end[other]]
+            .into_iter()
+            .enumerate()
+        {
+            if f.ack() && end == Some(seg.ack) && !self.acked[side][k] {
+                self.acked[side][k] = true;
+                first_ack = true;
+            }
+        }
+        f.syn() || f.fin() || f.rst() || event.resent || !event.transitions.is_empty() || first_ack
+    }
 }
 
 impl Checker {
@@ -672,6 +715,21 @@ impl Checker {
     /// The whole trace read so far, complete up to `through` (when it was read).
     pub fn set_trace(&mut self, mut events: Vec<KernelEvent>, through: Duration) {
         events.sort_by_key(|e| e.at);
+        self.by_pair.clear();
+        self.portless.clear();
+        for (k, e) in events.iter().enumerate() {
+            if e.local.port() == 0 {
+                self.portless
+                    .entry((e.local.ip(), e.remote))
+                    .or_default()
+                    .push(k);
+            } else {
+                self.by_pair
+                    .entry(pair(e.local, e.remote))
+                    .or_default()
+                    .push(k);
+            }
+        }
         self.events = events;
         self.through = self.through.max(through);
     }
@@ -700,33 +758,28 @@ impl Checker {
         first_at: Duration,
         upto: Option<u128>,
     ) -> (Vec<usize>, Vec<KernelEvent>) {
+        // The next incarnation's connect() comes just before its SYN.
         let next = self
-            .conns
-            .values()
-            .filter(|l| {
-                l.ends.id != ends.id
-                    && l.ends.client == ends.client
-                    && l.ends.server == ends.server
-                    && l.first_at > first_at
+            .incarnations
+            .get(&(ends.client, ends.server))
+            .and_then(|all| all.iter().find(|(at, id)| *id != ends.id && *at > first_at))
+            .map(|(at, _)| micros(*at));
+        let mut ks: Vec<usize> = self
+            .by_pair
+            .get(&pair(ends.client, ends.server))
+            .into_iter()
+            .chain(self.portless.get(&(ends.client.ip(), ends.server)))
+            .flatten()
+            .copied()
+            .filter(|&k| {
+                let t = micros(self.events[k].at);
+                upto.is_none_or(|u| t <= u) && next.is_none_or(|n| t + 1_000 < n)
             })
-            .map(|l| micros(l.first_at))
-            .min();
-        let names = |e: &KernelEvent| {
-            (e.local == ends.client && e.remote == ends.server)
-                || (e.local == ends.server && e.remote == ends.client)
-                || (e.local.port() == 0
-                    && e.local.ip() == ends.client.ip()
-                    && e.remote == ends.server)
-        };
-        self.events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| names(e))
-            .filter(|(_, e)| upto.is_none_or(|u| micros(e.at) <= u))
-            // The next incarnation's connect() comes just before its SYN.
-            .filter(|(_, e)| next.is_none_or(|n| micros(e.at) + 1_000 < n))
-            .map(|(k, e)| (k, e.clone()))
-            .unzip()
+            .collect();
+        // In the trace's order, as `place` reads them.
+        ks.sort_unstable();
+        let events = ks.iter().map(|&k| self.events[k].clone()).collect();
+        (ks, events)
     }
 
     /// The kernel's notes on `packet` as it leaves the annotator.
@@ -748,15 +801,39 @@ impl Checker {
             client,
             server,
         };
-        let first_at = self.conns.get(&ends.id).map_or(at, |l| l.first_at);
+        let first_at = match self.conns.get(&ends.id) {
+            Some(l) => l.first_at,
+            None => {
+                self.incarnations
+                    .entry((client, server))
+                    .or_default()
+                    .push((at, ends.id));
+                self.conns.insert(
+                    ends.id,
+                    Log {
+                        ends,
+                        first_at: at,
+                        packets: Vec::new(),
+                        given: Vec::new(),
+                        syn_end: [None; 2],
+                        fin_end: [None; 2],
+                        acked: [[false; 2]; 2],
+                    },
+                );
+                at
+            }
+        };
+        let Some(log) = self.conns.get_mut(&ends.id) else {
+            return Vec::new();
+        };
+        if !log.keeps(seg, event) {
+            return Vec::new();
+        }
         let upto = micros(at) + NEAR_US;
         let (index, events) = self.events_of(ends, first_at, Some(upto));
-        let log = self.conns.entry(ends.id).or_insert(Log {
-            ends,
-            first_at,
-            packets: Vec::new(),
-            given: Vec::new(),
-        });
+        let Some(log) = self.conns.get_mut(&ends.id) else {
+            return Vec::new();
+        };
         // What the placement reads of it: its time, segment and event, not its bytes.
         log.packets.push(Packet {
             frame: Frame {
@@ -958,6 +1035,11 @@ fn timer_text(s: &KernelSocket) -> String {
 
 fn find(table: &[KernelSocket], local: SocketAddr, peer: SocketAddr) -> Option<&KernelSocket> {
     table.iter().find(|s| s.local == local && s.peer == peer)
+}
+
+/// Two addresses in order: the key of a socket pair whichever end names it.
+fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b { (a, b) } else { (b, a) }
 }
 
 fn idx(role: Role) -> usize {

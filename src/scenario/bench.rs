@@ -474,6 +474,7 @@ impl Lab {
             tracer: Some(tracer),
             checker: Checker::new(),
             failed: None,
+            read_at: None,
         }));
         self.annotator
             .evidence
@@ -757,7 +758,13 @@ struct KernelWord {
     checker: Checker,
     /// Why the trace could not be read: no more of it is asked for.
     failed: Option<String>,
+    /// When it was last read while the capture went: a busy capture asks at every segment,
+    /// and the whole trace is read each time.
+    read_at: Option<Instant>,
 }
+
+/// The least time between two readings of the trace while the capture goes.
+const TRACE_EVERY: Duration = Duration::from_millis(10);
 
 impl KernelWord {
     /// Reads the whole trace; it holds every change up to `through` (capped at the time of
@@ -789,9 +796,12 @@ impl Evidence for KernelEvidence {
         if word.checker.settled(at) || word.failed.is_some() || word.tracer.is_none() {
             return true;
         }
-        if realtime_now() < Checker::needs(at) + Duration::from_millis(1) {
+        if realtime_now() < Checker::needs(at) + Duration::from_millis(1)
+            || word.read_at.is_some_and(|t| t.elapsed() < TRACE_EVERY)
+        {
             return false;
         }
+        word.read_at = Some(Instant::now());
         word.read(Duration::MAX);
         word.checker.settled(at) || word.failed.is_some()
     }

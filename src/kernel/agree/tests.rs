@@ -690,3 +690,22 @@ fn a_state_set_again_is_no_change() {
     assert!(a.ok(), "{a:#?}");
     assert_eq!((a.seen, a.unplaced), (10, 0), "{a:#?}");
 }
+
+#[test]
+fn a_long_transfer_keeps_only_the_segments_a_change_can_be_placed_on() {
+    // 3,000 data segments between the handshake and the close: the checker keeps the SYNs,
+    // the handshake's ACK, the FINs and their ACKs, so no placement grows with the data.
+    let (packets, tracker) = crate::annotate::tests::captured(
+        crate::output::svg::tests::bulk(),
+        crate::annotate::tests::every_50us,
+    );
+    let conn = tracker.connections()[0].clone();
+    let mut live = Checker::new();
+    live.set_trace(Vec::new(), Duration::MAX);
+    for p in &packets {
+        live.release(p);
+    }
+    let kept = live.conns[&conn.id].packets.len();
+    assert!(kept <= 10, "{kept} of {} segments kept", packets.len());
+    assert!(packets.len() > 3000);
+}
