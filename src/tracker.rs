@@ -31,12 +31,18 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
             Role::Client => "client",
             Role::Server => "server",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -85,11 +91,20 @@ impl Connection {
     /// How `role`'s end ended, in words: its state, and why where a later connection ended it
     /// (a TIME_WAIT taken over by a new SYN on the same 4-tuple leaves no segment of its own).
     pub fn ending(&self, role: Role) -> String {
+        let mut s = String::new();
+        self.push_ending(role, &mut s);
+        s
+    }
+    /// `ending`, written onto `s` (a summary line).
+    pub fn push_ending(&self, role: Role, s: &mut String) {
         match self.taken_over.as_deref() {
             Some((r, t)) if *r == role => {
-                format!("{} (its {} taken over by a new SYN)", t.to, t.from)
+                s.push_str(t.to.name());
+                s.push_str(" (its ");
+                s.push_str(t.from.name());
+                s.push_str(" taken over by a new SYN)");
             }
-            _ => self.state(role).to_string(),
+            _ => s.push_str(self.state(role).name()),
         }
     }
     pub fn addr(&self, role: Role) -> SocketAddr {
@@ -798,10 +813,24 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
     };
     let mut notes = vec![note];
     if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-        notes.push(format!(
-            "connection {}: {role} {} → {} ({cause}, {rfc})",
-            old.id, t.from, t.to
-        ));
+        let mut s = String::with_capacity(128);
+        s.push_str("connection ");
+        crate::output::text::push_u64(&mut s, old.id as u64);
+        for part in [
+            ": ",
+            role.name(),
+            " ",
+            t.from.name(),
+            " → ",
+            t.to.name(),
+            " (",
+        ] {
+            s.push_str(part);
+        }
+        for part in [cause, ", ", rfc, ")"] {
+            s.push_str(part);
+        }
+        notes.push(s);
         old.taken_over = Some(Box::new((role, t)));
     }
     notes
@@ -812,47 +841,45 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
 /// new connection (RFC 6191). Timestamps are what make either safe. Written into one string:
 /// on a busy server most SYNs reuse a port, and this note was a tenth of `summary`'s time.
 fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
-    use std::fmt::Write as _;
+    use crate::output::text::push_u64;
     let client = old.state(Role::Client) == State::TimeWait;
     if !client && old.state(Role::Server) != State::TimeWait {
         return None;
     }
-    let stamps = |s: &mut String| {
-        let new = seg.options.timestamp.map(|(val, _)| val);
-        let _ = match (new, old.syn_tsval) {
-            (Some(n), Some(o)) => write!(
-                s,
-                "its TSval {n} is {} than the old connection's ({o} on its SYN)",
-                if SeqNum(n).after_or_eq(SeqNum(o) + 1) {
-                    "newer"
-                } else {
-                    "not newer"
-                }
-            ),
-            (Some(n), None) => write!(s, "its TSval is {n}"),
-            _ => {
-                s.push_str("it carries no timestamp");
-                Ok(())
-            }
-        };
+    let stamps = |s: &mut String| match (seg.options.timestamp.map(|(val, _)| val), old.syn_tsval) {
+        (Some(n), Some(o)) => {
+            s.push_str("its TSval ");
+            push_u64(s, n.into());
+            s.push_str(if SeqNum(n).after_or_eq(SeqNum(o) + 1) {
+                " is newer than the old connection's ("
+            } else {
+                " is not newer than the old connection's ("
+            });
+            push_u64(s, o.into());
+            s.push_str(" on its SYN)");
+        }
+        (Some(n), None) => {
+            s.push_str("its TSval is ");
+            push_u64(s, n.into());
+        }
+        _ => s.push_str("it carries no timestamp"),
     };
     let mut s = String::with_capacity(320);
     if client {
-        let _ = write!(
-            s,
-            "a new connection on the 4-tuple of connection {}, whose client end is in TIME_WAIT: \
-             the client's kernel took the port over (net.ipv4.tcp_tw_reuse); ",
-            old.id
+        s.push_str("a new connection on the 4-tuple of connection ");
+        push_u64(&mut s, old.id as u64);
+        s.push_str(
+            ", whose client end is in TIME_WAIT: the client's kernel took the port over \
+             (net.ipv4.tcp_tw_reuse); ",
         );
         stamps(&mut s);
         s.push_str(", so the peer's PAWS check tells old segments from new (RFC 7323 §5)");
     } else {
-        let _ = write!(
-            s,
-            "a new SYN for the 4-tuple of connection {}, whose server end is in TIME_WAIT: \
-             TIME_WAIT may accept it when its sequence number or timestamp is newer than the old \
-             connection's (RFC 6191); ",
-            old.id
+        s.push_str("a new SYN for the 4-tuple of connection ");
+        push_u64(&mut s, old.id as u64);
+        s.push_str(
+            ", whose server end is in TIME_WAIT: TIME_WAIT may accept it when its sequence \
+             number or timestamp is newer than the old connection's (RFC 6191); ",
         );
         stamps(&mut s);
     }

@@ -99,6 +99,15 @@ impl Dest {
         })
     }
 
+    /// As `open`, for a writer on another thread (standard output unlocked).
+    pub fn open_sendable(&self) -> io::Result<Box<dyn io::Write + Send>> {
+        Ok(match self {
+            Dest::Stdout => Box::new(io::stdout()),
+            Dest::Special(p) => Box::new(OpenOptions::new().write(true).open(p)?),
+            Dest::File { tmp, .. } => Box::new(OpenOptions::new().write(true).open(tmp)?),
+        })
+    }
+
     /// Writes `bytes` and commits them: the whole output in one go.
     pub fn write_all(mut self, bytes: &[u8]) -> io::Result<()> {
         {

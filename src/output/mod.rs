@@ -6,3 +6,4 @@ pub mod ladder;
 pub mod pcapng;
 pub mod style;
 pub mod svg;
+pub mod text;

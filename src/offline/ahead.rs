@@ -1,0 +1,417 @@
+//! The offline readers' two helpers on the second core: one thread reads and decodes the
+//! input ahead of the tracker, another writes the annotated file behind it. Reading a
+//! busy server's capture, the tracker and the kernel's copy of the output each took as long
+//! as the rest; in order through channels of a few hundred packets at a time, the packets
+//! and the errors come out exactly as one thread would give them.
+
+// The boxes are the point: a packet moves through the look-ahead and back as a pointer.
+#![allow(clippy::vec_box)]
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::decode::{DecodeError, Segment};
+use crate::error::Error;
+use crate::input::{InPacket, InputError, Kind, Source};
+
+/// Packets a batch carries: the channel's cost spread over many, the wait for the first
+/// short (a batch is read in well under a millisecond).
+const BATCH: usize = 256;
+
+/// One item of the input, read and decoded.
+pub enum Ahead {
+    Packet(Box<InPacket>, Result<Segment, DecodeError>),
+    /// A pcapng block that is no packet, as its bytes.
+    Block(Vec<u8>),
+    /// The input ended inside a block: what came before is whole.
+    Cut(InputError),
+    /// The input cannot be read on (a block that does not parse, a link type teardown does
+    /// not decode): the error for the whole command.
+    Failed(Error),
+}
+
+/// Reads `src` into `Ahead`s, on a thread of its own where one can be had (`threaded`), or
+/// as asked (a live input: a packet goes on as soon as it came).
+// One of them per command: the sizes of its two ways do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Packets<R: Read> {
+    Inline {
+        src: Source<R>,
+        name: String,
+        spare: Vec<Box<InPacket>>,
+        done: bool,
+    },
+    Threaded {
+        batches: Receiver<Vec<Ahead>>,
+        batch: std::vec::IntoIter<Ahead>,
+        /// Packet buffers handed back for the reader to fill again: no allocation per packet.
+        back: Sender<Vec<Box<InPacket>>>,
+        spare: Vec<Box<InPacket>>,
+    },
+}
+
+/// One item read and decoded: what both ways share.
+fn read_one<R: Read>(src: &mut Source<R>, name: &str, mut p: Box<InPacket>) -> Option<Ahead> {
+    Some(match src.next_into(&mut p)? {
+        Ok(Some(bytes)) => Ahead::Block(bytes),
+        Ok(None) => match super::decoded(&p, name) {
+            Ok(decoded) => Ahead::Packet(p, decoded),
+            Err(e) => Ahead::Failed(e),
+        },
+        Err(e) if e.cut_at.is_some() => Ahead::Cut(e),
+        Err(e) => Ahead::Failed(super::usage(e)),
+    })
+}
+
+impl<R: Read> Packets<R> {
+    pub fn inline(src: Source<R>, name: &str) -> Packets<R> {
+        Packets::Inline {
+            src,
+            name: name.to_string(),
+            spare: Vec::new(),
+            done: false,
+        }
+    }
+
+    pub fn next(&mut self) -> Option<Ahead> {
+        match self {
+            Packets::Inline {
+                src,
+                name,
+                spare,
+                done,
+            } => {
+                if *done {
+                    return None;
+                }
+                let item = read_one(src, name, spare.pop().unwrap_or_default());
+                *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
+                item
+            }
+            Packets::Threaded { batches, batch, .. } => loop {
+                if let Some(item) = batch.next() {
+                    return Some(item);
+                }
+                *batch = batches.recv().ok()?.into_iter();
+            },
+        }
+    }
+
+    /// A packet's buffers, done with.
+    pub fn give_back(&mut self, p: Box<InPacket>) {
+        match self {
+            Packets::Inline { spare, .. } => spare.push(p),
+            Packets::Threaded { back, spare, .. } => {
+                spare.push(p);
+                if spare.len() >= BATCH {
+                    let _ = back.send(std::mem::take(spare));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read + Send + 'static> Packets<R> {
+    /// `input` opened as a capture, and read on a thread of its own (in line where no thread
+    /// can be had); its kind, or why it is no capture.
+    pub fn threaded(input: R, name: &str) -> Result<(Packets<R>, Kind), InputError> {
+        let (tx, batches) = sync_channel::<Vec<Ahead>>(4);
+        let (back, spares) = channel::<Vec<Box<InPacket>>>();
+        let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
+        // The input comes back from a thread that could not be started.
+        let slot = Arc::new(Mutex::new(Some(input)));
+        let theirs = Arc::clone(&slot);
+        let thread_name = name.to_string();
+        let started = std::thread::Builder::new()
+            .name("teardown-read".into())
+            .spawn(move || {
+                let Some(input) = theirs.lock().ok().and_then(|mut s| s.take()) else {
+                    return;
+                };
+                match Source::open(input, &thread_name) {
+                    Ok(src) => {
+                        let _ = opened_tx.send(Ok(src.kind));
+                        read_ahead(src, &thread_name, tx, spares);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            });
+        if started.is_err() {
+            let input = slot.lock().ok().and_then(|mut s| s.take());
+            if let Some(input) = input {
+                let src = Source::open(input, name)?;
+                let kind = src.kind;
+                return Ok((Packets::inline(src, name), kind));
+            }
+        }
+        let kind = opened.recv().unwrap_or_else(|_| {
+            Err(InputError {
+                file: name.to_string(),
+                offset: 0,
+                what: "the reading thread ended before it opened the input".into(),
+                cut_at: None,
+            })
+        })?;
+        Ok((
+            Packets::Threaded {
+                batches,
+                batch: Vec::new().into_iter(),
+                back,
+                spare: Vec::new(),
+            },
+            kind,
+        ))
+    }
+}
+
+fn read_ahead<R: Read>(
+    mut src: Source<R>,
+    name: &str,
+    tx: SyncSender<Vec<Ahead>>,
+    spares: Receiver<Vec<Box<InPacket>>>,
+) {
+    let mut spare: Vec<Box<InPacket>> = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if spare.is_empty()
+            && let Ok(more) = spares.try_recv()
+        {
+            spare = more;
+        }
+        let Some(item) = read_one(&mut src, name, spare.pop().unwrap_or_default()) else {
+            break;
+        };
+        let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
+        batch.push(item);
+        if last {
+            break;
+        }
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            // The reader went away (an error, a closed pipe): nothing more to read for.
+            if tx.send(full).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(batch);
+}
+
+/// A writer whose bytes go out on a thread of its own, in buffers of a megabyte: the
+/// kernel's copy of a large output overlaps the work that makes the next one. An error of
+/// the destination comes back on the next write, or at `finish`.
+pub struct Behind {
+    tx: Option<SyncSender<Vec<u8>>>,
+    back: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+const OUT_BUFFER: usize = 1 << 20;
+
+impl Behind {
+    /// `sink` written on a new thread; `Err(sink)` where no thread can be had.
+    pub fn new<W: Write + Send + 'static>(sink: W) -> Result<Behind, io::Error> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(2);
+        let (give, back) = channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("teardown-write".into())
+            .spawn(move || {
+                let mut sink = sink;
+                for mut buf in rx {
+                    sink.write_all(&buf)?;
+                    buf.clear();
+                    let _ = give.send(buf);
+                }
+                sink.flush()
+            })?;
+        Ok(Behind {
+            tx: Some(tx),
+            back,
+            buf: Vec::with_capacity(OUT_BUFFER),
+            thread: Some(thread),
+        })
+    }
+
+    /// The buffer so far handed to the thread.
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(OUT_BUFFER));
+        let full = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if sent { Ok(()) } else { self.finish() }
+    }
+
+    /// Everything written and flushed, or the destination's error.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty()
+            && let Some(tx) = &self.tx
+        {
+            let _ = tx.send(std::mem::take(&mut self.buf));
+        }
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the writing thread failed")),
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the output was already closed",
+            )),
+        }
+    }
+}
+
+impl Write for Behind {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= OUT_BUFFER {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(bytes).map(|_| ())
+    }
+    /// Hands the bytes so far to the thread (it does not wait for them to be written).
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a reading gives, item by item, in words.
+    fn items<R: Read>(mut packets: Packets<R>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(item) = packets.next() {
+            out.push(match item {
+                Ahead::Packet(p, decoded) => {
+                    let s = format!("{} {:?} {} {:?}", p.offset, p.ts, p.data.len(), decoded);
+                    packets.give_back(p);
+                    s
+                }
+                Ahead::Block(bytes) => format!("block {}", bytes.len()),
+                Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
+                Ahead::Failed(e) => format!("failed {e}"),
+            });
+        }
+        out
+    }
+
+    fn both(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
+            Ok(src) => items(Packets::inline(src, "f")),
+            Err(e) => vec![format!("open {e}")],
+        };
+        let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f") {
+            Ok((packets, _)) => items(packets),
+            Err(e) => vec![format!("open {e}")],
+        };
+        (inline, threaded)
+    }
+
+    #[test]
+    fn read_ahead_gives_what_reading_in_line_gives_cut_or_whole() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let mut files = 0;
+        for name in ["port-exhaustion.pcapng", "real/normal-nginx.pcap"] {
+            let whole = std::fs::read(format!("{dir}/{name}")).unwrap();
+            // Whole; cut in a block; cut inside the file header; garbage after the header.
+            let mut garbage = whole[..40.min(whole.len())].to_vec();
+            garbage.extend_from_slice(&[0xff; 64]);
+            for bytes in [
+                &whole[..],
+                &whole[..whole.len() * 2 / 3],
+                &whole[..10],
+                &garbage[..],
+            ] {
+                let (inline, threaded) = both(bytes);
+                assert_eq!(inline, threaded, "{name}, {} bytes", bytes.len());
+                files += 1;
+            }
+        }
+        assert_eq!(files, 8);
+        // More packets than a batch holds: a pcap's records eighty times over, cut at the end.
+        let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
+        let mut long = pcap.clone();
+        for _ in 0..80 {
+            long.extend_from_slice(&pcap[24..]);
+        }
+        long.truncate(long.len() - 7);
+        let (inline, threaded) = both(&long);
+        assert!(inline.len() > 2 * BATCH, "{}", inline.len());
+        assert!(
+            inline.last().unwrap().starts_with("cut"),
+            "{:?}",
+            inline.last()
+        );
+        assert_eq!(inline, threaded);
+        let (inline, _) = both(&std::fs::read(format!("{dir}/port-exhaustion.pcapng")).unwrap());
+        assert!(inline.iter().any(|s| s.starts_with("block")));
+    }
+
+    /// A sink that keeps what it is given, or fails after `fail_after` bytes.
+    #[derive(Clone)]
+    struct Sink {
+        got: Arc<Mutex<Vec<u8>>>,
+        fail_after: usize,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let mut got = self.got.lock().unwrap();
+            if got.len() + bytes.len() > self.fail_after {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            got.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn writing_behind_keeps_every_byte_in_order_and_says_the_sinks_error() {
+        let bytes: Vec<u8> = (0..3 * OUT_BUFFER + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let sink = Sink {
+            got: Arc::default(),
+            fail_after: usize::MAX,
+        };
+        let mut w = Behind::new(sink.clone()).unwrap();
+        for chunk in bytes.chunks(1000) {
+            w.write_all(chunk).unwrap();
+        }
+        w.flush().unwrap();
+        w.finish().unwrap();
+        assert!(*sink.got.lock().unwrap() == bytes);
+
+        let full = Sink {
+            got: Arc::default(),
+            fail_after: OUT_BUFFER + 10,
+        };
+        let mut w = Behind::new(full).unwrap();
+        let mut first = None;
+        for chunk in bytes.chunks(1000) {
+            if let Err(e) = w.write_all(chunk) {
+                first = Some(e);
+                break;
+            }
+        }
+        let err = first.map_or_else(|| w.finish().unwrap_err(), |e| e);
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+    }
+}
