@@ -411,7 +411,7 @@ mod tests {
                 break;
             }
         }
-        let err = first.map_or_else(|| w.finish().unwrap_err(), |e| e);
+        let err = first.unwrap_or_else(|| w.finish().unwrap_err());
         assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
     }
 }
