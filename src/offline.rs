@@ -27,7 +27,7 @@ mod ahead;
 use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
-use ahead::{Ahead, Behind, Packets};
+use ahead::{Ahead, Behind, Packets, Stamp};
 
 /// IN opened: `-` is standard input.
 struct Input {
@@ -137,7 +137,7 @@ pub fn annotate_stream<R: Read>(
     let src = Source::open(input, name).map_err(usage)?;
     let kind = src.kind;
     annotate_into(
-        Packets::inline(src, name),
+        Packets::inline(src, name, true),
         kind,
         name,
         out,
@@ -186,6 +186,12 @@ fn annotate_into<R: Read>(
     while let Some(item) = packets.next() {
         let (mut p, decoded) = match item {
             Ahead::Packet(p, decoded) => (p, decoded),
+            // Not asked for (`bytes` is true): a packet without its bytes cannot be written.
+            Ahead::Stamped(..) => {
+                return Err(Error::Usage(format!(
+                    "{name}: a packet came without its bytes (a bug of teardown's reader)"
+                )));
+            }
             Ahead::Block(bytes) => {
                 // A block that is no packet (a section, an interface) ends the look-ahead:
                 // the packets before it belong before it.
@@ -354,13 +360,13 @@ pub fn annotate(
             let mut out = BufWriter::with_capacity(1 << 20, dest.open().map_err(opened())?);
             let src = Source::open(inp.reader, &inp.name).map_err(usage)?;
             let kind = src.kind;
-            let packets = Packets::inline(src, &inp.name);
+            let packets = Packets::inline(src, &inp.name, true);
             let done = annotate_into(packets, kind, &inp.name, &mut out, true, mode)?;
             out.flush().map_err(written)?;
             return Ok(done);
         }
         // A file: read ahead and written behind, on the second core.
-        let (packets, kind) = Packets::threaded(inp.reader, &inp.name).map_err(usage)?;
+        let (packets, kind) = Packets::threaded(inp.reader, &inp.name, true).map_err(usage)?;
         let sink = dest.open_sendable().map_err(opened())?;
         match Behind::new(sink) {
             Ok(mut out) => {
@@ -484,14 +490,6 @@ impl Scan {
     }
 }
 
-/// What `summary` and `diagram` keep of a packet: its time and length, not its bytes (a
-/// copy of each held packet's buffers showed in the profile).
-#[derive(Clone, Copy)]
-struct Stamp {
-    ts: Duration,
-    orig_len: u32,
-}
-
 /// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet's stamp,
 /// the segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
 /// `f` hands back the events it does not keep, for the tracker to reuse their lists.
@@ -508,14 +506,22 @@ fn each_segment(
     let inp = open_input(input)?;
     let name = inp.name;
     // Read and decoded ahead on the second core.
-    let (mut src, kind) = Packets::threaded(inp.reader, &name).map_err(usage)?;
+    let (mut src, kind) = Packets::threaded(inp.reader, &name, false).map_err(usage)?;
     // The same annotator as `annotate`'s: the same packets tell the same story.
     let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(tracker);
     let mut packets = 0u64;
     let mut cut = None;
     while let Some(item) = src.next() {
-        let (packet, decoded) = match item {
-            Ahead::Packet(p, decoded) => (p, decoded),
+        let (stamp, decoded) = match item {
+            Ahead::Stamped(stamp, decoded) => (stamp, decoded),
+            Ahead::Packet(p, decoded) => {
+                let stamp = Stamp {
+                    ts: p.ts,
+                    orig_len: p.orig_len,
+                };
+                src.give_back(p);
+                (stamp, decoded)
+            }
             Ahead::Block(_) => continue,
             Ahead::Cut(e) => {
                 cut = Some(e);
@@ -524,11 +530,6 @@ fn each_segment(
             Ahead::Failed(e) => return Err(e),
         };
         packets += 1;
-        let stamp = Stamp {
-            ts: packet.ts,
-            orig_len: packet.orig_len,
-        };
-        src.give_back(packet);
         let Ok(seg) = decoded else {
             continue;
         };

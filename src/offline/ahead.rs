@@ -23,6 +23,9 @@ const BATCH: usize = 256;
 /// One item of the input, read and decoded.
 pub enum Ahead {
     Packet(Box<InPacket>, Result<Segment, DecodeError>),
+    /// A packet of a reading that keeps no bytes (`summary`, `diagram`): its time and length
+    /// only, so that the packet's buffers never leave the reading thread's cache.
+    Stamped(Stamp, Result<Segment, DecodeError>),
     /// A pcapng block that is no packet, as its bytes.
     Block(Vec<u8>),
     /// The input ended inside a block: what came before is whole.
@@ -42,6 +45,7 @@ pub enum Packets<R: Read> {
         name: String,
         spare: Vec<Box<InPacket>>,
         done: bool,
+        bytes: bool,
     },
     Threaded {
         batches: Receiver<Vec<Ahead>>,
@@ -52,26 +56,52 @@ pub enum Packets<R: Read> {
     },
 }
 
-/// One item read and decoded: what both ways share.
-fn read_one<R: Read>(src: &mut Source<R>, name: &str, mut p: Box<InPacket>) -> Option<Ahead> {
-    Some(match src.next_into(&mut p)? {
-        Ok(Some(bytes)) => Ahead::Block(bytes),
-        Ok(None) => match super::decoded(&p, name) {
-            Ok(decoded) => Ahead::Packet(p, decoded),
+/// What `summary` and `diagram` keep of a packet: its time and length, not its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub ts: std::time::Duration,
+    pub orig_len: u32,
+}
+
+/// One item read and decoded (what both ways share), into `spare`'s next buffer; with
+/// `bytes` false the buffer stays in `spare`.
+fn read_one<R: Read>(
+    src: &mut Source<R>,
+    name: &str,
+    spare: &mut Vec<Box<InPacket>>,
+    bytes: bool,
+) -> Option<Ahead> {
+    let mut p = spare.pop().unwrap_or_default();
+    let item = match src.next_into(&mut p) {
+        None => None,
+        Some(Ok(Some(block))) => Some(Ahead::Block(block)),
+        Some(Ok(None)) => Some(match super::decoded(&p, name) {
+            Ok(decoded) if bytes => return Some(Ahead::Packet(p, decoded)),
+            Ok(decoded) => Ahead::Stamped(
+                Stamp {
+                    ts: p.ts,
+                    orig_len: p.orig_len,
+                },
+                decoded,
+            ),
             Err(e) => Ahead::Failed(e),
-        },
-        Err(e) if e.cut_at.is_some() => Ahead::Cut(e),
-        Err(e) => Ahead::Failed(super::usage(e)),
-    })
+        }),
+        Some(Err(e)) if e.cut_at.is_some() => Some(Ahead::Cut(e)),
+        Some(Err(e)) => Some(Ahead::Failed(super::usage(e))),
+    };
+    spare.push(p);
+    item
 }
 
 impl<R: Read> Packets<R> {
-    pub fn inline(src: Source<R>, name: &str) -> Packets<R> {
+    /// `bytes`: each packet comes whole (`Ahead::Packet`), or as its stamp (`Ahead::Stamped`).
+    pub fn inline(src: Source<R>, name: &str, bytes: bool) -> Packets<R> {
         Packets::Inline {
             src,
             name: name.to_string(),
             spare: Vec::new(),
             done: false,
+            bytes,
         }
     }
 
@@ -82,11 +112,12 @@ impl<R: Read> Packets<R> {
                 name,
                 spare,
                 done,
+                bytes,
             } => {
                 if *done {
                     return None;
                 }
-                let item = read_one(src, name, spare.pop().unwrap_or_default());
+                let item = read_one(src, name, spare, *bytes);
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
@@ -116,7 +147,7 @@ impl<R: Read> Packets<R> {
 impl<R: Read + Send + 'static> Packets<R> {
     /// `input` opened as a capture, and read on a thread of its own (in line where no thread
     /// can be had); its kind, or why it is no capture.
-    pub fn threaded(input: R, name: &str) -> Result<(Packets<R>, Kind), InputError> {
+    pub fn threaded(input: R, name: &str, bytes: bool) -> Result<(Packets<R>, Kind), InputError> {
         let (tx, batches) = sync_channel::<Vec<Ahead>>(4);
         let (back, spares) = channel::<Vec<Box<InPacket>>>();
         let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
@@ -133,7 +164,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                 match Source::open(input, &thread_name) {
                     Ok(src) => {
                         let _ = opened_tx.send(Ok(src.kind));
-                        read_ahead(src, &thread_name, tx, spares);
+                        read_ahead(src, &thread_name, bytes, tx, spares);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -145,7 +176,7 @@ impl<R: Read + Send + 'static> Packets<R> {
             if let Some(input) = input {
                 let src = Source::open(input, name)?;
                 let kind = src.kind;
-                return Ok((Packets::inline(src, name), kind));
+                return Ok((Packets::inline(src, name, bytes), kind));
             }
         }
         let kind = opened.recv().unwrap_or_else(|_| {
@@ -171,6 +202,7 @@ impl<R: Read + Send + 'static> Packets<R> {
 fn read_ahead<R: Read>(
     mut src: Source<R>,
     name: &str,
+    bytes: bool,
     tx: SyncSender<Vec<Ahead>>,
     spares: Receiver<Vec<Box<InPacket>>>,
 ) {
@@ -182,7 +214,7 @@ fn read_ahead<R: Read>(
         {
             spare = more;
         }
-        let Some(item) = read_one(&mut src, name, spare.pop().unwrap_or_default()) else {
+        let Some(item) = read_one(&mut src, name, &mut spare, bytes) else {
             break;
         };
         let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
@@ -301,6 +333,7 @@ mod tests {
                     packets.give_back(p);
                     s
                 }
+                Ahead::Stamped(stamp, decoded) => format!("{stamp:?} {decoded:?}"),
                 Ahead::Block(bytes) => format!("block {}", bytes.len()),
                 Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
                 Ahead::Failed(e) => format!("failed {e}"),
@@ -309,16 +342,23 @@ mod tests {
         out
     }
 
+    /// In line and threaded, whole packets and stamps: the threaded ones must match.
     fn both(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
-        let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
-            Ok(src) => items(Packets::inline(src, "f")),
-            Err(e) => vec![format!("open {e}")],
-        };
-        let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f") {
-            Ok((packets, _)) => items(packets),
-            Err(e) => vec![format!("open {e}")],
-        };
-        (inline, threaded)
+        let mut got = Vec::new();
+        for whole in [true, false] {
+            let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
+                Ok(src) => items(Packets::inline(src, "f", whole)),
+                Err(e) => vec![format!("open {e}")],
+            };
+            let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole) {
+                Ok((packets, _)) => items(packets),
+                Err(e) => vec![format!("open {e}")],
+            };
+            got.push((inline, threaded));
+        }
+        let stamps = got.pop().unwrap();
+        assert_eq!(stamps.0, stamps.1, "stamps, {} bytes", bytes.len());
+        got.pop().unwrap()
     }
 
     #[test]
