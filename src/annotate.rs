@@ -94,14 +94,25 @@ impl<T> Annotator<T> {
     /// false the frame goes out now, after whatever `ready` gives first (the caller drains
     /// `ready` before writing it).
     fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
-        let Some(seg) = seg else {
+        let event = seg.map(|seg| self.tracker.on_segment_at(seg, at));
+        self.place(seg, event, at)
+    }
+
+    /// `track` with the tracker's event for `seg` made elsewhere (the offline readers track
+    /// on a thread of their own).
+    fn place(
+        &mut self,
+        seg: Option<&Segment>,
+        event: Option<Event>,
+        at: Option<Duration>,
+    ) -> Tracked {
+        let (Some(seg), Some(mut event)) = (seg, event) else {
             return Tracked {
                 event: None,
                 hold: self.waiting(),
                 waits_for: None,
             };
         };
-        let mut event = self.tracker.on_segment_at(seg, at);
         let conn = event.conn;
         for revise in event.revise.clone() {
             // The newest earlier segment it applies to.
@@ -155,6 +166,22 @@ impl<T> Annotator<T> {
         mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
         let tracked = self.track(seg, at);
+        while let Some((item, event)) = self.ready(at) {
+            emit(self, item, event)?;
+        }
+        Ok(tracked)
+    }
+
+    /// `step` for a segment whose event the tracker made elsewhere: `event` is what
+    /// `tracker.on_segment_at(seg, at)` returned, in the order of the capture.
+    pub fn step_placed<E>(
+        &mut self,
+        seg: Option<&Segment>,
+        event: Option<Event>,
+        at: Option<Duration>,
+        mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
+    ) -> Result<Tracked, E> {
+        let tracked = self.place(seg, event, at);
         while let Some((item, event)) = self.ready(at) {
             emit(self, item, event)?;
         }

@@ -27,7 +27,7 @@ mod ahead;
 use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
-use ahead::{Ahead, Behind, Packets, Stamp};
+use ahead::{Ahead, Behind, Packets, Readout, Stamp};
 
 /// IN opened: `-` is standard input.
 struct Input {
@@ -183,11 +183,18 @@ fn annotate_into<R: Read>(
     let mut comments = CommentCache::new(annotator.comments);
     let (mut packets_seen, mut tcp) = (0u64, 0u64);
     let mut cut = None;
+    // Tracked on the reading's own thread, or here by the annotator's tracker.
+    let tracking = packets.tracked();
     while let Some(item) = packets.next() {
-        let (mut p, decoded) = match item {
-            Ahead::Packet(p, decoded) => (p, decoded),
+        let (mut p, decoded, event) = match item {
+            Ahead::Packet(Readout {
+                packet: Some(p),
+                decoded,
+                event,
+                ..
+            }) => (p, decoded, event),
             // Not asked for (`bytes` is true): a packet without its bytes cannot be written.
-            Ahead::Stamped(..) => {
+            Ahead::Packet(_) => {
                 return Err(Error::Usage(format!(
                     "{name}: a packet came without its bytes (a bug of teardown's reader)"
                 )));
@@ -230,16 +237,21 @@ fn annotate_into<R: Read>(
         };
         let at = Some(p.ts);
         // Answered held packets first: the order of the capture.
-        let tracked = annotator
-            .step(seg, at, |a, mut held, event| {
+        let emit =
+            |a: &mut Annotator<Held>, mut held: Held, event: Option<crate::tracker::Event>| {
                 write_held(out, &mut comments, &mut held, event.as_ref())?;
                 packets.give_back(held.packet);
                 if let Some(event) = event {
-                    a.tracker.recycle(event);
+                    packets.recycle(event, &mut a.tracker);
                 }
                 Ok(())
-            })
-            .map_err(write_err)?;
+            };
+        let tracked = if tracking {
+            annotator.step_placed(seg, event, at, emit)
+        } else {
+            annotator.step(seg, at, emit)
+        }
+        .map_err(write_err)?;
         if let Some(e) = &tracked.event {
             opened = opened.max(e.conn + 1);
         }
@@ -257,7 +269,7 @@ fn annotate_into<R: Read>(
             .map_err(write_err)?;
             packets.give_back(p);
             if let Some(event) = tracked.event {
-                annotator.tracker.recycle(event);
+                packets.recycle(event, &mut annotator.tracker);
             }
         }
         if flush_each && !annotator.holding() {
@@ -366,7 +378,9 @@ pub fn annotate(
             return Ok(done);
         }
         // A file: read ahead and written behind, on the second core.
-        let (packets, kind) = Packets::threaded(inp.reader, &inp.name, true).map_err(usage)?;
+        let tracker = Tracker::forgetful(Duration::from_secs(60));
+        let (packets, kind) =
+            Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?;
         let sink = dest.open_sendable().map_err(opened())?;
         match Behind::new(sink) {
             Ok(mut out) => {
@@ -505,22 +519,27 @@ fn each_segment(
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
-    // Read and decoded ahead on the second core.
-    let (mut src, kind) = Packets::threaded(inp.reader, &name, false).map_err(usage)?;
-    // The same annotator as `annotate`'s: the same packets tell the same story.
-    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(tracker);
+    // Read, decoded and tracked ahead, on threads of their own.
+    let (mut src, kind) =
+        Packets::threaded(inp.reader, &name, false, Some(tracker)).map_err(usage)?;
+    let tracking = src.tracked();
+    // The same annotator as `annotate`'s: the same packets tell the same story. Its own
+    // tracker tracks only where the reading cannot.
+    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(Tracker::new());
     let mut packets = 0u64;
     let mut cut = None;
     while let Some(item) = src.next() {
-        let (stamp, decoded) = match item {
-            Ahead::Stamped(stamp, decoded) => (stamp, decoded),
-            Ahead::Packet(p, decoded) => {
-                let stamp = Stamp {
-                    ts: p.ts,
-                    orig_len: p.orig_len,
-                };
-                src.give_back(p);
-                (stamp, decoded)
+        let (stamp, decoded, event) = match item {
+            Ahead::Packet(Readout {
+                stamp,
+                packet,
+                decoded,
+                event,
+            }) => {
+                if let Some(p) = packet {
+                    src.give_back(p);
+                }
+                (stamp, decoded, event)
             }
             Ahead::Block(_) => continue,
             Ahead::Cut(e) => {
@@ -534,16 +553,21 @@ fn each_segment(
             continue;
         };
         let at = Some(stamp.ts);
-        let Ok(tracked) = annotator.step(Some(&seg), at, |a, (p, seg), event| {
+        let emit = |a: &mut Annotator<_>, (p, seg), event: Option<crate::tracker::Event>| {
             if let Some(done) = event.and_then(|event| f(&p, seg, event)) {
-                a.tracker.recycle(done);
+                src.recycle(done, &mut a.tracker);
             }
             Ok::<(), std::convert::Infallible>(())
-        });
+        };
+        let Ok(tracked) = if tracking {
+            annotator.step_placed(Some(&seg), event, at, emit)
+        } else {
+            annotator.step(Some(&seg), at, emit)
+        };
         if tracked.hold {
             annotator.hold((stamp, seg), tracked, at);
         } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {
-            annotator.tracker.recycle(done);
+            src.recycle(done, &mut annotator.tracker);
         }
     }
     for ((p, seg), event) in annotator.finish() {
@@ -551,7 +575,15 @@ fn each_segment(
             f(&p, seg, event);
         }
     }
-    let tracker = annotator.tracker;
+    let tracker = match src.tracker() {
+        Some(tracker) => tracker,
+        None if tracking => {
+            return Err(Error::Usage(format!(
+                "{name}: the thread that tracked the segments failed (a bug of teardown)"
+            )));
+        }
+        None => annotator.tracker,
+    };
     if tracker.connections().is_empty() {
         return Err(no_tcp(&name, packets, cut.as_ref(), nothing));
     }

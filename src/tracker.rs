@@ -675,6 +675,16 @@ impl Tracker {
         }
     }
 
+    /// Emptied lists of transitions handed back from another thread (the offline readers').
+    pub fn recycle_lists(&mut self, lists: Vec<Vec<(Role, Transition)>>) {
+        for list in lists {
+            if self.spare.len() >= 64 {
+                break;
+            }
+            self.spare.push(list);
+        }
+    }
+
     /// The kernel removed `role`'s end of connection `id` without a segment, e.g. by a timer
     /// seen in its socket table: it is CLOSED from now on, and the next segment of the
     /// connection carries the change, with `cause`.

@@ -1,8 +1,9 @@
-//! The offline readers' two helpers on the second core: one thread reads and decodes the
-//! input ahead of the tracker, another writes the annotated file behind it. Reading a
-//! busy server's capture, the tracker and the kernel's copy of the output each took as long
-//! as the rest; in order through channels of a few hundred packets at a time, the packets
-//! and the errors come out exactly as one thread would give them.
+//! The offline readers' helpers on the second core: one thread reads and decodes the input,
+//! the next tracks its segments, ahead of the annotator; another writes the annotated file
+//! behind it. On a busy server's capture, reading, tracking, annotating and the kernel's copy
+//! of the output each took a fair share of one core. In order through channels of a few
+//! hundred packets at a time, the packets, their events and the errors come out exactly as
+//! one thread would give them.
 
 // The boxes are the point: a packet moves through the look-ahead and back as a pointer.
 #![allow(clippy::vec_box)]
@@ -15,17 +16,32 @@ use std::thread::JoinHandle;
 use crate::decode::{DecodeError, Segment};
 use crate::error::Error;
 use crate::input::{InPacket, InputError, Kind, Source};
+use crate::tcp::Transition;
+use crate::tracker::{Event, Role, Tracker};
+
+/// Emptied lists of an event's transitions, handed back to the tracker to fill again.
+type Lists = Vec<Vec<(Role, Transition)>>;
 
 /// Packets a batch carries: the channel's cost spread over many, the wait for the first
 /// short (a batch is read in well under a millisecond).
 const BATCH: usize = 256;
 
-/// One item of the input, read and decoded.
+/// A packet read and decoded.
+pub struct Readout {
+    pub stamp: Stamp,
+    /// The packet whole, where the reading keeps the bytes (`annotate`); none for `summary`
+    /// and `diagram`, so that its buffers never leave the reading thread's cache.
+    pub packet: Option<Box<InPacket>>,
+    pub decoded: Result<Segment, DecodeError>,
+    /// The tracker's event for the segment, where the reading tracks too.
+    pub event: Option<Event>,
+}
+
+/// One item of the input.
+// A packet is what nearly every item is: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Ahead {
-    Packet(Box<InPacket>, Result<Segment, DecodeError>),
-    /// A packet of a reading that keeps no bytes (`summary`, `diagram`): its time and length
-    /// only, so that the packet's buffers never leave the reading thread's cache.
-    Stamped(Stamp, Result<Segment, DecodeError>),
+    Packet(Readout),
     /// A pcapng block that is no packet, as its bytes.
     Block(Vec<u8>),
     /// The input ended inside a block: what came before is whole.
@@ -53,6 +69,10 @@ pub enum Packets<R: Read> {
         /// Packet buffers handed back for the reader to fill again: no allocation per packet.
         back: Sender<Vec<Box<InPacket>>>,
         spare: Vec<Box<InPacket>>,
+        /// The tracking thread, its tracker coming back at the end, and the lists for it.
+        tracking: Option<JoinHandle<Tracker>>,
+        lists_back: Option<Sender<Lists>>,
+        lists: Lists,
     },
 }
 
@@ -64,7 +84,7 @@ pub struct Stamp {
 }
 
 /// One item read and decoded (what both ways share), into `spare`'s next buffer; with
-/// `bytes` false the buffer stays in `spare`.
+/// `bytes` false the buffer goes back to `spare`.
 fn read_one<R: Read>(
     src: &mut Source<R>,
     name: &str,
@@ -72,29 +92,41 @@ fn read_one<R: Read>(
     bytes: bool,
 ) -> Option<Ahead> {
     let mut p = spare.pop().unwrap_or_default();
-    let item = match src.next_into(&mut p) {
-        None => None,
-        Some(Ok(Some(block))) => Some(Ahead::Block(block)),
-        Some(Ok(None)) => Some(match super::decoded(&p, name) {
-            Ok(decoded) if bytes => return Some(Ahead::Packet(p, decoded)),
-            Ok(decoded) => Ahead::Stamped(
-                Stamp {
-                    ts: p.ts,
-                    orig_len: p.orig_len,
-                },
-                decoded,
-            ),
-            Err(e) => Ahead::Failed(e),
-        }),
-        Some(Err(e)) if e.cut_at.is_some() => Some(Ahead::Cut(e)),
-        Some(Err(e)) => Some(Ahead::Failed(super::usage(e))),
+    let (item, keep) = match src.next_into(&mut p) {
+        None => (None, None),
+        Some(Ok(Some(block))) => (Some(Ahead::Block(block)), None),
+        Some(Ok(None)) => match super::decoded(&p, name) {
+            Ok(decoded) => {
+                let read = Readout {
+                    stamp: Stamp {
+                        ts: p.ts,
+                        orig_len: p.orig_len,
+                    },
+                    packet: None,
+                    decoded,
+                    event: None,
+                };
+                (Some(Ahead::Packet(read)), Some(bytes))
+            }
+            Err(e) => (Some(Ahead::Failed(e)), None),
+        },
+        Some(Err(e)) if e.cut_at.is_some() => (Some(Ahead::Cut(e)), None),
+        Some(Err(e)) => (Some(Ahead::Failed(super::usage(e))), None),
     };
-    spare.push(p);
-    item
+    match item {
+        Some(Ahead::Packet(mut read)) if keep == Some(true) => {
+            read.packet = Some(p);
+            Some(Ahead::Packet(read))
+        }
+        item => {
+            spare.push(p);
+            item
+        }
+    }
 }
 
 impl<R: Read> Packets<R> {
-    /// `bytes`: each packet comes whole (`Ahead::Packet`), or as its stamp (`Ahead::Stamped`).
+    /// `bytes`: each packet comes whole (`Read::packet`), or as its stamp only.
     pub fn inline(src: Source<R>, name: &str, bytes: bool) -> Packets<R> {
         Packets::Inline {
             src,
@@ -142,13 +174,67 @@ impl<R: Read> Packets<R> {
             }
         }
     }
+
+    /// Whether the segments come tracked (`Read::event`): then their events go back through
+    /// `recycle`, and `tracker` gives the tracker at the end.
+    pub fn tracked(&self) -> bool {
+        matches!(
+            self,
+            Packets::Threaded {
+                tracking: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// An event done with, its list for the tracker that made it: `local` where this reading
+    /// does not track.
+    pub fn recycle(&mut self, event: Event, local: &mut Tracker) {
+        match self {
+            Packets::Threaded {
+                lists_back: Some(back),
+                lists,
+                ..
+            } => {
+                let mut list = event.transitions;
+                if list.capacity() > 0 {
+                    list.clear();
+                    lists.push(list);
+                    if lists.len() >= 64 {
+                        let _ = back.send(std::mem::take(lists));
+                    }
+                }
+            }
+            _ => local.recycle(event),
+        }
+    }
+
+    /// The tracker of a reading that tracks, once every item was taken.
+    pub fn tracker(&mut self) -> Option<Tracker> {
+        match self {
+            Packets::Threaded {
+                tracking, batches, ..
+            } => {
+                // Whatever the caller did not take is dropped: the threads end.
+                *batches = sync_channel(0).1;
+                tracking.take().and_then(|t| t.join().ok())
+            }
+            Packets::Inline { .. } => None,
+        }
+    }
 }
 
 impl<R: Read + Send + 'static> Packets<R> {
-    /// `input` opened as a capture, and read on a thread of its own (in line where no thread
-    /// can be had); its kind, or why it is no capture.
-    pub fn threaded(input: R, name: &str, bytes: bool) -> Result<(Packets<R>, Kind), InputError> {
-        let (tx, batches) = sync_channel::<Vec<Ahead>>(4);
+    /// `input` opened as a capture and read on a thread of its own, and its segments tracked
+    /// by `tracker` on another (in line where no thread can be had: then the caller tracks);
+    /// its kind, or why it is no capture.
+    pub fn threaded(
+        input: R,
+        name: &str,
+        bytes: bool,
+        tracker: Option<Tracker>,
+    ) -> Result<(Packets<R>, Kind), InputError> {
+        let (tx, read) = sync_channel::<Vec<Ahead>>(4);
         let (back, spares) = channel::<Vec<Box<InPacket>>>();
         let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
         // The input comes back from a thread that could not be started.
@@ -187,16 +273,86 @@ impl<R: Read + Send + 'static> Packets<R> {
                 cut_at: None,
             })
         })?;
+        // The tracker on a thread of its own, between the reader and the caller.
+        let (mut batches, mut tracking, mut lists_back) = (read, None, None);
+        if let Some(tracker) = tracker {
+            let (tx, tracked) = sync_channel::<Vec<Ahead>>(4);
+            let (give, lists) = channel::<Lists>();
+            let (keep, mine) = channel::<Receiver<Vec<Ahead>>>();
+            let _ = keep.send(batches);
+            match std::thread::Builder::new()
+                .name("teardown-track".into())
+                .spawn(move || track_ahead(tracker, mine, tx, lists))
+            {
+                Ok(thread) => {
+                    batches = tracked;
+                    tracking = Some(thread);
+                    lists_back = Some(give);
+                }
+                // No second thread: the first one's batches come untracked (the caller's
+                // annotator tracks them), through the channel the closure did not take.
+                Err(_) => {
+                    return Ok((
+                        Packets::Threaded {
+                            batches: sync_channel(0).1,
+                            batch: vec![Ahead::Failed(Error::Usage(
+                                "cannot start a thread to track the input's segments: out of \
+                                 threads or memory"
+                                    .into(),
+                            ))]
+                            .into_iter(),
+                            back,
+                            spare: Vec::new(),
+                            tracking: None,
+                            lists_back: None,
+                            lists: Vec::new(),
+                        },
+                        kind,
+                    ));
+                }
+            }
+        }
         Ok((
             Packets::Threaded {
                 batches,
                 batch: Vec::new().into_iter(),
                 back,
                 spare: Vec::new(),
+                tracking,
+                lists_back,
+                lists: Vec::new(),
             },
             kind,
         ))
     }
+}
+
+/// Tracks each batch's segments in order, then hands the batch on; the tracker at the end.
+fn track_ahead(
+    mut tracker: Tracker,
+    batches: Receiver<Receiver<Vec<Ahead>>>,
+    tx: SyncSender<Vec<Ahead>>,
+    lists: Receiver<Lists>,
+) -> Tracker {
+    let Ok(batches) = batches.recv() else {
+        return tracker;
+    };
+    for mut batch in batches {
+        while let Ok(more) = lists.try_recv() {
+            tracker.recycle_lists(more);
+        }
+        for item in &mut batch {
+            if let Ahead::Packet(read) = item
+                && let Ok(seg) = &read.decoded
+            {
+                read.event = Some(tracker.on_segment_at(seg, Some(read.stamp.ts)));
+            }
+        }
+        if tx.send(batch).is_err() {
+            break;
+        }
+    }
+    tracker
 }
 
 fn read_ahead<R: Read>(
@@ -323,17 +479,30 @@ impl Write for Behind {
 mod tests {
     use super::*;
 
-    /// What a reading gives, item by item, in words.
-    fn items<R: Read>(mut packets: Packets<R>) -> Vec<String> {
+    /// What a reading gives, item by item, in words; `track` fills in the events of a
+    /// reading that does not track, as the tracking thread would.
+    fn items<R: Read>(mut packets: Packets<R>, mut track: Option<Tracker>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Some(item) = packets.next() {
+        while let Some(mut item) = packets.next() {
+            if let (Some(tracker), Ahead::Packet(read)) = (track.as_mut(), &mut item)
+                && let Ok(seg) = &read.decoded
+            {
+                read.event = Some(tracker.on_segment_at(seg, Some(read.stamp.ts)));
+            }
             out.push(match item {
-                Ahead::Packet(p, decoded) => {
-                    let s = format!("{} {:?} {} {:?}", p.offset, p.ts, p.data.len(), decoded);
-                    packets.give_back(p);
+                Ahead::Packet(read) => {
+                    let s = format!(
+                        "{:?} {:?} {:?} {:?}",
+                        read.stamp,
+                        read.packet.as_ref().map(|p| (p.offset, p.data.len())),
+                        read.decoded,
+                        read.event
+                    );
+                    if let Some(p) = read.packet {
+                        packets.give_back(p);
+                    }
                     s
                 }
-                Ahead::Stamped(stamp, decoded) => format!("{stamp:?} {decoded:?}"),
                 Ahead::Block(bytes) => format!("block {}", bytes.len()),
                 Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
                 Ahead::Failed(e) => format!("failed {e}"),
@@ -342,24 +511,46 @@ mod tests {
         out
     }
 
-    /// In line and threaded, whole packets and stamps: the threaded ones must match.
+    /// In line and threaded, whole packets and stamps: the threaded ones must match. And
+    /// tracked on the tracking thread: the same events as a tracker fed in line.
     fn both(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
         let mut got = Vec::new();
         for whole in [true, false] {
             let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
-                Ok(src) => items(Packets::inline(src, "f", whole)),
+                Ok(src) => items(Packets::inline(src, "f", whole), None),
                 Err(e) => vec![format!("open {e}")],
             };
-            let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole) {
-                Ok((packets, _)) => items(packets),
-                Err(e) => vec![format!("open {e}")],
-            };
+            let threaded =
+                match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole, None) {
+                    Ok((packets, _)) => items(packets, None),
+                    Err(e) => vec![format!("open {e}")],
+                };
             got.push((inline, threaded));
         }
         let stamps = got.pop().unwrap();
         assert_eq!(stamps.0, stamps.1, "stamps, {} bytes", bytes.len());
+        // Tracked: in line, by a tracker here; threaded, by the tracking thread.
+        let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
+            Ok(src) => items(
+                Packets::inline(src, "f", false),
+                Some(Tracker::forgetful(MSL2)),
+            ),
+            Err(e) => vec![format!("open {e}")],
+        };
+        let tracked = Some(Tracker::forgetful(MSL2));
+        let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", false, tracked)
+        {
+            Ok((packets, _)) => {
+                assert!(packets.tracked());
+                items(packets, None)
+            }
+            Err(e) => vec![format!("open {e}")],
+        };
+        assert_eq!(inline, threaded, "tracked, {} bytes", bytes.len());
         got.pop().unwrap()
     }
+
+    const MSL2: std::time::Duration = std::time::Duration::from_secs(60);
 
     #[test]
     fn read_ahead_gives_what_reading_in_line_gives_cut_or_whole() {
