@@ -675,14 +675,11 @@ impl Tracker {
         }
     }
 
-    /// Emptied lists of transitions handed back from another thread (the offline readers').
-    pub fn recycle_lists(&mut self, lists: Vec<Vec<(Role, Transition)>>) {
-        for list in lists {
-            if self.spare.len() >= 64 {
-                break;
-            }
-            self.spare.push(list);
-        }
+    /// Emptied lists of transitions handed back from another thread (the offline readers'):
+    /// as many as a few batches of events take, so that none is allocated anew.
+    pub fn recycle_lists(&mut self, mut lists: Vec<Vec<(Role, Transition)>>) {
+        lists.truncate(4096usize.saturating_sub(self.spare.len()));
+        self.spare.append(&mut lists);
     }
 
     /// The kernel removed `role`'s end of connection `id` without a segment, e.g. by a timer
