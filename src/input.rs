@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use pcap_file::Endianness;
-use pcap_file::pcap::{PcapReader, PcapTsResolution};
+use pcap_file::pcap::{PcapHeader, PcapReadError, PcapTsResolution};
 use pcap_file::pcapng::PcapNgReader;
 
 /// What went wrong, and where.
@@ -96,8 +96,196 @@ pub enum Kind {
 }
 
 enum Reader<R: Read> {
-    Pcap(PcapReader<BufReader<Counted<R>>>),
+    Pcap(Records<R>),
     PcapNg(PcapNgReader<BufReader<Counted<R>>>),
+}
+
+/// pcap's packet records, read straight out of a large buffer: pcap-file's reader cost more
+/// per packet than all the decoding. It behaves as pcap-file's does: a record may take at
+/// most [`MAX_RECORD_BUFFER`] bytes, the input's end inside one is a cut.
+struct Records<R> {
+    input: Counted<R>,
+    buf: Vec<u8>,
+    /// The unread bytes are `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    big: bool,
+    nanos: bool,
+    linktype: u32,
+}
+
+/// pcap-file's buffer: a record longer than this does not fit, and is an error (not a cut)
+/// when the input goes on beyond it.
+const MAX_RECORD_BUFFER: usize = 8_000_000;
+
+/// Why a record could not be read whole.
+enum Short {
+    /// The input ended.
+    End,
+    /// The buffer is full and the record goes on.
+    Full,
+    Io(io::Error),
+}
+
+/// One record's header, and where its bytes start in the buffer.
+struct Record {
+    ts_sec: u32,
+    ts_frac: u32,
+    incl_len: u32,
+    orig_len: u32,
+    data: usize,
+}
+
+impl<R: Read> Records<R> {
+    fn new(input: Counted<R>, read: &[u8]) -> Records<R> {
+        let mut buf = vec![0; read.len().max(1 << 20)];
+        buf[..read.len()].copy_from_slice(read);
+        Records {
+            input,
+            buf,
+            pos: 0,
+            end: read.len(),
+            big: false,
+            nanos: false,
+            linktype: 0,
+        }
+    }
+
+    /// At least `need` bytes at `pos`, reading more as needed.
+    fn fill(&mut self, need: usize) -> Result<(), Short> {
+        if self.end - self.pos < need {
+            return self.read_more(need);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn read_more(&mut self, need: usize) -> Result<(), Short> {
+        while self.end - self.pos < need {
+            if self.end - self.pos == MAX_RECORD_BUFFER {
+                return Err(Short::Full);
+            }
+            let room = need.min(MAX_RECORD_BUFFER);
+            if self.pos > 0 && self.pos + room > self.buf.len() {
+                // The record cannot end in the buffer: to its front.
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.end -= self.pos;
+                self.pos = 0;
+            }
+            if self.end == self.buf.len() {
+                // A record larger than the buffer: twice the buffer, as the bytes come (a
+                // length that lies costs no more memory than the file has).
+                self.buf.resize((self.buf.len() * 2).min(room), 0);
+            }
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(Short::End),
+                Ok(n) => self.end += n,
+                Err(e) => return Err(Short::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The file header (24 bytes).
+    fn header(&mut self) -> Result<PcapHeader, Short> {
+        self.fill(24)?;
+        let (_, header) = PcapHeader::from_slice(&self.buf[self.pos..self.end])
+            .map_err(|_| Short::Io(io::ErrorKind::InvalidData.into()))?;
+        self.pos += 24;
+        self.big = header.endianness == Endianness::Big;
+        self.nanos = header.ts_resolution == PcapTsResolution::NanoSecond;
+        // The link type is the low 16 bits; bits 26-31 may carry FCS information.
+        self.linktype = u32::from(header.datalink) & 0xffff;
+        Ok(header)
+    }
+
+    /// The record at `pos` when it is whole in the buffer: the usual case, in a few
+    /// instructions.
+    #[inline(always)]
+    fn buffered(&mut self) -> Option<Record> {
+        let rest = &self.buf[self.pos..self.end];
+        let head: &[u8; 16] = rest.get(..16)?.try_into().ok()?;
+        let word = |at: usize| {
+            let b = [head[at], head[at + 1], head[at + 2], head[at + 3]];
+            if self.big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let incl_len = word(8);
+        let whole = 16 + incl_len as usize;
+        if rest.len() < whole {
+            return None;
+        }
+        let record = Record {
+            ts_sec: word(0),
+            ts_frac: word(4),
+            incl_len,
+            orig_len: word(12),
+            data: self.pos + 16,
+        };
+        self.pos += whole;
+        Some(record)
+    }
+
+    /// A record's packet, into `packet` (its buffers reused).
+    #[inline(always)]
+    fn packet(&self, p: &Record, packet: &mut InPacket, offset: u64) {
+        let unit = if self.nanos { 1_000_000_000 } else { 1_000_000 };
+        packet.ts = Duration::new(
+            u64::from(p.ts_sec),
+            if self.nanos {
+                p.ts_frac
+            } else {
+                p.ts_frac.saturating_mul(1000)
+            },
+        );
+        packet.raw_ts = u64::from(p.ts_sec) * unit + u64::from(p.ts_frac);
+        packet.interface = 0;
+        packet.linktype = self.linktype;
+        packet.data.clear();
+        packet
+            .data
+            .extend_from_slice(&self.buf[p.data..p.data + p.incl_len as usize]);
+        packet.orig_len = p.orig_len;
+        packet.options.clear();
+        if !packet.comments.is_empty() {
+            packet.comments.clear();
+        }
+        // Written back in a section of this machine's byte order.
+        packet.big_endian = cfg!(target_endian = "big");
+        packet.offset = offset;
+    }
+
+    /// The next record, whole in the buffer, reading as needed; None at the input's end
+    /// between records.
+    fn next(&mut self) -> Option<Result<Record, Short>> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+            match self.input.read(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(n) => self.end = n,
+                Err(e) => return Some(Err(Short::Io(e))),
+            }
+        }
+        if let Err(e) = self.fill(16) {
+            return Some(Err(e));
+        }
+        let head: [u8; 4] = self.buf[self.pos + 8..self.pos + 12]
+            .try_into()
+            .expect("4 bytes");
+        let incl_len = if self.big {
+            u32::from_be_bytes(head)
+        } else {
+            u32::from_le_bytes(head)
+        };
+        if let Err(e) = self.fill(16 + incl_len as usize) {
+            return Some(Err(e));
+        }
+        Some(Ok(self.buffered().expect("a whole record")))
+    }
 }
 
 /// How much of the input the readers took, and whether they met its end: what tells a file
@@ -173,14 +361,22 @@ impl<R: Read> Source<R> {
             | [0xa1, 0xb2, 0xc3, 0xd4]
             | [0x4d, 0x3c, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0x3c, 0x4d] => {
-                let r = PcapReader::new(buffered)
-                    .map_err(|e| err(0, format!("not a valid pcap header ({e})")))?;
-                let h = r.header();
+                let read = buffered.buffer().to_vec();
+                let mut r = Records::new(buffered.into_inner(), &read);
+                let h = r.header().map_err(|e| {
+                    let e = match e {
+                        Short::Io(e) => e,
+                        Short::End | Short::Full => io::ErrorKind::UnexpectedEof.into(),
+                    };
+                    err(
+                        0,
+                        format!("not a valid pcap header ({})", PcapReadError::Io(e)),
+                    )
+                })?;
                 let kind = Kind::Pcap {
-                    // The link type is the low 16 bits; bits 26-31 may carry FCS information.
-                    linktype: u32::from(h.datalink) & 0xffff,
+                    linktype: r.linktype,
                     snaplen: h.snaplen,
-                    nanos: h.ts_resolution == PcapTsResolution::NanoSecond,
+                    nanos: r.nanos,
                 };
                 (Reader::Pcap(r), kind, 24)
             }
@@ -258,11 +454,40 @@ impl<R: Read> Source<R> {
     }
 
     /// The next packet written into `packet` (its buffers reused: no allocation per packet
-    /// on a long file), `Ok(None)`; or a block to copy, `Ok(Some(bytes))`.
+    /// on a long file), `Ok(None)`; or a block to copy, `Ok(Some(bytes))`. Inlined: the
+    /// usual case is a few instructions, fewer than a call's.
+    #[inline(always)]
     pub fn next_into(
         &mut self,
         packet: &mut InPacket,
     ) -> Option<Result<Option<Vec<u8>>, InputError>> {
+        // The usual case first: a pcap record whole in the buffer.
+        if let Reader::Pcap(r) = &mut self.reader
+            && !self.done
+            && let Some(p) = r.buffered()
+        {
+            if p.incl_len > p.orig_len {
+                return self.lying(&p);
+            }
+            r.packet(&p, packet, self.offset);
+            self.offset += 16 + u64::from(p.incl_len);
+            return Some(Ok(None));
+        }
+        self.next_read(packet)
+    }
+
+    fn lying<T>(&mut self, p: &Record) -> Option<Result<T, InputError>> {
+        let what = format!(
+            "a packet claims {} captured bytes of {} on the wire: captured cannot exceed \
+             original",
+            p.incl_len, p.orig_len
+        );
+        self.error(what)
+    }
+
+    /// `next_into` past the usual case: reading, pcapng, errors.
+    #[inline(never)]
+    fn next_read(&mut self, packet: &mut InPacket) -> Option<Result<Option<Vec<u8>>, InputError>> {
         if self.done {
             return None;
         }
@@ -272,54 +497,24 @@ impl<R: Read> Source<R> {
         }
         match &mut self.reader {
             Reader::Pcap(r) => {
-                let Kind::Pcap {
-                    linktype, nanos, ..
-                } = self.kind
-                else {
-                    return None;
-                };
-                let (item, len) = match r.next_raw_packet()? {
-                    Ok(p) => {
-                        if p.incl_len > p.orig_len {
-                            let what = format!(
-                                "a packet claims {} captured bytes of {} on the wire: captured \
-                                 cannot exceed original",
-                                p.incl_len, p.orig_len
-                            );
-                            return self.error(what);
-                        }
-                        let unit = if nanos { 1_000_000_000 } else { 1_000_000 };
-                        let raw_ts = u64::from(p.ts_sec) * unit + u64::from(p.ts_frac);
-                        let ts = Duration::new(
-                            u64::from(p.ts_sec),
-                            if nanos {
-                                p.ts_frac
-                            } else {
-                                p.ts_frac.saturating_mul(1000)
-                            },
-                        );
-                        packet.ts = ts;
-                        packet.raw_ts = raw_ts;
-                        packet.interface = 0;
-                        packet.linktype = linktype;
-                        packet.data.clear();
-                        packet.data.extend_from_slice(&p.data);
-                        packet.orig_len = p.orig_len;
-                        packet.options.clear();
-                        packet.comments.clear();
-                        // Written back in a section of this machine's byte order.
-                        packet.big_endian = cfg!(target_endian = "big");
-                        packet.offset = self.offset;
-                        (None, 16 + u64::from(p.incl_len))
+                let p = match r.next()? {
+                    Ok(p) => p,
+                    // In pcap-file's words, for the same messages as before.
+                    Err(Short::Io(e)) => {
+                        let eof = e.kind() == io::ErrorKind::UnexpectedEof;
+                        return self.failed(eof, format!("{:?}", PcapReadError::Io(e)));
                     }
-                    Err(e) => {
-                        let eof = matches!(&e, pcap_file::pcap::PcapReadError::Io(io)
-                            if io.kind() == io::ErrorKind::UnexpectedEof);
-                        return self.failed(eof, format!("{e:?}"));
+                    Err(Short::End | Short::Full) => {
+                        let e = PcapReadError::Io(io::ErrorKind::UnexpectedEof.into());
+                        return self.failed(true, format!("{e:?}"));
                     }
                 };
-                self.offset += len;
-                Some(Ok(item))
+                if p.incl_len > p.orig_len {
+                    return self.lying(&p);
+                }
+                r.packet(&p, packet, self.offset);
+                self.offset += 16 + u64::from(p.incl_len);
+                Some(Ok(None))
             }
             Reader::PcapNg(r) => {
                 let (raw, state) = match r.next_raw_block()? {

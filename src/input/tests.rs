@@ -266,3 +266,238 @@ fn dropping_a_comment_keeps_the_other_options_in_their_order() {
     assert_eq!(packet.options, [&flags[..], &person].concat());
     assert_eq!(packet.comments, ["seen by a person"]);
 }
+
+/// A reader that hands out at most `chunk` bytes a call, as a pipe may.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    chunk: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.chunk).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+/// What pcap-file's reader made of a pcap file (the code `Source` had before it read the
+/// records itself): every packet, then the error, as `Source` gives them.
+fn pcap_file_reference(bytes: &[u8], chunk: usize) -> Vec<Result<Item, InputError>> {
+    use pcap_file::pcap::{PcapReadError, PcapReader};
+    let name = "f";
+    let count = Rc::new(Count::default());
+    let input = Counted {
+        inner: Trickle { bytes, chunk },
+        count: Rc::clone(&count),
+    };
+    let mut buffered = BufReader::with_capacity(1 << 16, input);
+    let error = |offset: u64, what: String, cut_at: Option<u64>| InputError {
+        file: name.into(),
+        offset,
+        what,
+        cut_at,
+    };
+    // What `Source::open` tells from the first read (these tests keep the magic number).
+    if buffered.fill_buf().unwrap().len() < 4 {
+        let what = "empty, or shorter than a capture file's header";
+        return vec![Err(error(0, what.into(), None))];
+    }
+    let mut r = match PcapReader::new(buffered) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Err(error(
+                0,
+                format!("not a valid pcap header ({e})"),
+                None,
+            ))];
+        }
+    };
+    let h = r.header();
+    let nanos = h.ts_resolution == PcapTsResolution::NanoSecond;
+    let linktype = u32::from(h.datalink) & 0xffff;
+    let mut offset = 24u64;
+    let mut out = Vec::new();
+    while let Some(p) = r.next_raw_packet() {
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                let eof = matches!(&e, PcapReadError::Io(io)
+                    if io.kind() == io::ErrorKind::UnexpectedEof);
+                out.push(Err(if eof && count.eof.get() {
+                    let at = count.bytes.get();
+                    error(
+                        offset,
+                        format!(
+                            "the file ends in the middle of this packet record, at byte {at} \
+                             (cut short, or the packet record claims more bytes than the file \
+                             holds)"
+                        ),
+                        Some(at),
+                    )
+                } else {
+                    error(offset, describe(&format!("{e:?}")), None)
+                }));
+                break;
+            }
+        };
+        if p.incl_len > p.orig_len {
+            let what = format!(
+                "a packet claims {} captured bytes of {} on the wire: captured cannot exceed \
+                 original",
+                p.incl_len, p.orig_len
+            );
+            out.push(Err(error(offset, what, None)));
+            break;
+        }
+        let unit = if nanos { 1_000_000_000 } else { 1_000_000 };
+        out.push(Ok(Item::Packet(InPacket {
+            ts: Duration::new(
+                u64::from(p.ts_sec),
+                if nanos {
+                    p.ts_frac
+                } else {
+                    p.ts_frac.saturating_mul(1000)
+                },
+            ),
+            raw_ts: u64::from(p.ts_sec) * unit + u64::from(p.ts_frac),
+            interface: 0,
+            linktype,
+            data: p.data.to_vec(),
+            orig_len: p.orig_len,
+            options: Vec::new(),
+            comments: Vec::new(),
+            big_endian: cfg!(target_endian = "big"),
+            offset,
+        })));
+        offset += 16 + u64::from(p.incl_len);
+    }
+    out
+}
+
+/// What `Source` makes of `bytes` handed out `chunk` bytes at a time.
+fn source_items(bytes: &[u8], chunk: usize) -> Vec<Result<Item, InputError>> {
+    match Source::open(Trickle { bytes, chunk }, "f") {
+        Ok(src) => src.collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+fn assert_as_pcap_file(bytes: &[u8], chunks: &[usize], what: &str) {
+    for &chunk in chunks {
+        let (got, want) = (
+            source_items(bytes, chunk),
+            pcap_file_reference(bytes, chunk),
+        );
+        assert!(
+            got == want,
+            "{what}, {chunk}-byte reads: {} items, want {}; last {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.last().map(|i| i.as_ref().err()),
+            want.last().map(|i| i.as_ref().err()),
+        );
+    }
+}
+
+/// A pcap file in either byte order and resolution, of frames of many sizes.
+fn varied_pcap(big: bool, nanos: bool) -> Vec<u8> {
+    let header = PcapHeader {
+        datalink: DataLink::LINUX_SLL2,
+        ts_resolution: if nanos {
+            PcapTsResolution::NanoSecond
+        } else {
+            PcapTsResolution::MicroSecond
+        },
+        endianness: if big {
+            Endianness::Big
+        } else {
+            Endianness::Little
+        },
+        snaplen: 262_144,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for i in 0..40u32 {
+        let data: Vec<u8> = (0..(i * 37) % 1500).map(|b| (b * 7 + i) as u8).collect();
+        let ts = Duration::new(1_700_000_000 + u64::from(i), i * 999_999);
+        let packet = PcapPacket::new(ts, data.len() as u32 + i % 3, &data[..]).unwrap();
+        w.write_packet(&packet).unwrap();
+    }
+    w.into_inner()
+}
+
+#[test]
+fn pcap_records_read_as_pcap_file_read_them_whole_cut_or_garbled() {
+    // From 4 bytes a read: `Source::open` tells the kind of file from its first read.
+    let chunks = [4, 7, 4096, usize::MAX];
+    // Whole: the real captures and files of both byte orders and resolutions.
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real");
+    let mut files: Vec<Vec<u8>> = std::fs::read_dir(real)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(files.len() >= 5);
+    for (big, nanos) in [(false, false), (false, true), (true, false), (true, true)] {
+        files.push(varied_pcap(big, nanos));
+    }
+    for (i, file) in files.iter().enumerate() {
+        assert_as_pcap_file(file, &chunks, &format!("file {i}"));
+        assert!(source_items(file, 4).iter().all(Result::is_ok), "file {i}");
+    }
+    let file = varied_pcap(true, false);
+    // Cut at every byte: in the file header, a record header, a record's data.
+    for cut in 0..file.len().min(3000) {
+        assert_as_pcap_file(&file[..cut], &[4, usize::MAX], &format!("cut at {cut}"));
+    }
+    // Every byte of the header and the first records changed: lengths that lie, timestamps
+    // out of range, the byte order's magic.
+    for at in 4..400 {
+        for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut odd = file.clone();
+            odd[at] = value;
+            assert_as_pcap_file(&odd, &[3, usize::MAX], &format!("byte {at} = {value}"));
+        }
+    }
+    // Garbage after a good header.
+    let mut rand = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..200 {
+        let mut odd = file[..24].to_vec();
+        odd.extend((0..n * 13).map(|_| {
+            rand ^= rand << 13;
+            rand ^= rand >> 7;
+            rand ^= rand << 17;
+            rand as u8
+        }));
+        assert_as_pcap_file(&odd, &[5, usize::MAX], &format!("garbage {n}"));
+    }
+}
+
+#[test]
+fn a_pcap_record_larger_than_the_buffer_is_read_or_refused_as_before() {
+    let header = pcap_bytes(false, DataLink::ETHERNET, &[]);
+    let record = |claimed: u32, data: usize| {
+        let mut r = [1u32, 2, claimed, claimed].map(u32::to_le_bytes).concat();
+        r.resize(16 + data, 0xab);
+        r
+    };
+    // Larger than the first buffer, smaller than pcap-file's: a packet.
+    let two_mib = [&header[..], &record(2 << 20, 2 << 20), &record(3, 3)].concat();
+    // Larger than pcap-file's buffer, and the file goes on past it: a block too long...
+    let too_long = [&header[..], &record(9_000_000, 8_100_000)].concat();
+    // ...or it ends before: a cut.
+    let cut = [&header[..], &record(9_000_000, 7_000_000)].concat();
+    for (bytes, what) in [(two_mib, "2 MiB"), (too_long, "too long"), (cut, "cut")] {
+        assert_as_pcap_file(&bytes, &[65_536, usize::MAX], what);
+    }
+    let too_long = [&header[..], &record(9_000_000, 8_100_000)].concat();
+    let e = source_items(&too_long, usize::MAX)
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((e.offset, e.cut_at), (24, None));
+    assert!(e.what.ends_with("(truncated?)"), "{e}");
+}
