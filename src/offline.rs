@@ -19,7 +19,7 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 
 use crate::annotate::{Annotator, CommentCache, Comments, Packet, is_teardown_comment};
 use crate::capture::Frame;
-use crate::decode::{DecodeError, decode, link};
+use crate::decode::{DecodeError, link};
 use crate::error::{Error, exit};
 use crate::input::{InPacket, InputError, Kind, Source};
 
@@ -75,18 +75,15 @@ fn count(n: impl TryInto<usize>, word: &str) -> String {
     crate::output::style::plural(n, word, &format!("{word}s"))
 }
 
-/// A packet decoded for its link type; an unknown link type is an error for the whole file.
-fn decoded(p: &InPacket, name: &str) -> Result<Result<crate::decode::Segment, DecodeError>, Error> {
-    if !link::supported(p.linktype) {
-        return Err(Error::Usage(format!(
-            "{name}: byte {}: link type {} ({:?}) is not one teardown decodes: Ethernet, Linux \
-             cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are",
-            p.offset,
-            p.linktype,
-            DataLink::from(p.linktype)
-        )));
-    }
-    Ok(decode(p.linktype, &p.data))
+/// A packet of a link type teardown does not decode: an error for the whole file.
+fn unsupported_link(p: &InPacket, name: &str) -> Error {
+    Error::Usage(format!(
+        "{name}: byte {}: link type {} ({:?}) is not one teardown decodes: Ethernet, Linux \
+         cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are",
+        p.offset,
+        p.linktype,
+        DataLink::from(p.linktype)
+    ))
 }
 
 /// Nothing to work on: no TCP segment, or none before the input was cut short.
@@ -507,15 +504,12 @@ impl Scan {
 /// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet's stamp,
 /// the segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
 /// `f` hands back the events it does not keep, for the tracker to reuse their lists.
-fn each_segment(
+fn each_segment<K>(
     input: &str,
     nothing: &str,
     tracker: Tracker,
-    mut f: impl FnMut(
-        &Stamp,
-        crate::decode::Segment,
-        crate::tracker::Event,
-    ) -> Option<crate::tracker::Event>,
+    keep: impl Fn(crate::decode::Segment) -> K,
+    mut f: impl FnMut(&Stamp, K, crate::tracker::Event) -> Option<crate::tracker::Event>,
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
@@ -525,7 +519,9 @@ fn each_segment(
     let tracking = src.tracked();
     // The same annotator as `annotate`'s: the same packets tell the same story. Its own
     // tracker tracks only where the reading cannot.
-    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(Tracker::new());
+    // What it holds of each segment is what `f` needs (`keep`): a held segment is moved in
+    // and out of the look-ahead.
+    let mut annotator: Annotator<(Stamp, K)> = Annotator::new(Tracker::new());
     let mut packets = 0u64;
     let mut cut = None;
     while let Some(item) = src.next() {
@@ -565,8 +561,8 @@ fn each_segment(
             annotator.step(Some(&seg), at, emit)
         };
         if tracked.hold {
-            annotator.hold((stamp, seg), tracked, at);
-        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {
+            annotator.hold((stamp, keep(seg)), tracked, at);
+        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, keep(seg), event)) {
             src.recycle(done, &mut annotator.tracker);
         }
     }
@@ -634,7 +630,9 @@ pub fn summary(
     log: &mut dyn Write,
 ) -> Result<i32, Error> {
     let mut seen: Vec<Seen> = Vec::new();
-    let scan = each_segment(input, "summarise", Tracker::new(), |p, seg, event| {
+    // Of a segment, summary needs its flags (who sent the first FIN or RST).
+    let flags = |seg: crate::decode::Segment| seg.flags;
+    let scan = each_segment(input, "summarise", Tracker::new(), flags, |p, f, event| {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;
@@ -650,9 +648,9 @@ pub fn summary(
             .iter()
             .any(|(_, t)| t.cause == crate::tcp::Cause::Refused);
         if s.closed_first.is_none() {
-            if seg.flags.rst() {
+            if f.rst() {
                 s.closed_first = Some((event.from, "RST"));
-            } else if seg.flags.fin() {
+            } else if f.fin() {
                 s.closed_first = Some((event.from, "FIN"));
             }
         }
@@ -776,29 +774,35 @@ pub fn diagram(
         .transpose()
         .map_err(Error::Usage)?;
     let mut kept: Vec<Packet> = Vec::new();
-    let scan = each_segment(input, "draw", Tracker::new(), |p, seg, event| {
-        let wanted = match select {
-            Select::All => event.conn < MAX_DIAGRAMS,
-            Select::Conn(n) => event.conn == n,
-            Select::Port(port) => seg.src.port() == port || seg.dst.port() == port,
-        };
-        if wanted {
-            // The diagram needs the segment and its event, not the bytes.
-            kept.push(Packet {
-                frame: Frame {
-                    ts: p.ts,
-                    data: Vec::new(),
-                    orig_len: p.orig_len,
-                },
-                decoded: Ok(seg),
-                event: Some(event),
-                comment: String::new(),
-                kernel: Vec::new(),
-            });
-            return None;
-        }
-        Some(event)
-    })?;
+    let scan = each_segment(
+        input,
+        "draw",
+        Tracker::new(),
+        |seg| seg,
+        |p, seg, event| {
+            let wanted = match select {
+                Select::All => event.conn < MAX_DIAGRAMS,
+                Select::Conn(n) => event.conn == n,
+                Select::Port(port) => seg.src.port() == port || seg.dst.port() == port,
+            };
+            if wanted {
+                // The diagram needs the segment and its event, not the bytes.
+                kept.push(Packet {
+                    frame: Frame {
+                        ts: p.ts,
+                        data: Vec::new(),
+                        orig_len: p.orig_len,
+                    },
+                    decoded: Ok(seg),
+                    event: Some(event),
+                    comment: String::new(),
+                    kernel: Vec::new(),
+                });
+                return None;
+            }
+            Some(event)
+        },
+    )?;
     let tracker = &scan.tracker;
     let name = if input == "-" {
         "standard input"

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::decode::{DecodeError, Segment};
+use crate::decode::{DecodeError, Segment, decode, link};
 use crate::error::Error;
 use crate::input::{InPacket, InputError, Kind, Source};
 use crate::tcp::Transition;
@@ -95,21 +95,21 @@ fn read_one<R: Read>(
     let (item, keep) = match src.next_into(&mut p) {
         None => (None, None),
         Some(Ok(Some(block))) => (Some(Ahead::Block(block)), None),
-        Some(Ok(None)) => match super::decoded(&p, name) {
-            Ok(decoded) => {
-                let read = Readout {
-                    stamp: Stamp {
-                        ts: p.ts,
-                        orig_len: p.orig_len,
-                    },
-                    packet: None,
-                    decoded,
-                    event: None,
-                };
-                (Some(Ahead::Packet(read)), Some(bytes))
-            }
-            Err(e) => (Some(Ahead::Failed(e)), None),
-        },
+        Some(Ok(None)) if !link::supported(p.linktype) => {
+            (Some(Ahead::Failed(super::unsupported_link(&p, name))), None)
+        }
+        Some(Ok(None)) => {
+            let read = Readout {
+                stamp: Stamp {
+                    ts: p.ts,
+                    orig_len: p.orig_len,
+                },
+                packet: None,
+                decoded: decode(p.linktype, &p.data),
+                event: None,
+            };
+            (Some(Ahead::Packet(read)), Some(bytes))
+        }
         Some(Err(e)) if e.cut_at.is_some() => (Some(Ahead::Cut(e)), None),
         Some(Err(e)) => (Some(Ahead::Failed(super::usage(e))), None),
     };
@@ -200,8 +200,9 @@ impl<R: Read> Packets<R> {
                 if list.capacity() > 0 {
                     list.clear();
                     lists.push(list);
-                    if lists.len() >= 64 {
-                        let _ = back.send(std::mem::take(lists));
+                    if lists.len() >= 256 {
+                        let full = std::mem::replace(lists, Vec::with_capacity(256));
+                        let _ = back.send(full);
                     }
                 }
             }
