@@ -28,13 +28,17 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 /// order of the capture is kept; with nothing held, a segment goes at once.
 pub struct Annotator<T> {
     pub tracker: Tracker,
+    /// The held frames, oldest first, with their events.
     pending: VecDeque<Pending<T>>,
-    /// The held segments still waiting for their answer: their place in the order of holding
-    /// and what they wait for. A few at most where `pending` may hold hundreds behind them
-    /// (a busy server): each segment looks through these, not through every held one.
-    waiters: Vec<(u64, (usize, Role))>,
-    /// Frames held so far, and gone out so far: a held frame's place minus `left` is its
-    /// index in `pending`.
+    /// The held segments still waiting for their answer: what they wait for (`key`) and
+    /// their place in the order of holding (a held frame's place minus `left` is its index
+    /// in `items`). A few at most, where hundreds may be held behind them.
+    waiters: Vec<(u64, u64)>,
+    /// How many waiters each bucket of keys has: a segment looks through `waiters` only
+    /// when one may wait for it (on a busy server nearly every segment passes while SYNs
+    /// and FINs of other connections wait).
+    buckets: [u16; BUCKETS],
+    /// Frames held so far, and gone out so far.
     held: u64,
     left: u64,
     /// What the front knows beyond the packets (run: its packet filter's log, the kernel's
@@ -42,6 +46,25 @@ pub struct Annotator<T> {
     pub evidence: Vec<Box<dyn Evidence>>,
     /// Which segments get a comment (`--comments`).
     pub comments: Comments,
+}
+
+const BUCKETS: usize = 256;
+
+/// A held frame: its event, its capture time, and whether it still waits for its answer.
+struct Pending<T> {
+    item: T,
+    event: Option<Event>,
+    at: Option<Duration>,
+    waits: bool,
+}
+
+/// A connection and a sender as one number, for `waiters`.
+fn key((conn, role): (usize, Role)) -> u64 {
+    (conn as u64) << 1 | role.index() as u64
+}
+
+fn bucket(key: u64) -> usize {
+    (key % BUCKETS as u64) as usize
 }
 
 /// What a front knows of a segment beyond its bytes, asked as the segment leaves the
@@ -60,14 +83,6 @@ pub trait Evidence: Send {
     }
 }
 
-struct Pending<T> {
-    item: T,
-    event: Option<Event>,
-    at: Option<Duration>,
-    /// The FIN's connection and its sender, until the other side has sent a segment.
-    waits_for: Option<(usize, Role)>,
-}
-
 /// What `track` says of a segment: its event, and whether it must go through `hold`.
 pub struct Tracked {
     pub event: Option<Event>,
@@ -82,6 +97,7 @@ impl<T> Annotator<T> {
             tracker,
             pending: VecDeque::new(),
             waiters: Vec::new(),
+            buckets: [0; BUCKETS],
             held: 0,
             left: 0,
             evidence: Vec::new(),
@@ -93,6 +109,7 @@ impl<T> Annotator<T> {
     /// events it proves something about, and releases those it answers. When `hold` is
     /// false the frame goes out now, after whatever `ready` gives first (the caller drains
     /// `ready` before writing it).
+    #[inline(always)]
     fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
         let Some(seg) = seg else {
             return Tracked {
@@ -101,33 +118,56 @@ impl<T> Annotator<T> {
                 waits_for: None,
             };
         };
-        let mut event = self.tracker.on_segment_at(seg, at);
+        // Made where it is returned: an event is too large to move about for nothing.
+        let mut tracked = Tracked {
+            event: Some(self.tracker.on_segment_at(seg, at)),
+            hold: false,
+            waits_for: None,
+        };
+        let Some(event) = tracked.event.as_mut() else {
+            unreachable!("just made")
+        };
         let conn = event.conn;
-        for revise in event.revise.clone() {
-            // The newest earlier segment it applies to.
-            let _ = self
-                .pending
-                .iter_mut()
-                .rev()
-                .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
-                .any(|earlier| revise.settle(earlier, &mut event));
-        }
-        let answers = (event.conn, event.from.other());
-        while let Some(i) = self.waiters.iter().position(|&(_, w)| w == answers) {
-            let (place, _) = self.waiters.swap_remove(i);
-            if let Some(p) = self.pending.get_mut((place - self.left) as usize) {
-                p.waits_for = None;
+        if !event.revise.is_empty() {
+            let revise = std::mem::take(&mut event.revise);
+            for r in &revise {
+                // The newest earlier segment it applies to.
+                let _ = self
+                    .pending
+                    .iter_mut()
+                    .rev()
+                    .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
+                    .any(|earlier| r.settle(earlier, event));
             }
+            event.revise = revise;
+        }
+        let answers = key((event.conn, event.from.other()));
+        if self.buckets[bucket(answers)] > 0 {
+            self.answered(answers);
         }
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
-        let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
-        let hold = waits_for.is_some() || self.waiting() || !self.settled(at);
-        Tracked {
-            hold,
-            event: Some(event),
-            waits_for,
+        tracked.waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
+        tracked.hold = tracked.waits_for.is_some() || self.waiting() || !self.settled(at);
+        tracked
+    }
+
+    /// The held segments that waited for `answers` (a connection and the side that has not
+    /// sent since) wait no longer.
+    fn answered(&mut self, answers: u64) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let (k, place) = self.waiters[i];
+            if k != answers {
+                i += 1;
+                continue;
+            }
+            self.waiters.swap_remove(i);
+            self.buckets[bucket(k)] -= 1;
+            if let Some(p) = self.pending.get_mut((place - self.left) as usize) {
+                p.waits = false;
+            }
         }
     }
 
@@ -148,6 +188,7 @@ impl<T> Annotator<T> {
     /// `track`, then every held frame it let go handed to `emit`, oldest first, before the
     /// caller writes this frame (`hold` false) or holds it (`hold` true): the one order
     /// every front keeps.
+    #[inline(always)]
     pub fn step<E>(
         &mut self,
         seg: Option<&Segment>,
@@ -162,40 +203,49 @@ impl<T> Annotator<T> {
     }
 
     /// Keeps a frame that `step` said must wait.
+    #[inline(always)]
     pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
         if let Some(waits) = tracked.waits_for {
-            self.waiters.push((self.held, waits));
+            let k = key(waits);
+            self.waiters.push((k, self.held));
+            self.buckets[bucket(k)] += 1;
         }
         self.held += 1;
         self.pending.push_back(Pending {
             item,
             event: tracked.event,
             at,
-            waits_for: tracked.waits_for,
+            waits: tracked.waits_for.is_some(),
         });
     }
 
     /// The oldest held frame, once nothing can revise it any more (`now`: the capture time of
     /// the newest segment).
+    #[inline(always)]
     pub fn ready(&mut self, now: Option<Duration>) -> Option<(T, Option<Event>)> {
         let first = self.pending.front()?;
-        let expired = self.pending.len() > LOOKAHEAD_PACKETS
-            || matches!((first.at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
-        if first.waits_for.is_some() && !expired {
-            return None;
-        }
-        // Asked even when the look-ahead is over: the evidence reads what it lacks (the
-        // kernel's trace, long since written when a quiet connection's next segment comes).
-        if !self.settled(first.at) && !expired {
-            return None;
-        }
-        let p = self.pending.pop_front()?;
-        if p.waits_for.is_some() {
-            let place = self.left;
-            if let Some(i) = self.waiters.iter().position(|&(at, _)| at == place) {
-                self.waiters.swap_remove(i);
+        // Nothing waited for and no evidence to ask: it goes (the busy server's way).
+        let waits = first.waits;
+        if waits || !self.evidence.is_empty() {
+            let expired = self.pending.len() > LOOKAHEAD_PACKETS
+                || matches!((first.at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
+            if waits && !expired {
+                return None;
+            }
+            // Asked even when the look-ahead is over: the evidence reads what it lacks (the
+            // kernel's trace, long since written when a quiet connection's next segment comes).
+            if !self.settled(first.at) && !expired {
+                return None;
+            }
+            if waits {
+                let place = self.left;
+                if let Some(i) = self.waiters.iter().position(|&(_, p)| p == place) {
+                    let (k, _) = self.waiters.swap_remove(i);
+                    self.buckets[bucket(k)] -= 1;
+                }
             }
         }
+        let p = self.pending.pop_front()?;
         self.left += 1;
         Some((p.item, p.event))
     }
@@ -203,6 +253,7 @@ impl<T> Annotator<T> {
     /// Everything still held, at the end of the input.
     pub fn finish(&mut self) -> impl Iterator<Item = (T, Option<Event>)> + '_ {
         self.waiters.clear();
+        self.buckets = [0; BUCKETS];
         self.left += self.pending.len() as u64;
         self.pending.drain(..).map(|p| (p.item, p.event))
     }
@@ -688,6 +739,82 @@ pub(crate) mod tests {
         assert!(annotator.ready(Some(fin_at + LOOKAHEAD_TIME)).is_none());
         let late = fin_at + LOOKAHEAD_TIME + Duration::from_millis(1);
         assert_eq!(annotator.ready(Some(late)).map(|(i, _)| i), Some(7));
+    }
+
+    /// A busy server: 16 connections at once, their handshakes and closes interleaved, so
+    /// that some SYN or FIN is held at nearly every segment and several wait at a time
+    /// (every third connection's FINs cross, every fourth's SYN is sent again). Every packet
+    /// leaves in capture order, with the comment its connection gets when annotated alone:
+    /// no answer is taken for another connection's, no revision lands on another's event.
+    #[test]
+    fn sixteen_connections_interleaved_keep_their_order_and_their_own_stories() {
+        let conns: Vec<Vec<Segment>> = (0..16u16)
+            .map(|c| {
+                let mut segs = if c % 3 == 0 {
+                    crossing_fins()
+                } else {
+                    active_close(c % 2 == 0)
+                };
+                if c % 4 == 1 {
+                    segs.insert(1, segs[0].clone());
+                }
+                for seg in &mut segs {
+                    // The client's port tells the connections apart.
+                    let client = if seg.src.port() == 8000 {
+                        &mut seg.dst
+                    } else {
+                        &mut seg.src
+                    };
+                    client.set_port(40000 + c);
+                }
+                segs
+            })
+            .collect();
+        // A fixed pseudo-random schedule: the next segment of a connection picked at each
+        // step among those with segments left.
+        let mut next = vec![0usize; conns.len()];
+        let mut order = Vec::new();
+        let mut x: u32 = 12345;
+        while order.len() < conns.iter().map(Vec::len).sum::<usize>() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let c = (x >> 16) as usize % conns.len();
+            if next[c] < conns[c].len() {
+                order.push((c, next[c]));
+                next[c] += 1;
+            }
+        }
+        let segs: Vec<Segment> = order.iter().map(|&(c, i)| conns[c][i].clone()).collect();
+        let (packets, _) = captured(segs.clone(), every_50us);
+        assert_eq!(packets.len(), segs.len());
+        for (p, seg) in packets.iter().zip(&segs) {
+            assert_eq!(p.segment(), Some(seg), "capture order kept");
+        }
+        // Alone, each segment keeps its time in the busy capture.
+        let alone: Vec<Vec<String>> = conns
+            .iter()
+            .enumerate()
+            .map(|(c, segs)| {
+                let times: Vec<Duration> = (0..order.len())
+                    .filter(|&k| order[k].0 == c)
+                    .map(every_50us)
+                    .collect();
+                let (packets, _) = captured(segs.clone(), |i| times[i]);
+                packets.into_iter().map(|p| p.comment).collect()
+            })
+            .collect();
+        let mut crossed: Vec<usize> = packets
+            .iter()
+            .zip(&order)
+            .filter(|(p, _)| p.comment.contains("the FINs crossed"))
+            .map(|(_, &(c, _))| c)
+            .collect();
+        crossed.dedup();
+        crossed.sort();
+        crossed.dedup();
+        assert_eq!(crossed, [0, 3, 6, 9, 12, 15]);
+        for (p, &(c, i)) in packets.iter().zip(&order) {
+            assert_eq!(p.comment, alone[c][i], "connection {c}, segment {i}");
+        }
     }
 
     /// A segment every 50 µs from one second on.
