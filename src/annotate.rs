@@ -3,7 +3,6 @@
 //! connection may still change its story; and events → the text of a packet comment.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::decode::{DecodeError, Segment};
@@ -29,7 +28,7 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 pub struct Annotator<T> {
     pub tracker: Tracker,
     /// The held frames, oldest first, with their events.
-    pending: VecDeque<Pending<T>>,
+    pending: Lookahead<T>,
     /// The held segments still waiting for their answer: what they wait for (`key`) and
     /// their place in the order of holding (a held frame's place minus `left` is its index
     /// in `items`). A few at most, where hundreds may be held behind them.
@@ -50,12 +49,115 @@ pub struct Annotator<T> {
 
 const BUCKETS: usize = 256;
 
+/// The held frames, oldest first: a ring of slots filled and emptied in place, so that a
+/// frame and its event go in and out as two moves each, not through a temporary.
+struct Lookahead<T> {
+    slots: Vec<Slot<T>>,
+    /// The oldest one's slot, and how many are held; `slots.len()` is a power of two.
+    head: usize,
+    len: usize,
+}
+
 /// A held frame: its event, its capture time, and whether it still waits for its answer.
-struct Pending<T> {
-    item: T,
+struct Slot<T> {
+    item: Option<T>,
     event: Option<Event>,
     at: Option<Duration>,
     waits: bool,
+}
+
+impl<T> Slot<T> {
+    fn empty() -> Slot<T> {
+        Slot {
+            item: None,
+            event: None,
+            at: None,
+            waits: false,
+        }
+    }
+}
+
+impl<T> Lookahead<T> {
+    fn new() -> Lookahead<T> {
+        Lookahead {
+            slots: Vec::new(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn index(&self, i: usize) -> usize {
+        (self.head + i) & (self.slots.len() - 1)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, item: T, event: Option<Event>, at: Option<Duration>, waits: bool) {
+        if self.len == self.slots.len() {
+            self.grow();
+        }
+        let i = self.index(self.len);
+        let slot = &mut self.slots[i];
+        slot.item = Some(item);
+        slot.event = event;
+        slot.at = at;
+        slot.waits = waits;
+        self.len += 1;
+    }
+
+    /// Twice the slots, the held ones first in order.
+    #[cold]
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let mut slots = Vec::with_capacity(size);
+        for i in 0..self.len {
+            let j = self.index(i);
+            slots.push(std::mem::replace(&mut self.slots[j], Slot::empty()));
+        }
+        slots.resize_with(size, Slot::empty);
+        self.slots = slots;
+        self.head = 0;
+    }
+
+    /// The oldest frame's capture time and whether it waits.
+    fn front(&self) -> Option<(Option<Duration>, bool)> {
+        (self.len > 0).then(|| {
+            let slot = &self.slots[self.head];
+            (slot.at, slot.waits)
+        })
+    }
+
+    fn event_mut(&mut self, i: usize) -> Option<&mut Event> {
+        let j = self.index(i);
+        self.slots[j].event.as_mut()
+    }
+
+    /// The `i`th held frame waits no longer.
+    fn answered(&mut self, i: usize) {
+        if i < self.len {
+            let j = self.index(i);
+            self.slots[j].waits = false;
+        }
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<(T, Option<Event>)> {
+        if self.len == 0 {
+            return None;
+        }
+        let slot = &mut self.slots[self.head];
+        let out = (slot.item.take()?, slot.event.take());
+        self.head = (self.head + 1) & (self.slots.len() - 1);
+        self.len -= 1;
+        Some(out)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A connection and a sender as one number, for `waiters`.
@@ -95,7 +197,7 @@ impl<T> Annotator<T> {
     pub fn new(tracker: Tracker) -> Annotator<T> {
         Annotator {
             tracker,
-            pending: VecDeque::new(),
+            pending: Lookahead::new(),
             waiters: Vec::new(),
             buckets: [0; BUCKETS],
             held: 0,
@@ -132,12 +234,13 @@ impl<T> Annotator<T> {
             let revise = std::mem::take(&mut event.revise);
             for r in &revise {
                 // The newest earlier segment it applies to.
-                let _ = self
-                    .pending
-                    .iter_mut()
-                    .rev()
-                    .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
-                    .any(|earlier| r.settle(earlier, event));
+                for i in (0..self.pending.len()).rev() {
+                    if let Some(earlier) = self.pending.event_mut(i).filter(|e| e.conn == conn)
+                        && r.settle(earlier, event)
+                    {
+                        break;
+                    }
+                }
             }
             event.revise = revise;
         }
@@ -165,9 +268,7 @@ impl<T> Annotator<T> {
             }
             self.waiters.swap_remove(i);
             self.buckets[bucket(k)] -= 1;
-            if let Some(p) = self.pending.get_mut((place - self.left) as usize) {
-                p.waits = false;
-            }
+            self.pending.answered((place - self.left) as usize);
         }
     }
 
@@ -211,30 +312,25 @@ impl<T> Annotator<T> {
             self.buckets[bucket(k)] += 1;
         }
         self.held += 1;
-        self.pending.push_back(Pending {
-            item,
-            event: tracked.event,
-            at,
-            waits: tracked.waits_for.is_some(),
-        });
+        self.pending
+            .push(item, tracked.event, at, tracked.waits_for.is_some());
     }
 
     /// The oldest held frame, once nothing can revise it any more (`now`: the capture time of
     /// the newest segment).
     #[inline(always)]
     pub fn ready(&mut self, now: Option<Duration>) -> Option<(T, Option<Event>)> {
-        let first = self.pending.front()?;
+        let (first_at, waits) = self.pending.front()?;
         // Nothing waited for and no evidence to ask: it goes (the busy server's way).
-        let waits = first.waits;
         if waits || !self.evidence.is_empty() {
             let expired = self.pending.len() > LOOKAHEAD_PACKETS
-                || matches!((first.at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
+                || matches!((first_at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
             if waits && !expired {
                 return None;
             }
             // Asked even when the look-ahead is over: the evidence reads what it lacks (the
             // kernel's trace, long since written when a quiet connection's next segment comes).
-            if !self.settled(first.at) && !expired {
+            if !self.settled(first_at) && !expired {
                 return None;
             }
             if waits {
@@ -245,9 +341,8 @@ impl<T> Annotator<T> {
                 }
             }
         }
-        let p = self.pending.pop_front()?;
         self.left += 1;
-        Some((p.item, p.event))
+        self.pending.pop()
     }
 
     /// Everything still held, at the end of the input.
@@ -255,7 +350,7 @@ impl<T> Annotator<T> {
         self.waiters.clear();
         self.buckets = [0; BUCKETS];
         self.left += self.pending.len() as u64;
-        self.pending.drain(..).map(|p| (p.item, p.event))
+        std::iter::from_fn(|| self.pending.pop())
     }
 
     pub fn holding(&self) -> bool {
@@ -815,6 +910,40 @@ pub(crate) mod tests {
         for (p, &(c, i)) in packets.iter().zip(&order) {
             assert_eq!(p.comment, alone[c][i], "connection {c}, segment {i}");
         }
+    }
+
+    /// The look-ahead's ring grows while its held frames wrap around its end: they stay in
+    /// order, and "the i-th one waits no longer" still finds the i-th one.
+    #[test]
+    fn the_lookahead_keeps_order_across_wrapping_and_growing() {
+        let mut ring: Lookahead<u32> = Lookahead::new();
+        let mut next_in = 0u32;
+        let mut next_out = 0u32;
+        // 16 slots, head moved to 10: the next pushes wrap, then one more grows it.
+        for _ in 0..10 {
+            ring.push(next_in, None, None, false);
+            next_in += 1;
+            assert_eq!(ring.pop().map(|(i, _)| i), Some(next_out));
+            next_out += 1;
+        }
+        for _ in 0..40 {
+            ring.push(next_in, None, None, true);
+            next_in += 1;
+        }
+        assert_eq!(ring.len(), 40);
+        ring.answered(0);
+        ring.answered(39);
+        assert_eq!(ring.front(), Some((None, false)));
+        while let Some((i, _)) = ring.pop() {
+            assert_eq!(i, next_out);
+            let waits = ring.front().map(|(_, w)| w);
+            next_out += 1;
+            if next_out < 49 {
+                assert_eq!(waits, Some(true), "frame {next_out}");
+            }
+        }
+        assert_eq!(next_out, next_in);
+        assert!(ring.is_empty());
     }
 
     /// A segment every 50 µs from one second on.
