@@ -211,7 +211,7 @@ impl<T> Annotator<T> {
     /// events it proves something about, and releases those it answers. When `hold` is
     /// false the frame goes out now, after whatever `ready` gives first (the caller drains
     /// `ready` before writing it).
-    #[inline(always)]
+    #[cfg(test)]
     fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
         let Some(seg) = seg else {
             return Tracked {
@@ -220,15 +220,24 @@ impl<T> Annotator<T> {
                 waits_for: None,
             };
         };
-        // Made where it is returned: an event is too large to move about for nothing.
-        let mut tracked = Tracked {
-            event: Some(self.tracker.on_segment_at(seg, at)),
-            hold: false,
-            waits_for: None,
-        };
-        let Some(event) = tracked.event.as_mut() else {
-            unreachable!("just made")
-        };
+        let mut event = self.tracker.on_segment_at(seg, at);
+        let (hold, waits_for) = self.tracked(seg, at, &mut event);
+        Tracked {
+            event: Some(event),
+            hold,
+            waits_for,
+        }
+    }
+
+    /// `track`'s work on the segment's event: whether the segment must be held, and what it
+    /// waits for. The event stays where the tracker made it until the caller takes it.
+    #[inline(always)]
+    fn tracked(
+        &mut self,
+        seg: &Segment,
+        at: Option<Duration>,
+        event: &mut Event,
+    ) -> (bool, Option<(usize, Role)>) {
         let conn = event.conn;
         if !event.revise.is_empty() {
             let revise = std::mem::take(&mut event.revise);
@@ -251,9 +260,9 @@ impl<T> Annotator<T> {
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
-        tracked.waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
-        tracked.hold = tracked.waits_for.is_some() || self.waiting() || !self.settled(at);
-        tracked
+        let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
+        let hold = waits_for.is_some() || self.waiting() || !self.settled(at);
+        (hold, waits_for)
     }
 
     /// The held segments that waited for `answers` (a connection and the side that has not
@@ -296,11 +305,28 @@ impl<T> Annotator<T> {
         at: Option<Duration>,
         mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
-        let tracked = self.track(seg, at);
+        let Some(seg) = seg else {
+            let hold = self.waiting();
+            while let Some((item, event)) = self.ready(at) {
+                emit(self, item, event)?;
+            }
+            return Ok(Tracked {
+                event: None,
+                hold,
+                waits_for: None,
+            });
+        };
+        // The event is moved once, into what is returned: it is too large to copy about.
+        let mut event = self.tracker.on_segment_at(seg, at);
+        let (hold, waits_for) = self.tracked(seg, at, &mut event);
         while let Some((item, event)) = self.ready(at) {
             emit(self, item, event)?;
         }
-        Ok(tracked)
+        Ok(Tracked {
+            event: Some(event),
+            hold,
+            waits_for,
+        })
     }
 
     /// Keeps a frame that `step` said must wait.
