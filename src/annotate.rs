@@ -3,7 +3,6 @@
 //! connection may still change its story; and events → the text of a packet comment.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::decode::{DecodeError, Segment};
@@ -28,13 +27,17 @@ pub const LOOKAHEAD_TIME: Duration = Duration::from_secs(2);
 /// order of the capture is kept; with nothing held, a segment goes at once.
 pub struct Annotator<T> {
     pub tracker: Tracker,
-    pending: VecDeque<Pending<T>>,
-    /// The held segments still waiting for their answer: their place in the order of holding
-    /// and what they wait for. A few at most where `pending` may hold hundreds behind them
-    /// (a busy server): each segment looks through these, not through every held one.
-    waiters: Vec<(u64, (usize, Role))>,
-    /// Frames held so far, and gone out so far: a held frame's place minus `left` is its
-    /// index in `pending`.
+    /// The held frames, oldest first, with their events.
+    pending: Lookahead<T>,
+    /// The held segments still waiting for their answer: what they wait for (`key`) and
+    /// their place in the order of holding (a held frame's place minus `left` is its index
+    /// in `items`). A few at most, where hundreds may be held behind them.
+    waiters: Vec<(u64, u64)>,
+    /// How many waiters each bucket of keys has: a segment looks through `waiters` only
+    /// when one may wait for it (on a busy server nearly every segment passes while SYNs
+    /// and FINs of other connections wait).
+    buckets: [u16; BUCKETS],
+    /// Frames held so far, and gone out so far.
     held: u64,
     left: u64,
     /// What the front knows beyond the packets (run: its packet filter's log, the kernel's
@@ -42,6 +45,128 @@ pub struct Annotator<T> {
     pub evidence: Vec<Box<dyn Evidence>>,
     /// Which segments get a comment (`--comments`).
     pub comments: Comments,
+}
+
+const BUCKETS: usize = 256;
+
+/// The held frames, oldest first: a ring of slots filled and emptied in place, so that a
+/// frame and its event go in and out as two moves each, not through a temporary.
+struct Lookahead<T> {
+    slots: Vec<Slot<T>>,
+    /// The oldest one's slot, and how many are held; `slots.len()` is a power of two.
+    head: usize,
+    len: usize,
+}
+
+/// A held frame: its event, its capture time, and whether it still waits for its answer.
+struct Slot<T> {
+    item: Option<T>,
+    event: Option<Event>,
+    at: Option<Duration>,
+    waits: bool,
+}
+
+impl<T> Slot<T> {
+    fn empty() -> Slot<T> {
+        Slot {
+            item: None,
+            event: None,
+            at: None,
+            waits: false,
+        }
+    }
+}
+
+impl<T> Lookahead<T> {
+    fn new() -> Lookahead<T> {
+        Lookahead {
+            slots: Vec::new(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn index(&self, i: usize) -> usize {
+        (self.head + i) & (self.slots.len() - 1)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, item: T, event: Option<Event>, at: Option<Duration>, waits: bool) {
+        if self.len == self.slots.len() {
+            self.grow();
+        }
+        let i = self.index(self.len);
+        let slot = &mut self.slots[i];
+        slot.item = Some(item);
+        slot.event = event;
+        slot.at = at;
+        slot.waits = waits;
+        self.len += 1;
+    }
+
+    /// Twice the slots, the held ones first in order.
+    #[cold]
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let mut slots = Vec::with_capacity(size);
+        for i in 0..self.len {
+            let j = self.index(i);
+            slots.push(std::mem::replace(&mut self.slots[j], Slot::empty()));
+        }
+        slots.resize_with(size, Slot::empty);
+        self.slots = slots;
+        self.head = 0;
+    }
+
+    /// The oldest frame's capture time and whether it waits.
+    fn front(&self) -> Option<(Option<Duration>, bool)> {
+        (self.len > 0).then(|| {
+            let slot = &self.slots[self.head];
+            (slot.at, slot.waits)
+        })
+    }
+
+    fn event_mut(&mut self, i: usize) -> Option<&mut Event> {
+        let j = self.index(i);
+        self.slots[j].event.as_mut()
+    }
+
+    /// The `i`th held frame waits no longer.
+    fn answered(&mut self, i: usize) {
+        if i < self.len {
+            let j = self.index(i);
+            self.slots[j].waits = false;
+        }
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<(T, Option<Event>)> {
+        if self.len == 0 {
+            return None;
+        }
+        let slot = &mut self.slots[self.head];
+        let out = (slot.item.take()?, slot.event.take());
+        self.head = (self.head + 1) & (self.slots.len() - 1);
+        self.len -= 1;
+        Some(out)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A connection and a sender as one number, for `waiters`.
+fn key((conn, role): (usize, Role)) -> u64 {
+    (conn as u64) << 1 | role.index() as u64
+}
+
+fn bucket(key: u64) -> usize {
+    (key % BUCKETS as u64) as usize
 }
 
 /// What a front knows of a segment beyond its bytes, asked as the segment leaves the
@@ -60,14 +185,6 @@ pub trait Evidence: Send {
     }
 }
 
-struct Pending<T> {
-    item: T,
-    event: Option<Event>,
-    at: Option<Duration>,
-    /// The FIN's connection and its sender, until the other side has sent a segment.
-    waits_for: Option<(usize, Role)>,
-}
-
 /// What `track` says of a segment: its event, and whether it must go through `hold`.
 pub struct Tracked {
     pub event: Option<Event>,
@@ -80,8 +197,9 @@ impl<T> Annotator<T> {
     pub fn new(tracker: Tracker) -> Annotator<T> {
         Annotator {
             tracker,
-            pending: VecDeque::new(),
+            pending: Lookahead::new(),
             waiters: Vec::new(),
+            buckets: [0; BUCKETS],
             held: 0,
             left: 0,
             evidence: Vec::new(),
@@ -93,52 +211,73 @@ impl<T> Annotator<T> {
     /// events it proves something about, and releases those it answers. When `hold` is
     /// false the frame goes out now, after whatever `ready` gives first (the caller drains
     /// `ready` before writing it).
+    #[cfg(test)]
     fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
-        let event = seg.map(|seg| self.tracker.on_segment_at(seg, at));
-        self.place(seg, event, at)
-    }
-
-    /// `track` with the tracker's event for `seg` made elsewhere (the offline readers track
-    /// on a thread of their own).
-    fn place(
-        &mut self,
-        seg: Option<&Segment>,
-        event: Option<Event>,
-        at: Option<Duration>,
-    ) -> Tracked {
-        let (Some(seg), Some(mut event)) = (seg, event) else {
+        let Some(seg) = seg else {
             return Tracked {
                 event: None,
                 hold: self.waiting(),
                 waits_for: None,
             };
         };
-        let conn = event.conn;
-        for revise in event.revise.clone() {
-            // The newest earlier segment it applies to.
-            let _ = self
-                .pending
-                .iter_mut()
-                .rev()
-                .filter_map(|p| p.event.as_mut().filter(|e| e.conn == conn))
-                .any(|earlier| revise.settle(earlier, &mut event));
+        let mut event = self.tracker.on_segment_at(seg, at);
+        let (hold, waits_for) = self.tracked(seg, at, &mut event);
+        Tracked {
+            event: Some(event),
+            hold,
+            waits_for,
         }
-        let answers = (event.conn, event.from.other());
-        while let Some(i) = self.waiters.iter().position(|&(_, w)| w == answers) {
-            let (place, _) = self.waiters.swap_remove(i);
-            if let Some(p) = self.pending.get_mut((place - self.left) as usize) {
-                p.waits_for = None;
+    }
+
+    /// `track`'s work on the segment's event: whether the segment must be held, and what it
+    /// waits for. The event stays where the tracker made it until the caller takes it.
+    #[inline(always)]
+    fn tracked(
+        &mut self,
+        seg: &Segment,
+        at: Option<Duration>,
+        event: &mut Event,
+    ) -> (bool, Option<(usize, Role)>) {
+        let conn = event.conn;
+        if !event.revise.is_empty() {
+            let revise = std::mem::take(&mut event.revise);
+            for r in &revise {
+                // The newest earlier segment it applies to.
+                for i in (0..self.pending.len()).rev() {
+                    if let Some(earlier) = self.pending.event_mut(i).filter(|e| e.conn == conn)
+                        && r.settle(earlier, event)
+                    {
+                        break;
+                    }
+                }
             }
+            event.revise = revise;
+        }
+        let answers = key((event.conn, event.from.other()));
+        if self.buckets[bucket(answers)] > 0 {
+            self.answered(answers);
         }
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
         // SYN for the one that tells a closed port (RST,ACK) from a listener.
         let opens = seg.flags.syn() && !seg.flags.ack();
         let waits_for = (seg.flags.fin() || opens).then_some((event.conn, event.from));
         let hold = waits_for.is_some() || self.waiting() || !self.settled(at);
-        Tracked {
-            hold,
-            event: Some(event),
-            waits_for,
+        (hold, waits_for)
+    }
+
+    /// The held segments that waited for `answers` (a connection and the side that has not
+    /// sent since) wait no longer.
+    fn answered(&mut self, answers: u64) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let (k, place) = self.waiters[i];
+            if k != answers {
+                i += 1;
+                continue;
+            }
+            self.waiters.swap_remove(i);
+            self.buckets[bucket(k)] -= 1;
+            self.pending.answered((place - self.left) as usize);
         }
     }
 
@@ -159,21 +298,41 @@ impl<T> Annotator<T> {
     /// `track`, then every held frame it let go handed to `emit`, oldest first, before the
     /// caller writes this frame (`hold` false) or holds it (`hold` true): the one order
     /// every front keeps.
+    #[inline(always)]
     pub fn step<E>(
         &mut self,
         seg: Option<&Segment>,
         at: Option<Duration>,
         mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
-        let tracked = self.track(seg, at);
+        let Some(seg) = seg else {
+            let hold = self.waiting();
+            while let Some((item, event)) = self.ready(at) {
+                emit(self, item, event)?;
+            }
+            return Ok(Tracked {
+                event: None,
+                hold,
+                waits_for: None,
+            });
+        };
+        // The event is moved once, into what is returned: it is too large to copy about.
+        let mut event = self.tracker.on_segment_at(seg, at);
+        let (hold, waits_for) = self.tracked(seg, at, &mut event);
         while let Some((item, event)) = self.ready(at) {
             emit(self, item, event)?;
         }
-        Ok(tracked)
+        Ok(Tracked {
+            event: Some(event),
+            hold,
+            waits_for,
+        })
     }
 
     /// `step` for a segment whose event the tracker made elsewhere: `event` is what
-    /// `tracker.on_segment_at(seg, at)` returned, in the order of the capture.
+    /// `tracker.on_segment_at(seg, at)` returned, in the order of the capture (the offline
+    /// readers track on a thread of their own).
+    #[inline(always)]
     pub fn step_placed<E>(
         &mut self,
         seg: Option<&Segment>,
@@ -181,57 +340,76 @@ impl<T> Annotator<T> {
         at: Option<Duration>,
         mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
-        let tracked = self.place(seg, event, at);
+        let (Some(seg), Some(mut event)) = (seg, event) else {
+            let hold = self.waiting();
+            while let Some((item, event)) = self.ready(at) {
+                emit(self, item, event)?;
+            }
+            return Ok(Tracked {
+                event: None,
+                hold,
+                waits_for: None,
+            });
+        };
+        let (hold, waits_for) = self.tracked(seg, at, &mut event);
         while let Some((item, event)) = self.ready(at) {
             emit(self, item, event)?;
         }
-        Ok(tracked)
+        Ok(Tracked {
+            event: Some(event),
+            hold,
+            waits_for,
+        })
     }
 
     /// Keeps a frame that `step` said must wait.
+    #[inline(always)]
     pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
         if let Some(waits) = tracked.waits_for {
-            self.waiters.push((self.held, waits));
+            let k = key(waits);
+            self.waiters.push((k, self.held));
+            self.buckets[bucket(k)] += 1;
         }
         self.held += 1;
-        self.pending.push_back(Pending {
-            item,
-            event: tracked.event,
-            at,
-            waits_for: tracked.waits_for,
-        });
+        self.pending
+            .push(item, tracked.event, at, tracked.waits_for.is_some());
     }
 
     /// The oldest held frame, once nothing can revise it any more (`now`: the capture time of
     /// the newest segment).
+    #[inline(always)]
     pub fn ready(&mut self, now: Option<Duration>) -> Option<(T, Option<Event>)> {
-        let first = self.pending.front()?;
-        let expired = self.pending.len() > LOOKAHEAD_PACKETS
-            || matches!((first.at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
-        if first.waits_for.is_some() && !expired {
-            return None;
-        }
-        // Asked even when the look-ahead is over: the evidence reads what it lacks (the
-        // kernel's trace, long since written when a quiet connection's next segment comes).
-        if !self.settled(first.at) && !expired {
-            return None;
-        }
-        let p = self.pending.pop_front()?;
-        if p.waits_for.is_some() {
-            let place = self.left;
-            if let Some(i) = self.waiters.iter().position(|&(at, _)| at == place) {
-                self.waiters.swap_remove(i);
+        let (first_at, waits) = self.pending.front()?;
+        // Nothing waited for and no evidence to ask: it goes (the busy server's way).
+        if waits || !self.evidence.is_empty() {
+            let expired = self.pending.len() > LOOKAHEAD_PACKETS
+                || matches!((first_at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
+            if waits && !expired {
+                return None;
+            }
+            // Asked even when the look-ahead is over: the evidence reads what it lacks (the
+            // kernel's trace, long since written when a quiet connection's next segment comes).
+            if !self.settled(first_at) && !expired {
+                return None;
+            }
+            if waits {
+                let place = self.left;
+                if let Some(i) = self.waiters.iter().position(|&(_, p)| p == place) {
+                    let (k, _) = self.waiters.swap_remove(i);
+                    self.buckets[bucket(k)] -= 1;
+                }
             }
         }
         self.left += 1;
-        Some((p.item, p.event))
+        self.pending.pop()
     }
 
     /// Everything still held, at the end of the input.
     pub fn finish(&mut self) -> impl Iterator<Item = (T, Option<Event>)> + '_ {
         self.waiters.clear();
+        self.buckets = [0; BUCKETS];
         self.left += self.pending.len() as u64;
-        self.pending.drain(..).map(|p| (p.item, p.event))
+        std::iter::from_fn(|| self.pending.pop())
     }
 
     pub fn holding(&self) -> bool {
@@ -715,6 +893,116 @@ pub(crate) mod tests {
         assert!(annotator.ready(Some(fin_at + LOOKAHEAD_TIME)).is_none());
         let late = fin_at + LOOKAHEAD_TIME + Duration::from_millis(1);
         assert_eq!(annotator.ready(Some(late)).map(|(i, _)| i), Some(7));
+    }
+
+    /// A busy server: 16 connections at once, their handshakes and closes interleaved, so
+    /// that some SYN or FIN is held at nearly every segment and several wait at a time
+    /// (every third connection's FINs cross, every fourth's SYN is sent again). Every packet
+    /// leaves in capture order, with the comment its connection gets when annotated alone:
+    /// no answer is taken for another connection's, no revision lands on another's event.
+    #[test]
+    fn sixteen_connections_interleaved_keep_their_order_and_their_own_stories() {
+        let conns: Vec<Vec<Segment>> = (0..16u16)
+            .map(|c| {
+                let mut segs = if c % 3 == 0 {
+                    crossing_fins()
+                } else {
+                    active_close(c % 2 == 0)
+                };
+                if c % 4 == 1 {
+                    segs.insert(1, segs[0].clone());
+                }
+                for seg in &mut segs {
+                    // The client's port tells the connections apart.
+                    let client = if seg.src.port() == 8000 {
+                        &mut seg.dst
+                    } else {
+                        &mut seg.src
+                    };
+                    client.set_port(40000 + c);
+                }
+                segs
+            })
+            .collect();
+        // A fixed pseudo-random schedule: the next segment of a connection picked at each
+        // step among those with segments left.
+        let mut next = vec![0usize; conns.len()];
+        let mut order = Vec::new();
+        let mut x: u32 = 12345;
+        while order.len() < conns.iter().map(Vec::len).sum::<usize>() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let c = (x >> 16) as usize % conns.len();
+            if next[c] < conns[c].len() {
+                order.push((c, next[c]));
+                next[c] += 1;
+            }
+        }
+        let segs: Vec<Segment> = order.iter().map(|&(c, i)| conns[c][i].clone()).collect();
+        let (packets, _) = captured(segs.clone(), every_50us);
+        assert_eq!(packets.len(), segs.len());
+        for (p, seg) in packets.iter().zip(&segs) {
+            assert_eq!(p.segment(), Some(seg), "capture order kept");
+        }
+        // Alone, each segment keeps its time in the busy capture.
+        let alone: Vec<Vec<String>> = conns
+            .iter()
+            .enumerate()
+            .map(|(c, segs)| {
+                let times: Vec<Duration> = (0..order.len())
+                    .filter(|&k| order[k].0 == c)
+                    .map(every_50us)
+                    .collect();
+                let (packets, _) = captured(segs.clone(), |i| times[i]);
+                packets.into_iter().map(|p| p.comment).collect()
+            })
+            .collect();
+        let mut crossed: Vec<usize> = packets
+            .iter()
+            .zip(&order)
+            .filter(|(p, _)| p.comment.contains("the FINs crossed"))
+            .map(|(_, &(c, _))| c)
+            .collect();
+        crossed.dedup();
+        crossed.sort();
+        crossed.dedup();
+        assert_eq!(crossed, [0, 3, 6, 9, 12, 15]);
+        for (p, &(c, i)) in packets.iter().zip(&order) {
+            assert_eq!(p.comment, alone[c][i], "connection {c}, segment {i}");
+        }
+    }
+
+    /// The look-ahead's ring grows while its held frames wrap around its end: they stay in
+    /// order, and "the i-th one waits no longer" still finds the i-th one.
+    #[test]
+    fn the_lookahead_keeps_order_across_wrapping_and_growing() {
+        let mut ring: Lookahead<u32> = Lookahead::new();
+        let mut next_in = 0u32;
+        let mut next_out = 0u32;
+        // 16 slots, head moved to 10: the next pushes wrap, then one more grows it.
+        for _ in 0..10 {
+            ring.push(next_in, None, None, false);
+            next_in += 1;
+            assert_eq!(ring.pop().map(|(i, _)| i), Some(next_out));
+            next_out += 1;
+        }
+        for _ in 0..40 {
+            ring.push(next_in, None, None, true);
+            next_in += 1;
+        }
+        assert_eq!(ring.len(), 40);
+        ring.answered(0);
+        ring.answered(39);
+        assert_eq!(ring.front(), Some((None, false)));
+        while let Some((i, _)) = ring.pop() {
+            assert_eq!(i, next_out);
+            let waits = ring.front().map(|(_, w)| w);
+            next_out += 1;
+            if next_out < 49 {
+                assert_eq!(waits, Some(true), "frame {next_out}");
+            }
+        }
+        assert_eq!(next_out, next_in);
+        assert!(ring.is_empty());
     }
 
     /// A segment every 50 µs from one second on.
