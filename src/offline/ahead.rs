@@ -8,6 +8,7 @@
 // The boxes are the point: a packet moves through the look-ahead and back as a pointer.
 #![allow(clippy::vec_box)]
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,10 @@ use crate::tracker::{Event, Role, Tracker};
 
 /// Emptied lists of an event's transitions, handed back to the tracker to fill again.
 type Lists = Vec<Vec<(Role, Transition)>>;
+
+/// Items in order; emptied batches go back to the reader, so that a batch's memory is
+/// allocated once and freed by the thread that allocated it.
+type Batch = VecDeque<Ahead>;
 
 /// Packets a batch carries: the channel's cost spread over many, the wait for the first
 /// short (a batch is read in well under a millisecond).
@@ -64,8 +69,10 @@ pub enum Packets<R: Read> {
         bytes: bool,
     },
     Threaded {
-        batches: Receiver<Vec<Ahead>>,
-        batch: std::vec::IntoIter<Ahead>,
+        batches: Receiver<Batch>,
+        batch: Batch,
+        /// Batches emptied, for the reader to fill again.
+        empties: Sender<Batch>,
         /// Packet buffers handed back for the reader to fill again: no allocation per packet.
         back: Sender<Vec<Box<InPacket>>>,
         spare: Vec<Box<InPacket>>,
@@ -153,11 +160,17 @@ impl<R: Read> Packets<R> {
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
-            Packets::Threaded { batches, batch, .. } => loop {
-                if let Some(item) = batch.next() {
+            Packets::Threaded {
+                batches,
+                batch,
+                empties,
+                ..
+            } => loop {
+                if let Some(item) = batch.pop_front() {
                     return Some(item);
                 }
-                *batch = batches.recv().ok()?.into_iter();
+                let empty = std::mem::replace(batch, batches.recv().ok()?);
+                let _ = empties.send(empty);
             },
         }
     }
@@ -235,7 +248,8 @@ impl<R: Read + Send + 'static> Packets<R> {
         bytes: bool,
         tracker: Option<Tracker>,
     ) -> Result<(Packets<R>, Kind), InputError> {
-        let (tx, read) = sync_channel::<Vec<Ahead>>(4);
+        let (tx, read) = sync_channel::<Batch>(4);
+        let (empties, emptied) = channel::<Batch>();
         let (back, spares) = channel::<Vec<Box<InPacket>>>();
         let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
         // The input comes back from a thread that could not be started.
@@ -251,7 +265,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                 match Source::open(input, &thread_name) {
                     Ok(src) => {
                         let _ = opened_tx.send(Ok(src.kind));
-                        read_ahead(src, &thread_name, bytes, tx, spares);
+                        read_ahead(src, &thread_name, bytes, tx, spares, emptied);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -277,9 +291,9 @@ impl<R: Read + Send + 'static> Packets<R> {
         // The tracker on a thread of its own, between the reader and the caller.
         let (mut batches, mut tracking, mut lists_back) = (read, None, None);
         if let Some(tracker) = tracker {
-            let (tx, tracked) = sync_channel::<Vec<Ahead>>(4);
+            let (tx, tracked) = sync_channel::<Batch>(4);
             let (give, lists) = channel::<Lists>();
-            let (keep, mine) = channel::<Receiver<Vec<Ahead>>>();
+            let (keep, mine) = channel::<Receiver<Batch>>();
             let _ = keep.send(batches);
             match std::thread::Builder::new()
                 .name("teardown-track".into())
@@ -296,12 +310,12 @@ impl<R: Read + Send + 'static> Packets<R> {
                     return Ok((
                         Packets::Threaded {
                             batches: sync_channel(0).1,
-                            batch: vec![Ahead::Failed(Error::Usage(
+                            batch: VecDeque::from([Ahead::Failed(Error::Usage(
                                 "cannot start a thread to track the input's segments: out of \
                                  threads or memory"
                                     .into(),
-                            ))]
-                            .into_iter(),
+                            ))]),
+                            empties,
                             back,
                             spare: Vec::new(),
                             tracking: None,
@@ -316,7 +330,8 @@ impl<R: Read + Send + 'static> Packets<R> {
         Ok((
             Packets::Threaded {
                 batches,
-                batch: Vec::new().into_iter(),
+                batch: VecDeque::new(),
+                empties,
                 back,
                 spare: Vec::new(),
                 tracking,
@@ -331,8 +346,8 @@ impl<R: Read + Send + 'static> Packets<R> {
 /// Tracks each batch's segments in order, then hands the batch on; the tracker at the end.
 fn track_ahead(
     mut tracker: Tracker,
-    batches: Receiver<Receiver<Vec<Ahead>>>,
-    tx: SyncSender<Vec<Ahead>>,
+    batches: Receiver<Receiver<Batch>>,
+    tx: SyncSender<Batch>,
     lists: Receiver<Lists>,
 ) -> Tracker {
     let Ok(batches) = batches.recv() else {
@@ -342,7 +357,7 @@ fn track_ahead(
         while let Ok(more) = lists.try_recv() {
             tracker.recycle_lists(more);
         }
-        for item in &mut batch {
+        for item in batch.iter_mut() {
             if let Ahead::Packet(read) = item
                 && let Ok(seg) = &read.decoded
             {
@@ -360,11 +375,17 @@ fn read_ahead<R: Read>(
     mut src: Source<R>,
     name: &str,
     bytes: bool,
-    tx: SyncSender<Vec<Ahead>>,
+    tx: SyncSender<Batch>,
     spares: Receiver<Vec<Box<InPacket>>>,
+    empties: Receiver<Batch>,
 ) {
     let mut spare: Vec<Box<InPacket>> = Vec::new();
-    let mut batch = Vec::with_capacity(BATCH);
+    let fresh = |empties: &Receiver<Batch>| {
+        empties
+            .try_recv()
+            .unwrap_or_else(|_| VecDeque::with_capacity(BATCH))
+    };
+    let mut batch = fresh(&empties);
     loop {
         if spare.is_empty()
             && let Ok(more) = spares.try_recv()
@@ -375,12 +396,12 @@ fn read_ahead<R: Read>(
             break;
         };
         let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
-        batch.push(item);
+        batch.push_back(item);
         if last {
             break;
         }
         if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let full = std::mem::replace(&mut batch, fresh(&empties));
             // The reader went away (an error, a closed pipe): nothing more to read for.
             if tx.send(full).is_err() {
                 return;
