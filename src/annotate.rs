@@ -598,7 +598,21 @@ pub struct CommentCache {
     /// The texts of segments that only change states, by their transitions: a busy server's
     /// connections go through the same six or so, and making each text anew was a fifth of
     /// the time on 100k connections.
-    changed: Vec<(Vec<(Role, crate::tcp::Transition)>, String)>,
+    changed: Vec<(u64, Vec<(Role, crate::tcp::Transition)>, String)>,
+}
+
+/// A hash of the transitions, to find their text among a few dozen by one comparison of
+/// numbers (the lists are compared whole only where it matches): comparing every list, RFC
+/// strings and all, showed in the profile.
+fn transitions_hash(transitions: &[(Role, crate::tcp::Transition)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = crate::tracker::TupleHasher::default();
+    for (role, t) in transitions {
+        h.write_usize(role.index() << 16 | t.from.index() << 8 | t.to.index());
+        std::mem::discriminant(&t.cause).hash(&mut h);
+        h.write_usize(t.rfc.as_ptr() as usize ^ t.rfc.len());
+    }
+    h.finish()
 }
 
 /// At most this many transition texts are kept (there are a few dozen kinds in all).
@@ -614,24 +628,26 @@ impl CommentCache {
 
     /// `event`'s comment as the cache's mode has it.
     pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
-        if !(event.unexpected.is_empty() && event.notes.is_empty()) {
+        if !event.unexpected.is_empty() || (event.transitions.is_empty() && !event.notes.is_empty())
+        {
             return Cow::Owned(comment(event));
         }
         if !event.transitions.is_empty() {
-            let found = self
-                .changed
-                .iter()
-                .position(|(t, _)| *t == event.transitions);
-            let i = match found {
-                Some(i) => i,
-                None if self.changed.len() < CHANGED_TEXTS => {
-                    self.changed
-                        .push((event.transitions.clone(), comment(event)));
-                    self.changed.len() - 1
-                }
-                None => return Cow::Owned(comment(event)),
+            let Some(text) = self.transitions_text(event) else {
+                return Cow::Owned(comment(event));
             };
-            return Cow::Borrowed(self.changed[i].1.as_str());
+            if event.notes.is_empty() {
+                return Cow::Borrowed(text);
+            }
+            // Notes follow the transitions' text: a SYN that takes a TIME_WAIT over (most of
+            // a busy server's) has a note of its own after the common words.
+            let mut owned = String::with_capacity(text.len() + 400);
+            owned.push_str(text);
+            for note in &event.notes {
+                owned.push_str("; ");
+                owned.push_str(note);
+            }
+            return Cow::Owned(owned);
         }
         if self.mode == Comments::Changes {
             return Cow::Borrowed("");
@@ -646,6 +662,30 @@ impl CommentCache {
                 .get_or_insert_with(|| comment(event))
                 .as_str(),
         )
+    }
+
+    /// The text of an event's transitions alone, made once for each list of them; none
+    /// once the cache is full.
+    fn transitions_text(&mut self, event: &Event) -> Option<&str> {
+        let hash = transitions_hash(&event.transitions);
+        let found = self
+            .changed
+            .iter()
+            .position(|(h, t, _)| *h == hash && *t == event.transitions);
+        let i = match found {
+            Some(i) => i,
+            None if self.changed.len() < CHANGED_TEXTS => {
+                let alone = Event {
+                    notes: Vec::new(),
+                    ..event.clone()
+                };
+                self.changed
+                    .push((hash, event.transitions.clone(), comment(&alone)));
+                self.changed.len() - 1
+            }
+            None => return None,
+        };
+        Some(self.changed[i].2.as_str())
     }
 }
 
@@ -668,7 +708,19 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
     };
     for (role, t) in &event.transitions {
         part(&mut s);
-        let _ = write!(s, "{role} {} → {} ({}, {}", t.from, t.to, t.cause, t.rfc);
+        for piece in [
+            role.name(),
+            " ",
+            t.from.name(),
+            " → ",
+            t.to.name(),
+            " (",
+            t.cause.text(),
+            ", ",
+            t.rfc,
+        ] {
+            s.push_str(piece);
+        }
         if t.to == State::TimeWait {
             s.push_str("; held for 2×MSL = 60 s on Linux");
         }

@@ -144,11 +144,11 @@ pub fn annotate_stream<R: Read>(
 }
 
 /// The annotation loop; `flush_each` sends every packet on at once (a live input).
-fn annotate_into<R: Read>(
+fn annotate_into<R: Read, W: Write + ?Sized>(
     mut packets: Packets<R>,
     kind: Kind,
     name: &str,
-    out: &mut dyn Write,
+    out: &mut W,
     flush_each: bool,
     mode: Comments,
 ) -> Result<Annotated, Error> {
@@ -298,8 +298,8 @@ struct Held {
 /// Writes one packet with teardown's comment in place of an earlier one of teardown's. By
 /// reference: the packet and its buffers stay where they are (a move per packet showed in
 /// the profile).
-fn write_annotated(
-    out: &mut dyn Write,
+fn write_annotated<W: Write + ?Sized>(
+    out: &mut W,
     comments: &mut CommentCache,
     packet: &mut InPacket,
     extra: Option<&str>,
@@ -332,8 +332,8 @@ fn write_annotated(
     )
 }
 
-fn write_held(
-    out: &mut dyn Write,
+fn write_held<W: Write + ?Sized>(
+    out: &mut W,
     comments: &mut CommentCache,
     held: &mut Held,
     event: Option<&crate::tracker::Event>,

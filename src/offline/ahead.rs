@@ -481,15 +481,18 @@ impl Behind {
 }
 
 impl Write for Behind {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_all(bytes).map(|()| bytes.len())
+    }
+    /// A copy into the buffer; a full one goes to the thread (four writes a packet).
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= OUT_BUFFER {
             self.send()?;
         }
-        Ok(bytes.len())
-    }
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write(bytes).map(|_| ())
+        Ok(())
     }
     /// Hands the bytes so far to the thread (it does not wait for them to be written).
     fn flush(&mut self) -> io::Result<()> {
