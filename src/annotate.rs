@@ -598,8 +598,11 @@ pub struct CommentCache {
     /// The texts of segments that only change states, by their transitions: a busy server's
     /// connections go through the same six or so, and making each text anew was a fifth of
     /// the time on 100k connections.
-    changed: Vec<(u64, Vec<(Role, crate::tcp::Transition)>, String)>,
+    changed: Vec<Cached>,
 }
+
+/// A list of transitions' text, with the list and its hash.
+type Cached = (u64, Vec<(Role, crate::tcp::Transition)>, String);
 
 /// A hash of the transitions, to find their text among a few dozen by one comparison of
 /// numbers (the lists are compared whole only where it matches): comparing every list, RFC
