@@ -601,6 +601,19 @@ pub struct CommentCache {
     changed: Vec<Cached>,
 }
 
+/// Equal lists of transitions: their RFC sections compared by address first (the same
+/// literal), by text only where the addresses differ.
+fn same(a: &[(Role, crate::tcp::Transition)], b: &[(Role, crate::tcp::Transition)]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ra, ta), (rb, tb))| {
+            ra == rb
+                && ta.from == tb.from
+                && ta.to == tb.to
+                && ta.cause == tb.cause
+                && (std::ptr::eq(ta.rfc, tb.rfc) || ta.rfc == tb.rfc)
+        })
+}
+
 /// A list of transitions' text, with the list and its hash.
 type Cached = (u64, Vec<(Role, crate::tcp::Transition)>, String);
 
@@ -674,7 +687,7 @@ impl CommentCache {
         let found = self
             .changed
             .iter()
-            .position(|(h, t, _)| *h == hash && *t == event.transitions);
+            .position(|(h, t, _)| *h == hash && same(t, &event.transitions));
         let i = match found {
             Some(i) => i,
             None if self.changed.len() < CHANGED_TEXTS => {
