@@ -370,6 +370,7 @@ impl Tracker {
 
     /// Drops the finished connections last seen before `now - forget_after`, once there are
     /// enough of them to be worth a pass over the list.
+    #[inline(never)]
     fn sweep(&mut self, now: std::time::Duration) {
         let Some(after) = self.forget_after else {
             return;
@@ -427,12 +428,7 @@ impl Tracker {
         let forged = if self.forged.is_empty() {
             None
         } else {
-            self.forged
-                .iter()
-                .position(|(f, _)| {
-                    f.src == seg.src && f.dst == seg.dst && f.seq == seg.seq && f.len == seg.len
-                })
-                .map(|i| self.forged.remove(i).1)
+            self.take_forged(seg)
         };
         if let (Some(now), Some(_)) = (at, self.forget_after) {
             self.since_sweep += 1;
@@ -443,39 +439,25 @@ impl Tracker {
         }
         let key = Key::of(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
-        let known = match (key, self.last_v4, &self.last_other) {
+        let hit = match (key, self.last_v4, &self.last_other) {
             (Key::V4(k), Some((last, id)), _) if k == last => Some(id),
             (Key::Other(a, b), _, Some(((x, y), id))) if (a, b) == (*x, *y) => Some(*id),
-            _ => self.by_tuple.get(&key),
+            _ => None,
         };
-        let mut incarnation = Vec::new();
-        let id = match known.as_ref() {
-            // A new SYN on a tuple whose previous connection is over: a new incarnation.
-            Some(&id)
-                if fresh_syn
-                    && self
-                        .connection(id)
-                        .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
-            {
-                if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
-                    incarnation = take_over(old, seg);
-                }
-                self.open(seg)
-            }
-            Some(&id) => id,
-            None => self.open(seg),
+        let known = match hit {
+            Some(id) => Some(id),
+            None => self.by_tuple.get(&key),
         };
-        match key {
-            Key::V4(k) => self.last_v4 = Some((k, id)),
-            Key::Other(a, b) => self.last_other = Some(((a, b), id)),
+        let id = match known {
+            Some(id) if !fresh_syn => id,
+            // A SYN or a new 4-tuple: never a plain segment.
+            _ => return self.opening(seg, at, forged, key, known),
+        };
+        // A hit left the cache as it is.
+        if hit.is_none() {
+            self.remember(key, id);
         }
-        // The index and the list agree; were they ever not to, the newest connection serves.
-        let pos = self
-            .position(id)
-            .unwrap_or(self.conns.len().saturating_sub(1));
-        if self.conns.is_empty() {
-            self.open(seg);
-        }
+        let pos = self.index_of(id, seg);
         let conn = &mut self.conns[pos];
         #[cfg(test)]
         let fast = !self.general_only;
@@ -483,16 +465,134 @@ impl Tracker {
         let fast = true;
         if fast
             && forged.is_none()
-            && incarnation.is_empty()
-            && let Some(from) = plain_from(conn, seg)
+            && let Some((from, open)) = plain_from(conn, seg)
         {
             #[cfg(test)]
             {
                 self.fast_hits += 1;
             }
-            return plain(conn, seg, at, id, from);
+            if open {
+                return plain(conn, seg, at, id, from);
+            }
+            return self.acking(pos, id, seg, at, from);
         }
+        self.general(pos, id, seg, at, forged, Vec::new())
+    }
+
+    /// A `plain_from` segment with an end not open: the ACK that completes a handshake or a
+    /// close, most often. The general path's event, without its checks for SYN, FIN, RST,
+    /// repeats and the tracker's own waiting changes (none can apply to it).
+    #[inline(never)]
+    fn acking(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        from: Role,
+    ) -> Event {
+        let conn = &mut self.conns[pos];
+        let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+        let s = seg.seg();
+        let (mut transitions, mut unexpected) = (Vec::new(), Vec::new());
+        for (role, dir) in [(from, Dir::Sent), (from.other(), Dir::Received)] {
+            let step = conn.endpoints[role.index()].on_segment(&s, dir);
+            if let Some(t) = step.transition {
+                if transitions.capacity() == 0
+                    && let Some(list) = self.spare.pop()
+                {
+                    transitions = list;
+                }
+                transitions.push((role, t));
+            }
+            if let Some(u) = step.unexpected {
+                unexpected.push((role, u));
+            }
+        }
+        if let (Some(t), Some(_)) = (at, self.forget_after)
+            && finished(conn)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.finished.push_back((t, id));
+        }
+        Event {
+            conn: id,
+            from,
+            rel_seq,
+            rel_ack,
+            transitions,
+            unexpected,
+            notes: Vec::new(),
+            states: [conn.state(Role::Client), conn.state(Role::Server)],
+            resent: false,
+            revise: Vec::new(),
+        }
+    }
+
+    /// The note of the forged segment `seg` is, if any (taken: it matches once).
+    #[inline(never)]
+    fn take_forged(&mut self, seg: &Segment) -> Option<String> {
+        self.forged
+            .iter()
+            .position(|(f, _)| {
+                f.src == seg.src && f.dst == seg.dst && f.seq == seg.seq && f.len == seg.len
+            })
+            .map(|i| self.forged.remove(i).1)
+    }
+
+    /// `on_segment_at` of a SYN without ACK, or of a 4-tuple not seen before: the connection
+    /// opened, or a new incarnation of a finished one.
+    #[inline(never)]
+    fn opening(
+        &mut self,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        forged: Option<String>,
+        key: Key,
+        known: Option<usize>,
+    ) -> Event {
+        let mut incarnation = Vec::new();
+        let id = match known {
+            // A new SYN on a tuple whose previous connection is over: a new incarnation.
+            Some(id)
+                if self
+                    .connection(id)
+                    .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
+            {
+                if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
+                    incarnation = take_over(old, seg);
+                }
+                self.open(seg)
+            }
+            Some(id) => id,
+            None => self.open(seg),
+        };
+        self.remember(key, id);
+        let pos = self.index_of(id, seg);
         self.general(pos, id, seg, at, forged, incarnation)
+    }
+
+    /// The last segment's connection.
+    #[inline]
+    fn remember(&mut self, key: Key, id: usize) {
+        match key {
+            Key::V4(k) => self.last_v4 = Some((k, id)),
+            Key::Other(a, b) => self.last_other = Some(((a, b), id)),
+        }
+    }
+
+    /// Where connection `id` is in the list.
+    #[inline]
+    fn index_of(&mut self, id: usize, seg: &Segment) -> usize {
+        // The index and the list agree; were they ever not to, the newest connection serves.
+        let pos = self
+            .position(id)
+            .unwrap_or(self.conns.len().saturating_sub(1));
+        if self.conns.is_empty() {
+            self.open(seg);
+        }
+        pos
     }
 
     /// `on_segment_at` of any segment but the plain ones, once its connection is known.
@@ -604,8 +704,10 @@ impl Tracker {
             }
             list.push(change);
         };
-        for change in conn.pending.drain(..) {
-            push(&mut transitions, change);
+        if !conn.pending.is_empty() {
+            for change in conn.pending.drain(..) {
+                push(&mut transitions, change);
+            }
         }
         let mut unexpected = Vec::new();
         let mut revise: Vec<Revise> = Vec::new();
@@ -641,6 +743,8 @@ impl Tracker {
             });
             sender_steps = false;
         }
+        // Only an endpoint's own step says refused (a removal or a takeover never does).
+        let mut refused = false;
         for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
             if dir == Dir::Sent && !sender_steps {
                 continue;
@@ -686,6 +790,7 @@ impl Tracker {
                 {
                     conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
                 }
+                refused |= t.cause == Cause::Refused;
                 push(&mut transitions, (role, t));
             } else if dir == Dir::Sent
                 && seg.flags.rst()
@@ -699,7 +804,7 @@ impl Tracker {
                 unexpected.push((role, u));
             }
         }
-        if transitions.iter().any(|(_, t)| t.cause == Cause::Refused) {
+        if refused {
             notes.push(format!(
                 "connection refused: no socket listens on {} (or a firewall answered for it \
                  with a reset), RFC 9293 §3.10.7.1",
@@ -757,6 +862,7 @@ impl Tracker {
         }
     }
 
+    #[inline(never)]
     fn open(&mut self, seg: &Segment) -> usize {
         let id = self.next_id;
         self.next_id += 1;
@@ -803,12 +909,12 @@ impl Tracker {
     }
 }
 
-/// The usual segment of a busy connection, an ACK or data with both ends open, in order,
-/// with nothing else to tell: the event the general path of `on_segment_at` makes for it,
-/// after a few checks. `None`, and nothing changed, for any other segment.
-/// Whether `seg` is such a segment of `conn`, and who sent it: nothing changes yet.
+/// Whether `seg` is an ACK or data of `conn`, in order, with nothing else to tell (no SYN, FIN
+/// or RST, no change of the tracker's own waiting, no sequence space sent before or missing
+/// before it): who sent it, and whether both ends are open (then neither changes). Nothing
+/// changes yet.
 #[inline(always)]
-fn plain_from(conn: &Connection, seg: &Segment) -> Option<Role> {
+fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
     if seg.flags.0 & CONTROL != 0 || conn.segments == 0 || !conn.pending.is_empty() {
         return None;
     }
@@ -817,13 +923,9 @@ fn plain_from(conn: &Connection, seg: &Segment) -> Option<Role> {
     } else {
         Role::Server
     };
-    let (side, other) = (from.index(), from.other().index());
-    if !conn.endpoints[side].stays_open()
-        || !conn.endpoints[other].stays_open()
-        || conn.base[side].is_none()
-    {
-        return None;
-    }
+    let side = from.index();
+    // Its first segment sets the base.
+    conn.base[side]?;
     // Sequence space sent before, or a gap before it: the general path's notes.
     let end = seg.seq + seg.len;
     if seg.len > 0
@@ -832,18 +934,19 @@ fn plain_from(conn: &Connection, seg: &Segment) -> Option<Role> {
     {
         return None;
     }
-    Some(from)
+    let open = conn.endpoints[side].stays_open() && conn.endpoints[1 - side].stays_open();
+    Some((from, open))
 }
 
-/// `plain_from`'s segment, sent by `from`: what the general path does with it, in its order.
+/// What the general path of `on_segment_at` notes of a `plain_from` segment sent by `from`,
+/// in its order, before the endpoints see it: its relative numbers.
 #[inline(always)]
-fn plain(
+fn in_order(
     conn: &mut Connection,
     seg: &Segment,
     at: Option<std::time::Duration>,
-    id: usize,
     from: Role,
-) -> Event {
+) -> (u32, Option<u32>) {
     let (side, other) = (from.index(), from.other().index());
     let base = conn.base[side].unwrap_or(seg.seq);
     let end = seg.seq + seg.len;
@@ -866,7 +969,21 @@ fn plain(
     }
     // Taken by any segment its side sends; only a RST could have used it.
     conn.fin_to_tw[side] = None;
-    let unexpected = match conn.endpoints[side].sent_plain(&seg.seg()) {
+    (rel_seq, rel_ack)
+}
+
+/// The usual segment of a busy connection, a `plain_from` one with both ends open: the event
+/// the general path makes for it, after a few checks.
+#[inline(always)]
+fn plain(
+    conn: &mut Connection,
+    seg: &Segment,
+    at: Option<std::time::Duration>,
+    id: usize,
+    from: Role,
+) -> Event {
+    let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+    let unexpected = match conn.endpoints[from.index()].sent_plain(&seg.seg()) {
         Some(u) => vec![(from, u)],
         None => Vec::new(),
     };
@@ -1886,6 +2003,13 @@ pub(crate) mod tests {
         assert_eq!(
             format!("{:?}", fast.connections()),
             format!("{:?}", general.connections()),
+            "{what}"
+        );
+        // What the forgetful tracker keeps for its sweep, and the last segment's connection.
+        assert_eq!(fast.finished, general.finished, "{what}");
+        assert_eq!(
+            (fast.last_v4, fast.since_sweep),
+            (general.last_v4, general.since_sweep),
             "{what}"
         );
         assert_eq!(general.fast_hits, 0);

@@ -357,6 +357,7 @@ impl Endpoint {
     }
 
     /// Feeds one segment this endpoint sent or received. Every change of state passes here.
+    #[inline]
     pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
         // Most segments of a connection: an ACK or data while it is open, answered by the
         // last general arm below without a change; received, it changes nothing here either.
@@ -373,6 +374,7 @@ impl Endpoint {
     }
 
     /// `on_segment` through the whole diagram, the common case included.
+    #[inline(never)]
     fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
         // What we had sent before this segment: a SYN sent again, a reply that is the first.
         let (prior_iss, sent_before) = (self.iss, self.snd_nxt.is_some());
