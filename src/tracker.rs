@@ -745,65 +745,74 @@ impl Tracker {
         }
         // Only an endpoint's own step says refused (a removal or a takeover never does).
         let mut refused = false;
-        for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
-            if dir == Dir::Sent && !sender_steps {
-                continue;
-            }
-            if dir == Dir::Received
-                && seg.flags.rst()
-                && self.rfc1337 == Some(true)
-                && conn.state(role) == State::TimeWait
-            {
-                notes.push(format!(
-                    "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
-                     (RFC 1337 §3)"
-                ));
-                continue;
-            }
-            let before = conn.state(role);
-            let step = conn.endpoints[role.index()].on_segment(&s, dir);
-            if let Some(mut t) = step.transition {
-                if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
-                    t.cause = Cause::TimeWaitRstUnlessRfc1337;
+        // Once for the sender, once for the receiver: written out, each with its direction
+        // known (a loop over the two cost more than most of the body).
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                'step: {
+                    let (role, dir) = ($role, $dir);
+                    if dir == Dir::Sent && !sender_steps {
+                        break 'step;
+                    }
+                    if dir == Dir::Received
+                        && seg.flags.rst()
+                        && self.rfc1337 == Some(true)
+                        && conn.state(role) == State::TimeWait
+                    {
+                        notes.push(format!(
+                            "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
+                             (RFC 1337 §3)"
+                        ));
+                        break 'step;
+                    }
+                    let before = conn.state(role);
+                    let step = conn.endpoints[role.index()].on_segment(&s, dir);
+                    if let Some(mut t) = step.transition {
+                        if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
+                            t.cause = Cause::TimeWaitRstUnlessRfc1337;
+                        }
+                        if t.cause == Cause::Crossed {
+                            revise.push(Revise::CrossedFin { role });
+                            // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
+                            // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
+                            push(
+                                &mut transitions,
+                                (
+                                    role,
+                                    Transition {
+                                        from: State::Established,
+                                        to: State::FinWait1,
+                                        cause: Cause::SentFin,
+                                        rfc: "RFC 9293 §3.10.4",
+                                    },
+                                ),
+                            );
+                            t.from = State::FinWait1;
+                        }
+                        if dir == Dir::Received
+                            && seg.flags.fin()
+                            && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                        {
+                            conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
+                        }
+                        refused |= t.cause == Cause::Refused;
+                        push(&mut transitions, (role, t));
+                    } else if dir == Dir::Sent
+                        && seg.flags.rst()
+                        && before == State::SynReceived
+                        && conn.state(role) == State::Closed
+                    {
+                        // The endpoint says SYN_RECEIVED never was: the closed port's reply.
+                        revise.push(Revise::Refused { role });
+                    }
+                    if let Some(u) = step.unexpected {
+                        unexpected.push((role, u));
+                    }
                 }
-                if t.cause == Cause::Crossed {
-                    revise.push(Revise::CrossedFin { role });
-                    // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
-                    // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
-                    push(
-                        &mut transitions,
-                        (
-                            role,
-                            Transition {
-                                from: State::Established,
-                                to: State::FinWait1,
-                                cause: Cause::SentFin,
-                                rfc: "RFC 9293 §3.10.4",
-                            },
-                        ),
-                    );
-                    t.from = State::FinWait1;
-                }
-                if dir == Dir::Received
-                    && seg.flags.fin()
-                    && (t.from, t.to) == (State::FinWait2, State::TimeWait)
-                {
-                    conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
-                }
-                refused |= t.cause == Cause::Refused;
-                push(&mut transitions, (role, t));
-            } else if dir == Dir::Sent
-                && seg.flags.rst()
-                && before == State::SynReceived
-                && conn.state(role) == State::Closed
-            {
-                // The endpoint says SYN_RECEIVED never was: the closed port's reply.
-                revise.push(Revise::Refused { role });
-            }
-            if let Some(u) = step.unexpected {
-                unexpected.push((role, u));
-            }
+            };
         }
+        step!(from, Dir::Sent);
+        step!(to, Dir::Received);
         if refused {
             notes.push(format!(
                 "connection refused: no socket listens on {} (or a firewall answered for it \
@@ -1198,6 +1207,7 @@ struct Tuples {
 }
 
 impl Tuples {
+    #[inline]
     fn get(&self, key: &Key) -> Option<usize> {
         match key {
             Key::V4(k) => self.v4.get(k).copied(),
