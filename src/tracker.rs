@@ -299,9 +299,10 @@ pub struct Tracker {
     /// Ordered by id; without forgetting, a connection's id is its index.
     conns: Vec<Connection>,
     next_id: usize,
-    /// The last segment's connection: a capture is mostly runs of one connection. IPv4 on
-    /// its own, its key compared and stored as one number.
-    last_v4: Option<(u128, usize)>,
+    /// The connections of the last IPv4 4-tuples seen: a capture is mostly runs of one
+    /// connection, or a busy server's few dozen at a time.
+    recent: Recent,
+    /// The last segment's connection, of any other 4-tuple.
     last_other: Option<((SocketAddr, SocketAddr), usize)>,
     /// Forget a finished connection this long (capture time) after its last segment.
     forget_after: Option<std::time::Duration>,
@@ -408,7 +409,7 @@ impl Tracker {
             }
             !forget
         });
-        self.last_v4 = None;
+        self.recent.clear();
         self.last_other = None;
     }
 
@@ -439,9 +440,9 @@ impl Tracker {
         }
         let key = Key::of(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
-        let hit = match (key, self.last_v4, &self.last_other) {
-            (Key::V4(k), Some((last, id)), _) if k == last => Some(id),
-            (Key::Other(a, b), _, Some(((x, y), id))) if (a, b) == (*x, *y) => Some(*id),
+        let hit = match (key, &self.last_other) {
+            (Key::V4(k), _) => self.recent.get(k),
+            (Key::Other(a, b), Some(((x, y), id))) if (a, b) == (*x, *y) => Some(*id),
             _ => None,
         };
         let known = match hit {
@@ -577,7 +578,7 @@ impl Tracker {
     #[inline]
     fn remember(&mut self, key: Key, id: usize) {
         match key {
-            Key::V4(k) => self.last_v4 = Some((k, id)),
+            Key::V4(k) => self.recent.set(k, id),
             Key::Other(a, b) => self.last_other = Some(((a, b), id)),
         }
     }
@@ -913,7 +914,12 @@ impl Tracker {
             taken_over: None,
             queued: false,
         });
-        self.by_tuple.insert(Key::of(seg.src, seg.dst), id);
+        let key = Key::of(seg.src, seg.dst);
+        self.by_tuple.insert(key, id);
+        // The cache agrees with the map.
+        if let Key::V4(k) = key {
+            self.recent.set(k, id);
+        }
         id
     }
 }
@@ -1195,6 +1201,42 @@ impl Key {
                 Key::Other(a, b)
             }
         }
+    }
+}
+
+/// Connection ids of recent IPv4 4-tuples, by a few bits of their key: found without a look
+/// in the map. It agrees with the map: an entry is set where the map was read or written, and
+/// all are cleared when the map loses any.
+struct Recent(Box<[(u128, usize); RECENT]>);
+
+const RECENT: usize = 256;
+
+impl Default for Recent {
+    fn default() -> Recent {
+        // No 96-bit key is all ones.
+        Recent(Box::new([(u128::MAX, 0); RECENT]))
+    }
+}
+
+impl Recent {
+    /// Both ends' ports and addresses mixed into the top bits (a server's clients differ
+    /// mostly in their ports).
+    #[inline]
+    fn slot(k: u128) -> usize {
+        let x = (k as u64) ^ ((k >> 48) as u64);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    }
+    #[inline]
+    fn get(&self, k: u128) -> Option<usize> {
+        let (key, id) = self.0[Recent::slot(k)];
+        (key == k).then_some(id)
+    }
+    #[inline]
+    fn set(&mut self, k: u128, id: usize) {
+        self.0[Recent::slot(k)] = (k, id);
+    }
+    fn clear(&mut self) {
+        self.0.fill((u128::MAX, 0));
     }
 }
 
@@ -2018,8 +2060,8 @@ pub(crate) mod tests {
         // What the forgetful tracker keeps for its sweep, and the last segment's connection.
         assert_eq!(fast.finished, general.finished, "{what}");
         assert_eq!(
-            (fast.last_v4, fast.since_sweep),
-            (general.last_v4, general.since_sweep),
+            (fast.recent.0.as_slice(), fast.since_sweep),
+            (general.recent.0.as_slice(), general.since_sweep),
             "{what}"
         );
         assert_eq!(general.fast_hits, 0);
