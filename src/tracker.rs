@@ -1093,9 +1093,12 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
             "RFC 6191",
         )
     };
-    let mut notes = vec![note];
+    // Room for the second note: growing the list showed as realloc.
+    let mut notes = Vec::with_capacity(2);
+    notes.push(note);
     if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-        let mut s = String::with_capacity(128);
+        // The longest (tcp_tw_reuse's) is about 140 bytes.
+        let mut s = String::with_capacity(192);
         s.push_str("connection ");
         crate::output::text::push_u64(&mut s, old.id as u64);
         for part in [
@@ -1146,7 +1149,7 @@ fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
         }
         _ => s.push_str("it carries no timestamp"),
     };
-    let mut s = String::with_capacity(320);
+    let mut s = String::with_capacity(384);
     if client {
         s.push_str("a new connection on the 4-tuple of connection ");
         push_u64(&mut s, old.id as u64);
