@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 use crate::decode::Segment;
-use crate::tcp::{Cause, Dir, Endpoint, SeqNum, State, Transition, Unexpected};
+use crate::tcp::{CONTROL, Cause, Dir, Endpoint, SeqNum, State, Transition, Unexpected};
 
 /// Which end of a connection: the one that sent the first SYN is the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -299,8 +299,11 @@ pub struct Tracker {
     /// Ordered by id; without forgetting, a connection's id is its index.
     conns: Vec<Connection>,
     next_id: usize,
-    /// The last segment's connection: a capture is mostly runs of one connection.
-    last: Option<((SocketAddr, SocketAddr), usize)>,
+    /// The connections of the last IPv4 4-tuples seen: a capture is mostly runs of one
+    /// connection, or a busy server's few dozen at a time.
+    recent: Recent,
+    /// The last segment's connection, of any other 4-tuple.
+    last_other: Option<((SocketAddr, SocketAddr), usize)>,
     /// Forget a finished connection this long (capture time) after its last segment.
     forget_after: Option<std::time::Duration>,
     since_sweep: u32,
@@ -319,6 +322,11 @@ pub struct Tracker {
     /// Emptied transition lists handed back (`recycle`), for the next events: most segments
     /// of a busy server change a state, and a list allocated and freed for each showed.
     spare: Vec<Vec<(Role, Transition)>>,
+    /// Every segment through the general path (the tests that pin the fast one to it).
+    #[cfg(test)]
+    general_only: bool,
+    #[cfg(test)]
+    fast_hits: usize,
 }
 
 /// A segment recognised by its source, destination, sequence number and length.
@@ -363,6 +371,7 @@ impl Tracker {
 
     /// Drops the finished connections last seen before `now - forget_after`, once there are
     /// enough of them to be worth a pass over the list.
+    #[inline(never)]
     fn sweep(&mut self, now: std::time::Duration) {
         let Some(after) = self.forget_after else {
             return;
@@ -395,12 +404,13 @@ impl Tracker {
         self.conns.retain(|c| {
             let old = c.last_seen.is_some_and(|t| now.saturating_sub(t) > after);
             let forget = old && finished(c);
-            if forget && by_tuple.get(&tuple(c.client, c.server)) == Some(c.id) {
-                by_tuple.remove(&tuple(c.client, c.server));
+            if forget && by_tuple.get(&Key::of(c.client, c.server)) == Some(c.id) {
+                by_tuple.remove(&Key::of(c.client, c.server));
             }
             !forget
         });
-        self.last = None;
+        self.recent.clear();
+        self.last_other = None;
     }
 
     pub fn on_segment(&mut self, seg: &Segment) -> Event {
@@ -416,13 +426,11 @@ impl Tracker {
     }
 
     pub fn on_segment_at(&mut self, seg: &Segment, at: Option<std::time::Duration>) -> Event {
-        let forged = self
-            .forged
-            .iter()
-            .position(|(f, _)| {
-                f.src == seg.src && f.dst == seg.dst && f.seq == seg.seq && f.len == seg.len
-            })
-            .map(|i| self.forged.remove(i).1);
+        let forged = if self.forged.is_empty() {
+            None
+        } else {
+            self.take_forged(seg)
+        };
         if let (Some(now), Some(_)) = (at, self.forget_after) {
             self.since_sweep += 1;
             if self.since_sweep >= 4096 {
@@ -430,30 +438,154 @@ impl Tracker {
                 self.sweep(now);
             }
         }
-        let key = tuple(seg.src, seg.dst);
+        let key = Key::of(seg.src, seg.dst);
         let fresh_syn = seg.flags.syn() && !seg.flags.ack();
-        let known = match self.last {
-            Some((k, id)) if k == key => Some(id),
-            _ => self.by_tuple.get(&key),
+        let hit = match (key, &self.last_other) {
+            (Key::V4(k), _) => self.recent.get(k),
+            (Key::Other(a, b), Some(((x, y), id))) if (a, b) == (*x, *y) => Some(*id),
+            _ => None,
         };
+        let known = match hit {
+            Some(id) => Some(id),
+            None => self.by_tuple.get(&key),
+        };
+        let id = match known {
+            Some(id) if !fresh_syn => id,
+            // A SYN or a new 4-tuple: never a plain segment.
+            _ => return self.opening(seg, at, forged, key, known),
+        };
+        // A hit left the cache as it is.
+        if hit.is_none() {
+            self.remember(key, id);
+        }
+        let pos = self.index_of(id, seg);
+        let conn = &mut self.conns[pos];
+        #[cfg(test)]
+        let fast = !self.general_only;
+        #[cfg(not(test))]
+        let fast = true;
+        if fast
+            && forged.is_none()
+            && let Some((from, open)) = plain_from(conn, seg)
+        {
+            #[cfg(test)]
+            {
+                self.fast_hits += 1;
+            }
+            if open {
+                return plain(conn, seg, at, id, from);
+            }
+            return self.acking(pos, id, seg, at, from);
+        }
+        self.general(pos, id, seg, at, forged, Vec::new())
+    }
+
+    /// A `plain_from` segment with an end not open: the ACK that completes a handshake or a
+    /// close, most often. The general path's event, without its checks for SYN, FIN, RST,
+    /// repeats and the tracker's own waiting changes (none can apply to it).
+    #[inline(never)]
+    fn acking(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        from: Role,
+    ) -> Event {
+        let conn = &mut self.conns[pos];
+        let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+        let s = seg.seg();
+        let (mut transitions, mut unexpected) = (Vec::new(), Vec::new());
+        for (role, dir) in [(from, Dir::Sent), (from.other(), Dir::Received)] {
+            let step = conn.endpoints[role.index()].on_segment(&s, dir);
+            if let Some(t) = step.transition {
+                if transitions.capacity() == 0
+                    && let Some(list) = self.spare.pop()
+                {
+                    transitions = list;
+                }
+                transitions.push((role, t));
+            }
+            if let Some(u) = step.unexpected {
+                unexpected.push((role, u));
+            }
+        }
+        if let (Some(t), Some(_)) = (at, self.forget_after)
+            && finished(conn)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.finished.push_back((t, id));
+        }
+        Event {
+            conn: id,
+            from,
+            rel_seq,
+            rel_ack,
+            transitions,
+            unexpected,
+            notes: Vec::new(),
+            states: [conn.state(Role::Client), conn.state(Role::Server)],
+            resent: false,
+            revise: Vec::new(),
+        }
+    }
+
+    /// The note of the forged segment `seg` is, if any (taken: it matches once).
+    #[inline(never)]
+    fn take_forged(&mut self, seg: &Segment) -> Option<String> {
+        self.forged
+            .iter()
+            .position(|(f, _)| {
+                f.src == seg.src && f.dst == seg.dst && f.seq == seg.seq && f.len == seg.len
+            })
+            .map(|i| self.forged.remove(i).1)
+    }
+
+    /// `on_segment_at` of a SYN without ACK, or of a 4-tuple not seen before: the connection
+    /// opened, or a new incarnation of a finished one.
+    #[inline(never)]
+    fn opening(
+        &mut self,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        forged: Option<String>,
+        key: Key,
+        known: Option<usize>,
+    ) -> Event {
         let mut incarnation = Vec::new();
-        let id = match known.as_ref() {
+        let id = match known {
             // A new SYN on a tuple whose previous connection is over: a new incarnation.
-            Some(&id)
-                if fresh_syn
-                    && self
-                        .connection(id)
-                        .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
+            Some(id)
+                if self
+                    .connection(id)
+                    .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
             {
                 if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
                     incarnation = take_over(old, seg);
                 }
                 self.open(seg)
             }
-            Some(&id) => id,
+            Some(id) => id,
             None => self.open(seg),
         };
-        self.last = Some((key, id));
+        self.remember(key, id);
+        let pos = self.index_of(id, seg);
+        self.general(pos, id, seg, at, forged, incarnation)
+    }
+
+    /// The last segment's connection.
+    #[inline]
+    fn remember(&mut self, key: Key, id: usize) {
+        match key {
+            Key::V4(k) => self.recent.set(k, id),
+            Key::Other(a, b) => self.last_other = Some(((a, b), id)),
+        }
+    }
+
+    /// Where connection `id` is in the list.
+    #[inline]
+    fn index_of(&mut self, id: usize, seg: &Segment) -> usize {
         // The index and the list agree; were they ever not to, the newest connection serves.
         let pos = self
             .position(id)
@@ -461,6 +593,20 @@ impl Tracker {
         if self.conns.is_empty() {
             self.open(seg);
         }
+        pos
+    }
+
+    /// `on_segment_at` of any segment but the plain ones, once its connection is known.
+    #[inline(never)]
+    fn general(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        forged: Option<String>,
+        incarnation: Vec<String>,
+    ) -> Event {
         let conn = &mut self.conns[pos];
         conn.segments += 1;
         if at.is_some() {
@@ -548,15 +694,31 @@ impl Tracker {
         if seg.flags.ack() && conn.acked[to.index()].is_none_or(|a| seg.ack.after_or_eq(a)) {
             conn.acked[to.index()] = Some(seg.ack);
         }
-        let mut transitions = self.spare.pop().unwrap_or_default();
-        transitions.append(&mut conn.pending);
+        // A list is taken from the spares when a change comes: most segments bring none.
+        let spare = &mut self.spare;
+        let mut transitions = Vec::new();
+        let mut push = |list: &mut Vec<(Role, Transition)>, change: (Role, Transition)| {
+            if list.capacity() == 0
+                && let Some(s) = spare.pop()
+            {
+                *list = s;
+            }
+            list.push(change);
+        };
+        if !conn.pending.is_empty() {
+            for change in conn.pending.drain(..) {
+                push(&mut transitions, change);
+            }
+        }
         let mut unexpected = Vec::new();
-        let mut revise: Vec<Revise> = answered_copy
-            .map(|role| Revise::AnsweredCopy { role })
-            .into_iter()
-            .collect();
+        let mut revise: Vec<Revise> = Vec::new();
+        if let Some(role) = answered_copy {
+            revise.push(Revise::AnsweredCopy { role });
+        }
         let mut sender_steps = forged.is_none() && !old_duplicate;
-        notes.extend(forged);
+        if let Some(note) = forged {
+            notes.push(note);
+        }
         // A RST that answers the FIN which moved its sender FIN_WAIT_2 → TIME_WAIT: a
         // TIME_WAIT socket would have acked it, so none was left (RFC 9293 §3.10.7.1). Its
         // transition is told here, FIN_WAIT_2 → CLOSED, and the FIN's revised: each event's
@@ -575,69 +737,84 @@ impl Tracker {
             )
         {
             t.from = State::FinWait2;
-            transitions.push((from, t));
+            push(&mut transitions, (from, t));
             revise.push(Revise::GoneBeforeFin {
                 role: from,
                 since: State::FinWait2,
             });
             sender_steps = false;
         }
-        for (role, dir) in [(from, Dir::Sent), (to, Dir::Received)] {
-            if dir == Dir::Sent && !sender_steps {
-                continue;
-            }
-            if dir == Dir::Received
-                && seg.flags.rst()
-                && self.rfc1337 == Some(true)
-                && conn.state(role) == State::TimeWait
-            {
-                notes.push(format!(
-                    "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
-                     (RFC 1337 §3)"
-                ));
-                continue;
-            }
-            let before = conn.state(role);
-            let step = conn.endpoints[role.index()].on_segment(&s, dir);
-            if let Some(mut t) = step.transition {
-                if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
-                    t.cause = Cause::TimeWaitRstUnlessRfc1337;
+        // Only an endpoint's own step says refused (a removal or a takeover never does).
+        let mut refused = false;
+        // Once for the sender, once for the receiver: written out, each with its direction
+        // known (a loop over the two cost more than most of the body).
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                'step: {
+                    let (role, dir) = ($role, $dir);
+                    if dir == Dir::Sent && !sender_steps {
+                        break 'step;
+                    }
+                    if dir == Dir::Received
+                        && seg.flags.rst()
+                        && self.rfc1337 == Some(true)
+                        && conn.state(role) == State::TimeWait
+                    {
+                        notes.push(format!(
+                            "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
+                             (RFC 1337 §3)"
+                        ));
+                        break 'step;
+                    }
+                    let before = conn.state(role);
+                    let step = conn.endpoints[role.index()].on_segment(&s, dir);
+                    if let Some(mut t) = step.transition {
+                        if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
+                            t.cause = Cause::TimeWaitRstUnlessRfc1337;
+                        }
+                        if t.cause == Cause::Crossed {
+                            revise.push(Revise::CrossedFin { role });
+                            // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
+                            // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
+                            push(
+                                &mut transitions,
+                                (
+                                    role,
+                                    Transition {
+                                        from: State::Established,
+                                        to: State::FinWait1,
+                                        cause: Cause::SentFin,
+                                        rfc: "RFC 9293 §3.10.4",
+                                    },
+                                ),
+                            );
+                            t.from = State::FinWait1;
+                        }
+                        if dir == Dir::Received
+                            && seg.flags.fin()
+                            && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                        {
+                            conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
+                        }
+                        refused |= t.cause == Cause::Refused;
+                        push(&mut transitions, (role, t));
+                    } else if dir == Dir::Sent
+                        && seg.flags.rst()
+                        && before == State::SynReceived
+                        && conn.state(role) == State::Closed
+                    {
+                        // The endpoint says SYN_RECEIVED never was: the closed port's reply.
+                        revise.push(Revise::Refused { role });
+                    }
+                    if let Some(u) = step.unexpected {
+                        unexpected.push((role, u));
+                    }
                 }
-                if t.cause == Cause::Crossed {
-                    revise.push(Revise::CrossedFin { role });
-                    // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
-                    // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
-                    transitions.push((
-                        role,
-                        Transition {
-                            from: State::Established,
-                            to: State::FinWait1,
-                            cause: Cause::SentFin,
-                            rfc: "RFC 9293 §3.10.4",
-                        },
-                    ));
-                    t.from = State::FinWait1;
-                }
-                if dir == Dir::Received
-                    && seg.flags.fin()
-                    && (t.from, t.to) == (State::FinWait2, State::TimeWait)
-                {
-                    conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
-                }
-                transitions.push((role, t));
-            } else if dir == Dir::Sent
-                && seg.flags.rst()
-                && before == State::SynReceived
-                && conn.state(role) == State::Closed
-            {
-                // The endpoint says SYN_RECEIVED never was: the closed port's reply.
-                revise.push(Revise::Refused { role });
-            }
-            if let Some(u) = step.unexpected {
-                unexpected.push((role, u));
-            }
+            };
         }
-        if transitions.iter().any(|(_, t)| t.cause == Cause::Refused) {
+        step!(from, Dir::Sent);
+        step!(to, Dir::Received);
+        if refused {
             notes.push(format!(
                 "connection refused: no socket listens on {} (or a firewall answered for it \
                  with a reset), RFC 9293 §3.10.7.1",
@@ -695,6 +872,7 @@ impl Tracker {
         }
     }
 
+    #[inline(never)]
     fn open(&mut self, seg: &Segment) -> usize {
         let id = self.next_id;
         self.next_id += 1;
@@ -736,8 +914,105 @@ impl Tracker {
             taken_over: None,
             queued: false,
         });
-        self.by_tuple.insert(tuple(seg.src, seg.dst), id);
+        let key = Key::of(seg.src, seg.dst);
+        self.by_tuple.insert(key, id);
+        // The cache agrees with the map.
+        if let Key::V4(k) = key {
+            self.recent.set(k, id);
+        }
         id
+    }
+}
+
+/// Whether `seg` is an ACK or data of `conn`, in order, with nothing else to tell (no SYN, FIN
+/// or RST, no change of the tracker's own waiting, no sequence space sent before or missing
+/// before it): who sent it, and whether both ends are open (then neither changes). Nothing
+/// changes yet.
+#[inline(always)]
+fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
+    if seg.flags.0 & CONTROL != 0 || conn.segments == 0 || !conn.pending.is_empty() {
+        return None;
+    }
+    let from = if seg.src == conn.client {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let side = from.index();
+    // Its first segment sets the base.
+    conn.base[side]?;
+    // Sequence space sent before, or a gap before it: the general path's notes.
+    let end = seg.seq + seg.len;
+    if seg.len > 0
+        && let Some(next) = conn.next[side]
+        && (next.after_or_eq(end) || seg.seq.after_or_eq(next + 1))
+    {
+        return None;
+    }
+    let open = conn.endpoints[side].stays_open() && conn.endpoints[1 - side].stays_open();
+    Some((from, open))
+}
+
+/// What the general path of `on_segment_at` notes of a `plain_from` segment sent by `from`,
+/// in its order, before the endpoints see it: its relative numbers.
+#[inline(always)]
+fn in_order(
+    conn: &mut Connection,
+    seg: &Segment,
+    at: Option<std::time::Duration>,
+    from: Role,
+) -> (u32, Option<u32>) {
+    let (side, other) = (from.index(), from.other().index());
+    let base = conn.base[side].unwrap_or(seg.seq);
+    let end = seg.seq + seg.len;
+    conn.segments += 1;
+    if at.is_some() {
+        conn.last_seen = at;
+    }
+    let rel_seq = seg.seq - base;
+    let rel_ack = match conn.base[other] {
+        Some(base) if seg.flags.ack() => Some(seg.ack - base),
+        _ => None,
+    };
+    if seg.len > 0 && conn.next[side].is_none_or(|next| end.after_or_eq(next)) {
+        conn.next[side] = Some(end);
+    }
+    conn.last_seg[side] = Some((seg.seq, seg.len, seg.flags.0));
+    conn.last_at[side] = at;
+    if seg.flags.ack() && conn.acked[other].is_none_or(|a| seg.ack.after_or_eq(a)) {
+        conn.acked[other] = Some(seg.ack);
+    }
+    // Taken by any segment its side sends; only a RST could have used it.
+    conn.fin_to_tw[side] = None;
+    (rel_seq, rel_ack)
+}
+
+/// The usual segment of a busy connection, a `plain_from` one with both ends open: the event
+/// the general path makes for it, after a few checks.
+#[inline(always)]
+fn plain(
+    conn: &mut Connection,
+    seg: &Segment,
+    at: Option<std::time::Duration>,
+    id: usize,
+    from: Role,
+) -> Event {
+    let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+    let unexpected = match conn.endpoints[from.index()].sent_plain(&seg.seg()) {
+        Some(u) => vec![(from, u)],
+        None => Vec::new(),
+    };
+    Event {
+        conn: id,
+        from,
+        rel_seq,
+        rel_ack,
+        transitions: Vec::new(),
+        unexpected,
+        notes: Vec::new(),
+        states: [conn.state(Role::Client), conn.state(Role::Server)],
+        resent: false,
+        revise: Vec::new(),
     }
 }
 
@@ -818,9 +1093,12 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
             "RFC 6191",
         )
     };
-    let mut notes = vec![note];
+    // Room for the second note: growing the list showed as realloc.
+    let mut notes = Vec::with_capacity(2);
+    notes.push(note);
     if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-        let mut s = String::with_capacity(128);
+        // The longest (tcp_tw_reuse's) is about 140 bytes.
+        let mut s = String::with_capacity(192);
         s.push_str("connection ");
         crate::output::text::push_u64(&mut s, old.id as u64);
         for part in [
@@ -871,7 +1149,7 @@ fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
         }
         _ => s.push_str("it carries no timestamp"),
     };
-    let mut s = String::with_capacity(320);
+    let mut s = String::with_capacity(384);
     if client {
         s.push_str("a new connection on the 4-tuple of connection ");
         push_u64(&mut s, old.id as u64);
@@ -899,9 +1177,74 @@ fn finished(c: &Connection) -> bool {
     done(c.state(Role::Client)) && done(c.state(Role::Server))
 }
 
-/// Connection ids by 4-tuple (as `tuple` orders it), under a fast hash. An IPv4 tuple is
-/// packed into 96 bits: an entry of 24 bytes where the pair of `SocketAddr`s takes 72, so
-/// that 100k of them stay in the caches; IPv6 tuples keep their addresses whole.
+/// A connection's 4-tuple, the same for both directions (`tuple`'s order). An IPv4 tuple is
+/// packed into 96 bits, its lower end (address, port) first: compared and hashed as one
+/// number, made once per segment; IPv6 tuples keep their addresses whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    V4(u128),
+    Other(SocketAddr, SocketAddr),
+}
+
+impl Key {
+    #[inline]
+    fn of(a: SocketAddr, b: SocketAddr) -> Key {
+        match (a, b) {
+            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                // (address, port) as one number orders as `SocketAddrV4` does.
+                let end = |e: std::net::SocketAddrV4| {
+                    (u64::from(e.ip().to_bits()) << 16) | u64::from(e.port())
+                };
+                let (a, b) = (end(a), end(b));
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                Key::V4((u128::from(lo) << 48) | u128::from(hi))
+            }
+            _ => {
+                let (a, b) = tuple(a, b);
+                Key::Other(a, b)
+            }
+        }
+    }
+}
+
+/// Connection ids of recent IPv4 4-tuples, by a few bits of their key: found without a look
+/// in the map. It agrees with the map: an entry is set where the map was read or written, and
+/// all are cleared when the map loses any.
+struct Recent(Box<[(u128, usize); RECENT]>);
+
+const RECENT: usize = 256;
+
+impl Default for Recent {
+    fn default() -> Recent {
+        // No 96-bit key is all ones.
+        Recent(Box::new([(u128::MAX, 0); RECENT]))
+    }
+}
+
+impl Recent {
+    /// Both ends' ports and addresses mixed into the top bits (a server's clients differ
+    /// mostly in their ports).
+    #[inline]
+    fn slot(k: u128) -> usize {
+        let x = (k as u64) ^ ((k >> 48) as u64);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    }
+    #[inline]
+    fn get(&self, k: u128) -> Option<usize> {
+        let (key, id) = self.0[Recent::slot(k)];
+        (key == k).then_some(id)
+    }
+    #[inline]
+    fn set(&mut self, k: u128, id: usize) {
+        self.0[Recent::slot(k)] = (k, id);
+    }
+    fn clear(&mut self) {
+        self.0.fill((u128::MAX, 0));
+    }
+}
+
+/// Connection ids by 4-tuple, under a fast hash: an IPv4 entry takes 24 bytes where the pair
+/// of `SocketAddr`s takes 72, so that 100k of them stay in the caches.
 #[derive(Default)]
 struct Tuples {
     v4: HashMap<u128, usize, BuildHasherDefault<TupleHasher>>,
@@ -909,33 +1252,23 @@ struct Tuples {
 }
 
 impl Tuples {
-    fn packed(key: &(SocketAddr, SocketAddr)) -> Option<u128> {
+    #[inline]
+    fn get(&self, key: &Key) -> Option<usize> {
         match key {
-            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
-                let end = |e: &std::net::SocketAddrV4| {
-                    (u128::from(e.ip().to_bits()) << 16) | u128::from(e.port())
-                };
-                Some((end(a) << 48) | end(b))
-            }
-            _ => None,
+            Key::V4(k) => self.v4.get(k).copied(),
+            Key::Other(a, b) => self.other.get(&(*a, *b)).copied(),
         }
     }
-    fn get(&self, key: &(SocketAddr, SocketAddr)) -> Option<usize> {
-        match Tuples::packed(key) {
-            Some(k) => self.v4.get(&k).copied(),
-            None => self.other.get(key).copied(),
-        }
-    }
-    fn insert(&mut self, key: (SocketAddr, SocketAddr), id: usize) {
-        match Tuples::packed(&key) {
-            Some(k) => self.v4.insert(k, id),
-            None => self.other.insert(key, id),
+    fn insert(&mut self, key: Key, id: usize) {
+        match key {
+            Key::V4(k) => self.v4.insert(k, id),
+            Key::Other(a, b) => self.other.insert((a, b), id),
         };
     }
-    fn remove(&mut self, key: &(SocketAddr, SocketAddr)) {
-        match Tuples::packed(key) {
-            Some(k) => self.v4.remove(&k),
-            None => self.other.remove(key),
+    fn remove(&mut self, key: &Key) {
+        match key {
+            Key::V4(k) => self.v4.remove(k),
+            Key::Other(a, b) => self.other.remove(&(*a, *b)),
         };
     }
 }
@@ -1661,5 +1994,161 @@ pub(crate) mod tests {
             ["server FIN_WAIT_2 → CLOSED", "client CLOSE_WAIT → LAST_ACK"]
         );
         assert_eq!(got[10].1, ["client LAST_ACK → CLOSED"]);
+    }
+
+    /// Every fixture's segments, with their capture times.
+    fn fixture_segments() -> Vec<(String, Vec<(Segment, std::time::Duration)>)> {
+        let mut files = Vec::new();
+        for dir in ["tests/data", "tests/data/real"] {
+            let dir = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let ext = path.extension().and_then(|e| e.to_str());
+                if matches!(ext, Some("pcap" | "pcapng")) {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        assert!(files.len() >= 20, "{files:?}");
+        files
+            .into_iter()
+            .map(|path| {
+                let name = path.display().to_string();
+                let file = std::fs::File::open(&path).unwrap();
+                let mut src = crate::input::Source::open(file, &name).unwrap();
+                let mut packet = crate::input::InPacket::default();
+                let mut segs = Vec::new();
+                while let Some(item) = src.next_into(&mut packet) {
+                    if item.unwrap().is_some() {
+                        continue;
+                    }
+                    if let Ok(seg) = crate::decode::decode(packet.linktype, &packet.data) {
+                        segs.push((seg, packet.ts));
+                    }
+                }
+                assert!(!segs.is_empty(), "{name}");
+                (name, segs)
+            })
+            .collect()
+    }
+
+    /// `segs` through a tracker with the fast path and one without: the same events, the
+    /// same connections after.
+    fn same_both_ways(what: &str, segs: &[(Segment, Option<std::time::Duration>)]) -> usize {
+        let make = |general_only: bool| {
+            let mut t = if what.contains("forgetful") {
+                Tracker::forgetful(std::time::Duration::from_millis(50))
+            } else {
+                Tracker::new()
+            };
+            t.general_only = general_only;
+            t
+        };
+        let (mut fast, mut general) = (make(false), make(true));
+        for (i, (seg, at)) in segs.iter().enumerate() {
+            let a = fast.on_segment_at(seg, *at);
+            let b = general.on_segment_at(seg, *at);
+            assert_eq!(a, b, "{what}: segment {i} {seg:?}");
+            if i % 3 == 0 {
+                fast.recycle(a);
+                general.recycle(b);
+            }
+        }
+        assert_eq!(
+            format!("{:?}", fast.connections()),
+            format!("{:?}", general.connections()),
+            "{what}"
+        );
+        // What the forgetful tracker keeps for its sweep, and the last segment's connection.
+        assert_eq!(fast.finished, general.finished, "{what}");
+        assert_eq!(
+            (fast.recent.0.as_slice(), fast.since_sweep),
+            (general.recent.0.as_slice(), general.since_sweep),
+            "{what}"
+        );
+        assert_eq!(general.fast_hits, 0);
+        fast.fast_hits
+    }
+
+    #[test]
+    fn the_fast_path_makes_the_general_paths_events() {
+        // A small deterministic generator (xorshift): the same variants on every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut plain = 0;
+        let mut fixtures = fixture_segments();
+        // The unit tests' own exchanges, with a late retransmission and data after the FIN.
+        let mut own: Vec<(Segment, std::time::Duration)> = active_close(false)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, std::time::Duration::from_millis(i as u64)))
+            .collect();
+        own.insert(5, own[4].clone());
+        own.push((
+            segment(false, PA, 913, 113, 5),
+            std::time::Duration::from_secs(1),
+        ));
+        fixtures.push(("active_close".into(), own));
+        for (name, segs) in &fixtures {
+            let timed: Vec<_> = segs.iter().map(|(s, t)| (s.clone(), Some(*t))).collect();
+            let untimed: Vec<_> = segs.iter().map(|(s, _)| (s.clone(), None)).collect();
+            plain += same_both_ways(&format!("{name} as captured"), &timed);
+            plain += same_both_ways(&format!("{name} forgetful"), &timed);
+            same_both_ways(&format!("{name} without times"), &untimed);
+            for round in 0..40 {
+                let mut v = timed.clone();
+                match round % 5 {
+                    // Copies seen twice, at once and later: duplicates, retransmissions.
+                    0 => {
+                        for _ in 0..1 + v.len() / 3 {
+                            let i = next(v.len());
+                            let (seg, at) = v[i].clone();
+                            let later = at.map(|t| {
+                                t + std::time::Duration::from_millis(next(3) as u64 * 150)
+                            });
+                            v.insert(i + 1 + next(v.len() - i), (seg, later));
+                        }
+                    }
+                    // Shuffled.
+                    1 => {
+                        for i in (1..v.len()).rev() {
+                            v.swap(i, next(i + 1));
+                        }
+                    }
+                    // Some lost before the capture point.
+                    2 => {
+                        for _ in 0..1 + v.len() / 4 {
+                            if v.len() > 1 {
+                                v.remove(next(v.len()));
+                            }
+                        }
+                    }
+                    // Neighbours swapped: reordering in flight.
+                    3 => {
+                        for _ in 0..1 + v.len() / 3 {
+                            let i = next(v.len() - 1);
+                            v.swap(i, i + 1);
+                        }
+                    }
+                    // The capture joined late, or the whole of it twice.
+                    _ => {
+                        let cut = next(v.len());
+                        v.drain(..cut);
+                        let again = v.clone();
+                        v.extend(again);
+                    }
+                }
+                let what = if round % 2 == 0 { "forgetful" } else { "whole" };
+                same_both_ways(&format!("{name} variant {round} {what}"), &v);
+            }
+        }
+        // The fixtures' usual segments took the fast path: it was tried, not skipped.
+        assert!(plain > 100, "{plain}");
     }
 }

@@ -260,6 +260,9 @@ impl fmt::Display for Cause {
     }
 }
 
+/// SYN, FIN and RST: the flags that can change a state on their own.
+pub(crate) const CONTROL: u8 = Flags::SYN.0 | Flags::FIN.0 | Flags::RST.0;
+
 /// One side of a connection as seen from the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -331,8 +334,48 @@ impl Endpoint {
         })
     }
 
+    /// Whether a segment without SYN, FIN or RST leaves this endpoint where it is, sent or
+    /// received: ESTABLISHED, FIN_WAIT_2, CLOSE_WAIT (ACKs and data while it is open).
+    pub(crate) fn stays_open(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established | State::FinWait2 | State::CloseWait
+        )
+    }
+
+    /// `on_segment` of a segment without SYN, FIN or RST that this endpoint sent where
+    /// `stays_open`: what it sent is noted, and data after its own FIN is unexpected.
+    #[inline]
+    pub(crate) fn sent_plain(&mut self, seg: &Seg) -> Option<Unexpected> {
+        self.note_sent(seg);
+        (seg.len > 0 && self.fin_seq.is_some()).then_some(Unexpected {
+            state: self.state,
+            dir: Dir::Sent,
+            flags: seg.flags,
+            why: "data sent after its own FIN",
+        })
+    }
+
     /// Feeds one segment this endpoint sent or received. Every change of state passes here.
+    #[inline]
     pub fn on_segment(&mut self, seg: &Seg, dir: Dir) -> Step {
+        // Most segments of a connection: an ACK or data while it is open, answered by the
+        // last general arm below without a change; received, it changes nothing here either.
+        if seg.flags.0 & CONTROL == 0 && self.stays_open() {
+            return match dir {
+                Dir::Sent => Step {
+                    transition: None,
+                    unexpected: self.sent_plain(seg),
+                },
+                Dir::Received => Step::default(),
+            };
+        }
+        self.on_segment_general(seg, dir)
+    }
+
+    /// `on_segment` through the whole diagram, the common case included.
+    #[inline(never)]
+    fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
         // What we had sent before this segment: a SYN sent again, a reply that is the first.
         let (prior_iss, sent_before) = (self.iss, self.snd_nxt.is_some());
         if dir == Dir::Sent {

@@ -445,3 +445,71 @@ fn test_syn_received_sends_rst_after_its_syn_ack_is_an_abort() {
         State::Closed,
     );
 }
+
+#[test]
+fn the_open_shortcut_answers_as_the_whole_diagram_does() {
+    // Every state, flag set and direction, against endpoints that did and did not send a
+    // SYN or FIN and saw the peer's: `on_segment` (its shortcut first) and the whole match.
+    let some = |n: u32| Some(SeqNum(n));
+    let mut shortcut = 0;
+    for state in State::ALL {
+        for (iss, fin_seq, snd_nxt, irs, peer_fin) in [
+            (None, None, None, None, None),
+            (some(A_ISS), None, some(A_ISS + 1), some(B_ISS), None),
+            (
+                some(A_ISS),
+                some(A_ISS + 11),
+                some(A_ISS + 12),
+                some(B_ISS),
+                None,
+            ),
+            (
+                some(A_ISS),
+                None,
+                some(A_ISS + 1),
+                some(B_ISS),
+                some(B_ISS + 1),
+            ),
+            (
+                some(A_ISS),
+                some(A_ISS + 1),
+                some(A_ISS + 2),
+                some(B_ISS),
+                some(B_ISS + 1),
+            ),
+        ] {
+            let start = Endpoint {
+                state,
+                iss,
+                fin_seq,
+                snd_nxt,
+                irs,
+                peer_fin,
+            };
+            for flags in 0..=u8::MAX {
+                for (seq, ack, len) in [
+                    (A_ISS + 1, B_ISS + 1, 0),
+                    (A_ISS + 1, B_ISS + 1, 10),
+                    (A_ISS + 12, B_ISS + 2, 0),
+                    (B_ISS + 1, A_ISS + 12, 5),
+                    (B_ISS, A_ISS + 2, 0),
+                ] {
+                    let s = Seg {
+                        flags: Flags(flags),
+                        seq: SeqNum(seq),
+                        ack: SeqNum(ack),
+                        len,
+                    };
+                    for dir in [Dir::Sent, Dir::Received] {
+                        let (mut a, mut b) = (start.clone(), start.clone());
+                        let (x, y) = (a.on_segment(&s, dir), b.on_segment_general(&s, dir));
+                        assert_eq!(x, y, "{start:?} {s:?} {dir:?}");
+                        assert_eq!(a, b, "{start:?} {s:?} {dir:?}");
+                        shortcut += usize::from(flags & CONTROL == 0 && start.stays_open());
+                    }
+                }
+            }
+        }
+    }
+    assert!(shortcut > 1000, "{shortcut}");
+}
