@@ -632,7 +632,10 @@ pub fn summary(
     let mut seen: Vec<Seen> = Vec::new();
     // Of a segment, summary needs its flags (who sent the first FIN or RST).
     let flags = |seg: crate::decode::Segment| seg.flags;
-    let scan = each_segment(input, "summarise", Tracker::new(), flags, |p, f, event| {
+    // Nor the words a segment's comment would carry.
+    let mut tracker = Tracker::new();
+    tracker.quiet = true;
+    let scan = each_segment(input, "summarise", tracker, flags, |p, f, event| {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;

@@ -316,6 +316,9 @@ pub struct Tracker {
     /// `net.ipv4.tcp_rfc1337` where known (`run` sets it): `Some(true)`, TIME_WAIT ignores a
     /// RST (RFC 1337 §3, fix F1); `None` (a capture made elsewhere), the RST ends it "unless".
     pub rfc1337: Option<bool>,
+    /// No words for a new SYN that takes a TIME_WAIT over (the states change all the same):
+    /// `summary` shows none, and on a busy server they were most of its allocations.
+    pub quiet: bool,
     /// Segments that did not come from their source's socket (sent through a raw socket),
     /// with what to say of them.
     forged: Vec<(Forged, String)>,
@@ -562,7 +565,7 @@ impl Tracker {
                     .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
             {
                 if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
-                    incarnation = take_over(old, seg);
+                    incarnation = take_over(old, seg, self.quiet);
                 }
                 self.open(seg)
             }
@@ -1076,10 +1079,12 @@ pub fn unanswered(seg: &Segment, peer: Role) -> String {
 /// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
 /// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
 /// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
-fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
-    let Some(note) = reincarnation(old, seg) else {
+fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
+    let client = old.state(Role::Client) == State::TimeWait;
+    if !client && old.state(Role::Server) != State::TimeWait {
         return Vec::new();
-    };
+    }
+    let note = if quiet { None } else { reincarnation(old, seg) };
     let (role, cause, rfc) = if old.state(Role::Client) == State::TimeWait {
         (
             Role::Client,
@@ -1094,9 +1099,13 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
         )
     };
     // Room for the second note: growing the list showed as realloc.
-    let mut notes = Vec::with_capacity(2);
-    notes.push(note);
+    let mut notes = Vec::with_capacity(if quiet { 0 } else { 2 });
+    notes.extend(note);
     if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
+        old.taken_over = Some(Box::new((role, t)));
+        if quiet {
+            return notes;
+        }
         // The longest (tcp_tw_reuse's) is about 140 bytes.
         let mut s = String::with_capacity(192);
         s.push_str("connection ");
@@ -1116,7 +1125,6 @@ fn take_over(old: &mut Connection, seg: &Segment) -> Vec<String> {
             s.push_str(part);
         }
         notes.push(s);
-        old.taken_over = Some(Box::new((role, t)));
     }
     notes
 }

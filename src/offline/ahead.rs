@@ -29,7 +29,7 @@ type Batch = VecDeque<Ahead>;
 
 /// Packets a batch carries: the channel's cost spread over many, the wait for the first
 /// short (a batch is read in well under a millisecond).
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 
 /// A packet read and decoded.
 pub struct Readout {
@@ -248,7 +248,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         bytes: bool,
         tracker: Option<Tracker>,
     ) -> Result<(Packets<R>, Kind), InputError> {
-        let (tx, read) = sync_channel::<Batch>(4);
+        let (tx, read) = sync_channel::<Batch>(2);
         let (empties, emptied) = channel::<Batch>();
         let (back, spares) = channel::<Vec<Box<InPacket>>>();
         let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
@@ -291,7 +291,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         // The tracker on a thread of its own, between the reader and the caller.
         let (mut batches, mut tracking, mut lists_back) = (read, None, None);
         if let Some(tracker) = tracker {
-            let (tx, tracked) = sync_channel::<Batch>(4);
+            let (tx, tracked) = sync_channel::<Batch>(2);
             let (give, lists) = channel::<Lists>();
             let (keep, mine) = channel::<Receiver<Batch>>();
             let _ = keep.send(batches);
