@@ -1944,6 +1944,50 @@ pub(crate) mod tests {
     /// A real run's capture read again from packets alone, through the one annotator (its
     /// look-ahead applies each `revise`): per packet, the transitions named in the run's own
     /// comment (made with the kernel's trace) and ours.
+    /// A quiet tracker (`summary`'s) makes the same events but for the takeover's words,
+    /// and ends every connection alike, taken over or not.
+    #[test]
+    fn a_quiet_tracker_changes_the_same_states_without_the_takeover_words() {
+        let mut takeovers = 0;
+        for file in [
+            "tw-reuse.pcapng",
+            "timewait-new-syn.pcapng",
+            "port-exhaustion.pcapng",
+        ] {
+            let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+            let mut src =
+                crate::input::Source::open(std::fs::File::open(path).unwrap(), file).unwrap();
+            let mut packet = crate::input::InPacket::default();
+            let (mut loud, mut quiet) = (Tracker::new(), Tracker::new());
+            quiet.quiet = true;
+            while let Some(item) = src.next_into(&mut packet) {
+                if item.unwrap().is_some() {
+                    continue;
+                }
+                let Ok(seg) = crate::decode::decode_ethernet(&packet.data) else {
+                    continue;
+                };
+                let said = loud.on_segment_at(&seg, Some(packet.ts));
+                let mut kept = quiet.on_segment_at(&seg, Some(packet.ts));
+                let taken = said.notes.iter().any(|n| n.contains("TIME_WAIT"));
+                takeovers += usize::from(taken);
+                if taken {
+                    assert!(kept.notes.is_empty(), "{file}: {:?}", kept.notes);
+                    kept.notes = said.notes.clone();
+                }
+                assert_eq!(said, kept, "{file}");
+            }
+            let ends = |t: &Tracker| -> Vec<(String, String)> {
+                t.connections()
+                    .iter()
+                    .map(|c| (c.ending(Role::Client), c.ending(Role::Server)))
+                    .collect()
+            };
+            assert_eq!(ends(&loud), ends(&quiet), "{file}");
+        }
+        assert!(takeovers >= 2, "{takeovers}");
+    }
+
     fn offline_against_run(file: &str) -> Vec<(Vec<String>, Vec<String>)> {
         let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
         let mut src = crate::input::Source::open(std::fs::File::open(path).unwrap(), file).unwrap();

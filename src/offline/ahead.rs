@@ -598,10 +598,10 @@ mod tests {
             }
         }
         assert_eq!(files, 8);
-        // More packets than a batch holds: a pcap's records eighty times over, cut at the end.
+        // More packets than a batch holds: a pcap's records 250 times over, cut at the end.
         let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
         let mut long = pcap.clone();
-        for _ in 0..80 {
+        for _ in 0..250 {
             long.extend_from_slice(&pcap[24..]);
         }
         long.truncate(long.len() - 7);
