@@ -378,8 +378,14 @@ pub fn annotate(
         let tracker = Tracker::forgetful(Duration::from_secs(60));
         let (packets, kind) =
             Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?;
-        let sink = dest.open_sendable().map_err(opened())?;
-        match Behind::new(sink) {
+        // The kernel's copy into a file's pages is worth a thread of its own; a device's
+        // (`/dev/null`) or a pipe's is not.
+        let behind = if matches!(dest, Dest::File { .. }) {
+            Behind::new(dest.open_sendable().map_err(opened())?)
+        } else {
+            Err(io::Error::other("written in line"))
+        };
+        match behind {
             Ok(mut out) => {
                 let done = annotate_into(packets, kind, &inp.name, &mut out, false, mode);
                 // The destination's own error comes first: it may be why the loop stopped.
