@@ -212,6 +212,8 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
                 break;
             }
             Ahead::Failed(e) => return Err(e),
+            // `next` gives none: its end is `None`.
+            Ahead::End => break,
         };
         packets_seen += 1;
         let mut extra = None;
@@ -549,6 +551,7 @@ fn each_segment<K>(
                 break;
             }
             Ahead::Failed(e) => return Err(e),
+            Ahead::End => break,
         };
         packets += 1;
         let Ok(seg) = decoded else {

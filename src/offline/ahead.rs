@@ -54,6 +54,9 @@ pub enum Ahead {
     /// The input cannot be read on (a block that does not parse, a link type teardown does
     /// not decode): the error for the whole command.
     Failed(Error),
+    /// The input's end, as the reading thread met it: without it, a channel that closes is
+    /// a thread that stopped, not the end of the file.
+    End,
 }
 
 /// Reads `src` into `Ahead`s, on a thread of its own where one can be had (`threaded`), or
@@ -73,6 +76,8 @@ pub enum Packets<R: Read> {
         batch: Batch,
         /// Batches emptied, for the reader to fill again.
         empties: Sender<Batch>,
+        /// The end, a cut or an error came: nothing follows.
+        ended: bool,
         /// Packet buffers handed back for the reader to fill again: no allocation per packet.
         back: Sender<Vec<Box<InPacket>>>,
         spare: Vec<Box<InPacket>>,
@@ -133,7 +138,7 @@ fn read_one<R: Read>(
 }
 
 impl<R: Read> Packets<R> {
-    /// `bytes`: each packet comes whole (`Read::packet`), or as its stamp only.
+    /// `bytes`: each packet comes whole (`Readout::packet`), or as its stamp only.
     pub fn inline(src: Source<R>, name: &str, bytes: bool) -> Packets<R> {
         Packets::Inline {
             src,
@@ -164,13 +169,34 @@ impl<R: Read> Packets<R> {
                 batches,
                 batch,
                 empties,
+                ended,
                 ..
             } => loop {
-                if let Some(item) = batch.pop_front() {
-                    return Some(item);
+                if *ended {
+                    return None;
                 }
-                let empty = std::mem::replace(batch, batches.recv().ok()?);
-                let _ = empties.send(empty);
+                match batch.pop_front() {
+                    Some(Ahead::End) => *ended = true,
+                    Some(item) => {
+                        *ended = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
+                        return Some(item);
+                    }
+                    None => match batches.recv() {
+                        Ok(next) => {
+                            let empty = std::mem::replace(batch, next);
+                            let _ = empties.send(empty);
+                        }
+                        // Nothing is lost without a word.
+                        Err(_) => {
+                            *ended = true;
+                            return Some(Ahead::Failed(Error::Usage(
+                                "the thread reading the input stopped before its end (a bug \
+                                 of teardown)"
+                                    .into(),
+                            )));
+                        }
+                    },
+                }
             },
         }
     }
@@ -188,7 +214,7 @@ impl<R: Read> Packets<R> {
         }
     }
 
-    /// Whether the segments come tracked (`Read::event`): then their events go back through
+    /// Whether the segments come tracked (`Readout::event`): then their events go back through
     /// `recycle`, and `tracker` gives the tracker at the end.
     pub fn tracked(&self) -> bool {
         matches!(
@@ -304,8 +330,8 @@ impl<R: Read + Send + 'static> Packets<R> {
                     tracking = Some(thread);
                     lists_back = Some(give);
                 }
-                // No second thread: the first one's batches come untracked (the caller's
-                // annotator tracks them), through the channel the closure did not take.
+                // No second thread: the command fails with a word (the closure took the
+                // first one's batches with it).
                 Err(_) => {
                     return Ok((
                         Packets::Threaded {
@@ -316,6 +342,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                                     .into(),
                             ))]),
                             empties,
+                            ended: false,
                             back,
                             spare: Vec::new(),
                             tracking: None,
@@ -332,6 +359,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                 batches,
                 batch: VecDeque::new(),
                 empties,
+                ended: false,
                 back,
                 spare: Vec::new(),
                 tracking,
@@ -393,6 +421,7 @@ fn read_ahead<R: Read>(
             spare = more;
         }
         let Some(item) = read_one(&mut src, name, &mut spare, bytes) else {
+            batch.push_back(Ahead::End);
             break;
         };
         let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
@@ -531,6 +560,7 @@ mod tests {
                 Ahead::Block(bytes) => format!("block {}", bytes.len()),
                 Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
                 Ahead::Failed(e) => format!("failed {e}"),
+                Ahead::End => "end".into(),
             });
         }
         out
@@ -615,6 +645,51 @@ mod tests {
         assert_eq!(inline, threaded);
         let (inline, _) = both(&std::fs::read(format!("{dir}/port-exhaustion.pcapng")).unwrap());
         assert!(inline.iter().any(|s| s.starts_with("block")));
+    }
+
+    /// A reading thread that stops before the input's end (it cannot, but were it to) is
+    /// said, not taken for the end of the file.
+    #[test]
+    fn a_reading_that_stops_before_its_end_is_an_error_not_an_end() {
+        let (tx, batches) = sync_channel::<Batch>(2);
+        let mut packets: Packets<io::Empty> = Packets::Threaded {
+            batches,
+            batch: VecDeque::new(),
+            empties: channel().0,
+            ended: false,
+            back: channel().0,
+            spare: Vec::new(),
+            tracking: None,
+            lists_back: None,
+            lists: Vec::new(),
+        };
+        tx.send(VecDeque::from([Ahead::Block(vec![1, 2, 3, 4])]))
+            .unwrap();
+        drop(tx);
+        assert!(matches!(packets.next(), Some(Ahead::Block(b)) if b.len() == 4));
+        match packets.next() {
+            Some(Ahead::Failed(e)) => assert!(e.to_string().contains("stopped before its end")),
+            _ => panic!("the closed channel was taken for the end"),
+        }
+        assert!(packets.next().is_none());
+        // With the end said, the same closed channel is the end.
+        let (tx, batches) = sync_channel::<Batch>(2);
+        let mut packets: Packets<io::Empty> = Packets::Threaded {
+            batches,
+            batch: VecDeque::new(),
+            empties: channel().0,
+            ended: false,
+            back: channel().0,
+            spare: Vec::new(),
+            tracking: None,
+            lists_back: None,
+            lists: Vec::new(),
+        };
+        tx.send(VecDeque::from([Ahead::Block(vec![1]), Ahead::End]))
+            .unwrap();
+        drop(tx);
+        assert!(matches!(packets.next(), Some(Ahead::Block(_))));
+        assert!(packets.next().is_none());
     }
 
     /// A sink that keeps what it is given, or fails after `fail_after` bytes.
