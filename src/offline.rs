@@ -671,44 +671,44 @@ pub fn summary(
     let tracker = &scan.tracker;
     // A line per connection: buffered, not a write per line to a line-buffered stdout.
     let mut out = BufWriter::with_capacity(1 << 16, out);
-    if json_out {
-        let rows: Vec<SummaryRow> = tracker
-            .connections()
-            .iter()
-            .zip(&seen)
-            .map(|(c, s)| SummaryRow {
-                conn: c.id,
-                client: c.client,
-                server: c.server,
-                joined_mid: c.joined_mid,
-                closed_first: s.closed_first.map(|(r, _)| r.to_string()),
-                how: s.closed_first.map(|(_, how)| how),
-                simultaneous_close: s.simultaneous,
-                refused: s.refused,
-                client_state: c.state(Role::Client).name(),
-                server_state: c.state(Role::Server).name(),
-                duration_s: s.last.saturating_sub(s.first).as_secs_f64(),
-                segments: c.segments,
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+    let rows = tracker.connections().iter().zip(&seen);
+    let written: io::Result<()> = if json_out {
+        // Row by row into the output: the whole document as one string was as large as the
+        // tracker's memory on 100k connections.
+        let rows = rows.map(|(c, s)| SummaryRow {
+            conn: c.id,
+            client: c.client,
+            server: c.server,
+            joined_mid: c.joined_mid,
+            closed_first: s.closed_first.map(|(r, _)| r.to_string()),
+            how: s.closed_first.map(|(_, how)| how),
+            simultaneous_close: s.simultaneous,
+            refused: s.refused,
+            client_state: c.state(Role::Client).name(),
+            server_state: c.state(Role::Server).name(),
+            duration_s: s.last.saturating_sub(s.first).as_secs_f64(),
+            segments: c.segments,
+        });
+        use serde::Serializer as _;
+        let pretty = serde_json::ser::PrettyFormatter::new();
+        let mut json = serde_json::Serializer::with_formatter(&mut out, pretty);
+        json.collect_seq(rows)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
     } else {
         // Each line written into one reused buffer: 100k lines through `format!` were a
         // fifth of the time on a busy server's capture.
         let mut line = String::with_capacity(256);
-        for (c, s) in tracker.connections().iter().zip(&seen) {
+        rows.into_iter().try_for_each(|(c, s)| {
             summary_line(&mut line, c, s);
-            if out.write_all(line.as_bytes()).is_err() {
-                break;
-            }
-        }
+            out.write_all(line.as_bytes())
+        })
+    };
+    match written.and_then(|()| out.flush()) {
+        // The reader went away (`| head`): what it wanted, it had.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("writing the summary")(e)),
+        _ => Ok(scan.finish("summarised", log)),
     }
-    let _ = out.flush();
-    Ok(scan.finish("summarised", log))
 }
 
 /// One connection's line of `summary`, in place of what `line` held.

@@ -948,6 +948,42 @@ fn a_reader_that_goes_away_is_not_an_error() {
     assert_eq!(stderr, "");
 }
 
+/// A summary that cannot be written (a full disk) says so and fails; one whose reader went
+/// away (`| head`) does not.
+#[test]
+fn a_summary_that_cannot_be_written_is_an_error() {
+    for json in [false, true] {
+        let mut args = vec!["summary", "--json"];
+        if !json {
+            args.pop();
+        }
+        let input = capture("tw-reuse.pcapng");
+        args.push(input.to_str().unwrap());
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(BIN).args(&args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "teardown: writing the summary: No space left on device (os error 28)",
+            "{args:?}"
+        );
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
 /// The default on a real capture (a SYN sent again, then a request, a reply and the close),
 /// read back by tshark: no comment on the data segments and their ACKs, which change nothing;
 /// one on every transition and on the retransmitted SYN; the section comment names the flag.

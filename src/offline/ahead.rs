@@ -31,6 +31,10 @@ type Batch = VecDeque<Ahead>;
 /// short (a batch is read in well under a millisecond).
 const BATCH: usize = 1024;
 
+/// A batch is cut short once its packets' bytes reach this: memory in flight stays a few
+/// MiB, whatever the packets' size (64 KiB segments where the NIC offloads).
+const BATCH_BYTES: usize = 1 << 20;
+
 /// A packet read and decoded.
 pub struct Readout {
     pub stamp: Stamp,
@@ -81,6 +85,8 @@ pub enum Packets<R: Read> {
         /// Packet buffers handed back for the reader to fill again: no allocation per packet.
         back: Sender<Vec<Box<InPacket>>>,
         spare: Vec<Box<InPacket>>,
+        /// The bytes `spare`'s buffers hold.
+        spare_bytes: usize,
         /// The tracking thread, its tracker coming back at the end, and the lists for it.
         tracking: Option<JoinHandle<Tracker>>,
         lists_back: Option<Sender<Lists>>,
@@ -205,9 +211,16 @@ impl<R: Read> Packets<R> {
     pub fn give_back(&mut self, p: Box<InPacket>) {
         match self {
             Packets::Inline { spare, .. } => spare.push(p),
-            Packets::Threaded { back, spare, .. } => {
+            Packets::Threaded {
+                back,
+                spare,
+                spare_bytes,
+                ..
+            } => {
+                *spare_bytes += p.data.capacity() + p.options.capacity();
                 spare.push(p);
-                if spare.len() >= BATCH {
+                if spare.len() >= BATCH || *spare_bytes >= BATCH_BYTES {
+                    *spare_bytes = 0;
                     let _ = back.send(std::mem::take(spare));
                 }
             }
@@ -319,39 +332,46 @@ impl<R: Read + Send + 'static> Packets<R> {
         if let Some(tracker) = tracker {
             let (tx, tracked) = sync_channel::<Batch>(2);
             let (give, lists) = channel::<Lists>();
-            let (keep, mine) = channel::<Receiver<Batch>>();
-            let _ = keep.send(batches);
-            match std::thread::Builder::new()
+            // The reader's batches come back from a thread that could not be started.
+            let slot = Arc::new(Mutex::new(Some(batches)));
+            let theirs = Arc::clone(&slot);
+            let started = std::thread::Builder::new()
                 .name("teardown-track".into())
-                .spawn(move || track_ahead(tracker, mine, tx, lists))
-            {
+                .spawn(move || {
+                    let mine = theirs.lock().ok().and_then(|mut s| s.take());
+                    track_ahead(tracker, mine, tx, lists)
+                });
+            match started {
                 Ok(thread) => {
                     batches = tracked;
                     tracking = Some(thread);
                     lists_back = Some(give);
                 }
-                // No second thread: the command fails with a word (the closure took the
-                // first one's batches with it).
-                Err(_) => {
-                    return Ok((
-                        Packets::Threaded {
-                            batches: sync_channel(0).1,
-                            batch: VecDeque::from([Ahead::Failed(Error::Usage(
-                                "cannot start a thread to track the input's segments: out of \
-                                 threads or memory"
-                                    .into(),
-                            ))]),
-                            empties,
-                            ended: false,
-                            back,
-                            spare: Vec::new(),
-                            tracking: None,
-                            lists_back: None,
-                            lists: Vec::new(),
-                        },
-                        kind,
-                    ));
-                }
+                // No thread to track: the caller's annotator tracks, as in line.
+                Err(_) => match slot.lock().ok().and_then(|mut s| s.take()) {
+                    Some(untracked) => batches = untracked,
+                    None => {
+                        return Ok((
+                            Packets::Threaded {
+                                batches: sync_channel(0).1,
+                                batch: VecDeque::from([Ahead::Failed(Error::Usage(
+                                    "cannot start a thread to track the input's segments: out \
+                                     of threads or memory"
+                                        .into(),
+                                ))]),
+                                empties,
+                                ended: false,
+                                back,
+                                spare: Vec::new(),
+                                spare_bytes: 0,
+                                tracking: None,
+                                lists_back: None,
+                                lists: Vec::new(),
+                            },
+                            kind,
+                        ));
+                    }
+                },
             }
         }
         Ok((
@@ -362,6 +382,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                 ended: false,
                 back,
                 spare: Vec::new(),
+                spare_bytes: 0,
                 tracking,
                 lists_back,
                 lists: Vec::new(),
@@ -374,11 +395,11 @@ impl<R: Read + Send + 'static> Packets<R> {
 /// Tracks each batch's segments in order, then hands the batch on; the tracker at the end.
 fn track_ahead(
     mut tracker: Tracker,
-    batches: Receiver<Receiver<Batch>>,
+    batches: Option<Receiver<Batch>>,
     tx: SyncSender<Batch>,
     lists: Receiver<Lists>,
 ) -> Tracker {
-    let Ok(batches) = batches.recv() else {
+    let Some(batches) = batches else {
         return tracker;
     };
     for mut batch in batches {
@@ -414,6 +435,7 @@ fn read_ahead<R: Read>(
             .unwrap_or_else(|_| VecDeque::with_capacity(BATCH))
     };
     let mut batch = fresh(&empties);
+    let mut batch_bytes = 0;
     loop {
         if spare.is_empty()
             && let Ok(more) = spares.try_recv()
@@ -425,11 +447,18 @@ fn read_ahead<R: Read>(
             break;
         };
         let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
+        if let Ahead::Packet(Readout {
+            packet: Some(p), ..
+        }) = &item
+        {
+            batch_bytes += p.data.len();
+        }
         batch.push_back(item);
         if last {
             break;
         }
-        if batch.len() == BATCH {
+        if batch.len() == BATCH || batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
             let full = std::mem::replace(&mut batch, fresh(&empties));
             // The reader went away (an error, a closed pipe): nothing more to read for.
             if tx.send(full).is_err() {
@@ -448,6 +477,9 @@ pub struct Behind {
     back: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// How the thread ended, once it did: its error is said again on every later call, so
+    /// that the destination's own error (a full disk) is the one the user sees.
+    ended: Option<(io::ErrorKind, String)>,
 }
 
 const OUT_BUFFER: usize = 1 << 20;
@@ -473,6 +505,7 @@ impl Behind {
             back,
             buf: Vec::with_capacity(OUT_BUFFER),
             thread: Some(thread),
+            ended: None,
         })
     }
 
@@ -490,7 +523,7 @@ impl Behind {
         if sent { Ok(()) } else { self.finish() }
     }
 
-    /// Everything written and flushed, or the destination's error.
+    /// Everything written and flushed, or the destination's error (the same on every call).
     pub fn finish(&mut self) -> io::Result<()> {
         if !self.buf.is_empty()
             && let Some(tx) = &self.tx
@@ -498,13 +531,17 @@ impl Behind {
             let _ = tx.send(std::mem::take(&mut self.buf));
         }
         self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the writing thread failed")),
-            None => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the output was already closed",
-            )),
+        if let Some(thread) = self.thread.take() {
+            self.ended = Some(match thread.join() {
+                Ok(Ok(())) => (io::ErrorKind::Other, String::new()),
+                Ok(Err(e)) => (e.kind(), e.to_string()),
+                Err(_) => (io::ErrorKind::Other, "the writing thread failed".into()),
+            });
+        }
+        match &self.ended {
+            Some((_, text)) if text.is_empty() => Ok(()),
+            Some((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+            None => Ok(()),
         }
     }
 }
@@ -659,6 +696,7 @@ mod tests {
             ended: false,
             back: channel().0,
             spare: Vec::new(),
+            spare_bytes: 0,
             tracking: None,
             lists_back: None,
             lists: Vec::new(),
@@ -681,6 +719,7 @@ mod tests {
             ended: false,
             back: channel().0,
             spare: Vec::new(),
+            spare_bytes: 0,
             tracking: None,
             lists_back: None,
             lists: Vec::new(),
@@ -690,6 +729,35 @@ mod tests {
         drop(tx);
         assert!(matches!(packets.next(), Some(Ahead::Block(_))));
         assert!(packets.next().is_none());
+    }
+
+    /// Large packets cut a batch short: what is in flight is bounded in bytes, not only in
+    /// packets (64 KiB segments where the NIC offloads filled hundreds of MiB).
+    #[test]
+    fn a_batch_of_large_packets_is_cut_at_a_mebibyte() {
+        let mut file = Vec::new();
+        for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 1] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        let frame = vec![0u8; 60_000];
+        for i in 0..100u32 {
+            for word in [1, i, frame.len() as u32, frame.len() as u32] {
+                file.extend_from_slice(&word.to_le_bytes());
+            }
+            file.extend_from_slice(&frame);
+        }
+        let src = Source::open(io::Cursor::new(file), "big").unwrap();
+        let (tx, batches) = sync_channel::<Batch>(64);
+        let (_back, spares) = channel();
+        let (_empties, emptied) = channel();
+        read_ahead(src, "big", true, tx, spares, emptied);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 101, "{sizes:?}"); // and the end
+        assert!(sizes.len() >= 5, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|&n| n <= BATCH_BYTES / 60_000 + 1),
+            "{sizes:?}"
+        );
     }
 
     /// A sink that keeps what it is given, or fails after `fail_after` bytes.
@@ -744,5 +812,9 @@ mod tests {
         }
         let err = first.unwrap_or_else(|| w.finish().unwrap_err());
         assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        // Asked again at the end (as `annotate` does), the same error, not another.
+        let again = w.finish().unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::StorageFull, "{again}");
+        assert_eq!(again.to_string(), err.to_string());
     }
 }
