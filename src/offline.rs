@@ -855,19 +855,27 @@ pub fn diagram(
     let svg_to_stdout = picture.as_ref().is_some_and(Dest::is_stdout);
     let style = crate::output::style::Style::detect(color, svg_to_stdout);
     let ladder_out: &mut dyn Write = if svg_to_stdout { log } else { out };
+    // The first error writing the ladder: said at the end (a full disk), but for a reader
+    // that went away (`| head`).
+    let mut failed: Option<io::Error> = None;
+    let mut keep = |r: io::Result<()>| {
+        if let Err(e) = r {
+            failed.get_or_insert(e);
+        }
+    };
     for (i, id) in ids.iter().enumerate() {
         let Some(conn) = tracker.connection(*id) else {
             continue;
         };
         if i > 0 {
-            let _ = writeln!(ladder_out);
+            keep(writeln!(ladder_out));
         }
-        let _ = writeln!(ladder_out, "connection #{id}");
-        let _ = write!(
+        keep(writeln!(ladder_out, "connection #{id}"));
+        keep(write!(
             ladder_out,
             "{}",
             ladder::render_checked(&kept, conn, None, &style)
-        );
+        ));
         // Connections on one 4-tuple (a new SYN meeting the old one's TIME_WAIT) share one
         // picture, as `run` draws them: the first of them draws it.
         let same_tuple: Vec<&crate::tracker::Connection> = ids
@@ -879,12 +887,12 @@ pub fn diagram(
             && let Some(path) = svg_path
             && ids.len() > 1
         {
-            let _ = writeln!(
+            keep(writeln!(
                 ladder_out,
                 "(drawn with connection #{} into {})",
                 first.id,
                 numbered(path, first.id).display()
-            );
+            ));
             continue;
         }
         if let Some(path) = svg_path {
@@ -918,20 +926,25 @@ pub fn diagram(
             dest.write_all(svg::render_page(&kept, &drawn, None, &[], &[], &heading).as_bytes())
                 .map_err(Error::io(format!("writing {shown}")))?;
             if !to_stdout {
-                let _ = writeln!(ladder_out, "(drawn into {shown})");
+                keep(writeln!(ladder_out, "(drawn into {shown})"));
             }
         }
     }
     if select == Select::All && tracker.connections().len() > MAX_DIAGRAMS {
-        let _ = writeln!(
+        keep(writeln!(
             ladder_out,
             "\n({} connections; the first {MAX_DIAGRAMS} are drawn: choose one with --conn N or \
              --port P, `teardown summary {input}` lists them)",
             tracker.connections().len()
-        );
+        ));
     }
-    let _ = ladder_out.flush();
-    Ok(scan.finish("drew", log))
+    keep(ladder_out.flush());
+    match failed {
+        Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(Error::io("writing the diagram")(e))
+        }
+        _ => Ok(scan.finish("drew", log)),
+    }
 }
 
 /// `out.svg` → `out-3.svg` for connection 3.

@@ -984,6 +984,41 @@ fn a_summary_that_cannot_be_written_is_an_error() {
     }
 }
 
+/// So with a diagram: a full disk is an error, a reader that went away is not.
+#[test]
+fn a_diagram_that_cannot_be_written_is_an_error() {
+    let input = capture("tw-reuse.pcapng");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["diagram", input.to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "teardown: writing the diagram: No space left on device (os error 28)"
+    );
+    let mut child = Command::new(BIN)
+        .args(["diagram", input.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The default on a real capture (a SYN sent again, then a request, a reply and the close),
 /// read back by tshark: no comment on the data segments and their ACKs, which change nothing;
 /// one on every transition and on the retransmitted SYN; the section comment names the flag.
