@@ -927,96 +927,60 @@ fn annotating_a_pcap_in_place_makes_it_pcapng_and_says_so() {
     );
 }
 
-#[test]
-fn a_reader_that_goes_away_is_not_an_error() {
+/// Runs teardown with `args`, its standard output closed before a byte is read, as `| head
+/// -c 0` would.
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
     let mut child = Command::new(BIN)
-        .args([
-            "annotate",
-            capture("tw-reuse.pcapng").to_str().unwrap(),
-            "-o",
-            "-",
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Closed before a byte is read, as `| head -c 0` would.
     drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs teardown with `args`, its standard output a full disk.
+fn with_stdout_full(args: &[&str]) -> std::process::Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    Command::new(BIN).args(args).stdout(full).output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let input = capture("tw-reuse.pcapng");
+    let out = with_stdout_closed(&["annotate", input.to_str().unwrap(), "-o", "-"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
 
-/// A summary that cannot be written (a full disk) says so and fails; one whose reader went
-/// away (`| head`) does not.
+/// A summary or a diagram that cannot be written (a full disk) says so and fails; one whose
+/// reader went away (`| head`) does not.
 #[test]
-fn a_summary_that_cannot_be_written_is_an_error() {
-    for json in [false, true] {
-        let mut args = vec!["summary", "--json"];
-        if !json {
-            args.pop();
-        }
-        let input = capture("tw-reuse.pcapng");
-        args.push(input.to_str().unwrap());
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let out = Command::new(BIN).args(&args).stdout(full).output().unwrap();
+fn an_output_that_cannot_be_written_is_an_error() {
+    let input = capture("tw-reuse.pcapng");
+    let input = input.to_str().unwrap();
+    for (args, what) in [
+        (vec!["summary", input], "summary"),
+        (vec!["summary", "--json", input], "summary"),
+        (vec!["diagram", input], "diagram"),
+    ] {
+        let out = with_stdout_full(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(
             stderr.trim(),
-            "teardown: writing the summary: No space left on device (os error 28)",
+            format!("teardown: writing the {what}: No space left on device (os error 28)"),
             "{args:?}"
         );
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdout_closed(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
-}
-
-/// So with a diagram: a full disk is an error, a reader that went away is not.
-#[test]
-fn a_diagram_that_cannot_be_written_is_an_error() {
-    let input = capture("tw-reuse.pcapng");
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let out = Command::new(BIN)
-        .args(["diagram", input.to_str().unwrap()])
-        .stdout(full)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(
-        stderr.trim(),
-        "teardown: writing the diagram: No space left on device (os error 28)"
-    );
-    let mut child = Command::new(BIN)
-        .args(["diagram", input.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The default on a real capture (a SYN sent again, then a request, a reply and the close),
