@@ -213,14 +213,26 @@ impl<T> Annotator<T> {
     /// `ready` before writing it).
     #[cfg(test)]
     fn track(&mut self, seg: Option<&Segment>, at: Option<Duration>) -> Tracked {
-        let Some(seg) = seg else {
+        let event = seg.map(|seg| self.tracker.on_segment_at(seg, at));
+        self.placed(seg, event, at)
+    }
+
+    /// `track` with the tracker's event for `seg` made already. The event is moved once,
+    /// into what is returned: it is too large to copy about.
+    #[inline(always)]
+    fn placed(
+        &mut self,
+        seg: Option<&Segment>,
+        event: Option<Event>,
+        at: Option<Duration>,
+    ) -> Tracked {
+        let (Some(seg), Some(mut event)) = (seg, event) else {
             return Tracked {
                 event: None,
                 hold: self.waiting(),
                 waits_for: None,
             };
         };
-        let mut event = self.tracker.on_segment_at(seg, at);
         let (hold, waits_for) = self.tracked(seg, at, &mut event);
         Tracked {
             event: Some(event),
@@ -303,30 +315,10 @@ impl<T> Annotator<T> {
         &mut self,
         seg: Option<&Segment>,
         at: Option<Duration>,
-        mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
+        emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
-        let Some(seg) = seg else {
-            let hold = self.waiting();
-            while let Some((item, event)) = self.ready(at) {
-                emit(self, item, event)?;
-            }
-            return Ok(Tracked {
-                event: None,
-                hold,
-                waits_for: None,
-            });
-        };
-        // The event is moved once, into what is returned: it is too large to copy about.
-        let mut event = self.tracker.on_segment_at(seg, at);
-        let (hold, waits_for) = self.tracked(seg, at, &mut event);
-        while let Some((item, event)) = self.ready(at) {
-            emit(self, item, event)?;
-        }
-        Ok(Tracked {
-            event: Some(event),
-            hold,
-            waits_for,
-        })
+        let event = seg.map(|seg| self.tracker.on_segment_at(seg, at));
+        self.step_placed(seg, event, at, emit)
     }
 
     /// `step` for a segment whose event the tracker made elsewhere: `event` is what
@@ -340,26 +332,11 @@ impl<T> Annotator<T> {
         at: Option<Duration>,
         mut emit: impl FnMut(&mut Self, T, Option<Event>) -> Result<(), E>,
     ) -> Result<Tracked, E> {
-        let (Some(seg), Some(mut event)) = (seg, event) else {
-            let hold = self.waiting();
-            while let Some((item, event)) = self.ready(at) {
-                emit(self, item, event)?;
-            }
-            return Ok(Tracked {
-                event: None,
-                hold,
-                waits_for: None,
-            });
-        };
-        let (hold, waits_for) = self.tracked(seg, at, &mut event);
+        let tracked = self.placed(seg, event, at);
         while let Some((item, event)) = self.ready(at) {
             emit(self, item, event)?;
         }
-        Ok(Tracked {
-            event: Some(event),
-            hold,
-            waits_for,
-        })
+        Ok(tracked)
     }
 
     /// Keeps a frame that `step` said must wait.
