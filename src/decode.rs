@@ -414,6 +414,28 @@ pub fn decode_ethernet(frame: &[u8]) -> Result<Segment, DecodeError> {
     decode(link::ETHERNET, frame)
 }
 
+/// The options a reader of a handshake cares about, as etherparse's iterator reads them (the
+/// odd frames' way, and what the fast `syn_options` is held to).
+fn etherparse_options(walk: etherparse::TcpOptionsIterator<'_>) -> TcpOptions {
+    let mut options = TcpOptions::default();
+    for option in walk {
+        match option {
+            Ok(TcpOptionElement::MaximumSegmentSize(mss)) => options.mss = Some(mss),
+            Ok(TcpOptionElement::WindowScale(ws)) => options.wscale = Some(ws),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                options.sack_permitted = true
+            }
+            Ok(TcpOptionElement::Timestamp(val, ecr)) => options.timestamp = Some((val, ecr)),
+            Ok(_) => {}
+            Err(_) => {
+                options.unparsed = true;
+                break;
+            }
+        }
+    }
+    options
+}
+
 fn tcp_segment(tcp: &etherparse::TcpSlice<'_>, src_ip: IpAddr, dst_ip: IpAddr) -> Segment {
     let mut flags = Flags(0);
     for (set, flag) in [
@@ -430,29 +452,13 @@ fn tcp_segment(tcp: &etherparse::TcpSlice<'_>, src_ip: IpAddr, dst_ip: IpAddr) -
             flags = flags | flag;
         }
     }
-    let mut options = TcpOptions::default();
     // MSS, window scale and SACK-permitted only mean something on a SYN; the rest of a long
     // capture is not worth the walk (RFC 9293 §3.1, RFC 7323 §2.2).
-    let walk = if flags.syn() {
-        tcp.options_iterator()
+    let options = if flags.syn() {
+        etherparse_options(tcp.options_iterator())
     } else {
-        etherparse::TcpOptionsIterator::from_slice(&[])
+        TcpOptions::default()
     };
-    for option in walk {
-        match option {
-            Ok(TcpOptionElement::MaximumSegmentSize(mss)) => options.mss = Some(mss),
-            Ok(TcpOptionElement::WindowScale(ws)) => options.wscale = Some(ws),
-            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
-                options.sack_permitted = true
-            }
-            Ok(TcpOptionElement::Timestamp(val, ecr)) => options.timestamp = Some((val, ecr)),
-            Ok(_) => {}
-            Err(_) => {
-                options.unparsed = true;
-                break;
-            }
-        }
-    }
     Segment {
         src: SocketAddr::new(src_ip, tcp.source_port()),
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
