@@ -701,17 +701,8 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
     };
     for (role, t) in &event.transitions {
         part(&mut s);
-        for piece in [
-            role.name(),
-            " ",
-            t.from.name(),
-            " → ",
-            t.to.name(),
-            " (",
-            t.cause.text(),
-            ", ",
-            t.rfc,
-        ] {
+        crate::tracker::push_change(&mut s, *role, t);
+        for piece in [t.cause.text(), ", ", t.rfc] {
             s.push_str(piece);
         }
         if t.to == State::TimeWait {

@@ -513,13 +513,7 @@ impl Tracker {
                 unexpected.push((role, u));
             }
         }
-        if let (Some(t), Some(_)) = (at, self.forget_after)
-            && finished(conn)
-            && !conn.queued
-        {
-            conn.queued = true;
-            self.finished.push_back((t, id));
-        }
+        queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
         Event {
             conn: id,
             from,
@@ -825,13 +819,7 @@ impl Tracker {
             ));
         }
         let states = [conn.state(Role::Client), conn.state(Role::Server)];
-        if let (Some(t), Some(_)) = (at, self.forget_after)
-            && finished(conn)
-            && !conn.queued
-        {
-            conn.queued = true;
-            self.finished.push_back((t, id));
-        }
+        queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
         Event {
             conn: id,
             from,
@@ -1110,17 +1098,8 @@ fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
         let mut s = String::with_capacity(192);
         s.push_str("connection ");
         crate::output::text::push_u64(&mut s, old.id as u64);
-        for part in [
-            ": ",
-            role.name(),
-            " ",
-            t.from.name(),
-            " → ",
-            t.to.name(),
-            " (",
-        ] {
-            s.push_str(part);
-        }
+        s.push_str(": ");
+        push_change(&mut s, role, &t);
         for part in [cause, ", ", rfc, ")"] {
             s.push_str(part);
         }
@@ -1180,6 +1159,32 @@ fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
 }
 
 /// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
+/// `server FIN_WAIT_1 → TIME_WAIT (`: how a comment and a note name a change, up to its
+/// cause.
+pub fn push_change(s: &mut String, role: Role, t: &Transition) {
+    for part in [role.name(), " ", t.from.name(), " → ", t.to.name(), " ("] {
+        s.push_str(part);
+    }
+}
+
+/// A connection a segment left with both ends done joins the sweep's queue of a forgetful
+/// tracker, once, with that segment's time.
+fn queue_if_finished(
+    queue: &mut VecDeque<(std::time::Duration, usize)>,
+    conn: &mut Connection,
+    at: Option<std::time::Duration>,
+    forgetful: bool,
+) {
+    if let Some(t) = at
+        && forgetful
+        && !conn.queued
+        && finished(conn)
+    {
+        conn.queued = true;
+        queue.push_back((t, conn.id));
+    }
+}
+
 fn finished(c: &Connection) -> bool {
     let done = |s: State| matches!(s, State::Closed | State::TimeWait);
     done(c.state(Role::Client)) && done(c.state(Role::Server))
