@@ -814,27 +814,9 @@ pub(crate) mod tests {
         })
     }
 
-    /// The article's opening, then both ends send their FIN before either has the other's:
-    /// the server's FIN first, then the client's, which does not ack it.
-    fn crossing_fins() -> Vec<Segment> {
-        use crate::tcp::Flags;
-        use crate::tracker::tests::segment;
-        let a = Flags::ACK;
-        let fa = Flags(Flags::FIN.0 | Flags::ACK.0);
-        let mut segs = crate::tracker::tests::active_close(false);
-        segs.truncate(7);
-        segs.extend([
-            segment(false, fa, 912, 112, 0),
-            segment(true, fa, 112, 912, 0),
-            segment(true, a, 113, 913, 0),
-            segment(false, a, 913, 113, 0),
-        ]);
-        segs
-    }
-
     #[test]
     fn crossing_fins_revise_the_first_fins_comment_before_it_is_written() {
-        let (packets, tracker) = captured(crossing_fins(), every_50us);
+        let (packets, tracker) = captured(crate::tracker::tests::crossing_fins(), every_50us);
         // The server's FIN found the client in FIN_WAIT_1 already: no CLOSE_WAIT on it.
         let first = &packets[7].comment;
         assert!(
@@ -941,7 +923,7 @@ pub(crate) mod tests {
         let conns: Vec<Vec<Segment>> = (0..16u16)
             .map(|c| {
                 let mut segs = if c % 3 == 0 {
-                    crossing_fins()
+                    crate::tracker::tests::crossing_fins()
                 } else {
                     active_close(c % 2 == 0)
                 };

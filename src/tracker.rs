@@ -1403,6 +1403,20 @@ pub(crate) mod tests {
         segs
     }
 
+    /// The article's opening, then both ends send their FIN before either has the other's:
+    /// the server's FIN first, then the client's, which does not ack it.
+    pub(crate) fn crossing_fins() -> Vec<Segment> {
+        let mut segs = active_close(false);
+        segs.truncate(7);
+        segs.extend([
+            segment(false, FA, 912, 112, 0),
+            segment(true, FA, 112, 912, 0),
+            segment(true, A, 113, 913, 0),
+            segment(false, A, 913, 113, 0),
+        ]);
+        segs
+    }
+
     fn run(segs: &[Segment]) -> (Tracker, Vec<Event>) {
         let mut tracker = Tracker::new();
         let events = segs.iter().map(|s| tracker.on_segment(s)).collect();

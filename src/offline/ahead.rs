@@ -684,12 +684,9 @@ mod tests {
         assert!(inline.iter().any(|s| s.starts_with("block")));
     }
 
-    /// A reading thread that stops before the input's end (it cannot, but were it to) is
-    /// said, not taken for the end of the file.
-    #[test]
-    fn a_reading_that_stops_before_its_end_is_an_error_not_an_end() {
-        let (tx, batches) = sync_channel::<Batch>(2);
-        let mut packets: Packets<io::Empty> = Packets::Threaded {
+    /// A threaded reading whose batches come from `batches`, and nothing else.
+    fn fed_by(batches: Receiver<Batch>) -> Packets<io::Empty> {
+        Packets::Threaded {
             batches,
             batch: VecDeque::new(),
             empties: channel().0,
@@ -700,7 +697,15 @@ mod tests {
             tracking: None,
             lists_back: None,
             lists: Vec::new(),
-        };
+        }
+    }
+
+    /// A reading thread that stops before the input's end (it cannot, but were it to) is
+    /// said, not taken for the end of the file.
+    #[test]
+    fn a_reading_that_stops_before_its_end_is_an_error_not_an_end() {
+        let (tx, batches) = sync_channel::<Batch>(2);
+        let mut packets = fed_by(batches);
         tx.send(VecDeque::from([Ahead::Block(vec![1, 2, 3, 4])]))
             .unwrap();
         drop(tx);
@@ -712,18 +717,7 @@ mod tests {
         assert!(packets.next().is_none());
         // With the end said, the same closed channel is the end.
         let (tx, batches) = sync_channel::<Batch>(2);
-        let mut packets: Packets<io::Empty> = Packets::Threaded {
-            batches,
-            batch: VecDeque::new(),
-            empties: channel().0,
-            ended: false,
-            back: channel().0,
-            spare: Vec::new(),
-            spare_bytes: 0,
-            tracking: None,
-            lists_back: None,
-            lists: Vec::new(),
-        };
+        let mut packets = fed_by(batches);
         tx.send(VecDeque::from([Ahead::Block(vec![1]), Ahead::End]))
             .unwrap();
         drop(tx);

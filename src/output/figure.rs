@@ -977,22 +977,12 @@ fn brackets(arrows: &[Arrow], marks: &[Mark]) -> Vec<Bracket> {
 mod tests {
     use super::*;
     use crate::annotate::tests::{captured, every_50us};
-    use crate::tcp::Flags;
-    use crate::tracker::tests::{active_close, segment};
+    use crate::tracker::tests::crossing_fins;
 
     /// Both FINs sent before either arrives, as the capture saw them: the server's first, then
     /// the client's, which does not ack it.
     fn crossing() -> (Vec<Packet>, crate::tracker::Tracker) {
-        let (a, fa) = (Flags::ACK, Flags(Flags::FIN.0 | Flags::ACK.0));
-        let mut segs = active_close(false);
-        segs.truncate(7);
-        segs.extend([
-            segment(false, fa, 912, 112, 0),
-            segment(true, fa, 112, 912, 0),
-            segment(true, a, 113, 913, 0),
-            segment(false, a, 913, 113, 0),
-        ]);
-        captured(segs, every_50us)
+        captured(crossing_fins(), every_50us)
     }
 
     fn fin_arrows(panel: &Panel, packets: &[Packet]) -> Vec<Arrow> {
