@@ -63,16 +63,64 @@ impl InPacket {
             return false;
         }
         let mut kept = Vec::with_capacity(self.options.len());
-        let mut start = 0;
-        for (code, value, end) in walk(&self.options, self.big_endian) {
-            if !(code == 1 && drop(&String::from_utf8_lossy(value))) {
-                kept.extend_from_slice(&self.options[start..end]);
-            }
-            start = end;
-        }
+        push_options_without(&self.options, self.big_endian, &drop, &mut kept);
         self.options = kept;
         self.comments.retain(|c| !drop(c));
         true
+    }
+
+    /// The packet where it lies, to read or copy from.
+    pub fn view(&self) -> PacketView<'_> {
+        PacketView {
+            ts: self.ts,
+            raw_ts: self.raw_ts,
+            interface: self.interface,
+            linktype: self.linktype,
+            data: &self.data,
+            orig_len: self.orig_len,
+            options: &self.options,
+            comments: &self.comments,
+            big_endian: self.big_endian,
+            offset: self.offset,
+        }
+    }
+}
+
+/// A packet as read, its bytes where they lie: the reader's buffer (a pcap record whole in
+/// it, the usual case) or a packet it was read into.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketView<'a> {
+    pub ts: Duration,
+    pub raw_ts: u64,
+    pub interface: u32,
+    pub linktype: u32,
+    pub data: &'a [u8],
+    pub orig_len: u32,
+    pub options: &'a [u8],
+    pub comments: &'a [String],
+    pub big_endian: bool,
+    pub offset: u64,
+}
+
+/// What `Source::next_with` found: a packet (what its function made of it) or a block.
+pub enum Next<T> {
+    Packet(T),
+    Block(Vec<u8>),
+}
+
+/// `options` without the comments `drop` picks, the others in their order, onto `out`.
+pub fn push_options_without(
+    options: &[u8],
+    big: bool,
+    drop: impl Fn(&str) -> bool,
+    out: &mut Vec<u8>,
+) {
+    let mut start = 0;
+    for (code, value, end) in walk(options, big) {
+        if !(code == 1 && drop(&String::from_utf8_lossy(value))) {
+            out.extend_from_slice(&options[start..end]);
+        }
+        start = end;
     }
 }
 
@@ -229,33 +277,49 @@ impl<R: Read> Records<R> {
         Some(record)
     }
 
+    /// A record's packet where it lies in the buffer.
+    #[inline(always)]
+    fn view(&self, p: &Record, offset: u64) -> PacketView<'_> {
+        let unit = if self.nanos { 1_000_000_000 } else { 1_000_000 };
+        PacketView {
+            ts: Duration::new(
+                u64::from(p.ts_sec),
+                if self.nanos {
+                    p.ts_frac
+                } else {
+                    p.ts_frac.saturating_mul(1000)
+                },
+            ),
+            raw_ts: u64::from(p.ts_sec) * unit + u64::from(p.ts_frac),
+            interface: 0,
+            linktype: self.linktype,
+            data: &self.buf[p.data..p.data + p.incl_len as usize],
+            orig_len: p.orig_len,
+            options: &[],
+            comments: &[],
+            // Written back in a section of this machine's byte order.
+            big_endian: cfg!(target_endian = "big"),
+            offset,
+        }
+    }
+
     /// A record's packet, into `packet` (its buffers reused).
     #[inline(always)]
     fn packet(&self, p: &Record, packet: &mut InPacket, offset: u64) {
-        let unit = if self.nanos { 1_000_000_000 } else { 1_000_000 };
-        packet.ts = Duration::new(
-            u64::from(p.ts_sec),
-            if self.nanos {
-                p.ts_frac
-            } else {
-                p.ts_frac.saturating_mul(1000)
-            },
-        );
-        packet.raw_ts = u64::from(p.ts_sec) * unit + u64::from(p.ts_frac);
-        packet.interface = 0;
-        packet.linktype = self.linktype;
+        let v = self.view(p, offset);
+        packet.ts = v.ts;
+        packet.raw_ts = v.raw_ts;
+        packet.interface = v.interface;
+        packet.linktype = v.linktype;
         packet.data.clear();
-        packet
-            .data
-            .extend_from_slice(&self.buf[p.data..p.data + p.incl_len as usize]);
-        packet.orig_len = p.orig_len;
+        packet.data.extend_from_slice(v.data);
+        packet.orig_len = v.orig_len;
         packet.options.clear();
         if !packet.comments.is_empty() {
             packet.comments.clear();
         }
-        // Written back in a section of this machine's byte order.
-        packet.big_endian = cfg!(target_endian = "big");
-        packet.offset = offset;
+        packet.big_endian = v.big_endian;
+        packet.offset = v.offset;
     }
 
     /// The next record, whole in the buffer, reading as needed; None at the input's end
@@ -474,6 +538,32 @@ impl<R: Read> Source<R> {
             return Some(Ok(None));
         }
         self.next_read(packet)
+    }
+
+    /// The next packet given to `f` where it lies, copied nowhere when it is a pcap record
+    /// whole in the buffer (the usual case), or else read into `spare`; or a block to copy.
+    #[inline(always)]
+    pub fn next_with<T>(
+        &mut self,
+        spare: &mut InPacket,
+        f: impl FnOnce(PacketView<'_>) -> T,
+    ) -> Option<Result<Next<T>, InputError>> {
+        if let Reader::Pcap(r) = &mut self.reader
+            && !self.done
+            && let Some(p) = r.buffered()
+        {
+            if p.incl_len > p.orig_len {
+                return self.lying(&p);
+            }
+            let offset = self.offset;
+            self.offset += 16 + u64::from(p.incl_len);
+            return Some(Ok(Next::Packet(f(r.view(&p, offset)))));
+        }
+        Some(match self.next_read(spare)? {
+            Ok(None) => Ok(Next::Packet(f(spare.view()))),
+            Ok(Some(block)) => Ok(Next::Block(block)),
+            Err(e) => Err(e),
+        })
     }
 
     fn lying<T>(&mut self, p: &Record) -> Option<Result<T, InputError>> {

@@ -17,7 +17,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
-use crate::annotate::{Annotator, CommentCache, Comments, Packet, is_teardown_comment};
+use crate::annotate::{Annotator, CommentCache, Comments, Packet};
 use crate::capture::Frame;
 use crate::decode::{DecodeError, link};
 use crate::error::{Error, exit};
@@ -27,7 +27,7 @@ mod ahead;
 use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
-use ahead::{Ahead, Behind, Packets, Readout, Stamp};
+use ahead::{Ahead, Behind, Packets, Readout, Stamp, Stored};
 
 /// IN opened: `-` is standard input.
 struct Input {
@@ -76,13 +76,11 @@ fn count(n: impl TryInto<usize>, word: &str) -> String {
 }
 
 /// A packet of a link type teardown does not decode: an error for the whole file.
-fn unsupported_link(p: &InPacket, name: &str) -> Error {
+fn unsupported_link(linktype: u32, offset: u64, name: &str) -> Error {
     Error::Usage(format!(
-        "{name}: byte {}: link type {} ({:?}) is not one teardown decodes: Ethernet, Linux \
-         cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are",
-        p.offset,
-        p.linktype,
-        DataLink::from(p.linktype)
+        "{name}: byte {offset}: link type {linktype} ({:?}) is not one teardown decodes: \
+         Ethernet, Linux cooked (SLL, SLL2), raw IPv4/IPv6 and BSD loopback are",
+        DataLink::from(linktype)
     ))
 }
 
@@ -182,14 +180,16 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
     let mut cut = None;
     // Tracked on the reading's own thread, or here by the annotator's tracker.
     let tracking = packets.tracked();
+    // Held packets' own buffers, used again: the reading's are gone with the next item.
+    let mut spare: Vec<Box<InPacket>> = Vec::new();
     while let Some(item) = packets.next() {
-        let (mut p, decoded, event) = match item {
+        let (stamp, p, decoded, event) = match item {
             Ahead::Packet(Readout {
+                stamp,
                 packet: Some(p),
                 decoded,
                 event,
-                ..
-            }) => (p, decoded, event),
+            }) => (stamp, p, decoded, event),
             // Not asked for (`bytes` is true): a packet without its bytes cannot be written.
             Ahead::Packet(_) => {
                 return Err(Error::Usage(format!(
@@ -199,9 +199,9 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             Ahead::Block(bytes) => {
                 // A block that is no packet (a section, an interface) ends the look-ahead:
                 // the packets before it belong before it.
-                for (mut held, event) in annotator.finish() {
-                    write_held(out, &mut comments, &mut held, event.as_ref()).map_err(write_err)?;
-                    packets.give_back(held.packet);
+                for (held, event) in annotator.finish() {
+                    write_held(out, &mut comments, &held, event.as_ref()).map_err(write_err)?;
+                    spare.push(held.packet);
                 }
                 out.write_all(&bytes).map_err(write_err)?;
                 continue;
@@ -234,17 +234,16 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
                 None
             }
         };
-        let at = Some(p.ts);
+        let at = Some(stamp.ts);
         // Answered held packets first: the order of the capture.
-        let emit =
-            |a: &mut Annotator<Held>, mut held: Held, event: Option<crate::tracker::Event>| {
-                write_held(out, &mut comments, &mut held, event.as_ref())?;
-                packets.give_back(held.packet);
-                if let Some(event) = event {
-                    packets.recycle(event, &mut a.tracker);
-                }
-                Ok(())
-            };
+        let emit = |a: &mut Annotator<Held>, held: Held, event: Option<crate::tracker::Event>| {
+            write_held(out, &mut comments, &held, event.as_ref())?;
+            spare.push(held.packet);
+            if let Some(event) = event {
+                packets.recycle(event, &mut a.tracker);
+            }
+            Ok(())
+        };
         let tracked = if tracking {
             annotator.step_placed(seg, event, at, emit)
         } else {
@@ -255,18 +254,20 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             opened = opened.max(e.conn + 1);
         }
         if tracked.hold {
-            // Boxed: a held packet moves through the look-ahead as a pointer.
-            annotator.hold(Held { packet: p, extra }, tracked, at);
+            // Its bytes copied out of the batch, which goes back before its answer comes;
+            // boxed, it moves through the look-ahead as a pointer.
+            let mut packet = spare.pop().unwrap_or_default();
+            own(&mut packet, packets.stored(&p));
+            annotator.hold(Held { packet, extra }, tracked, at);
         } else {
             write_annotated(
                 out,
                 &mut comments,
-                &mut p,
+                packets.stored(&p),
                 extra.as_deref(),
                 tracked.event.as_ref(),
             )
             .map_err(write_err)?;
-            packets.give_back(p);
             if let Some(event) = tracked.event {
                 packets.recycle(event, &mut annotator.tracker);
             }
@@ -275,8 +276,8 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             out.flush().map_err(write_err)?;
         }
     }
-    for (mut held, event) in annotator.finish() {
-        write_held(out, &mut comments, &mut held, event.as_ref()).map_err(write_err)?;
+    for (held, event) in annotator.finish() {
+        write_held(out, &mut comments, &held, event.as_ref()).map_err(write_err)?;
     }
     if tcp == 0 {
         return Err(no_tcp(name, packets_seen, cut.as_ref(), "annotate"));
@@ -288,6 +289,18 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
         kind,
         cut,
     })
+}
+
+/// `p`'s block, copied into `packet`'s buffers.
+fn own(packet: &mut InPacket, p: Stored<'_>) {
+    packet.raw_ts = p.raw_ts;
+    packet.interface = p.interface;
+    packet.orig_len = p.orig_len;
+    packet.big_endian = p.big_endian;
+    packet.data.clear();
+    packet.data.extend_from_slice(p.data);
+    packet.options.clear();
+    packet.options.extend_from_slice(p.options);
 }
 
 /// A packet the annotator holds, with what its comment adds beyond the event (a snaplen cut),
@@ -303,7 +316,7 @@ struct Held {
 fn write_annotated<W: Write + ?Sized>(
     out: &mut W,
     comments: &mut CommentCache,
-    packet: &mut InPacket,
+    packet: Stored<'_>,
     extra: Option<&str>,
     event: Option<&crate::tracker::Event>,
 ) -> io::Result<()> {
@@ -320,16 +333,15 @@ fn write_annotated<W: Write + ?Sized>(
         (None, None) => "".into(),
     };
     // Annotating again replaces teardown's earlier comment (or drops it, where the segment
-    // now gets none); others' stay.
-    packet.drop_comments(is_teardown_comment);
+    // now gets none): the reading left it out of the options; others' stay.
     write_epb(
         out,
         packet.big_endian,
         packet.interface,
         packet.raw_ts,
-        &packet.data,
+        packet.data,
         packet.orig_len,
-        &packet.options,
+        packet.options,
         &text,
     )
 }
@@ -337,13 +349,13 @@ fn write_annotated<W: Write + ?Sized>(
 fn write_held<W: Write + ?Sized>(
     out: &mut W,
     comments: &mut CommentCache,
-    held: &mut Held,
+    held: &Held,
     event: Option<&crate::tracker::Event>,
 ) -> io::Result<()> {
     write_annotated(
         out,
         comments,
-        &mut held.packet,
+        Stored::from(&*held.packet),
         held.extra.as_deref(),
         event,
     )
@@ -536,15 +548,10 @@ fn each_segment<K>(
         let (stamp, decoded, event) = match item {
             Ahead::Packet(Readout {
                 stamp,
-                packet,
                 decoded,
                 event,
-            }) => {
-                if let Some(p) = packet {
-                    src.give_back(p);
-                }
-                (stamp, decoded, event)
-            }
+                ..
+            }) => (stamp, decoded, event),
             Ahead::Block(_) => continue,
             Ahead::Cut(e) => {
                 cut = Some(e);

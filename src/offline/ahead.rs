@@ -5,9 +5,6 @@
 //! hundred packets at a time, the packets, their events and the errors come out exactly as
 //! one thread would give them.
 
-// The boxes are the point: a packet moves through the look-ahead and back as a pointer.
-#![allow(clippy::vec_box)]
-
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
@@ -16,16 +13,122 @@ use std::thread::JoinHandle;
 
 use crate::decode::{DecodeError, Segment, decode, link};
 use crate::error::Error;
-use crate::input::{InPacket, InputError, Kind, Source};
+use crate::input::{InPacket, InputError, Kind, Next, PacketView, Source};
 use crate::tcp::Transition;
 use crate::tracker::{Event, Role, Tracker};
 
 /// Emptied lists of an event's transitions, handed back to the tracker to fill again.
 type Lists = Vec<Vec<(Role, Transition)>>;
 
-/// Items in order; emptied batches go back to the reader, so that a batch's memory is
-/// allocated once and freed by the thread that allocated it.
-type Batch = VecDeque<Ahead>;
+/// Items in order, and their packets' bytes one after the other: a packet crosses to the
+/// next core as a few cache lines in a row, not as a buffer of its own (on a busy server's
+/// capture, the misses on each packet's buffer were a third of the annotator's time). Emptied
+/// batches go back to the reader, so that a batch's memory is allocated once and freed by the
+/// thread that allocated it.
+#[derive(Default)]
+pub struct Batch {
+    items: VecDeque<Ahead>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn with_capacity() -> Batch {
+        Batch {
+            items: VecDeque::with_capacity(BATCH),
+            bytes: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
+        }
+    }
+}
+
+impl From<VecDeque<Ahead>> for Batch {
+    fn from(items: VecDeque<Ahead>) -> Batch {
+        Batch {
+            items,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+/// Where a packet's bytes are in its batch (or in an in-line reading's buffer), and what its
+/// block keeps beside them.
+#[derive(Clone, Copy, Debug)]
+pub struct Placed {
+    pub raw_ts: u64,
+    pub interface: u32,
+    pub orig_len: u32,
+    pub big_endian: bool,
+    data: (u32, u32),
+    /// Its options as stored, teardown's own comments left out (annotating again replaces
+    /// them).
+    options: (u32, u32),
+}
+
+/// What a packet's block is written from.
+#[derive(Clone, Copy, Debug)]
+pub struct Stored<'a> {
+    pub raw_ts: u64,
+    pub interface: u32,
+    pub orig_len: u32,
+    pub big_endian: bool,
+    pub data: &'a [u8],
+    pub options: &'a [u8],
+}
+
+impl Placed {
+    /// Its bytes out of `bytes`, the buffer it was placed in.
+    fn stored<'a>(&self, bytes: &'a [u8]) -> Stored<'a> {
+        let range = |(a, b): (u32, u32)| &bytes[a as usize..b as usize];
+        Stored {
+            raw_ts: self.raw_ts,
+            interface: self.interface,
+            orig_len: self.orig_len,
+            big_endian: self.big_endian,
+            data: range(self.data),
+            options: range(self.options),
+        }
+    }
+}
+
+impl<'a> From<&'a InPacket> for Stored<'a> {
+    fn from(p: &'a InPacket) -> Stored<'a> {
+        Stored {
+            raw_ts: p.raw_ts,
+            interface: p.interface,
+            orig_len: p.orig_len,
+            big_endian: p.big_endian,
+            data: &p.data,
+            options: &p.options,
+        }
+    }
+}
+
+/// `p` onto the end of `bytes`.
+fn place(bytes: &mut Vec<u8>, p: &PacketView<'_>) -> Placed {
+    let start = bytes.len() as u32;
+    bytes.extend_from_slice(p.data);
+    let data_end = bytes.len() as u32;
+    if p.comments
+        .iter()
+        .any(|c| crate::annotate::is_teardown_comment(c))
+    {
+        crate::input::push_options_without(
+            p.options,
+            p.big_endian,
+            crate::annotate::is_teardown_comment,
+            bytes,
+        );
+    } else {
+        bytes.extend_from_slice(p.options);
+    }
+    Placed {
+        raw_ts: p.raw_ts,
+        interface: p.interface,
+        orig_len: p.orig_len,
+        big_endian: p.big_endian,
+        data: (start, data_end),
+        options: (data_end, bytes.len() as u32),
+    }
+}
 
 /// Packets a batch carries: the channel's cost spread over many, the wait for the first
 /// short (a batch is read in well under a millisecond).
@@ -38,9 +141,9 @@ const BATCH_BYTES: usize = 1 << 20;
 /// A packet read and decoded.
 pub struct Readout {
     pub stamp: Stamp,
-    /// The packet whole, where the reading keeps the bytes (`annotate`); none for `summary`
-    /// and `diagram`, so that its buffers never leave the reading thread's cache.
-    pub packet: Option<Box<InPacket>>,
+    /// Where the packet's bytes are, where the reading keeps them (`annotate`); none for
+    /// `summary` and `diagram`, which decode them where they were read and copy nothing.
+    pub packet: Option<Placed>,
     pub decoded: Result<Segment, DecodeError>,
     /// The tracker's event for the segment, where the reading tracks too.
     pub event: Option<Event>,
@@ -71,9 +174,11 @@ pub enum Packets<R: Read> {
     Inline {
         src: Source<R>,
         name: String,
-        spare: Vec<Box<InPacket>>,
+        spare: InPacket,
+        /// The last packet's bytes (`keep`).
+        bytes: Vec<u8>,
         done: bool,
-        bytes: bool,
+        keep: bool,
     },
     Threaded {
         batches: Receiver<Batch>,
@@ -82,11 +187,6 @@ pub enum Packets<R: Read> {
         empties: Sender<Batch>,
         /// The end, a cut or an error came: nothing follows.
         ended: bool,
-        /// Packet buffers handed back for the reader to fill again: no allocation per packet.
-        back: Sender<Vec<Box<InPacket>>>,
-        spare: Vec<Box<InPacket>>,
-        /// The bytes `spare`'s buffers hold.
-        spare_bytes: usize,
         /// The tracking thread, its tracker coming back at the end, and the lists for it.
         tracking: Option<JoinHandle<Tracker>>,
         lists_back: Option<Sender<Lists>>,
@@ -101,57 +201,56 @@ pub struct Stamp {
     pub orig_len: u32,
 }
 
-/// One item read and decoded (what both ways share), into `spare`'s next buffer; with
-/// `bytes` false the buffer goes back to `spare`.
+/// One item read and decoded (what both ways share); the packet's bytes onto `bytes`, where
+/// they are kept.
+#[inline(always)]
 fn read_one<R: Read>(
     src: &mut Source<R>,
     name: &str,
-    spare: &mut Vec<Box<InPacket>>,
-    bytes: bool,
+    spare: &mut InPacket,
+    bytes: Option<&mut Vec<u8>>,
 ) -> Option<Ahead> {
-    let mut p = spare.pop().unwrap_or_default();
-    let (item, keep) = match src.next_into(&mut p) {
-        None => (None, None),
-        Some(Ok(Some(block))) => (Some(Ahead::Block(block)), None),
-        Some(Ok(None)) if !link::supported(p.linktype) => {
-            (Some(Ahead::Failed(super::unsupported_link(&p, name))), None)
+    let item = src.next_with(spare, |p| {
+        if !link::supported(p.linktype) {
+            return Err(super::unsupported_link(p.linktype, p.offset, name));
         }
-        Some(Ok(None)) => {
-            let read = Readout {
-                stamp: Stamp {
-                    ts: p.ts,
-                    orig_len: p.orig_len,
-                },
-                packet: None,
-                decoded: decode(p.linktype, &p.data),
-                event: None,
-            };
-            (Some(Ahead::Packet(read)), Some(bytes))
-        }
-        Some(Err(e)) if e.cut_at.is_some() => (Some(Ahead::Cut(e)), None),
-        Some(Err(e)) => (Some(Ahead::Failed(super::usage(e))), None),
-    };
-    match item {
-        Some(Ahead::Packet(mut read)) if keep == Some(true) => {
-            read.packet = Some(p);
-            Some(Ahead::Packet(read))
-        }
-        item => {
-            spare.push(p);
-            item
-        }
-    }
+        Ok(Readout {
+            stamp: Stamp {
+                ts: p.ts,
+                orig_len: p.orig_len,
+            },
+            packet: bytes.map(|b| place(b, &p)),
+            decoded: decode(p.linktype, p.data),
+            event: None,
+        })
+    });
+    Some(match item? {
+        Ok(Next::Packet(Ok(read))) => Ahead::Packet(read),
+        Ok(Next::Packet(Err(e))) => Ahead::Failed(e),
+        Ok(Next::Block(block)) => Ahead::Block(block),
+        Err(e) if e.cut_at.is_some() => Ahead::Cut(e),
+        Err(e) => Ahead::Failed(super::usage(e)),
+    })
 }
 
 impl<R: Read> Packets<R> {
-    /// `bytes`: each packet comes whole (`Readout::packet`), or as its stamp only.
+    /// `bytes`: each packet's bytes are kept (`Readout::packet`), or only its stamp.
     pub fn inline(src: Source<R>, name: &str, bytes: bool) -> Packets<R> {
         Packets::Inline {
             src,
             name: name.to_string(),
-            spare: Vec::new(),
+            spare: InPacket::default(),
+            bytes: Vec::new(),
             done: false,
-            bytes,
+            keep: bytes,
+        }
+    }
+
+    /// The bytes of `p`, a packet of the item `next` gave last.
+    pub fn stored(&self, p: &Placed) -> Stored<'_> {
+        match self {
+            Packets::Inline { bytes, .. } => p.stored(bytes),
+            Packets::Threaded { batch, .. } => p.stored(&batch.bytes),
         }
     }
 
@@ -161,13 +260,15 @@ impl<R: Read> Packets<R> {
                 src,
                 name,
                 spare,
-                done,
                 bytes,
+                done,
+                keep,
             } => {
                 if *done {
                     return None;
                 }
-                let item = read_one(src, name, spare, *bytes);
+                bytes.clear();
+                let item = read_one(src, name, spare, keep.then_some(bytes));
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
@@ -181,13 +282,14 @@ impl<R: Read> Packets<R> {
                 if *ended {
                     return None;
                 }
-                match batch.pop_front() {
+                match batch.items.pop_front() {
                     Some(Ahead::End) => *ended = true,
                     Some(item) => {
                         *ended = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
                         return Some(item);
                     }
                     None => match batches.recv() {
+                        // The last batch's packets are done with: its bytes go back.
                         Ok(next) => {
                             let empty = std::mem::replace(batch, next);
                             let _ = empties.send(empty);
@@ -204,26 +306,6 @@ impl<R: Read> Packets<R> {
                     },
                 }
             },
-        }
-    }
-
-    /// A packet's buffers, done with.
-    pub fn give_back(&mut self, p: Box<InPacket>) {
-        match self {
-            Packets::Inline { spare, .. } => spare.push(p),
-            Packets::Threaded {
-                back,
-                spare,
-                spare_bytes,
-                ..
-            } => {
-                *spare_bytes += p.data.capacity() + p.options.capacity();
-                spare.push(p);
-                if spare.len() >= BATCH || *spare_bytes >= BATCH_BYTES {
-                    *spare_bytes = 0;
-                    let _ = back.send(std::mem::take(spare));
-                }
-            }
         }
     }
 
@@ -289,7 +371,6 @@ impl<R: Read + Send + 'static> Packets<R> {
     ) -> Result<(Packets<R>, Kind), InputError> {
         let (tx, read) = sync_channel::<Batch>(2);
         let (empties, emptied) = channel::<Batch>();
-        let (back, spares) = channel::<Vec<Box<InPacket>>>();
         let (opened_tx, opened) = channel::<Result<Kind, InputError>>();
         // The input comes back from a thread that could not be started.
         let slot = Arc::new(Mutex::new(Some(input)));
@@ -304,7 +385,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                 match Source::open(input, &thread_name) {
                     Ok(src) => {
                         let _ = opened_tx.send(Ok(src.kind));
-                        read_ahead(src, &thread_name, bytes, tx, spares, emptied);
+                        read_ahead(src, &thread_name, bytes, tx, emptied);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -358,12 +439,10 @@ impl<R: Read + Send + 'static> Packets<R> {
                                     "cannot start a thread to track the input's segments: out \
                                      of threads or memory"
                                         .into(),
-                                ))]),
+                                ))])
+                                .into(),
                                 empties,
                                 ended: false,
-                                back,
-                                spare: Vec::new(),
-                                spare_bytes: 0,
                                 tracking: None,
                                 lists_back: None,
                                 lists: Vec::new(),
@@ -377,12 +456,9 @@ impl<R: Read + Send + 'static> Packets<R> {
         Ok((
             Packets::Threaded {
                 batches,
-                batch: VecDeque::new(),
+                batch: Batch::default(),
                 empties,
                 ended: false,
-                back,
-                spare: Vec::new(),
-                spare_bytes: 0,
                 tracking,
                 lists_back,
                 lists: Vec::new(),
@@ -406,7 +482,7 @@ fn track_ahead(
         while let Ok(more) = lists.try_recv() {
             tracker.recycle_lists(more);
         }
-        for item in batch.iter_mut() {
+        for item in batch.items.iter_mut() {
             if let Ahead::Packet(read) = item
                 && let Ok(seg) = &read.decoded
             {
@@ -423,42 +499,31 @@ fn track_ahead(
 fn read_ahead<R: Read>(
     mut src: Source<R>,
     name: &str,
-    bytes: bool,
+    keep: bool,
     tx: SyncSender<Batch>,
-    spares: Receiver<Vec<Box<InPacket>>>,
     empties: Receiver<Batch>,
 ) {
-    let mut spare: Vec<Box<InPacket>> = Vec::new();
+    let mut spare = InPacket::default();
     let fresh = |empties: &Receiver<Batch>| {
-        empties
+        let mut batch = empties
             .try_recv()
-            .unwrap_or_else(|_| VecDeque::with_capacity(BATCH))
+            .unwrap_or_else(|_| Batch::with_capacity());
+        batch.bytes.clear();
+        batch
     };
     let mut batch = fresh(&empties);
-    let mut batch_bytes = 0;
     loop {
-        if spare.is_empty()
-            && let Ok(more) = spares.try_recv()
-        {
-            spare = more;
-        }
-        let Some(item) = read_one(&mut src, name, &mut spare, bytes) else {
-            batch.push_back(Ahead::End);
+        let Some(item) = read_one(&mut src, name, &mut spare, keep.then_some(&mut batch.bytes))
+        else {
+            batch.items.push_back(Ahead::End);
             break;
         };
         let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
-        if let Ahead::Packet(Readout {
-            packet: Some(p), ..
-        }) = &item
-        {
-            batch_bytes += p.data.len();
-        }
-        batch.push_back(item);
+        batch.items.push_back(item);
         if last {
             break;
         }
-        if batch.len() == BATCH || batch_bytes >= BATCH_BYTES {
-            batch_bytes = 0;
+        if batch.items.len() == BATCH || batch.bytes.len() >= BATCH_BYTES {
             let full = std::mem::replace(&mut batch, fresh(&empties));
             // The reader went away (an error, a closed pipe): nothing more to read for.
             if tx.send(full).is_err() {
@@ -582,17 +647,13 @@ mod tests {
             }
             out.push(match item {
                 Ahead::Packet(read) => {
-                    let s = format!(
+                    format!(
                         "{:?} {:?} {:?} {:?}",
                         read.stamp,
-                        read.packet.as_ref().map(|p| (p.offset, p.data.len())),
+                        read.packet.as_ref().map(|p| packets.stored(p)),
                         read.decoded,
                         read.event
-                    );
-                    if let Some(p) = read.packet {
-                        packets.give_back(p);
-                    }
-                    s
+                    )
                 }
                 Ahead::Block(bytes) => format!("block {}", bytes.len()),
                 Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
@@ -688,12 +749,9 @@ mod tests {
     fn fed_by(batches: Receiver<Batch>) -> Packets<io::Empty> {
         Packets::Threaded {
             batches,
-            batch: VecDeque::new(),
+            batch: Batch::default(),
             empties: channel().0,
             ended: false,
-            back: channel().0,
-            spare: Vec::new(),
-            spare_bytes: 0,
             tracking: None,
             lists_back: None,
             lists: Vec::new(),
@@ -706,7 +764,7 @@ mod tests {
     fn a_reading_that_stops_before_its_end_is_an_error_not_an_end() {
         let (tx, batches) = sync_channel::<Batch>(2);
         let mut packets = fed_by(batches);
-        tx.send(VecDeque::from([Ahead::Block(vec![1, 2, 3, 4])]))
+        tx.send(VecDeque::from([Ahead::Block(vec![1, 2, 3, 4])]).into())
             .unwrap();
         drop(tx);
         assert!(matches!(packets.next(), Some(Ahead::Block(b)) if b.len() == 4));
@@ -718,7 +776,7 @@ mod tests {
         // With the end said, the same closed channel is the end.
         let (tx, batches) = sync_channel::<Batch>(2);
         let mut packets = fed_by(batches);
-        tx.send(VecDeque::from([Ahead::Block(vec![1]), Ahead::End]))
+        tx.send(VecDeque::from([Ahead::Block(vec![1]), Ahead::End]).into())
             .unwrap();
         drop(tx);
         assert!(matches!(packets.next(), Some(Ahead::Block(_))));
@@ -742,10 +800,9 @@ mod tests {
         }
         let src = Source::open(io::Cursor::new(file), "big").unwrap();
         let (tx, batches) = sync_channel::<Batch>(64);
-        let (_back, spares) = channel();
         let (_empties, emptied) = channel();
-        read_ahead(src, "big", true, tx, spares, emptied);
-        let sizes: Vec<usize> = batches.iter().map(|b| b.len()).collect();
+        read_ahead(src, "big", true, tx, emptied);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.items.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 101, "{sizes:?}"); // and the end
         assert!(sizes.len() >= 5, "{sizes:?}");
         assert!(
