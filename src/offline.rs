@@ -625,9 +625,7 @@ fn tally(input: &str) -> Result<(Scan, Vec<Seen>), Error> {
     let (mut packets, mut cut) = (0u64, None);
     while let Some(item) = src.next() {
         match item {
-            Ahead::Packet(Readout {
-                stamp, decoded, ..
-            }) => {
+            Ahead::Packet(Readout { stamp, decoded, .. }) => {
                 packets += 1;
                 if let Ok(seg) = decoded {
                     let event = tracker.on_segment_at(&seg, Some(stamp.ts));
@@ -658,7 +656,12 @@ fn tally(input: &str) -> Result<(Scan, Vec<Seen>), Error> {
 
 impl Seen {
     /// What `event`, a segment with `flags` at `stamp`, tells of its connection.
-    fn add(seen: &mut Vec<Seen>, p: &Stamp, flags: crate::tcp::Flags, event: &crate::tracker::Event) {
+    fn add(
+        seen: &mut Vec<Seen>,
+        p: &Stamp,
+        flags: crate::tcp::Flags,
+        event: &crate::tracker::Event,
+    ) {
         if seen.len() <= event.conn {
             seen.resize(event.conn + 1, Seen::default());
             seen[event.conn].first = p.ts;
@@ -1049,7 +1052,10 @@ mod tests {
         for sub in ["", "/real"] {
             for entry in fs::read_dir(format!("{dir}{sub}")).unwrap() {
                 let path = entry.unwrap().path();
-                if path.extension().is_some_and(|e| e == "pcap" || e == "pcapng") {
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "pcap" || e == "pcapng")
+                {
                     files.push(path.display().to_string());
                 }
             }
@@ -1061,11 +1067,17 @@ mod tests {
             let mut held = Vec::new();
             let mut tracker = Tracker::new();
             tracker.quiet = true;
-            each_segment(file, "summarise", tracker, |seg| seg.flags, |p, flags, event| {
-                revised += usize::from(!event.revise.is_empty());
-                Seen::add(&mut held, p, flags, &event);
-                Some(event)
-            })
+            each_segment(
+                file,
+                "summarise",
+                tracker,
+                |seg| seg.flags,
+                |p, flags, event| {
+                    revised += usize::from(!event.revise.is_empty());
+                    Seen::add(&mut held, p, flags, &event);
+                    Some(event)
+                },
+            )
             .unwrap();
             assert_eq!(direct, held, "{file}");
         }

@@ -14,20 +14,27 @@ use std::thread::JoinHandle;
 use crate::decode::{DecodeError, Segment, decode, link};
 use crate::error::Error;
 use crate::input::{InPacket, InputError, Kind, Next, PacketView, Source};
-use crate::tcp::Transition;
-use crate::tracker::{Event, Role, Tracker};
+use crate::tracker::{Event, Tracker};
 
-/// Emptied lists of an event's transitions, handed back to the tracker to fill again.
-type Lists = Vec<Vec<(Role, Transition)>>;
+/// Events done with, handed back to the tracking thread that made them: their lists are
+/// filled again there, and their words freed by the thread that allocated them (a free on
+/// another thread's memory took glibc's slow path).
+type Done = Vec<Event>;
 
 /// Items in order, and their packets' bytes one after the other: a packet crosses to the
 /// next core as a few cache lines in a row, not as a buffer of its own (on a busy server's
 /// capture, the misses on each packet's buffer were a third of the annotator's time). Emptied
 /// batches go back to the reader, so that a batch's memory is allocated once and freed by the
 /// thread that allocated it.
+/// A packet's place and its event lie beside the items, not in them: an item is less than
+/// half the bytes to move, and each thread writes only what it makes.
 #[derive(Default)]
 pub struct Batch {
-    items: VecDeque<Ahead>,
+    items: VecDeque<Crossing>,
+    /// The packets' places, in order, where the reading keeps their bytes.
+    placed: VecDeque<Placed>,
+    /// The events of the packets that decoded, in order, where the reading tracks.
+    events: VecDeque<Event>,
     bytes: Vec<u8>,
 }
 
@@ -35,16 +42,46 @@ impl Batch {
     fn with_capacity() -> Batch {
         Batch {
             items: VecDeque::with_capacity(BATCH),
+            placed: VecDeque::with_capacity(BATCH),
+            events: VecDeque::with_capacity(BATCH),
             bytes: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
         }
     }
 }
 
-impl From<VecDeque<Ahead>> for Batch {
-    fn from(items: VecDeque<Ahead>) -> Batch {
+impl From<VecDeque<Crossing>> for Batch {
+    fn from(items: VecDeque<Crossing>) -> Batch {
         Batch {
             items,
-            bytes: Vec::new(),
+            ..Batch::default()
+        }
+    }
+}
+
+/// An item as a batch carries it: `Ahead` without a packet's place and event.
+enum Crossing {
+    Packet(Stamp, Result<Segment, DecodeError>),
+    Block(Vec<u8>),
+    Cut(InputError),
+    Failed(Error),
+    End,
+}
+
+impl Crossing {
+    /// The item, with its packet's place and event.
+    #[inline(always)]
+    fn ahead(self, packet: Option<Placed>, event: Option<Event>) -> Ahead {
+        match self {
+            Crossing::Packet(stamp, decoded) => Ahead::Packet(Readout {
+                stamp,
+                packet,
+                decoded,
+                event,
+            }),
+            Crossing::Block(b) => Ahead::Block(b),
+            Crossing::Cut(e) => Ahead::Cut(e),
+            Crossing::Failed(e) => Ahead::Failed(e),
+            Crossing::End => Ahead::End,
         }
     }
 }
@@ -189,8 +226,8 @@ pub enum Packets<R: Read> {
         ended: bool,
         /// The tracking thread, its tracker coming back at the end, and the lists for it.
         tracking: Option<JoinHandle<Tracker>>,
-        lists_back: Option<Sender<Lists>>,
-        lists: Lists,
+        lists_back: Option<Sender<Done>>,
+        lists: Done,
     },
 }
 
@@ -202,34 +239,31 @@ pub struct Stamp {
 }
 
 /// One item read and decoded (what both ways share); the packet's bytes onto `bytes`, where
-/// they are kept.
+/// they are kept, and their place.
 #[inline(always)]
 fn read_one<R: Read>(
     src: &mut Source<R>,
     name: &str,
     spare: &mut InPacket,
     bytes: Option<&mut Vec<u8>>,
-) -> Option<Ahead> {
+) -> Option<(Crossing, Option<Placed>)> {
     let item = src.next_with(spare, |p| {
         if !link::supported(p.linktype) {
             return Err(super::unsupported_link(p.linktype, p.offset, name));
         }
-        Ok(Readout {
-            stamp: Stamp {
-                ts: p.ts,
-                orig_len: p.orig_len,
-            },
-            packet: bytes.map(|b| place(b, &p)),
-            decoded: decode(p.linktype, p.data),
-            event: None,
-        })
+        let stamp = Stamp {
+            ts: p.ts,
+            orig_len: p.orig_len,
+        };
+        let placed = bytes.map(|b| place(b, &p));
+        Ok((Crossing::Packet(stamp, decode(p.linktype, p.data)), placed))
     });
     Some(match item? {
-        Ok(Next::Packet(Ok(read))) => Ahead::Packet(read),
-        Ok(Next::Packet(Err(e))) => Ahead::Failed(e),
-        Ok(Next::Block(block)) => Ahead::Block(block),
-        Err(e) if e.cut_at.is_some() => Ahead::Cut(e),
-        Err(e) => Ahead::Failed(super::usage(e)),
+        Ok(Next::Packet(Ok(read))) => read,
+        Ok(Next::Packet(Err(e))) => (Crossing::Failed(e), None),
+        Ok(Next::Block(block)) => (Crossing::Block(block), None),
+        Err(e) if e.cut_at.is_some() => (Crossing::Cut(e), None),
+        Err(e) => (Crossing::Failed(super::usage(e)), None),
     })
 }
 
@@ -268,7 +302,8 @@ impl<R: Read> Packets<R> {
                     return None;
                 }
                 bytes.clear();
-                let item = read_one(src, name, spare, keep.then_some(bytes));
+                let item = read_one(src, name, spare, keep.then_some(bytes))
+                    .map(|(item, placed)| item.ahead(placed, None));
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
@@ -283,10 +318,17 @@ impl<R: Read> Packets<R> {
                     return None;
                 }
                 match batch.items.pop_front() {
-                    Some(Ahead::End) => *ended = true,
+                    Some(Crossing::End) => *ended = true,
                     Some(item) => {
-                        *ended = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
-                        return Some(item);
+                        *ended = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
+                        let (packet, event) = match &item {
+                            Crossing::Packet(_, decoded) => (
+                                batch.placed.pop_front(),
+                                decoded.as_ref().ok().and_then(|_| batch.events.pop_front()),
+                            ),
+                            _ => (None, None),
+                        };
+                        return Some(item.ahead(packet, event));
                     }
                     None => match batches.recv() {
                         // The last batch's packets are done with: its bytes go back.
@@ -330,10 +372,13 @@ impl<R: Read> Packets<R> {
                 lists,
                 ..
             } => {
-                let mut list = event.transitions;
-                if list.capacity() > 0 {
-                    list.clear();
-                    lists.push(list);
+                // An event with nothing on the heap is dropped here: nothing to free.
+                let owns = event.transitions.capacity() > 0
+                    || event.notes.capacity() > 0
+                    || event.unexpected.capacity() > 0
+                    || event.revise.capacity() > 0;
+                if owns {
+                    lists.push(event);
                     if lists.len() >= 256 {
                         let full = std::mem::replace(lists, Vec::with_capacity(256));
                         let _ = back.send(full);
@@ -412,7 +457,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         let (mut batches, mut tracking, mut lists_back) = (read, None, None);
         if let Some(tracker) = tracker {
             let (tx, tracked) = sync_channel::<Batch>(2);
-            let (give, lists) = channel::<Lists>();
+            let (give, lists) = channel::<Done>();
             // The reader's batches come back from a thread that could not be started.
             let slot = Arc::new(Mutex::new(Some(batches)));
             let theirs = Arc::clone(&slot);
@@ -435,7 +480,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                         return Ok((
                             Packets::Threaded {
                                 batches: sync_channel(0).1,
-                                batch: VecDeque::from([Ahead::Failed(Error::Usage(
+                                batch: VecDeque::from([Crossing::Failed(Error::Usage(
                                     "cannot start a thread to track the input's segments: out \
                                      of threads or memory"
                                         .into(),
@@ -473,20 +518,27 @@ fn track_ahead(
     mut tracker: Tracker,
     batches: Option<Receiver<Batch>>,
     tx: SyncSender<Batch>,
-    lists: Receiver<Lists>,
+    lists: Receiver<Done>,
 ) -> Tracker {
     let Some(batches) = batches else {
         return tracker;
     };
     for mut batch in batches {
-        while let Ok(more) = lists.try_recv() {
-            tracker.recycle_lists(more);
+        while let Ok(done) = lists.try_recv() {
+            let emptied = done
+                .into_iter()
+                .filter_map(|mut event| {
+                    let mut list = std::mem::take(&mut event.transitions);
+                    list.clear();
+                    (list.capacity() > 0).then_some(list)
+                })
+                .collect();
+            tracker.recycle_lists(emptied);
         }
-        for item in batch.items.iter_mut() {
-            if let Ahead::Packet(read) = item
-                && let Ok(seg) = &read.decoded
-            {
-                read.event = Some(tracker.on_segment_at(seg, Some(read.stamp.ts)));
+        let Batch { items, events, .. } = &mut batch;
+        for item in items.iter() {
+            if let Crossing::Packet(stamp, Ok(seg)) = item {
+                events.push_back(tracker.on_segment_at(seg, Some(stamp.ts)));
             }
         }
         if tx.send(batch).is_err() {
@@ -509,17 +561,23 @@ fn read_ahead<R: Read>(
             .try_recv()
             .unwrap_or_else(|_| Batch::with_capacity());
         batch.bytes.clear();
+        batch.placed.clear();
+        batch.events.clear();
         batch
     };
     let mut batch = fresh(&empties);
     loop {
-        let Some(item) = read_one(&mut src, name, &mut spare, keep.then_some(&mut batch.bytes))
+        let Some((item, placed)) =
+            read_one(&mut src, name, &mut spare, keep.then_some(&mut batch.bytes))
         else {
-            batch.items.push_back(Ahead::End);
+            batch.items.push_back(Crossing::End);
             break;
         };
-        let last = matches!(item, Ahead::Cut(_) | Ahead::Failed(_));
+        let last = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
         batch.items.push_back(item);
+        if let Some(placed) = placed {
+            batch.placed.push_back(placed);
+        }
         if last {
             break;
         }
@@ -764,7 +822,7 @@ mod tests {
     fn a_reading_that_stops_before_its_end_is_an_error_not_an_end() {
         let (tx, batches) = sync_channel::<Batch>(2);
         let mut packets = fed_by(batches);
-        tx.send(VecDeque::from([Ahead::Block(vec![1, 2, 3, 4])]).into())
+        tx.send(VecDeque::from([Crossing::Block(vec![1, 2, 3, 4])]).into())
             .unwrap();
         drop(tx);
         assert!(matches!(packets.next(), Some(Ahead::Block(b)) if b.len() == 4));
@@ -776,7 +834,7 @@ mod tests {
         // With the end said, the same closed channel is the end.
         let (tx, batches) = sync_channel::<Batch>(2);
         let mut packets = fed_by(batches);
-        tx.send(VecDeque::from([Ahead::Block(vec![1]), Ahead::End]).into())
+        tx.send(VecDeque::from([Crossing::Block(vec![1]), Crossing::End]).into())
             .unwrap();
         drop(tx);
         assert!(matches!(packets.next(), Some(Ahead::Block(_))));
