@@ -576,6 +576,9 @@ pub struct CommentCache {
     /// connections go through the same six or so, and making each text anew was a fifth of
     /// the time on 100k connections.
     changed: Vec<Cached>,
+    /// A text with notes after the common words, made in one buffer used again: a busy
+    /// server's SYNs each have one.
+    scratch: String,
 }
 
 /// Equal lists of transitions: their RFC sections compared by address first (the same
@@ -626,21 +629,23 @@ impl CommentCache {
             return Cow::Owned(comment(event));
         }
         if !event.transitions.is_empty() {
-            let Some(text) = self.transitions_text(event) else {
+            let Some(i) = self.transitions_text(event) else {
                 return Cow::Owned(comment(event));
             };
+            let text = self.changed[i].2.as_str();
             if event.notes.is_empty() {
                 return Cow::Borrowed(text);
             }
             // Notes follow the transitions' text: a SYN that takes a TIME_WAIT over (most of
             // a busy server's) has a note of its own after the common words.
-            let mut owned = String::with_capacity(text.len() + 400);
+            let owned = &mut self.scratch;
+            owned.clear();
             owned.push_str(text);
             for note in &event.notes {
                 owned.push_str("; ");
                 owned.push_str(note);
             }
-            return Cow::Owned(owned);
+            return Cow::Borrowed(owned.as_str());
         }
         if self.mode == Comments::Changes {
             return Cow::Borrowed("");
@@ -657,9 +662,9 @@ impl CommentCache {
         )
     }
 
-    /// The text of an event's transitions alone, made once for each list of them; none
-    /// once the cache is full.
-    fn transitions_text(&mut self, event: &Event) -> Option<&str> {
+    /// Where the text of an event's transitions alone is, made once for each list of them;
+    /// none once the cache is full.
+    fn transitions_text(&mut self, event: &Event) -> Option<usize> {
         let hash = transitions_hash(&event.transitions);
         let found = self
             .changed
@@ -678,7 +683,7 @@ impl CommentCache {
             }
             None => return None,
         };
-        Some(self.changed[i].2.as_str())
+        Some(i)
     }
 }
 
