@@ -77,8 +77,7 @@ pub struct Connection {
     fin_to_tw: [Option<(SeqNum, SeqNum)>; 2],
     /// The end a new SYN on the same 4-tuple destroyed in TIME_WAIT (RFC 6191, tcp_tw_reuse):
     /// told by no segment of this connection, on the new connection's SYN.
-    /// Boxed: rare, and the list of connections is a busy server's memory.
-    pub taken_over: Option<Box<(Role, Transition)>>,
+    pub taken_over: Option<TakenOver>,
     /// In the forgetful tracker's queue of finished connections: once at most, however many
     /// segments a closed 4-tuple goes on receiving.
     queued: bool,
@@ -112,6 +111,18 @@ impl Connection {
             Role::Client => self.client,
             Role::Server => self.server,
         }
+    }
+}
+
+/// The change a takeover made, one of two (`TAKEN_OVER`): a busy server's SYNs take a
+/// TIME_WAIT over by the thousand, and a change allocated for each showed.
+#[derive(Clone, Copy, Debug)]
+pub struct TakenOver(&'static (Role, Transition));
+
+impl std::ops::Deref for TakenOver {
+    type Target = (Role, Transition);
+    fn deref(&self) -> &(Role, Transition) {
+        self.0
     }
 }
 
@@ -1064,60 +1075,72 @@ pub fn unanswered(seg: &Segment, peer: Role) -> String {
     }
 }
 
+/// The two ways a new SYN on its 4-tuple ends a TIME_WAIT, by role: every takeover is one of
+/// them, so a connection points at its own instead of allocating a copy.
+static TAKEN_OVER: [(Role, Transition); 2] = [
+    (
+        Role::Client,
+        Transition {
+            from: State::TimeWait,
+            to: State::Closed,
+            cause: Cause::Removed("its kernel reused the port for a new connection"),
+            rfc: "Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5",
+        },
+    ),
+    (
+        Role::Server,
+        Transition {
+            from: State::TimeWait,
+            to: State::Closed,
+            cause: Cause::Removed("a new SYN on the same 4-tuple took it over"),
+            rfc: "RFC 6191",
+        },
+    ),
+];
+
 /// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
 /// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
 /// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
 fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
-    let client = old.state(Role::Client) == State::TimeWait;
-    if !client && old.state(Role::Server) != State::TimeWait {
+    let role = if old.state(Role::Client) == State::TimeWait {
+        Role::Client
+    } else if old.state(Role::Server) == State::TimeWait {
+        Role::Server
+    } else {
+        return Vec::new();
+    };
+    let taken = &TAKEN_OVER[role.index()];
+    let t = &taken.1;
+    // The state is TIME_WAIT: the removal is `t`.
+    old.endpoints[role.index()].remove(t.cause, t.rfc);
+    old.taken_over = Some(TakenOver(taken));
+    if quiet {
         return Vec::new();
     }
-    let note = if quiet { None } else { reincarnation(old, seg) };
-    let (role, cause, rfc) = if old.state(Role::Client) == State::TimeWait {
-        (
-            Role::Client,
-            "its kernel reused the port for a new connection",
-            "Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5",
-        )
-    } else {
-        (
-            Role::Server,
-            "a new SYN on the same 4-tuple took it over",
-            "RFC 6191",
-        )
-    };
     // Room for the second note: growing the list showed as realloc.
-    let mut notes = Vec::with_capacity(if quiet { 0 } else { 2 });
-    notes.extend(note);
-    if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-        old.taken_over = Some(Box::new((role, t)));
-        if quiet {
-            return notes;
-        }
-        // The longest (tcp_tw_reuse's) is about 140 bytes.
-        let mut s = String::with_capacity(192);
-        s.push_str("connection ");
-        crate::output::text::push_u64(&mut s, old.id as u64);
-        s.push_str(": ");
-        push_change(&mut s, role, &t);
-        for part in [cause, ", ", rfc, ")"] {
-            s.push_str(part);
-        }
-        notes.push(s);
+    let mut notes = Vec::with_capacity(2);
+    notes.push(reincarnation(old, seg, role));
+    // The longest (tcp_tw_reuse's) is about 140 bytes.
+    let mut s = String::with_capacity(192);
+    s.push_str("connection ");
+    crate::output::text::push_u64(&mut s, old.id as u64);
+    s.push_str(": ");
+    push_change(&mut s, role, t);
+    for part in [t.cause.text(), ", ", t.rfc, ")"] {
+        s.push_str(part);
     }
+    notes.push(s);
     notes
 }
 
 /// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
 /// the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to accept a
-/// new connection (RFC 6191). Timestamps are what make either safe. Written into one string:
-/// on a busy server most SYNs reuse a port, and this note was a tenth of `summary`'s time.
-fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
+/// new connection (RFC 6191), `role` the end in TIME_WAIT. Timestamps are what make either
+/// safe. Written into one string: on a busy server most SYNs reuse a port, and this note was
+/// a tenth of `summary`'s time.
+fn reincarnation(old: &Connection, seg: &Segment, role: Role) -> String {
     use crate::output::text::push_u64;
-    let client = old.state(Role::Client) == State::TimeWait;
-    if !client && old.state(Role::Server) != State::TimeWait {
-        return None;
-    }
+    let client = role == Role::Client;
     let stamps = |s: &mut String| match (seg.options.timestamp.map(|(val, _)| val), old.syn_tsval) {
         (Some(n), Some(o)) => {
             s.push_str("its TSval ");
@@ -1155,7 +1178,7 @@ fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
         );
         stamps(&mut s);
     }
-    Some(s)
+    s
 }
 
 /// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
@@ -1760,7 +1783,7 @@ pub(crate) mod tests {
         let (tracker, events) = run(&segs);
         let old = tracker.connection(0).unwrap();
         assert_eq!((old.state(Client), old.state(Server)), (Closed, Closed));
-        let (role, t) = *old.taken_over.clone().unwrap();
+        let (role, t) = *old.taken_over.unwrap();
         assert_eq!((role, t.from, t.to), (Server, TimeWait, Closed));
         let syn = events.last().unwrap();
         assert_eq!(syn.conn, 1);
