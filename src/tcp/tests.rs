@@ -478,14 +478,20 @@ fn the_open_shortcut_answers_as_the_whole_diagram_does() {
                 some(B_ISS + 1),
             ),
         ] {
-            let start = Endpoint {
-                state,
-                iss,
-                fin_seq,
-                snd_nxt,
-                irs,
-                peer_fin,
-            };
+            let mut start = Endpoint::new(state);
+            let bits = [ISS, FIN_SEQ, SND_NXT, IRS, PEER_FIN];
+            for (bit, n) in bits.into_iter().zip([iss, fin_seq, snd_nxt, irs, peer_fin]) {
+                if let Some(n) = n {
+                    start.known |= bit;
+                    match bit {
+                        ISS => start.iss = n,
+                        FIN_SEQ => start.fin_seq = n,
+                        SND_NXT => start.snd_nxt = n,
+                        IRS => start.irs = n,
+                        _ => start.peer_fin = n,
+                    }
+                }
+            }
             for flags in 0..=u8::MAX {
                 for (seq, ack, len) in [
                     (A_ISS + 1, B_ISS + 1, 0),
