@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 use crate::decode::Segment;
-use crate::tcp::{CONTROL, Cause, Dir, Endpoint, SeqNum, State, Transition, Unexpected};
+use crate::tcp::{CONTROL, Cause, Dir, Endpoint, Flags, SeqNum, State, Transition, Unexpected};
 
 /// Which end of a connection: the one that sent the first SYN is the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -417,6 +417,8 @@ pub struct Tracker {
     general_only: bool,
     #[cfg(test)]
     fast_hits: usize,
+    #[cfg(test)]
+    control_hits: usize,
 }
 
 /// A segment recognised by its source, destination, sequence number and length.
@@ -570,7 +572,139 @@ impl Tracker {
             }
             return self.acking(pos, id, seg, at, from);
         }
-        self.general(pos, id, seg, at, forged, Vec::new())
+        self.changing(pos, id, seg, at, forged, Vec::new())
+    }
+
+    /// `on_segment_at` of a segment that is not plain, once its connection is known: the
+    /// general path, or for a SYN or FIN with nothing else to tell, the one that serves it.
+    #[inline(always)]
+    fn changing(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        forged: Option<String>,
+        notes: Vec<String>,
+    ) -> Event {
+        #[cfg(test)]
+        let fast = !self.general_only;
+        #[cfg(not(test))]
+        let fast = true;
+        if fast
+            && forged.is_none()
+            && let Some(from) = control_from(&self.conns[pos], seg)
+        {
+            #[cfg(test)]
+            {
+                self.control_hits += 1;
+            }
+            return self.control(pos, id, seg, at, from, notes);
+        }
+        self.general(pos, id, seg, at, forged, notes)
+    }
+
+    /// A `control_from` segment: a SYN, a SYN,ACK or a FIN in order, most often. The general
+    /// path's event, without its checks for RST, repeats, gaps, forgeries and the tracker's
+    /// own waiting changes (none can apply to it); `notes` are a takeover's.
+    #[inline(never)]
+    fn control(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        from: Role,
+        notes: Vec<String>,
+    ) -> Event {
+        let conn = &mut self.conns[pos];
+        let to = from.other();
+        let (side, other) = (from.index(), to.index());
+        conn.segments += 1;
+        if at.is_some() {
+            conn.last_seen = at;
+        }
+        let mine = &mut conn.sides[side];
+        if !mine.has(BASE) {
+            mine.set_base(seg.seq);
+        }
+        let rel_seq = seg.seq - mine.base;
+        let s = seg.seg();
+        let space = s.seq_space();
+        // Neither a repeat nor after a gap (`control_from`).
+        let end = seg.seq + space;
+        if mine.next().is_none_or(|next| end.after_or_eq(next)) {
+            mine.set_next(end);
+        }
+        mine.set_last_seg((seg.seq, seg.len, seg.flags.0));
+        // Taken by any segment its side sends; only a RST could have used it.
+        mine.known &= !FIN_TO_TW;
+        conn.last_at[side] = at;
+        let rel_ack = match conn.sides[other].base() {
+            Some(base) if seg.flags.ack() => Some(seg.ack - base),
+            _ => None,
+        };
+        let peer = &mut conn.sides[other];
+        if seg.flags.ack() && peer.acked().is_none_or(|a| seg.ack.after_or_eq(a)) {
+            peer.set_acked(seg.ack);
+        }
+        if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
+            conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
+        }
+        let spare = &mut self.spare;
+        let (mut transitions, mut unexpected, mut revise) = (Vec::new(), Vec::new(), Vec::new());
+        let mut push = |list: &mut Vec<(Role, Transition)>, change: (Role, Transition)| {
+            if list.capacity() == 0
+                && let Some(s) = spare.pop()
+            {
+                *list = s;
+            }
+            list.push(change);
+        };
+        // Once for the sender, once for the receiver, written out as in the general path.
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                let (role, dir) = ($role, $dir);
+                // SYN or FIN: the whole diagram at once.
+                let step = conn.endpoints[role.index()].on_segment_general(&s, dir);
+                if let Some(mut t) = step.transition {
+                    if t.cause == Cause::Crossed {
+                        // As the general path tells it: FIN_WAIT_1, then CLOSING.
+                        revise.push(Revise::CrossedFin { role });
+                        push(&mut transitions, (role, CROSSED_FIRST));
+                        t.from = State::FinWait1;
+                    }
+                    if dir == Dir::Received
+                        && seg.flags.fin()
+                        && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                    {
+                        let s = &mut conn.sides[role.index()];
+                        s.known |= FIN_TO_TW;
+                        (s.tw_end, s.tw_ack) = (end, seg.ack);
+                    }
+                    push(&mut transitions, (role, t));
+                }
+                if let Some(u) = step.unexpected {
+                    unexpected.push((role, u));
+                }
+            };
+        }
+        step!(from, Dir::Sent);
+        step!(to, Dir::Received);
+        let states = [conn.state(Role::Client), conn.state(Role::Server)];
+        queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
+        Event {
+            conn: id,
+            from,
+            rel_seq,
+            rel_ack,
+            transitions,
+            unexpected,
+            notes,
+            states,
+            resent: false,
+            revise,
+        }
     }
 
     /// A `plain_from` segment with an end not open: the ACK that completes a handshake or a
@@ -658,7 +792,7 @@ impl Tracker {
         };
         self.remember(key, id);
         let pos = self.index_of(id, seg);
-        self.general(pos, id, seg, at, forged, incarnation)
+        self.changing(pos, id, seg, at, forged, incarnation)
     }
 
     /// The last segment's connection.
@@ -872,18 +1006,7 @@ impl Tracker {
                             revise.push(Revise::CrossedFin { role });
                             // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
                             // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
-                            push(
-                                &mut transitions,
-                                (
-                                    role,
-                                    Transition {
-                                        from: State::Established,
-                                        to: State::FinWait1,
-                                        cause: Cause::SentFin,
-                                        rfc: "RFC 9293 §3.10.4",
-                                    },
-                                ),
-                            );
+                            push(&mut transitions, (role, CROSSED_FIRST));
                             t.from = State::FinWait1;
                         }
                         if dir == Dir::Received
@@ -1043,6 +1166,46 @@ fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
     let open = conn.endpoints[side].stays_open() && conn.endpoints[1 - side].stays_open();
     Some((from, open))
 }
+
+/// Whether `seg` is a SYN or a FIN of `conn` without RST, in order, with nothing but its
+/// changes to tell (no sequence space sent before or missing before it, no change of the
+/// tracker's own waiting, not the first segment of a connection joined mid-way): who sent
+/// it. Nothing changes yet.
+#[inline(always)]
+fn control_from(conn: &Connection, seg: &Segment) -> Option<Role> {
+    let f = seg.flags.0;
+    if f & (Flags::SYN.0 | Flags::FIN.0) == 0
+        || f & Flags::RST.0 != 0
+        || conn.pending
+        || (conn.joined_mid && conn.segments == 0)
+    {
+        return None;
+    }
+    let from = if seg.src == conn.client {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let space = seg.seg().seq_space();
+    // A length that wraps the space to nothing: the general path's.
+    if space == 0 {
+        return None;
+    }
+    let end = seg.seq + space;
+    match conn.sides[from.index()].next() {
+        Some(next) if next.after_or_eq(end) || seg.seq.after_or_eq(next + 1) => None,
+        _ => Some(from),
+    }
+}
+
+/// The first of the two changes crossing FINs make on one segment: the endpoint's own FIN,
+/// first on its side of the wire (then the peer's, FIN_WAIT_1 → CLOSING).
+const CROSSED_FIRST: Transition = Transition {
+    from: State::Established,
+    to: State::FinWait1,
+    cause: Cause::SentFin,
+    rfc: "RFC 9293 §3.10.4",
+};
 
 /// What the general path of `on_segment_at` notes of a `plain_from` segment sent by `from`,
 /// in its order, before the endpoints see it: its relative numbers.
@@ -2225,9 +2388,12 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// `segs` through a tracker with the fast path and one without: the same events, the
-    /// same connections after.
-    fn same_both_ways(what: &str, segs: &[(Segment, Option<std::time::Duration>)]) -> usize {
+    /// `segs` through a tracker with the fast paths and one without: the same events, the
+    /// same connections after. How many segments took the plain and the control path.
+    fn same_both_ways(
+        what: &str,
+        segs: &[(Segment, Option<std::time::Duration>)],
+    ) -> (usize, usize) {
         let make = |general_only: bool| {
             let mut t = if what.contains("forgetful") {
                 Tracker::forgetful(std::time::Duration::from_millis(50))
@@ -2259,8 +2425,8 @@ pub(crate) mod tests {
             (general.recent.0.as_slice(), general.since_sweep),
             "{what}"
         );
-        assert_eq!(general.fast_hits, 0);
-        fast.fast_hits
+        assert_eq!((general.fast_hits, general.control_hits), (0, 0));
+        (fast.fast_hits, fast.control_hits)
     }
 
     #[test]
@@ -2273,7 +2439,7 @@ pub(crate) mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
-        let mut plain = 0;
+        let (mut plain, mut control) = (0, 0);
         let mut fixtures = fixture_segments();
         // The unit tests' own exchanges, with a late retransmission and data after the FIN.
         let mut own: Vec<(Segment, std::time::Duration)> = active_close(false)
@@ -2290,8 +2456,10 @@ pub(crate) mod tests {
         for (name, segs) in &fixtures {
             let timed: Vec<_> = segs.iter().map(|(s, t)| (s.clone(), Some(*t))).collect();
             let untimed: Vec<_> = segs.iter().map(|(s, _)| (s.clone(), None)).collect();
-            plain += same_both_ways(&format!("{name} as captured"), &timed);
-            plain += same_both_ways(&format!("{name} forgetful"), &timed);
+            for what in ["as captured", "forgetful"] {
+                let (p, c) = same_both_ways(&format!("{name} {what}"), &timed);
+                (plain, control) = (plain + p, control + c);
+            }
             same_both_ways(&format!("{name} without times"), &untimed);
             for round in 0..40 {
                 let mut v = timed.clone();
@@ -2340,7 +2508,8 @@ pub(crate) mod tests {
                 same_both_ways(&format!("{name} variant {round} {what}"), &v);
             }
         }
-        // The fixtures' usual segments took the fast path: it was tried, not skipped.
+        // The fixtures' usual segments took the fast paths: they were tried, not skipped.
         assert!(plain > 100, "{plain}");
+        assert!(control > 100, "{control}");
     }
 }

@@ -430,9 +430,10 @@ impl Endpoint {
         self.on_segment_general(seg, dir)
     }
 
-    /// `on_segment` through the whole diagram, the common case included.
+    /// `on_segment` through the whole diagram, the common case included: what a segment with
+    /// SYN, FIN or RST comes to at once.
     #[inline(never)]
-    fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
+    pub(crate) fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
         // What we had sent before this segment: a SYN sent again, a reply that is the first.
         let (prior_iss, sent_before) = (self.iss(), self.has(SND_NXT));
         if dir == Dir::Sent {
