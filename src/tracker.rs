@@ -1378,12 +1378,25 @@ fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
     s.push_str("connection ");
     crate::output::text::push_u64(&mut s, old.id as u64);
     s.push_str(": ");
-    push_change(&mut s, role, t);
-    for part in [t.cause.text(), ", ", t.rfc, ")"] {
-        s.push_str(part);
-    }
+    s.push_str(&taken_over_words()[role.index()]);
     notes.push(s);
     notes
+}
+
+/// The takeover note after its connection's number, by the end taken over: the change and
+/// its cause, the same on every SYN that takes a TIME_WAIT over, so written once.
+fn taken_over_words() -> &'static [String; 2] {
+    static WORDS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    WORDS.get_or_init(|| {
+        TAKEN_OVER.map(|(role, t)| {
+            let mut s = String::new();
+            push_change(&mut s, role, &t);
+            for part in [t.cause.text(), ", ", t.rfc, ")"] {
+                s.push_str(part);
+            }
+            s
+        })
+    })
 }
 
 /// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
