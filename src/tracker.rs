@@ -723,20 +723,26 @@ impl Tracker {
         let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
         let s = seg.seg();
         let (mut transitions, mut unexpected) = (Vec::new(), Vec::new());
-        for (role, dir) in [(from, Dir::Sent), (from.other(), Dir::Received)] {
-            let step = conn.endpoints[role.index()].on_segment(&s, dir);
-            if let Some(t) = step.transition {
-                if transitions.capacity() == 0
-                    && let Some(list) = self.spare.pop()
-                {
-                    transitions = list;
+        // Written out for each end, as in the general path: a loop over the two cost more.
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                let role = $role;
+                let step = conn.endpoints[role.index()].on_segment(&s, $dir);
+                if let Some(t) = step.transition {
+                    if transitions.capacity() == 0
+                        && let Some(list) = self.spare.pop()
+                    {
+                        transitions = list;
+                    }
+                    transitions.push((role, t));
                 }
-                transitions.push((role, t));
-            }
-            if let Some(u) = step.unexpected {
-                unexpected.push((role, u));
-            }
+                if let Some(u) = step.unexpected {
+                    unexpected.push((role, u));
+                }
+            };
         }
+        step!(from, Dir::Sent);
+        step!(from.other(), Dir::Received);
         queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
         Event {
             conn: id,
