@@ -666,7 +666,7 @@ impl Tracker {
             ($role:expr, $dir:expr) => {
                 let (role, dir) = ($role, $dir);
                 // SYN or FIN: the whole diagram at once.
-                let step = conn.endpoints[role.index()].on_segment_general(&s, dir);
+                let step = conn.endpoints[role.index()].diagram(&s, dir);
                 if let Some(mut t) = step.transition {
                     if t.cause == Cause::Crossed {
                         // As the general path tells it: FIN_WAIT_1, then CLOSING.
@@ -727,7 +727,7 @@ impl Tracker {
         macro_rules! step {
             ($role:expr, $dir:expr) => {
                 let role = $role;
-                let step = conn.endpoints[role.index()].on_segment(&s, $dir);
+                let step = conn.endpoints[role.index()].on_segment_here(&s, $dir);
                 if let Some(t) = step.transition {
                     if transitions.capacity() == 0
                         && let Some(list) = self.spare.pop()

@@ -419,21 +419,44 @@ impl Endpoint {
         // Most segments of a connection: an ACK or data while it is open, answered by the
         // last general arm below without a change; received, it changes nothing here either.
         if seg.flags.0 & CONTROL == 0 && self.stays_open() {
-            return match dir {
-                Dir::Sent => Step {
-                    transition: None,
-                    unexpected: self.sent_plain(seg),
-                },
-                Dir::Received => Step::default(),
-            };
+            return self.open_step(seg, dir);
         }
         self.on_segment_general(seg, dir)
+    }
+
+    /// `on_segment` with the diagram written into the caller, which knows the direction
+    /// (the tracker's path for the ACK that completes a handshake or a close).
+    #[inline(always)]
+    pub(crate) fn on_segment_here(&mut self, seg: &Seg, dir: Dir) -> Step {
+        if seg.flags.0 & CONTROL == 0 && self.stays_open() {
+            return self.open_step(seg, dir);
+        }
+        self.diagram(seg, dir)
+    }
+
+    /// `on_segment` of a segment without SYN, FIN or RST where `stays_open`.
+    #[inline(always)]
+    fn open_step(&mut self, seg: &Seg, dir: Dir) -> Step {
+        match dir {
+            Dir::Sent => Step {
+                transition: None,
+                unexpected: self.sent_plain(seg),
+            },
+            Dir::Received => Step::default(),
+        }
     }
 
     /// `on_segment` through the whole diagram, the common case included: what a segment with
     /// SYN, FIN or RST comes to at once.
     #[inline(never)]
     pub(crate) fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
+        self.diagram(seg, dir)
+    }
+
+    /// `on_segment_general`'s work, written into a caller that knows the direction: half of
+    /// the diagram drops out there (the tracker's path for SYNs and FINs).
+    #[inline(always)]
+    pub(crate) fn diagram(&mut self, seg: &Seg, dir: Dir) -> Step {
         // What we had sent before this segment: a SYN sent again, a reply that is the first.
         let (prior_iss, sent_before) = (self.iss(), self.has(SND_NXT));
         if dir == Dir::Sent {

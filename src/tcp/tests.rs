@@ -507,10 +507,13 @@ fn the_open_shortcut_answers_as_the_whole_diagram_does() {
                         len,
                     };
                     for dir in [Dir::Sent, Dir::Received] {
-                        let (mut a, mut b) = (start.clone(), start.clone());
+                        let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
                         let (x, y) = (a.on_segment(&s, dir), b.on_segment_general(&s, dir));
                         assert_eq!(x, y, "{start:?} {s:?} {dir:?}");
                         assert_eq!(a, b, "{start:?} {s:?} {dir:?}");
+                        // The tracker's copy written into its caller.
+                        assert_eq!(c.on_segment_here(&s, dir), y, "{start:?} {s:?} {dir:?}");
+                        assert_eq!(c, b, "{start:?} {s:?} {dir:?}");
                         shortcut += usize::from(flags & CONTROL == 0 && start.stays_open());
                     }
                 }
