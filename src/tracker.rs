@@ -631,7 +631,8 @@ impl Tracker {
         let rel_seq = seg.seq - mine.base;
         let s = seg.seg();
         let space = s.seq_space();
-        // Neither a repeat nor after a gap (`control_from`).
+        // Neither a repeat nor after a gap (`control_from`); the next moves as in the general
+        // path.
         let end = seg.seq + space;
         if mine.next().is_none_or(|next| end.after_or_eq(next)) {
             mine.set_next(end);
