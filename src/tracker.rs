@@ -1471,8 +1471,11 @@ fn queue_if_finished(
     at: Option<std::time::Duration>,
     forgetful: bool,
 ) {
+    // A tracker that keeps all (`summary`'s) asks nothing more of the connection.
+    if !forgetful {
+        return;
+    }
     if let Some(t) = at
-        && forgetful
         && !conn.queued
         && finished(conn)
     {
