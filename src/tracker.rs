@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 use crate::decode::Segment;
-use crate::tcp::{CONTROL, Cause, Dir, Endpoint, SeqNum, State, Transition, Unexpected};
+use crate::tcp::{CONTROL, Cause, Dir, Endpoint, Flags, SeqNum, State, Transition, Unexpected};
 
 /// Which end of a connection: the one that sent the first SYN is the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,32 +56,102 @@ pub struct Connection {
     /// The capture began after the handshake: states before the first segment are a guess.
     pub joined_mid: bool,
     endpoints: [Endpoint; 2],
-    /// Each side's initial sequence number: relative numbers count from it.
-    base: [Option<SeqNum>; 2],
-    /// Each side's next new sequence number, and its last segment (seq, len, flags), to
-    /// tell retransmissions, duplicates and gaps.
-    next: [Option<SeqNum>; 2],
-    last_seg: [Option<(SeqNum, u32, u8)>; 2],
+    /// Each side's sequence numbers: [client, server].
+    sides: [Side; 2],
+    /// Changes without a segment (a timer) wait in the tracker's `pending`, told by `remove`:
+    /// shown on the next segment.
+    pending: bool,
     last_at: [Option<std::time::Duration>; 2],
     pub segments: u64,
     /// The capture time of its last segment, when known.
     pub last_seen: Option<std::time::Duration>,
-    /// Changes without a segment (a timer), told by `remove`: shown on the next segment.
-    pending: Vec<(Role, Transition)>,
     /// The TSval of the client's SYN (RFC 7323), to compare a later incarnation's with.
     syn_tsval: Option<u32>,
-    /// The highest ACK each side received (its sequence space the peer acknowledged).
-    acked: [Option<SeqNum>; 2],
-    /// A side a received FIN moved FIN_WAIT_2 → TIME_WAIT, until it sends: that FIN's end and
-    /// ack field, to know a RST that answers it (no socket was left).
-    fin_to_tw: [Option<(SeqNum, SeqNum)>; 2],
     /// The end a new SYN on the same 4-tuple destroyed in TIME_WAIT (RFC 6191, tcp_tw_reuse):
     /// told by no segment of this connection, on the new connection's SYN.
-    /// Boxed: rare, and the list of connections is a busy server's memory.
-    pub taken_over: Option<Box<(Role, Transition)>>,
+    pub taken_over: Option<TakenOver>,
     /// In the forgetful tracker's queue of finished connections: once at most, however many
     /// segments a closed 4-tuple goes on receiving.
     queued: bool,
+}
+
+/// What the tracker knows of one side's sequence space, each number with a bit of `known`
+/// (`BASE`...): packed, where `Option`s took twice the room, for a busy server's 100k
+/// connections.
+#[derive(Clone, Copy, Debug, Default)]
+struct Side {
+    known: u8,
+    /// Its initial sequence number: relative numbers count from it.
+    base: SeqNum,
+    /// Its next new sequence number, and its last segment (seq, len, flags), to tell
+    /// retransmissions, duplicates and gaps.
+    next: SeqNum,
+    last_seq: SeqNum,
+    last_len: u32,
+    last_flags: u8,
+    /// The highest ACK it received (its sequence space the peer acknowledged).
+    acked: SeqNum,
+    /// Where a received FIN moved it FIN_WAIT_2 → TIME_WAIT, until it sends: that FIN's end
+    /// and ack field, to know a RST that answers it (no socket was left).
+    tw_end: SeqNum,
+    tw_ack: SeqNum,
+}
+
+const BASE: u8 = 1;
+const NEXT: u8 = 2;
+const LAST: u8 = 4;
+const ACKED: u8 = 8;
+const FIN_TO_TW: u8 = 16;
+
+impl Side {
+    #[inline]
+    fn has(&self, bit: u8) -> bool {
+        self.known & bit != 0
+    }
+    #[inline]
+    fn base(&self) -> Option<SeqNum> {
+        self.has(BASE).then_some(self.base)
+    }
+    #[inline]
+    fn next(&self) -> Option<SeqNum> {
+        self.has(NEXT).then_some(self.next)
+    }
+    #[inline]
+    fn acked(&self) -> Option<SeqNum> {
+        self.has(ACKED).then_some(self.acked)
+    }
+    #[inline]
+    fn last_seg(&self) -> Option<(SeqNum, u32, u8)> {
+        self.has(LAST)
+            .then_some((self.last_seq, self.last_len, self.last_flags))
+    }
+    #[inline]
+    fn set_base(&mut self, n: SeqNum) {
+        self.known |= BASE;
+        self.base = n;
+    }
+    #[inline]
+    fn set_next(&mut self, n: SeqNum) {
+        self.known |= NEXT;
+        self.next = n;
+    }
+    #[inline]
+    fn set_acked(&mut self, n: SeqNum) {
+        self.known |= ACKED;
+        self.acked = n;
+    }
+    #[inline]
+    fn set_last_seg(&mut self, (seq, len, flags): (SeqNum, u32, u8)) {
+        self.known |= LAST;
+        (self.last_seq, self.last_len, self.last_flags) = (seq, len, flags);
+    }
+    /// The end and ack field of the FIN that moved it FIN_WAIT_2 → TIME_WAIT, forgotten.
+    #[inline]
+    fn take_fin_to_tw(&mut self) -> Option<(SeqNum, SeqNum)> {
+        let was = self.has(FIN_TO_TW);
+        self.known &= !FIN_TO_TW;
+        was.then_some((self.tw_end, self.tw_ack))
+    }
 }
 
 impl Connection {
@@ -112,6 +182,19 @@ impl Connection {
             Role::Client => self.client,
             Role::Server => self.server,
         }
+    }
+}
+
+/// The change a takeover made to the end in TIME_WAIT, one of two (`TAKEN_OVER`), by that
+/// end: a busy server's SYNs take a TIME_WAIT over by the thousand, and a change allocated
+/// for each showed.
+#[derive(Clone, Copy, Debug)]
+pub struct TakenOver(Role);
+
+impl std::ops::Deref for TakenOver {
+    type Target = (Role, Transition);
+    fn deref(&self) -> &(Role, Transition) {
+        &TAKEN_OVER[self.0.index()]
     }
 }
 
@@ -325,11 +408,17 @@ pub struct Tracker {
     /// Emptied transition lists handed back (`recycle`), for the next events: most segments
     /// of a busy server change a state, and a list allocated and freed for each showed.
     spare: Vec<Vec<(Role, Transition)>>,
+    /// Changes without a segment (a timer), by connection id, told by `remove`: shown on the
+    /// connection's next segment. Here, not in each connection: rare, and a list in each took
+    /// 24 bytes of every one of a busy server's 100k.
+    pending: Vec<(usize, Role, Transition)>,
     /// Every segment through the general path (the tests that pin the fast one to it).
     #[cfg(test)]
     general_only: bool,
     #[cfg(test)]
     fast_hits: usize,
+    #[cfg(test)]
+    control_hits: usize,
 }
 
 /// A segment recognised by its source, destination, sequence number and length.
@@ -403,12 +492,15 @@ impl Tracker {
             return;
         }
         self.forgettable = 0;
-        let by_tuple = &mut self.by_tuple;
+        let (by_tuple, pending) = (&mut self.by_tuple, &mut self.pending);
         self.conns.retain(|c| {
             let old = c.last_seen.is_some_and(|t| now.saturating_sub(t) > after);
             let forget = old && finished(c);
             if forget && by_tuple.get(&Key::of(c.client, c.server)) == Some(c.id) {
                 by_tuple.remove(&Key::of(c.client, c.server));
+            }
+            if forget && c.pending {
+                pending.retain(|&(of, ..)| of != c.id);
             }
             !forget
         });
@@ -480,7 +572,140 @@ impl Tracker {
             }
             return self.acking(pos, id, seg, at, from);
         }
-        self.general(pos, id, seg, at, forged, Vec::new())
+        self.changing(pos, id, seg, at, forged, Vec::new())
+    }
+
+    /// `on_segment_at` of a segment that is not plain, once its connection is known: the
+    /// general path, or for a SYN or FIN with nothing else to tell, the one that serves it.
+    #[inline(always)]
+    fn changing(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        forged: Option<String>,
+        notes: Vec<String>,
+    ) -> Event {
+        #[cfg(test)]
+        let fast = !self.general_only;
+        #[cfg(not(test))]
+        let fast = true;
+        if fast
+            && forged.is_none()
+            && let Some(from) = control_from(&self.conns[pos], seg)
+        {
+            #[cfg(test)]
+            {
+                self.control_hits += 1;
+            }
+            return self.control(pos, id, seg, at, from, notes);
+        }
+        self.general(pos, id, seg, at, forged, notes)
+    }
+
+    /// A `control_from` segment: a SYN, a SYN,ACK or a FIN in order, most often. The general
+    /// path's event, without its checks for RST, repeats, gaps, forgeries and the tracker's
+    /// own waiting changes (none can apply to it); `notes` are a takeover's.
+    #[inline(never)]
+    fn control(
+        &mut self,
+        pos: usize,
+        id: usize,
+        seg: &Segment,
+        at: Option<std::time::Duration>,
+        from: Role,
+        notes: Vec<String>,
+    ) -> Event {
+        let conn = &mut self.conns[pos];
+        let to = from.other();
+        let (side, other) = (from.index(), to.index());
+        conn.segments += 1;
+        if at.is_some() {
+            conn.last_seen = at;
+        }
+        let mine = &mut conn.sides[side];
+        if !mine.has(BASE) {
+            mine.set_base(seg.seq);
+        }
+        let rel_seq = seg.seq - mine.base;
+        let s = seg.seg();
+        let space = s.seq_space();
+        // Neither a repeat nor after a gap (`control_from`); the next moves as in the general
+        // path.
+        let end = seg.seq + space;
+        if mine.next().is_none_or(|next| end.after_or_eq(next)) {
+            mine.set_next(end);
+        }
+        mine.set_last_seg((seg.seq, seg.len, seg.flags.0));
+        // Taken by any segment its side sends; only a RST could have used it.
+        mine.known &= !FIN_TO_TW;
+        conn.last_at[side] = at;
+        let rel_ack = match conn.sides[other].base() {
+            Some(base) if seg.flags.ack() => Some(seg.ack - base),
+            _ => None,
+        };
+        let peer = &mut conn.sides[other];
+        if seg.flags.ack() && peer.acked().is_none_or(|a| seg.ack.after_or_eq(a)) {
+            peer.set_acked(seg.ack);
+        }
+        if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
+            conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
+        }
+        let spare = &mut self.spare;
+        let (mut transitions, mut unexpected, mut revise) = (Vec::new(), Vec::new(), Vec::new());
+        let mut push = |list: &mut Vec<(Role, Transition)>, change: (Role, Transition)| {
+            if list.capacity() == 0
+                && let Some(s) = spare.pop()
+            {
+                *list = s;
+            }
+            list.push(change);
+        };
+        // Once for the sender, once for the receiver, written out as in the general path.
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                let (role, dir) = ($role, $dir);
+                // SYN or FIN: the whole diagram at once.
+                let step = conn.endpoints[role.index()].diagram(&s, dir);
+                if let Some(mut t) = step.transition {
+                    if t.cause == Cause::Crossed {
+                        // As the general path tells it: FIN_WAIT_1, then CLOSING.
+                        revise.push(Revise::CrossedFin { role });
+                        push(&mut transitions, (role, CROSSED_FIRST));
+                        t.from = State::FinWait1;
+                    }
+                    if dir == Dir::Received
+                        && seg.flags.fin()
+                        && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                    {
+                        let s = &mut conn.sides[role.index()];
+                        s.known |= FIN_TO_TW;
+                        (s.tw_end, s.tw_ack) = (end, seg.ack);
+                    }
+                    push(&mut transitions, (role, t));
+                }
+                if let Some(u) = step.unexpected {
+                    unexpected.push((role, u));
+                }
+            };
+        }
+        step!(from, Dir::Sent);
+        step!(to, Dir::Received);
+        let states = [conn.state(Role::Client), conn.state(Role::Server)];
+        queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
+        Event {
+            conn: id,
+            from,
+            rel_seq,
+            rel_ack,
+            transitions,
+            unexpected,
+            notes,
+            states,
+            resent: false,
+            revise,
+        }
     }
 
     /// A `plain_from` segment with an end not open: the ACK that completes a handshake or a
@@ -499,20 +724,26 @@ impl Tracker {
         let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
         let s = seg.seg();
         let (mut transitions, mut unexpected) = (Vec::new(), Vec::new());
-        for (role, dir) in [(from, Dir::Sent), (from.other(), Dir::Received)] {
-            let step = conn.endpoints[role.index()].on_segment(&s, dir);
-            if let Some(t) = step.transition {
-                if transitions.capacity() == 0
-                    && let Some(list) = self.spare.pop()
-                {
-                    transitions = list;
+        // Written out for each end, as in the general path: a loop over the two cost more.
+        macro_rules! step {
+            ($role:expr, $dir:expr) => {
+                let role = $role;
+                let step = conn.endpoints[role.index()].on_segment_here(&s, $dir);
+                if let Some(t) = step.transition {
+                    if transitions.capacity() == 0
+                        && let Some(list) = self.spare.pop()
+                    {
+                        transitions = list;
+                    }
+                    transitions.push((role, t));
                 }
-                transitions.push((role, t));
-            }
-            if let Some(u) = step.unexpected {
-                unexpected.push((role, u));
-            }
+                if let Some(u) = step.unexpected {
+                    unexpected.push((role, u));
+                }
+            };
         }
+        step!(from, Dir::Sent);
+        step!(from.other(), Dir::Received);
         queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
         Event {
             conn: id,
@@ -568,7 +799,7 @@ impl Tracker {
         };
         self.remember(key, id);
         let pos = self.index_of(id, seg);
-        self.general(pos, id, seg, at, forged, incarnation)
+        self.changing(pos, id, seg, at, forged, incarnation)
     }
 
     /// The last segment's connection.
@@ -615,11 +846,11 @@ impl Tracker {
             Role::Server
         };
         let to = from.other();
-        if conn.base[from.index()].is_none() {
-            conn.base[from.index()] = Some(seg.seq);
+        if !conn.sides[from.index()].has(BASE) {
+            conn.sides[from.index()].set_base(seg.seq);
         }
-        let rel_seq = seg.seq - conn.base[from.index()].unwrap_or(seg.seq);
-        let rel_ack = match conn.base[to.index()] {
+        let rel_seq = seg.seq - conn.sides[from.index()].base().unwrap_or(seg.seq);
+        let rel_ack = match conn.sides[to.index()].base() {
             Some(base) if seg.flags.ack() => Some(seg.ack - base),
             _ => None,
         };
@@ -645,8 +876,8 @@ impl Tracker {
         let mut old_duplicate = false;
         if space > 0 && forged.is_none() {
             let end = seg.seq + space;
-            let acked = conn.acked[side].is_some_and(|a| a.after_or_eq(end));
-            match conn.next[side] {
+            let acked = conn.sides[side].acked().is_some_and(|a| a.after_or_eq(end));
+            match conn.sides[side].next() {
                 Some(next)
                     if next.after_or_eq(end)
                         && acked
@@ -661,7 +892,7 @@ impl Tracker {
                     old_duplicate = true;
                 }
                 Some(next) if next.after_or_eq(end) => {
-                    let same = conn.last_seg[side] == Some(this);
+                    let same = conn.sides[side].last_seg() == Some(this);
                     let (note, again) = repeat(same, conn.last_at[side], at, rel_seq);
                     notes.push(note);
                     resent = again;
@@ -669,7 +900,8 @@ impl Tracker {
                     if again && (at.is_some() || !same) && !acked {
                         notes.push(unanswered(seg, to));
                         // No copy answered yet: the receiver's change goes to a later one.
-                        if seg.flags.syn() && !seg.flags.ack() && conn.base[to.index()].is_none() {
+                        if seg.flags.syn() && !seg.flags.ack() && !conn.sides[to.index()].has(BASE)
+                        {
                             answered_copy = Some(to);
                         }
                     }
@@ -680,16 +912,20 @@ impl Tracker {
                 )),
                 _ => {}
             }
-            if conn.next[side].is_none_or(|next| end.after_or_eq(next)) {
-                conn.next[side] = Some(end);
+            if conn.sides[side]
+                .next()
+                .is_none_or(|next| end.after_or_eq(next))
+            {
+                conn.sides[side].set_next(end);
             }
         }
         if forged.is_none() {
-            conn.last_seg[side] = Some(this);
+            conn.sides[side].set_last_seg(this);
             conn.last_at[side] = at;
         }
-        if seg.flags.ack() && conn.acked[to.index()].is_none_or(|a| seg.ack.after_or_eq(a)) {
-            conn.acked[to.index()] = Some(seg.ack);
+        let peer = &mut conn.sides[to.index()];
+        if seg.flags.ack() && peer.acked().is_none_or(|a| seg.ack.after_or_eq(a)) {
+            peer.set_acked(seg.ack);
         }
         // A list is taken from the spares when a change comes: most segments bring none.
         let spare = &mut self.spare;
@@ -702,10 +938,14 @@ impl Tracker {
             }
             list.push(change);
         };
-        if !conn.pending.is_empty() {
-            for change in conn.pending.drain(..) {
-                push(&mut transitions, change);
-            }
+        if conn.pending {
+            conn.pending = false;
+            self.pending.retain(|&(of, role, t)| {
+                if of == id {
+                    push(&mut transitions, (role, t));
+                }
+                of != id
+            });
         }
         let mut unexpected = Vec::new();
         let mut revise: Vec<Revise> = Vec::new();
@@ -720,7 +960,7 @@ impl Tracker {
         // TIME_WAIT socket would have acked it, so none was left (RFC 9293 §3.10.7.1). Its
         // transition is told here, FIN_WAIT_2 → CLOSED, and the FIN's revised: each event's
         // states stay what the tracker knew then, the FIN's fixed by `Revise::apply`.
-        if let Some((fin_end, fin_ack)) = conn.fin_to_tw[side].take()
+        if let Some((fin_end, fin_ack)) = conn.sides[side].take_fin_to_tw()
             && sender_steps
             && seg.flags.rst()
             && (if seg.flags.ack() {
@@ -773,25 +1013,16 @@ impl Tracker {
                             revise.push(Revise::CrossedFin { role });
                             // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
                             // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
-                            push(
-                                &mut transitions,
-                                (
-                                    role,
-                                    Transition {
-                                        from: State::Established,
-                                        to: State::FinWait1,
-                                        cause: Cause::SentFin,
-                                        rfc: "RFC 9293 §3.10.4",
-                                    },
-                                ),
-                            );
+                            push(&mut transitions, (role, CROSSED_FIRST));
                             t.from = State::FinWait1;
                         }
                         if dir == Dir::Received
                             && seg.flags.fin()
                             && (t.from, t.to) == (State::FinWait2, State::TimeWait)
                         {
-                            conn.fin_to_tw[role.index()] = Some((seg.seq + space, seg.ack));
+                            let s = &mut conn.sides[role.index()];
+                            s.known |= FIN_TO_TW;
+                            (s.tw_end, s.tw_ack) = (seg.seq + space, seg.ack);
                         }
                         refused |= t.cause == Cause::Refused;
                         push(&mut transitions, (role, t));
@@ -859,7 +1090,8 @@ impl Tracker {
         };
         let conn = &mut self.conns[pos];
         if let Some(t) = conn.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-            conn.pending.push((role, t));
+            conn.pending = true;
+            self.pending.push((id, role, t));
         }
     }
 
@@ -892,16 +1124,12 @@ impl Tracker {
             server,
             joined_mid,
             endpoints: [Endpoint::new(states[0]), Endpoint::new(states[1])],
-            base: [None, None],
-            next: [None, None],
-            last_seg: [None, None],
+            sides: [Side::default(); 2],
+            pending: false,
             last_at: [None, None],
             segments: 0,
             last_seen: None,
-            pending: Vec::new(),
             syn_tsval: None,
-            acked: [None, None],
-            fin_to_tw: [None, None],
             taken_over: None,
             queued: false,
         });
@@ -921,7 +1149,7 @@ impl Tracker {
 /// changes yet.
 #[inline(always)]
 fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
-    if seg.flags.0 & CONTROL != 0 || conn.segments == 0 || !conn.pending.is_empty() {
+    if seg.flags.0 & CONTROL != 0 || conn.segments == 0 || conn.pending {
         return None;
     }
     let from = if seg.src == conn.client {
@@ -931,11 +1159,13 @@ fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
     };
     let side = from.index();
     // Its first segment sets the base.
-    conn.base[side]?;
+    if !conn.sides[side].has(BASE) {
+        return None;
+    }
     // Sequence space sent before, or a gap before it: the general path's notes.
     let end = seg.seq + seg.len;
     if seg.len > 0
-        && let Some(next) = conn.next[side]
+        && let Some(next) = conn.sides[side].next()
         && (next.after_or_eq(end) || seg.seq.after_or_eq(next + 1))
     {
         return None;
@@ -943,6 +1173,46 @@ fn plain_from(conn: &Connection, seg: &Segment) -> Option<(Role, bool)> {
     let open = conn.endpoints[side].stays_open() && conn.endpoints[1 - side].stays_open();
     Some((from, open))
 }
+
+/// Whether `seg` is a SYN or a FIN of `conn` without RST, in order, with nothing but its
+/// changes to tell (no sequence space sent before or missing before it, no change of the
+/// tracker's own waiting, not the first segment of a connection joined mid-way): who sent
+/// it. Nothing changes yet.
+#[inline(always)]
+fn control_from(conn: &Connection, seg: &Segment) -> Option<Role> {
+    let f = seg.flags.0;
+    if f & (Flags::SYN.0 | Flags::FIN.0) == 0
+        || f & Flags::RST.0 != 0
+        || conn.pending
+        || (conn.joined_mid && conn.segments == 0)
+    {
+        return None;
+    }
+    let from = if seg.src == conn.client {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let space = seg.seg().seq_space();
+    // A length that wraps the space to nothing: the general path's.
+    if space == 0 {
+        return None;
+    }
+    let end = seg.seq + space;
+    match conn.sides[from.index()].next() {
+        Some(next) if next.after_or_eq(end) || seg.seq.after_or_eq(next + 1) => None,
+        _ => Some(from),
+    }
+}
+
+/// The first of the two changes crossing FINs make on one segment: the endpoint's own FIN,
+/// first on its side of the wire (then the peer's, FIN_WAIT_1 → CLOSING).
+const CROSSED_FIRST: Transition = Transition {
+    from: State::Established,
+    to: State::FinWait1,
+    cause: Cause::SentFin,
+    rfc: "RFC 9293 §3.10.4",
+};
 
 /// What the general path of `on_segment_at` notes of a `plain_from` segment sent by `from`,
 /// in its order, before the endpoints see it: its relative numbers.
@@ -954,27 +1224,29 @@ fn in_order(
     from: Role,
 ) -> (u32, Option<u32>) {
     let (side, other) = (from.index(), from.other().index());
-    let base = conn.base[side].unwrap_or(seg.seq);
+    let base = conn.sides[side].base().unwrap_or(seg.seq);
     let end = seg.seq + seg.len;
     conn.segments += 1;
     if at.is_some() {
         conn.last_seen = at;
     }
     let rel_seq = seg.seq - base;
-    let rel_ack = match conn.base[other] {
+    let rel_ack = match conn.sides[other].base() {
         Some(base) if seg.flags.ack() => Some(seg.ack - base),
         _ => None,
     };
-    if seg.len > 0 && conn.next[side].is_none_or(|next| end.after_or_eq(next)) {
-        conn.next[side] = Some(end);
+    let mine = &mut conn.sides[side];
+    if seg.len > 0 && mine.next().is_none_or(|next| end.after_or_eq(next)) {
+        mine.set_next(end);
     }
-    conn.last_seg[side] = Some((seg.seq, seg.len, seg.flags.0));
-    conn.last_at[side] = at;
-    if seg.flags.ack() && conn.acked[other].is_none_or(|a| seg.ack.after_or_eq(a)) {
-        conn.acked[other] = Some(seg.ack);
-    }
+    mine.set_last_seg((seg.seq, seg.len, seg.flags.0));
     // Taken by any segment its side sends; only a RST could have used it.
-    conn.fin_to_tw[side] = None;
+    mine.known &= !FIN_TO_TW;
+    conn.last_at[side] = at;
+    let peer = &mut conn.sides[other];
+    if seg.flags.ack() && peer.acked().is_none_or(|a| seg.ack.after_or_eq(a)) {
+        peer.set_acked(seg.ack);
+    }
     (rel_seq, rel_ack)
 }
 
@@ -1064,60 +1336,84 @@ pub fn unanswered(seg: &Segment, peer: Role) -> String {
     }
 }
 
+/// The two ways a new SYN on its 4-tuple ends a TIME_WAIT, by role: every takeover is one of
+/// them, so a connection points at its own instead of allocating a copy.
+static TAKEN_OVER: [(Role, Transition); 2] = [
+    (
+        Role::Client,
+        Transition {
+            from: State::TimeWait,
+            to: State::Closed,
+            cause: Cause::Removed("its kernel reused the port for a new connection"),
+            rfc: "Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5",
+        },
+    ),
+    (
+        Role::Server,
+        Transition {
+            from: State::TimeWait,
+            to: State::Closed,
+            cause: Cause::Removed("a new SYN on the same 4-tuple took it over"),
+            rfc: "RFC 6191",
+        },
+    ),
+];
+
 /// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
 /// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
 /// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
 fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
-    let client = old.state(Role::Client) == State::TimeWait;
-    if !client && old.state(Role::Server) != State::TimeWait {
+    let role = if old.state(Role::Client) == State::TimeWait {
+        Role::Client
+    } else if old.state(Role::Server) == State::TimeWait {
+        Role::Server
+    } else {
+        return Vec::new();
+    };
+    let t = &TAKEN_OVER[role.index()].1;
+    // The state is TIME_WAIT: the removal is `t`.
+    old.endpoints[role.index()].remove(t.cause, t.rfc);
+    old.taken_over = Some(TakenOver(role));
+    if quiet {
         return Vec::new();
     }
-    let note = if quiet { None } else { reincarnation(old, seg) };
-    let (role, cause, rfc) = if old.state(Role::Client) == State::TimeWait {
-        (
-            Role::Client,
-            "its kernel reused the port for a new connection",
-            "Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5",
-        )
-    } else {
-        (
-            Role::Server,
-            "a new SYN on the same 4-tuple took it over",
-            "RFC 6191",
-        )
-    };
     // Room for the second note: growing the list showed as realloc.
-    let mut notes = Vec::with_capacity(if quiet { 0 } else { 2 });
-    notes.extend(note);
-    if let Some(t) = old.endpoints[role.index()].remove(Cause::Removed(cause), rfc) {
-        old.taken_over = Some(Box::new((role, t)));
-        if quiet {
-            return notes;
-        }
-        // The longest (tcp_tw_reuse's) is about 140 bytes.
-        let mut s = String::with_capacity(192);
-        s.push_str("connection ");
-        crate::output::text::push_u64(&mut s, old.id as u64);
-        s.push_str(": ");
-        push_change(&mut s, role, &t);
-        for part in [cause, ", ", rfc, ")"] {
-            s.push_str(part);
-        }
-        notes.push(s);
-    }
+    let mut notes = Vec::with_capacity(2);
+    notes.push(reincarnation(old, seg, role));
+    // The longest (tcp_tw_reuse's) is about 140 bytes.
+    let mut s = String::with_capacity(192);
+    s.push_str("connection ");
+    crate::output::text::push_u64(&mut s, old.id as u64);
+    s.push_str(": ");
+    s.push_str(&taken_over_words()[role.index()]);
+    notes.push(s);
     notes
+}
+
+/// The takeover note after its connection's number, by the end taken over: the change and
+/// its cause, the same on every SYN that takes a TIME_WAIT over, so written once.
+fn taken_over_words() -> &'static [String; 2] {
+    static WORDS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    WORDS.get_or_init(|| {
+        TAKEN_OVER.map(|(role, t)| {
+            let mut s = String::new();
+            push_change(&mut s, role, &t);
+            for part in [t.cause.text(), ", ", t.rfc, ")"] {
+                s.push_str(part);
+            }
+            s
+        })
+    })
 }
 
 /// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
 /// the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to accept a
-/// new connection (RFC 6191). Timestamps are what make either safe. Written into one string:
-/// on a busy server most SYNs reuse a port, and this note was a tenth of `summary`'s time.
-fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
+/// new connection (RFC 6191), `role` the end in TIME_WAIT. Timestamps are what make either
+/// safe. Written into one string: on a busy server most SYNs reuse a port, and this note was
+/// a tenth of `summary`'s time.
+fn reincarnation(old: &Connection, seg: &Segment, role: Role) -> String {
     use crate::output::text::push_u64;
-    let client = old.state(Role::Client) == State::TimeWait;
-    if !client && old.state(Role::Server) != State::TimeWait {
-        return None;
-    }
+    let client = role == Role::Client;
     let stamps = |s: &mut String| match (seg.options.timestamp.map(|(val, _)| val), old.syn_tsval) {
         (Some(n), Some(o)) => {
             s.push_str("its TSval ");
@@ -1155,7 +1451,7 @@ fn reincarnation(old: &Connection, seg: &Segment) -> Option<String> {
         );
         stamps(&mut s);
     }
-    Some(s)
+    s
 }
 
 /// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
@@ -1175,8 +1471,11 @@ fn queue_if_finished(
     at: Option<std::time::Duration>,
     forgetful: bool,
 ) {
+    // A tracker that keeps all (`summary`'s) asks nothing more of the connection.
+    if !forgetful {
+        return;
+    }
     if let Some(t) = at
-        && forgetful
         && !conn.queued
         && finished(conn)
     {
@@ -1428,6 +1727,14 @@ pub(crate) mod tests {
             .iter()
             .map(|(r, t)| (*r, t.from, t.to))
             .collect()
+    }
+
+    #[test]
+    fn a_connection_takes_at_most_256_bytes() {
+        // A busy server's capture holds 100k of them to the end (`summary`): at 368 bytes
+        // they were most of its memory.
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= 256, "{size}");
     }
 
     #[test]
@@ -1760,7 +2067,7 @@ pub(crate) mod tests {
         let (tracker, events) = run(&segs);
         let old = tracker.connection(0).unwrap();
         assert_eq!((old.state(Client), old.state(Server)), (Closed, Closed));
-        let (role, t) = *old.taken_over.clone().unwrap();
+        let (role, t) = *old.taken_over.unwrap();
         assert_eq!((role, t.from, t.to), (Server, TimeWait, Closed));
         let syn = events.last().unwrap();
         assert_eq!(syn.conn, 1);
@@ -2104,9 +2411,12 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// `segs` through a tracker with the fast path and one without: the same events, the
-    /// same connections after.
-    fn same_both_ways(what: &str, segs: &[(Segment, Option<std::time::Duration>)]) -> usize {
+    /// `segs` through a tracker with the fast paths and one without: the same events, the
+    /// same connections after. How many segments took the plain and the control path.
+    fn same_both_ways(
+        what: &str,
+        segs: &[(Segment, Option<std::time::Duration>)],
+    ) -> (usize, usize) {
         let make = |general_only: bool| {
             let mut t = if what.contains("forgetful") {
                 Tracker::forgetful(std::time::Duration::from_millis(50))
@@ -2138,8 +2448,8 @@ pub(crate) mod tests {
             (general.recent.0.as_slice(), general.since_sweep),
             "{what}"
         );
-        assert_eq!(general.fast_hits, 0);
-        fast.fast_hits
+        assert_eq!((general.fast_hits, general.control_hits), (0, 0));
+        (fast.fast_hits, fast.control_hits)
     }
 
     #[test]
@@ -2152,7 +2462,7 @@ pub(crate) mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
-        let mut plain = 0;
+        let (mut plain, mut control) = (0, 0);
         let mut fixtures = fixture_segments();
         // The unit tests' own exchanges, with a late retransmission and data after the FIN.
         let mut own: Vec<(Segment, std::time::Duration)> = active_close(false)
@@ -2169,8 +2479,10 @@ pub(crate) mod tests {
         for (name, segs) in &fixtures {
             let timed: Vec<_> = segs.iter().map(|(s, t)| (s.clone(), Some(*t))).collect();
             let untimed: Vec<_> = segs.iter().map(|(s, _)| (s.clone(), None)).collect();
-            plain += same_both_ways(&format!("{name} as captured"), &timed);
-            plain += same_both_ways(&format!("{name} forgetful"), &timed);
+            for what in ["as captured", "forgetful"] {
+                let (p, c) = same_both_ways(&format!("{name} {what}"), &timed);
+                (plain, control) = (plain + p, control + c);
+            }
             same_both_ways(&format!("{name} without times"), &untimed);
             for round in 0..40 {
                 let mut v = timed.clone();
@@ -2219,7 +2531,8 @@ pub(crate) mod tests {
                 same_both_ways(&format!("{name} variant {round} {what}"), &v);
             }
         }
-        // The fixtures' usual segments took the fast path: it was tried, not skipped.
+        // The fixtures' usual segments took the fast paths: they were tried, not skipped.
         assert!(plain > 100, "{plain}");
+        assert!(control > 100, "{control}");
     }
 }

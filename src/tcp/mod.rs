@@ -264,31 +264,88 @@ impl fmt::Display for Cause {
 pub(crate) const CONTROL: u8 = Flags::SYN.0 | Flags::FIN.0 | Flags::RST.0;
 
 /// One side of a connection as seen from the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Endpoint {
     state: State,
+    /// Which of the numbers below are known, a bit each (`ISS`...): packed, where five
+    /// `Option<SeqNum>` took 40 bytes, for a busy server's 100k connections of two each.
+    known: u8,
     /// Our initial sequence number (from our SYN), or the first we saw.
-    pub iss: Option<SeqNum>,
+    iss: SeqNum,
     /// The sequence number our FIN occupies, once we sent one.
-    fin_seq: Option<SeqNum>,
+    fin_seq: SeqNum,
     /// The highest sequence number we sent, plus one.
-    snd_nxt: Option<SeqNum>,
+    snd_nxt: SeqNum,
     /// The peer's initial sequence number and the place of its FIN, once seen: a segment
     /// that repeats them is a retransmission, not news.
-    irs: Option<SeqNum>,
-    peer_fin: Option<SeqNum>,
+    irs: SeqNum,
+    peer_fin: SeqNum,
 }
+
+const ISS: u8 = 1;
+const FIN_SEQ: u8 = 2;
+const SND_NXT: u8 = 4;
+const IRS: u8 = 8;
+const PEER_FIN: u8 = 16;
+
+/// Equal where the state and every number known are: an unknown one's value is no matter.
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Endpoint) -> bool {
+        self.state == other.state
+            && (
+                self.iss(),
+                self.fin_seq(),
+                self.snd_nxt(),
+                self.irs(),
+                self.peer_fin(),
+            ) == (
+                other.iss(),
+                other.fin_seq(),
+                other.snd_nxt(),
+                other.irs(),
+                other.peer_fin(),
+            )
+    }
+}
+
+impl Eq for Endpoint {}
 
 impl Endpoint {
     pub fn new(state: State) -> Endpoint {
         Endpoint {
             state,
-            iss: None,
-            fin_seq: None,
-            snd_nxt: None,
-            irs: None,
-            peer_fin: None,
+            known: 0,
+            iss: SeqNum(0),
+            fin_seq: SeqNum(0),
+            snd_nxt: SeqNum(0),
+            irs: SeqNum(0),
+            peer_fin: SeqNum(0),
         }
+    }
+
+    #[inline]
+    fn has(&self, bit: u8) -> bool {
+        self.known & bit != 0
+    }
+    #[inline]
+    fn known(&self, bit: u8, n: SeqNum) -> Option<SeqNum> {
+        self.has(bit).then_some(n)
+    }
+    /// Our initial sequence number (from our SYN), or the first we saw.
+    pub fn iss(&self) -> Option<SeqNum> {
+        self.known(ISS, self.iss)
+    }
+    fn fin_seq(&self) -> Option<SeqNum> {
+        self.known(FIN_SEQ, self.fin_seq)
+    }
+    fn snd_nxt(&self) -> Option<SeqNum> {
+        self.known(SND_NXT, self.snd_nxt)
+    }
+    fn irs(&self) -> Option<SeqNum> {
+        self.known(IRS, self.irs)
+    }
+    fn peer_fin(&self) -> Option<SeqNum> {
+        self.known(PEER_FIN, self.peer_fin)
     }
 
     pub fn state(&self) -> State {
@@ -301,20 +358,20 @@ impl Endpoint {
         let (Some(target), true) = (target, seg.flags.ack()) else {
             return false;
         };
-        let nxt = self.snd_nxt.unwrap_or(target + 1);
+        let nxt = self.snd_nxt().unwrap_or(target + 1);
         seg.ack.after_or_eq(target + 1) && nxt.after_or_eq(seg.ack)
     }
 
     /// Whether `seg` (received) acknowledges our FIN.
     fn acks_our_fin(&self, seg: &Seg) -> bool {
-        self.acks(seg, self.fin_seq)
+        self.acks(seg, self.fin_seq())
     }
 
     /// Whether `seg` (received) acknowledges our SYN. Without a SYN seen from us (a capture
     /// that began late), any ACK will do.
     fn acks_our_syn(&self, seg: &Seg) -> bool {
-        match self.iss {
-            Some(_) => self.acks(seg, self.iss),
+        match self.iss() {
+            Some(iss) => self.acks(seg, Some(iss)),
             None => seg.flags.ack(),
         }
     }
@@ -348,7 +405,7 @@ impl Endpoint {
     #[inline]
     pub(crate) fn sent_plain(&mut self, seg: &Seg) -> Option<Unexpected> {
         self.note_sent(seg);
-        (seg.len > 0 && self.fin_seq.is_some()).then_some(Unexpected {
+        (seg.len > 0 && self.has(FIN_SEQ)).then_some(Unexpected {
             state: self.state,
             dir: Dir::Sent,
             flags: seg.flags,
@@ -362,22 +419,46 @@ impl Endpoint {
         // Most segments of a connection: an ACK or data while it is open, answered by the
         // last general arm below without a change; received, it changes nothing here either.
         if seg.flags.0 & CONTROL == 0 && self.stays_open() {
-            return match dir {
-                Dir::Sent => Step {
-                    transition: None,
-                    unexpected: self.sent_plain(seg),
-                },
-                Dir::Received => Step::default(),
-            };
+            return self.open_step(seg, dir);
         }
         self.on_segment_general(seg, dir)
     }
 
-    /// `on_segment` through the whole diagram, the common case included.
+    /// `on_segment` with the diagram written into the caller, which knows the direction
+    /// (the tracker's path for the ACK that completes a handshake or a close).
+    #[inline(always)]
+    pub(crate) fn on_segment_here(&mut self, seg: &Seg, dir: Dir) -> Step {
+        if seg.flags.0 & CONTROL == 0 && self.stays_open() {
+            return self.open_step(seg, dir);
+        }
+        self.diagram(seg, dir)
+    }
+
+    /// `on_segment` of a segment without SYN, FIN or RST where `stays_open`.
+    #[inline(always)]
+    fn open_step(&mut self, seg: &Seg, dir: Dir) -> Step {
+        match dir {
+            Dir::Sent => Step {
+                transition: None,
+                unexpected: self.sent_plain(seg),
+            },
+            Dir::Received => Step::default(),
+        }
+    }
+
+    /// `on_segment` through the whole diagram, the common case included: what a segment with
+    /// SYN, FIN or RST comes to at once.
     #[inline(never)]
-    fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
+    pub(crate) fn on_segment_general(&mut self, seg: &Seg, dir: Dir) -> Step {
+        self.diagram(seg, dir)
+    }
+
+    /// `on_segment_general`'s work, written into a caller that knows the direction: half of
+    /// the diagram drops out there (the tracker's path for SYNs and FINs).
+    #[inline(always)]
+    pub(crate) fn diagram(&mut self, seg: &Seg, dir: Dir) -> Step {
         // What we had sent before this segment: a SYN sent again, a reply that is the first.
-        let (prior_iss, sent_before) = (self.iss, self.snd_nxt.is_some());
+        let (prior_iss, sent_before) = (self.iss(), self.has(SND_NXT));
         if dir == Dir::Sent {
             self.note_sent(seg);
         }
@@ -385,13 +466,15 @@ impl Endpoint {
         // §3.10.7.4: a duplicate is acknowledged, the state does not change).
         if dir == Dir::Received {
             let fin_at = seg.seq + seg.seq_space().saturating_sub(1);
-            let repeated_syn = seg.flags.syn() && self.irs == Some(seg.seq);
-            let repeated_fin = seg.flags.fin() && self.peer_fin == Some(fin_at);
-            if seg.flags.syn() && self.irs.is_none() {
-                self.irs = Some(seg.seq);
+            let repeated_syn = seg.flags.syn() && self.irs() == Some(seg.seq);
+            let repeated_fin = seg.flags.fin() && self.peer_fin() == Some(fin_at);
+            if seg.flags.syn() && !self.has(IRS) {
+                self.known |= IRS;
+                self.irs = seg.seq;
             }
-            if seg.flags.fin() && self.peer_fin.is_none() {
-                self.peer_fin = Some(fin_at);
+            if seg.flags.fin() && !self.has(PEER_FIN) {
+                self.known |= PEER_FIN;
+                self.peer_fin = fin_at;
             }
             if (repeated_syn || repeated_fin) && !seg.flags.rst() && self.state != State::Listen {
                 return Step::default();
@@ -412,14 +495,14 @@ impl Endpoint {
                 if f.rst()
                     && f.ack()
                     && !sent_before
-                    && self.irs.is_some_and(|irs| seg.ack == irs + 1) =>
+                    && self.irs().is_some_and(|irs| seg.ack == irs + 1) =>
             {
                 self.state = Closed;
                 return Step::default();
             }
             // No connection: anything but a reset is answered with a reset and changes
             // nothing (RFC 9293 §3.10.7.1), e.g. a FIN after a timer removed the socket.
-            (Closed, Rx) if self.fin_seq.is_some() || self.iss.is_some() => {
+            (Closed, Rx) if self.has(FIN_SEQ | ISS) => {
                 return Step::default();
             }
             (_, Tx) if f.rst() => (Closed, Cause::SentRst, "RFC 9293 §3.10.5"),
@@ -431,7 +514,7 @@ impl Endpoint {
                 "RFC 9293 §3.10.7.4, RFC 1337 §2",
             ),
             // SYN-SENT: a RST acking our SYN, and no SYN from the peer: refused (§3.10.7.3).
-            (SynSent, Rx) if f.rst() && self.irs.is_none() && self.acks_our_syn(seg) => {
+            (SynSent, Rx) if f.rst() && !self.has(IRS) && self.acks_our_syn(seg) => {
                 (Closed, Cause::Refused, "RFC 9293 §3.10.7.1, §3.10.7.3")
             }
             (_, Rx) if f.rst() => (Closed, Cause::ReceivedRst, "RFC 9293 §3.10.7.4"),
@@ -481,7 +564,10 @@ impl Endpoint {
             // FIN came (a capture on the peer's side of the wire saw it first): CLOSING
             // (§3.6, simultaneous close; §3.10.7.4).
             (CloseWait, Tx)
-                if f.fin() && self.peer_fin.is_some_and(|pf| !seg.ack.after_or_eq(pf + 1)) =>
+                if f.fin()
+                    && self
+                        .peer_fin()
+                        .is_some_and(|pf| !seg.ack.after_or_eq(pf + 1)) =>
             {
                 self.state = Closing;
                 return Step {
@@ -529,7 +615,7 @@ impl Endpoint {
             (TimeWait, Rx) if !f.syn() => return Step::default(),
             // ACKs and data while the connection is open in that direction change nothing.
             (Established | FinWait1 | FinWait2 | CloseWait, _) if !f.syn() && !f.fin() => {
-                if dir == Tx && seg.len > 0 && self.fin_seq.is_some() {
+                if dir == Tx && seg.len > 0 && self.has(FIN_SEQ) {
                     return self.unexpected(dir, f, "data sent after its own FIN");
                 }
                 return Step::default();
@@ -558,20 +644,22 @@ impl Endpoint {
     }
 
     fn note_sent(&mut self, seg: &Seg) {
-        if seg.flags.syn() {
-            self.iss = Some(seg.seq);
-        }
-        if self.iss.is_none() {
-            self.iss = Some(seg.seq);
+        if seg.flags.syn() || !self.has(ISS) {
+            self.known |= ISS;
+            self.iss = seg.seq;
         }
         if seg.flags.fin() {
             // The FIN occupies the sequence number after the data (and the SYN) it rides on.
-            self.fin_seq = Some(seg.seq + (seg.seq_space() - 1));
+            self.known |= FIN_SEQ;
+            self.fin_seq = seg.seq + (seg.seq_space() - 1);
         }
         let end = seg.seq + seg.seq_space();
-        match self.snd_nxt {
+        match self.snd_nxt() {
             Some(nxt) if nxt.after_or_eq(end) => {}
-            _ => self.snd_nxt = Some(end),
+            _ => {
+                self.known |= SND_NXT;
+                self.snd_nxt = end;
+            }
         }
     }
 

@@ -478,14 +478,20 @@ fn the_open_shortcut_answers_as_the_whole_diagram_does() {
                 some(B_ISS + 1),
             ),
         ] {
-            let start = Endpoint {
-                state,
-                iss,
-                fin_seq,
-                snd_nxt,
-                irs,
-                peer_fin,
-            };
+            let mut start = Endpoint::new(state);
+            let bits = [ISS, FIN_SEQ, SND_NXT, IRS, PEER_FIN];
+            for (bit, n) in bits.into_iter().zip([iss, fin_seq, snd_nxt, irs, peer_fin]) {
+                if let Some(n) = n {
+                    start.known |= bit;
+                    match bit {
+                        ISS => start.iss = n,
+                        FIN_SEQ => start.fin_seq = n,
+                        SND_NXT => start.snd_nxt = n,
+                        IRS => start.irs = n,
+                        _ => start.peer_fin = n,
+                    }
+                }
+            }
             for flags in 0..=u8::MAX {
                 for (seq, ack, len) in [
                     (A_ISS + 1, B_ISS + 1, 0),
@@ -501,10 +507,13 @@ fn the_open_shortcut_answers_as_the_whole_diagram_does() {
                         len,
                     };
                     for dir in [Dir::Sent, Dir::Received] {
-                        let (mut a, mut b) = (start.clone(), start.clone());
+                        let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
                         let (x, y) = (a.on_segment(&s, dir), b.on_segment_general(&s, dir));
                         assert_eq!(x, y, "{start:?} {s:?} {dir:?}");
                         assert_eq!(a, b, "{start:?} {s:?} {dir:?}");
+                        // The tracker's copy written into its caller.
+                        assert_eq!(c.on_segment_here(&s, dir), y, "{start:?} {s:?} {dir:?}");
+                        assert_eq!(c, b, "{start:?} {s:?} {dir:?}");
                         shortcut += usize::from(flags & CONTROL == 0 && start.stays_open());
                     }
                 }
