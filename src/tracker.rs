@@ -97,6 +97,38 @@ struct Side {
     tw_ack: SeqNum,
 }
 
+/// What a change of `role`'s on a segment brings besides itself, the same on every path; the
+/// change to tell before it, where there is one. Crossing FINs: its own FIN came first on its
+/// side of the wire, so FIN_WAIT_1, then the peer's FIN, CLOSING, both on this segment (the
+/// path the kernel traces), and the earlier FIN's story revised (RFC 9293 §3.6). A FIN that
+/// moved it FIN_WAIT_2 → TIME_WAIT: that FIN's end and ack field kept, to know a RST that
+/// answers it.
+#[inline(always)]
+fn besides(
+    side: &mut Side,
+    role: Role,
+    dir: Dir,
+    seg: &Segment,
+    end: SeqNum,
+    t: &mut Transition,
+    revise: &mut Vec<Revise>,
+) -> Option<(Role, Transition)> {
+    let mut first = None;
+    if t.cause == Cause::Crossed {
+        revise.push(Revise::CrossedFin { role });
+        first = Some((role, CROSSED_FIRST));
+        t.from = State::FinWait1;
+    }
+    if dir == Dir::Received
+        && seg.flags.fin()
+        && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+    {
+        side.known |= FIN_TO_TW;
+        (side.tw_end, side.tw_ack) = (end, seg.ack);
+    }
+    first
+}
+
 const BASE: u8 = 1;
 const NEXT: u8 = 2;
 const LAST: u8 = 4;
@@ -669,19 +701,9 @@ impl Tracker {
                 // SYN or FIN: the whole diagram at once.
                 let step = conn.endpoints[role.index()].diagram(&s, dir);
                 if let Some(mut t) = step.transition {
-                    if t.cause == Cause::Crossed {
-                        // As the general path tells it: FIN_WAIT_1, then CLOSING.
-                        revise.push(Revise::CrossedFin { role });
-                        push(&mut transitions, (role, CROSSED_FIRST));
-                        t.from = State::FinWait1;
-                    }
-                    if dir == Dir::Received
-                        && seg.flags.fin()
-                        && (t.from, t.to) == (State::FinWait2, State::TimeWait)
-                    {
-                        let s = &mut conn.sides[role.index()];
-                        s.known |= FIN_TO_TW;
-                        (s.tw_end, s.tw_ack) = (end, seg.ack);
+                    let side = &mut conn.sides[role.index()];
+                    if let Some(first) = besides(side, role, dir, seg, end, &mut t, &mut revise) {
+                        push(&mut transitions, first);
                     }
                     push(&mut transitions, (role, t));
                 }
@@ -1009,20 +1031,11 @@ impl Tracker {
                         if t.cause == Cause::TimeWaitRst && self.rfc1337.is_none() {
                             t.cause = Cause::TimeWaitRstUnlessRfc1337;
                         }
-                        if t.cause == Cause::Crossed {
-                            revise.push(Revise::CrossedFin { role });
-                            // Its own FIN came first on its side of the wire: FIN_WAIT_1, then the
-                            // peer's FIN, CLOSING; both on this segment, the path the kernel traces.
-                            push(&mut transitions, (role, CROSSED_FIRST));
-                            t.from = State::FinWait1;
-                        }
-                        if dir == Dir::Received
-                            && seg.flags.fin()
-                            && (t.from, t.to) == (State::FinWait2, State::TimeWait)
+                        let side = &mut conn.sides[role.index()];
+                        let end = seg.seq + space;
+                        if let Some(first) = besides(side, role, dir, seg, end, &mut t, &mut revise)
                         {
-                            let s = &mut conn.sides[role.index()];
-                            s.known |= FIN_TO_TW;
-                            (s.tw_end, s.tw_ack) = (seg.seq + space, seg.ack);
+                            push(&mut transitions, first);
                         }
                         refused |= t.cause == Cause::Refused;
                         push(&mut transitions, (role, t));
