@@ -1044,3 +1044,41 @@ fn by_default_segments_that_change_nothing_carry_no_comment() {
         section_comments(&all)
     );
 }
+
+/// `annotate -o FILE` killed with SIGKILL half-way leaves nothing in FILE's directory: no
+/// FILE, no temporary file (it has no name until the end). The input is a FIFO fed half a
+/// capture and held open, so the kill lands while the output is being written.
+#[test]
+fn annotate_killed_by_sigkill_leaves_nothing_behind() {
+    use std::io::Write as _;
+    let dir = TempDir::new();
+    let fifo = dir.join("in.pcap");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let out_dir = dir.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("x.pcapng");
+    let mut child = Command::new(BIN)
+        .args([
+            "annotate",
+            fifo.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(capture("real/normal-nginx.pcap")).unwrap();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    feed.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "annotate ended early");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    drop(feed);
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -5,12 +5,16 @@
 //! - A device or a FIFO (`/dev/null`, a named pipe) is written in place.
 //! - A file is written through a temporary file beside it, renamed only when all went well,
 //!   so a reader never sees half of it. The temporary file is made at the check, which proves
-//!   the directory writable before a socket is opened or a packet read.
+//!   the directory writable before a socket is opened or a packet read. It has no name until
+//!   the end (O_TMPFILE), so a writer killed even by SIGKILL leaves nothing; where the file
+//!   system has no unnamed files it is `.NAME.PID.part`, removed by the next writer of NAME.
 //! - A missing directory is refused with the `mkdir -p` that makes it; no command creates
 //!   directories on its own, except `run` for its default `captures/`.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
@@ -18,10 +22,12 @@ pub enum Dest {
     Stdout,
     /// A device or a FIFO, written as it is.
     Special(PathBuf),
-    /// A regular file, written through `tmp`.
+    /// A regular file, written through `unnamed` (linked in as `tmp` at the commit), or
+    /// through the file `tmp` where the file system has no unnamed files.
     File {
         path: PathBuf,
         tmp: PathBuf,
+        unnamed: Option<fs::File>,
         done: bool,
     },
 }
@@ -57,15 +63,26 @@ impl Dest {
         remove_stale_parts(dir, &name);
         // One temporary file per process: parallel runs to one name must not share it.
         let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
-        OpenOptions::new()
+        // The mode a named file gets (0666 less the umask).
+        let unnamed = OpenOptions::new()
+            .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| cannot_write(flag, path, &e))?;
+            .mode(0o666)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+            .ok();
+        if unnamed.is_none() {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| cannot_write(flag, path, &e))?;
+        }
         Ok(Dest::File {
             path: path.to_path_buf(),
             tmp,
+            unnamed,
             done: false,
         })
     }
@@ -95,6 +112,9 @@ impl Dest {
         Ok(match self {
             Dest::Stdout => Box::new(io::stdout().lock()),
             Dest::Special(p) => Box::new(OpenOptions::new().write(true).open(p)?),
+            Dest::File {
+                unnamed: Some(f), ..
+            } => Box::new(f.try_clone()?),
             Dest::File { tmp, .. } => Box::new(OpenOptions::new().write(true).open(tmp)?),
         })
     }
@@ -104,6 +124,9 @@ impl Dest {
         Ok(match self {
             Dest::Stdout => Box::new(io::stdout()),
             Dest::Special(p) => Box::new(OpenOptions::new().write(true).open(p)?),
+            Dest::File {
+                unnamed: Some(f), ..
+            } => Box::new(f.try_clone()?),
             Dest::File { tmp, .. } => Box::new(OpenOptions::new().write(true).open(tmp)?),
         })
     }
@@ -121,7 +144,16 @@ impl Dest {
     /// Puts the finished file in place of the user's path. Without it (an error, a panic),
     /// dropping the `Dest` removes the temporary file.
     pub fn commit(&mut self) -> io::Result<()> {
-        if let Dest::File { path, tmp, done } = self {
+        if let Dest::File {
+            path,
+            tmp,
+            unnamed,
+            done,
+        } = self
+        {
+            if let Some(f) = unnamed.take() {
+                link_unnamed(&f, tmp)?;
+            }
             fs::rename(&*tmp, &*path)?;
             *done = true;
         }
@@ -132,12 +164,54 @@ impl Dest {
 impl Drop for Dest {
     fn drop(&mut self) {
         if let Dest::File {
-            tmp, done: false, ..
+            tmp,
+            unnamed,
+            done: false,
+            ..
         } = self
         {
-            let _ = fs::remove_file(tmp);
+            // An unnamed file is gone with its descriptor; a name exists only if a commit
+            // linked it and then failed.
+            if unnamed.is_none() {
+                let _ = fs::remove_file(tmp);
+            }
         }
     }
+}
+
+/// Gives the unnamed file `f` the name `tmp`: through /proc (no capability needed), else by
+/// descriptor (CAP_DAC_READ_SEARCH), else by copying its bytes into a new file of that name.
+fn link_unnamed(f: &fs::File, tmp: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt as _;
+    let _ = fs::remove_file(tmp);
+    let to = CString::new(tmp.as_os_str().as_bytes())?;
+    let proc = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    // SAFETY: both paths are NUL-terminated strings that live through the calls.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        ) == 0
+            || libc::linkat(
+                f.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            ) == 0
+    };
+    if linked {
+        return Ok(());
+    }
+    let mut from = f.try_clone()?;
+    from.rewind()?;
+    let mut named = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    io::copy(&mut from, &mut named)?;
+    Ok(())
 }
 
 /// Removes `.NAME.PID.part` files beside `NAME` whose process is gone: a writer killed
@@ -285,6 +359,63 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"hello");
         let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// Until the commit the output has no name at all (O_TMPFILE, which tmpfs and ext4 have):
+    /// a writer killed by SIGKILL cannot leave a part file.
+    #[test]
+    fn the_output_has_no_name_until_the_commit() {
+        let dir = scratch("unnamed");
+        let path = dir.join("x.pcapng");
+        let mut d = Dest::check("-o", &path).unwrap();
+        assert!(
+            matches!(
+                d,
+                Dest::File {
+                    unnamed: Some(_),
+                    ..
+                }
+            ),
+            "{} has no unnamed files",
+            dir.display()
+        );
+        d.open().unwrap().write_all(b"hello").unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        d.commit().unwrap();
+        drop(d);
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    /// Where no link can be made (another file system: EXDEV), the bytes are copied under the
+    /// name, all of them.
+    #[test]
+    fn an_unnamed_file_that_cannot_be_linked_is_copied() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = scratch("copied");
+        let other = Path::new("/dev/shm");
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+        if dev(other).is_none() || dev(other) == dev(&dir) {
+            eprintln!(
+                "skipped: no /dev/shm on another file system than {}",
+                dir.display()
+            );
+            return;
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&*dir)
+            .unwrap();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        (&f).write_all(&bytes).unwrap();
+        let tmp = other.join(format!("teardown-dest-{}.part", std::process::id()));
+        let linked = link_unnamed(&f, &tmp);
+        let got = fs::read(&tmp);
+        let _ = fs::remove_file(&tmp);
+        linked.unwrap();
+        assert!(got.unwrap() == bytes, "the copy differs");
     }
 
     #[test]
