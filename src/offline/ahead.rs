@@ -23,9 +23,10 @@ type Done = Vec<Event>;
 
 /// Items in order, and their packets' bytes one after the other: a packet crosses to the
 /// next core as a few cache lines in a row, not as a buffer of its own (on a busy server's
-/// capture, the misses on each packet's buffer were a third of the annotator's time). Emptied
+/// capture the annotator stalled on the first touch of each packet's buffer). Emptied
 /// batches go back to the reader, so that a batch's memory is allocated once and freed by the
 /// thread that allocated it.
+///
 /// A packet's place and its event lie beside the items, not in them: an item is less than
 /// half the bytes to move, and each thread writes only what it makes.
 #[derive(Default)]
