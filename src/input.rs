@@ -778,13 +778,7 @@ fn comments(opts: &[u8], big: bool) -> Vec<String> {
 /// A block's bytes as they were: type, length, body, length, in its section's byte order.
 fn block_bytes(type_: u32, body: &[u8], big: bool) -> Vec<u8> {
     let total = (12 + body.len()) as u32;
-    let w = |v: u32| {
-        if big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
+    let w = |v: u32| crate::output::pcapng::u32_in(big, v);
     let mut out = Vec::with_capacity(total as usize);
     out.extend_from_slice(&w(type_));
     out.extend_from_slice(&w(total));

@@ -135,6 +135,24 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// `v` in a section's byte order (big-endian where `big`).
+pub fn u32_in(big: bool, v: u32) -> [u8; 4] {
+    if big {
+        v.to_be_bytes()
+    } else {
+        v.to_le_bytes()
+    }
+}
+
+/// `v` in a section's byte order (big-endian where `big`).
+pub fn u16_in(big: bool, v: u16) -> [u8; 2] {
+    if big {
+        v.to_be_bytes()
+    } else {
+        v.to_le_bytes()
+    }
+}
+
 /// Writes an Enhanced Packet Block (pcapng §4.3) in the given byte order, piece by piece
 /// straight into `out` (a buffered writer: one copy of the packet, on the hot paths): the
 /// interface, the timestamp in the interface's units, the data (padded), `options` as they
@@ -151,20 +169,8 @@ pub fn write_epb<W: Write + ?Sized>(
     comment: &str,
 ) -> io::Result<()> {
     let pad = |n: usize| (4 - n % 4) % 4;
-    let w32 = |v: u32| {
-        if big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
-    let w16 = |v: u16| {
-        if big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
+    let w32 = |v: u32| u32_in(big, v);
+    let w16 = |v: u16| u16_in(big, v);
     let comment = &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)];
     let mut options_len = options.len() + 4;
     if !comment.is_empty() {
@@ -321,20 +327,8 @@ mod tests {
 
     /// An EPB spelled out field by field (pcapng §4.3), to hold `write_epb`'s few writes to.
     fn epb_by_the_book(big: bool, ts: u64, data: &[u8], options: &[u8], comment: &str) -> Vec<u8> {
-        let w32 = |v: u32| {
-            if big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
-        let w16 = |v: u16| {
-            if big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
+        let w32 = |v: u32| u32_in(big, v);
+        let w16 = |v: u16| u16_in(big, v);
         let padded = |b: &mut Vec<u8>| b.resize(b.len().next_multiple_of(4), 0);
         let mut body = Vec::new();
         for word in [0, (ts >> 32) as u32, ts as u32, data.len() as u32, 1500] {
