@@ -521,15 +521,63 @@ impl Scan {
     }
 }
 
+/// Every item of `src` read: each packet's readout given to `f` (with `src`, for the events
+/// it hands back), other blocks passed over; how many packets there were, and where the input
+/// was cut short.
+fn each_packet<R: Read>(
+    src: &mut Packets<R>,
+    mut f: impl FnMut(&mut Packets<R>, Readout),
+) -> Result<(u64, Option<InputError>), Error> {
+    let mut packets = 0u64;
+    while let Some(item) = src.next() {
+        match item {
+            Ahead::Packet(read) => {
+                packets += 1;
+                f(src, read);
+            }
+            Ahead::Block(_) => {}
+            Ahead::Cut(e) => return Ok((packets, Some(e))),
+            Ahead::Failed(e) => return Err(e),
+            Ahead::End => break,
+        }
+    }
+    Ok((packets, None))
+}
+
+impl Scan {
+    /// What a reading found, or why there is nothing to work on (`nothing` says what it was
+    /// for).
+    fn of(
+        tracker: Tracker,
+        (packets, cut): (u64, Option<InputError>),
+        kind: Kind,
+        name: &str,
+        nothing: &str,
+    ) -> Result<Scan, Error> {
+        if tracker.connections().is_empty() {
+            return Err(no_tcp(name, packets, cut.as_ref(), nothing));
+        }
+        Ok(Scan {
+            tracker,
+            packets,
+            kind,
+            cut,
+        })
+    }
+}
+
 /// Reads IN and feeds every TCP segment to a tracker, calling `f` with the packet's stamp,
 /// the segment and what it did (an error if nothing was TCP; `nothing` says what it was for).
 /// `f` hands back the events it does not keep, for the tracker to reuse their lists.
-fn each_segment<K>(
+fn each_segment(
     input: &str,
     nothing: &str,
     tracker: Tracker,
-    keep: impl Fn(crate::decode::Segment) -> K,
-    mut f: impl FnMut(&Stamp, K, crate::tracker::Event) -> Option<crate::tracker::Event>,
+    mut f: impl FnMut(
+        &Stamp,
+        crate::decode::Segment,
+        crate::tracker::Event,
+    ) -> Option<crate::tracker::Event>,
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
@@ -539,30 +587,16 @@ fn each_segment<K>(
     let tracking = src.tracked();
     // The same annotator as `annotate`'s: the same packets tell the same story. Its own
     // tracker tracks only where the reading cannot.
-    // What it holds of each segment is what `f` needs (`keep`): a held segment is moved in
-    // and out of the look-ahead.
-    let mut annotator: Annotator<(Stamp, K)> = Annotator::new(Tracker::new());
-    let mut packets = 0u64;
-    let mut cut = None;
-    while let Some(item) = src.next() {
-        let (stamp, decoded, event) = match item {
-            Ahead::Packet(Readout {
-                stamp,
-                decoded,
-                event,
-                ..
-            }) => (stamp, decoded, event),
-            Ahead::Block(_) => continue,
-            Ahead::Cut(e) => {
-                cut = Some(e);
-                break;
-            }
-            Ahead::Failed(e) => return Err(e),
-            Ahead::End => break,
-        };
-        packets += 1;
-        let Ok(seg) = decoded else {
-            continue;
+    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(Tracker::new());
+    let read = each_packet(&mut src, |src, read| {
+        let Readout {
+            stamp,
+            decoded: Ok(seg),
+            event,
+            ..
+        } = read
+        else {
+            return;
         };
         let at = Some(stamp.ts);
         let emit = |a: &mut Annotator<_>, (p, seg), event: Option<crate::tracker::Event>| {
@@ -577,11 +611,11 @@ fn each_segment<K>(
             annotator.step(Some(&seg), at, emit)
         };
         if tracked.hold {
-            annotator.hold((stamp, keep(seg)), tracked, at);
-        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, keep(seg), event)) {
+            annotator.hold((stamp, seg), tracked, at);
+        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {
             src.recycle(done, &mut annotator.tracker);
         }
-    }
+    })?;
     for ((p, seg), event) in annotator.finish() {
         if let Some(event) = event {
             f(&p, seg, event);
@@ -596,15 +630,7 @@ fn each_segment<K>(
         }
         None => annotator.tracker,
     };
-    if tracker.connections().is_empty() {
-        return Err(no_tcp(&name, packets, cut.as_ref(), nothing));
-    }
-    Ok(Scan {
-        tracker,
-        packets,
-        kind,
-        cut,
-    })
+    Scan::of(tracker, read, kind, &name, nothing)
 }
 
 /// Reads IN for `summary`: each segment tracked and told to `Seen::add`, in line with the
@@ -622,36 +648,14 @@ fn tally(input: &str) -> Result<(Scan, Vec<Seen>), Error> {
     let mut tracker = Tracker::new();
     tracker.quiet = true;
     let mut seen = Vec::new();
-    let (mut packets, mut cut) = (0u64, None);
-    while let Some(item) = src.next() {
-        match item {
-            Ahead::Packet(Readout { stamp, decoded, .. }) => {
-                packets += 1;
-                if let Ok(seg) = decoded {
-                    let event = tracker.on_segment_at(&seg, Some(stamp.ts));
-                    Seen::add(&mut seen, &stamp, seg.flags, &event);
-                    tracker.recycle(event);
-                }
-            }
-            Ahead::Block(_) => {}
-            Ahead::Cut(e) => {
-                cut = Some(e);
-                break;
-            }
-            Ahead::Failed(e) => return Err(e),
-            Ahead::End => break,
+    let read = each_packet(&mut src, |_, read| {
+        if let Ok(seg) = read.decoded {
+            let event = tracker.on_segment_at(&seg, Some(read.stamp.ts));
+            Seen::add(&mut seen, &read.stamp, seg.flags, &event);
+            tracker.recycle(event);
         }
-    }
-    if tracker.connections().is_empty() {
-        return Err(no_tcp(&name, packets, cut.as_ref(), "summarise"));
-    }
-    let scan = Scan {
-        tracker,
-        packets,
-        kind,
-        cut,
-    };
-    Ok((scan, seen))
+    })?;
+    Ok((Scan::of(tracker, read, kind, &name, "summarise")?, seen))
 }
 
 impl Seen {
@@ -843,35 +847,29 @@ pub fn diagram(
         .transpose()
         .map_err(Error::Usage)?;
     let mut kept: Vec<Packet> = Vec::new();
-    let scan = each_segment(
-        input,
-        "draw",
-        Tracker::new(),
-        |seg| seg,
-        |p, seg, event| {
-            let wanted = match select {
-                Select::All => event.conn < MAX_DIAGRAMS,
-                Select::Conn(n) => event.conn == n,
-                Select::Port(port) => seg.src.port() == port || seg.dst.port() == port,
-            };
-            if wanted {
-                // The diagram needs the segment and its event, not the bytes.
-                kept.push(Packet {
-                    frame: Frame {
-                        ts: p.ts,
-                        data: Vec::new(),
-                        orig_len: p.orig_len,
-                    },
-                    decoded: Ok(seg),
-                    event: Some(event),
-                    comment: String::new(),
-                    kernel: Vec::new(),
-                });
-                return None;
-            }
-            Some(event)
-        },
-    )?;
+    let scan = each_segment(input, "draw", Tracker::new(), |p, seg, event| {
+        let wanted = match select {
+            Select::All => event.conn < MAX_DIAGRAMS,
+            Select::Conn(n) => event.conn == n,
+            Select::Port(port) => seg.src.port() == port || seg.dst.port() == port,
+        };
+        if wanted {
+            // The diagram needs the segment and its event, not the bytes.
+            kept.push(Packet {
+                frame: Frame {
+                    ts: p.ts,
+                    data: Vec::new(),
+                    orig_len: p.orig_len,
+                },
+                decoded: Ok(seg),
+                event: Some(event),
+                comment: String::new(),
+                kernel: Vec::new(),
+            });
+            return None;
+        }
+        Some(event)
+    })?;
     let tracker = &scan.tracker;
     let name = if input == "-" {
         "standard input"
@@ -1067,17 +1065,11 @@ mod tests {
             let mut held = Vec::new();
             let mut tracker = Tracker::new();
             tracker.quiet = true;
-            each_segment(
-                file,
-                "summarise",
-                tracker,
-                |seg| seg.flags,
-                |p, flags, event| {
-                    revised += usize::from(!event.revise.is_empty());
-                    Seen::add(&mut held, p, flags, &event);
-                    Some(event)
-                },
-            )
+            each_segment(file, "summarise", tracker, |p, seg, event| {
+                revised += usize::from(!event.revise.is_empty());
+                Seen::add(&mut held, p, seg.flags, &event);
+                Some(event)
+            })
             .unwrap();
             assert_eq!(direct, held, "{file}");
         }
