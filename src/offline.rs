@@ -29,6 +29,10 @@ use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
 use ahead::{Ahead, Behind, Packets, Readout, Stamp, Stored};
 
+/// A finished connection is forgotten this long (2×MSL of capture time) after its last
+/// segment, by `annotate`'s tracker wherever it runs.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
 /// IN opened: `-` is standard input.
 struct Input {
     reader: Box<dyn Read + Send>,
@@ -170,8 +174,7 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
     // One pass, memory for the open connections only: a finished one is forgotten 2×MSL
     // (60 s of capture time) after its last segment. The one annotator holds a FIN back
     // until its answer settles its story; all else goes straight through.
-    let mut annotator: Annotator<Held> =
-        Annotator::new(Tracker::forgetful(Duration::from_secs(60)));
+    let mut annotator: Annotator<Held> = Annotator::new(Tracker::forgetful(FORGET_AFTER));
     annotator.comments = mode;
     let mut opened = 0usize;
     // Most segments change nothing: no comment, or (--comments all) their few texts made once.
@@ -379,40 +382,30 @@ pub fn annotate(
     let done = (|| {
         let opened = || Error::io(format!("writing {}", dest.name()));
         let written = Error::io("writing the annotated capture");
-        if flush_each {
-            let mut out = BufWriter::with_capacity(1 << 20, dest.open().map_err(opened())?);
+        let (packets, kind) = if flush_each {
+            // Live in, live out: each packet read, tracked and written in line, as it comes.
             let src = Source::open(inp.reader, &inp.name).map_err(usage)?;
             let kind = src.kind;
-            let packets = Packets::inline(src, &inp.name, true);
-            let done = annotate_into(packets, kind, &inp.name, &mut out, true, mode)?;
-            out.flush().map_err(written)?;
-            return Ok(done);
-        }
-        // A file: read ahead and written behind, on the second core.
-        let tracker = Tracker::forgetful(Duration::from_secs(60));
-        let (packets, kind) =
-            Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?;
+            (Packets::inline(src, &inp.name, true), kind)
+        } else {
+            // Read ahead and tracked on the second core.
+            let tracker = Tracker::forgetful(FORGET_AFTER);
+            Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?
+        };
         // The kernel's copy into a file's pages is worth a thread of its own; a device's
         // (`/dev/null`) or a pipe's is not.
-        let behind = if matches!(dest, Dest::File { .. }) {
-            Behind::new(dest.open_sendable().map_err(opened())?)
-        } else {
-            Err(io::Error::other("written in line"))
-        };
-        match behind {
-            Ok(mut out) => {
-                let done = annotate_into(packets, kind, &inp.name, &mut out, false, mode);
-                // The destination's own error comes first: it may be why the loop stopped.
-                out.finish().map_err(written)?;
-                done
-            }
-            Err(_) => {
-                let mut out = BufWriter::with_capacity(1 << 20, dest.open().map_err(opened())?);
-                let done = annotate_into(packets, kind, &inp.name, &mut out, false, mode)?;
-                out.flush().map_err(written)?;
-                Ok(done)
-            }
+        if matches!(dest, Dest::File { .. })
+            && let Ok(mut out) = Behind::new(dest.open_sendable().map_err(opened())?)
+        {
+            let done = annotate_into(packets, kind, &inp.name, &mut out, false, mode);
+            // The destination's own error comes first: it may be why the loop stopped.
+            out.finish().map_err(written)?;
+            return done;
         }
+        let mut out = BufWriter::with_capacity(1 << 20, dest.open().map_err(opened())?);
+        let done = annotate_into(packets, kind, &inp.name, &mut out, flush_each, mode)?;
+        out.flush().map_err(written)?;
+        Ok(done)
     })();
     let done = match done {
         // The reader of standard output went away (`| head`, Wireshark closed): not an
