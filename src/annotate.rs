@@ -641,10 +641,7 @@ impl CommentCache {
             let owned = &mut self.scratch;
             owned.clear();
             owned.push_str(text);
-            for note in &event.notes {
-                owned.push_str("; ");
-                owned.push_str(note);
-            }
+            push_rest(owned, event, &[]);
             return Cow::Borrowed(owned.as_str());
         }
         if self.mode == Comments::Changes {
@@ -697,7 +694,6 @@ pub fn comment(event: &Event) -> String {
 /// into one string, part after part: a string per part, joined, cost twice as much on a busy
 /// server's new SYNs (each with its notes on the TIME_WAIT it takes over).
 pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
-    use std::fmt::Write as _;
     let mut s = String::with_capacity(160);
     let part = |s: &mut String| {
         if !s.is_empty() {
@@ -722,13 +718,26 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
         }
         s.push(')');
     }
+    push_rest(&mut s, event, kernel);
+    s
+}
+
+/// What a comment tells after its transitions, onto `s`: the kernel's notes and the
+/// event's, anything unexpected, or that nothing changed.
+fn push_rest(s: &mut String, event: &Event, kernel: &[Note]) {
+    use std::fmt::Write as _;
+    let part = |s: &mut String| {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+    };
     for text in kernel
         .iter()
         .filter(|n| n.inferred.is_none())
         .map(|n| &n.text)
         .chain(&event.notes)
     {
-        part(&mut s);
+        part(s);
         s.push_str(text);
     }
     for (role, u) in &event.unexpected {
@@ -736,7 +745,7 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
             crate::tcp::Dir::Sent => "sent",
             crate::tcp::Dir::Received => "received",
         };
-        part(&mut s);
+        part(s);
         let _ = write!(
             s,
             "UNEXPECTED: {role} in {} {dir} {}: {}",
@@ -747,7 +756,7 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
         && event.unexpected.is_empty()
         && !kernel.iter().any(|n| n.inferred.is_none())
     {
-        part(&mut s);
+        part(s);
         let _ = write!(
             s,
             "no state change: client {}, server {}",
@@ -755,7 +764,6 @@ pub fn comment_with(event: &Event, kernel: &[Note]) -> String {
             event.state(Role::Server)
         );
     }
-    s
 }
 
 /// Whether `text` is a packet comment teardown wrote (`run`, `capture`, `annotate`), so that
@@ -1073,6 +1081,31 @@ pub(crate) mod tests {
             c[10],
             "client LAST_ACK → CLOSED (received ACK of its FIN, RFC 9293 §3.10.7.4)"
         );
+    }
+
+    /// The cache's texts are `Comments::text`'s on every segment of every fixture, in both
+    /// modes: notes after cached transitions, repeats, RSTs and the unexpected among them.
+    #[test]
+    fn the_cache_gives_every_fixtures_texts_as_made_anew() {
+        let mut with_notes = 0;
+        for (name, segs) in crate::tracker::tests::fixture_segments() {
+            for mode in [Comments::All, Comments::Changes] {
+                let mut tracker = Tracker::new();
+                let mut cache = CommentCache::new(mode);
+                for (i, (seg, at)) in segs.iter().enumerate() {
+                    let event = tracker.on_segment_at(seg, Some(*at));
+                    with_notes +=
+                        usize::from(!event.transitions.is_empty() && !event.notes.is_empty());
+                    assert_eq!(
+                        cache.comment(&event),
+                        mode.text(&event),
+                        "{name} #{i} {mode:?}"
+                    );
+                }
+            }
+        }
+        // Cached transitions with notes after them (a SYN that takes a TIME_WAIT over).
+        assert!(with_notes > 0);
     }
 
     #[test]

@@ -2388,7 +2388,7 @@ pub(crate) mod tests {
     }
 
     /// Every fixture's segments, with their capture times.
-    fn fixture_segments() -> Vec<(String, Vec<(Segment, std::time::Duration)>)> {
+    pub(crate) fn fixture_segments() -> Vec<(String, Vec<(Segment, std::time::Duration)>)> {
         let mut files = Vec::new();
         for dir in ["tests/data", "tests/data/real"] {
             let dir = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
