@@ -56,17 +56,23 @@ pub struct InPacket {
 }
 
 impl InPacket {
-    /// Removes the comments `drop` picks from the packet's options (the other options stay
-    /// as they are, in their order); false when it drops none, and nothing was rewritten.
-    pub fn drop_comments(&mut self, drop: impl Fn(&str) -> bool) -> bool {
-        if !self.comments.iter().any(|c| drop(c)) {
-            return false;
+    /// `v` copied in, its buffers reused: `view`'s inverse.
+    #[inline(always)]
+    fn assign(&mut self, v: PacketView<'_>) {
+        self.ts = v.ts;
+        self.raw_ts = v.raw_ts;
+        self.interface = v.interface;
+        self.linktype = v.linktype;
+        self.data.clear();
+        self.data.extend_from_slice(v.data);
+        self.orig_len = v.orig_len;
+        self.options.clear();
+        self.options.extend_from_slice(v.options);
+        if !(self.comments.is_empty() && v.comments.is_empty()) {
+            self.comments = v.comments.to_vec();
         }
-        let mut kept = Vec::with_capacity(self.options.len());
-        push_options_without(&self.options, self.big_endian, &drop, &mut kept);
-        self.options = kept;
-        self.comments.retain(|c| !drop(c));
-        true
+        self.big_endian = v.big_endian;
+        self.offset = v.offset;
     }
 
     /// The packet where it lies, to read or copy from.
@@ -306,20 +312,7 @@ impl<R: Read> Records<R> {
     /// A record's packet, into `packet` (its buffers reused).
     #[inline(always)]
     fn packet(&self, p: &Record, packet: &mut InPacket, offset: u64) {
-        let v = self.view(p, offset);
-        packet.ts = v.ts;
-        packet.raw_ts = v.raw_ts;
-        packet.interface = v.interface;
-        packet.linktype = v.linktype;
-        packet.data.clear();
-        packet.data.extend_from_slice(v.data);
-        packet.orig_len = v.orig_len;
-        packet.options.clear();
-        if !packet.comments.is_empty() {
-            packet.comments.clear();
-        }
-        packet.big_endian = v.big_endian;
-        packet.offset = v.offset;
+        packet.assign(self.view(p, offset));
     }
 
     /// The next record, whole in the buffer, reading as needed; None at the input's end
@@ -518,25 +511,11 @@ impl<R: Read> Source<R> {
     }
 
     /// The next packet written into `packet` (its buffers reused: no allocation per packet
-    /// on a long file), `Ok(None)`; or a block to copy, `Ok(Some(bytes))`. Inlined: the
-    /// usual case is a few instructions, fewer than a call's.
-    #[inline(always)]
+    /// on a long file), `Ok(None)`; or a block to copy, `Ok(Some(bytes))`.
     pub fn next_into(
         &mut self,
         packet: &mut InPacket,
     ) -> Option<Result<Option<Vec<u8>>, InputError>> {
-        // The usual case first: a pcap record whole in the buffer.
-        if let Reader::Pcap(r) = &mut self.reader
-            && !self.done
-            && let Some(p) = r.buffered()
-        {
-            if p.incl_len > p.orig_len {
-                return self.lying(&p);
-            }
-            r.packet(&p, packet, self.offset);
-            self.offset += 16 + u64::from(p.incl_len);
-            return Some(Ok(None));
-        }
         self.next_read(packet)
     }
 
@@ -575,7 +554,7 @@ impl<R: Read> Source<R> {
         self.error(what)
     }
 
-    /// `next_into` past the usual case: reading, pcapng, errors.
+    /// `next_with` past the usual case: reading, pcapng, errors.
     #[inline(never)]
     fn next_read(&mut self, packet: &mut InPacket) -> Option<Result<Option<Vec<u8>>, InputError>> {
         if self.done {
@@ -649,18 +628,18 @@ impl<R: Read> Source<R> {
                             let ts = state
                                 .decode_timestamp(epb.interface, epb.ts_high, epb.ts_low)
                                 .unwrap_or_default();
-                            packet.ts = ts;
-                            packet.raw_ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            packet.interface = epb.interface;
-                            packet.linktype = u32::from(iface.linktype);
-                            packet.data.clear();
-                            packet.data.extend_from_slice(epb.data);
-                            packet.orig_len = epb.orig_len;
-                            packet.comments = comments(epb.options, big);
-                            packet.options.clear();
-                            packet.options.extend_from_slice(epb.options);
-                            packet.big_endian = big;
-                            packet.offset = at;
+                            packet.assign(PacketView {
+                                ts,
+                                raw_ts: (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low),
+                                interface: epb.interface,
+                                linktype: u32::from(iface.linktype),
+                                data: epb.data,
+                                orig_len: epb.orig_len,
+                                options: epb.options,
+                                comments: &comments(epb.options, big),
+                                big_endian: big,
+                                offset: at,
+                            });
                             None
                         }
                         None => {
