@@ -651,49 +651,23 @@ impl Tracker {
     ) -> Event {
         let conn = &mut self.conns[pos];
         let to = from.other();
-        let (side, other) = (from.index(), to.index());
-        conn.segments += 1;
-        if at.is_some() {
-            conn.last_seen = at;
-        }
-        let mine = &mut conn.sides[side];
+        let mine = &mut conn.sides[from.index()];
         if !mine.has(BASE) {
             mine.set_base(seg.seq);
         }
-        let rel_seq = seg.seq - mine.base;
         let s = seg.seg();
         let space = s.seq_space();
-        // Neither a repeat nor after a gap (`control_from`); the next moves as in the general
-        // path.
+        // Neither a repeat nor after a gap (`control_from`): noted as in the general path,
+        // the next moved by the SYN's or FIN's place too.
         let end = seg.seq + space;
-        if mine.next().is_none_or(|next| end.after_or_eq(next)) {
-            mine.set_next(end);
-        }
-        mine.set_last_seg((seg.seq, seg.len, seg.flags.0));
-        // Taken by any segment its side sends; only a RST could have used it.
-        mine.known &= !FIN_TO_TW;
-        conn.last_at[side] = at;
-        let rel_ack = match conn.sides[other].base() {
-            Some(base) if seg.flags.ack() => Some(seg.ack - base),
-            _ => None,
-        };
-        let peer = &mut conn.sides[other];
-        if seg.flags.ack() && peer.acked().is_none_or(|a| seg.ack.after_or_eq(a)) {
-            peer.set_acked(seg.ack);
-        }
+        let (rel_seq, rel_ack) = in_order(conn, seg, at, from, space);
         if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
             conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
         }
         let spare = &mut self.spare;
         let (mut transitions, mut unexpected, mut revise) = (Vec::new(), Vec::new(), Vec::new());
-        let mut push = |list: &mut Vec<(Role, Transition)>, change: (Role, Transition)| {
-            if list.capacity() == 0
-                && let Some(s) = spare.pop()
-            {
-                *list = s;
-            }
-            list.push(change);
-        };
+        let mut push =
+            |list: &mut Vec<(Role, Transition)>, change| push_spared(spare, list, change);
         // Once for the sender, once for the receiver, written out as in the general path.
         macro_rules! step {
             ($role:expr, $dir:expr) => {
@@ -743,7 +717,7 @@ impl Tracker {
         from: Role,
     ) -> Event {
         let conn = &mut self.conns[pos];
-        let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+        let (rel_seq, rel_ack) = in_order(conn, seg, at, from, seg.len);
         let s = seg.seg();
         let (mut transitions, mut unexpected) = (Vec::new(), Vec::new());
         // Written out for each end, as in the general path: a loop over the two cost more.
@@ -752,12 +726,7 @@ impl Tracker {
                 let role = $role;
                 let step = conn.endpoints[role.index()].on_segment_here(&s, $dir);
                 if let Some(t) = step.transition {
-                    if transitions.capacity() == 0
-                        && let Some(list) = self.spare.pop()
-                    {
-                        transitions = list;
-                    }
-                    transitions.push((role, t));
+                    push_spared(&mut self.spare, &mut transitions, (role, t));
                 }
                 if let Some(u) = step.unexpected {
                     unexpected.push((role, u));
@@ -952,14 +921,8 @@ impl Tracker {
         // A list is taken from the spares when a change comes: most segments bring none.
         let spare = &mut self.spare;
         let mut transitions = Vec::new();
-        let mut push = |list: &mut Vec<(Role, Transition)>, change: (Role, Transition)| {
-            if list.capacity() == 0
-                && let Some(s) = spare.pop()
-            {
-                *list = s;
-            }
-            list.push(change);
-        };
+        let mut push =
+            |list: &mut Vec<(Role, Transition)>, change| push_spared(spare, list, change);
         if conn.pending {
             conn.pending = false;
             self.pending.retain(|&(of, role, t)| {
@@ -1227,18 +1190,36 @@ const CROSSED_FIRST: Transition = Transition {
     rfc: "RFC 9293 §3.10.4",
 };
 
-/// What the general path of `on_segment_at` notes of a `plain_from` segment sent by `from`,
-/// in its order, before the endpoints see it: its relative numbers.
+/// `change` onto `list`, which takes one of the spare lists when it has none yet: most
+/// segments bring no change, and those that do fill a list handed back.
+#[inline(always)]
+fn push_spared(
+    spare: &mut Vec<Vec<(Role, Transition)>>,
+    list: &mut Vec<(Role, Transition)>,
+    change: (Role, Transition),
+) {
+    if list.capacity() == 0
+        && let Some(s) = spare.pop()
+    {
+        *list = s;
+    }
+    list.push(change);
+}
+
+/// What the general path of `on_segment_at` notes of an in-order segment sent by `from`
+/// (`plain_from` or `control_from`) that takes `space` sequence numbers, before the endpoints
+/// see it: its relative numbers.
 #[inline(always)]
 fn in_order(
     conn: &mut Connection,
     seg: &Segment,
     at: Option<std::time::Duration>,
     from: Role,
+    space: u32,
 ) -> (u32, Option<u32>) {
     let (side, other) = (from.index(), from.other().index());
     let base = conn.sides[side].base().unwrap_or(seg.seq);
-    let end = seg.seq + seg.len;
+    let end = seg.seq + space;
     conn.segments += 1;
     if at.is_some() {
         conn.last_seen = at;
@@ -1249,7 +1230,7 @@ fn in_order(
         _ => None,
     };
     let mine = &mut conn.sides[side];
-    if seg.len > 0 && mine.next().is_none_or(|next| end.after_or_eq(next)) {
+    if space > 0 && mine.next().is_none_or(|next| end.after_or_eq(next)) {
         mine.set_next(end);
     }
     mine.set_last_seg((seg.seq, seg.len, seg.flags.0));
@@ -1273,7 +1254,7 @@ fn plain(
     id: usize,
     from: Role,
 ) -> Event {
-    let (rel_seq, rel_ack) = in_order(conn, seg, at, from);
+    let (rel_seq, rel_ack) = in_order(conn, seg, at, from, seg.len);
     let unexpected = match conn.endpoints[from.index()].sent_plain(&seg.seg()) {
         Some(u) => vec![(from, u)],
         None => Vec::new(),
@@ -1467,7 +1448,6 @@ fn reincarnation(old: &Connection, seg: &Segment, role: Role) -> String {
     s
 }
 
-/// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
 /// `server FIN_WAIT_1 → TIME_WAIT (`: how a comment and a note name a change, up to its
 /// cause.
 pub fn push_change(s: &mut String, role: Role, t: &Transition) {
@@ -1497,6 +1477,7 @@ fn queue_if_finished(
     }
 }
 
+/// Both ends CLOSED or TIME_WAIT: nothing but a late retransmission can come.
 fn finished(c: &Connection) -> bool {
     let done = |s: State| matches!(s, State::Closed | State::TimeWait);
     done(c.state(Role::Client)) && done(c.state(Role::Server))
@@ -2280,9 +2261,6 @@ pub(crate) mod tests {
         assert_eq!(revise.drops(), (Client, CloseWait));
     }
 
-    /// A real run's capture read again from packets alone, through the one annotator (its
-    /// look-ahead applies each `revise`): per packet, the transitions named in the run's own
-    /// comment (made with the kernel's trace) and ours.
     /// A quiet tracker (`summary`'s) makes the same events but for the takeover's words,
     /// and ends every connection alike, taken over or not.
     #[test]
@@ -2327,6 +2305,9 @@ pub(crate) mod tests {
         assert!(takeovers >= 2, "{takeovers}");
     }
 
+    /// A real run's capture read again from packets alone, through the one annotator (its
+    /// look-ahead applies each `revise`): per packet, the transitions named in the run's own
+    /// comment (made with the kernel's trace) and ours.
     fn offline_against_run(file: &str) -> Vec<(Vec<String>, Vec<String>)> {
         let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
         let mut src = crate::input::Source::open(std::fs::File::open(path).unwrap(), file).unwrap();
