@@ -1923,6 +1923,12 @@ pub(crate) mod tests {
             "the closed connection was forgotten"
         );
         assert!(tracker.connection(1).is_some());
+        // Its 4-tuple again: a connection of its own, joined mid-way, not the forgotten one's
+        // place in a cache taken for another's.
+        let event = tracker.on_segment_at(&last, Some(std::time::Duration::from_secs(200)));
+        assert_eq!(event.conn, 2);
+        assert!(tracker.connection(2).is_some_and(|c| c.joined_mid));
+        assert_eq!(tracker.connection(1).map(|c| c.segments), Some(5000));
     }
 
     #[test]
