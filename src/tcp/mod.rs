@@ -405,6 +405,12 @@ impl Endpoint {
     #[inline]
     pub(crate) fn sent_plain(&mut self, seg: &Seg) -> Option<Unexpected> {
         self.note_sent(seg);
+        self.data_after_fin(seg)
+    }
+
+    /// Data this endpoint sent after its own FIN, which ends what its side sends (RFC 9293
+    /// §3.6): the one rule, for the open path and the whole diagram.
+    fn data_after_fin(&self, seg: &Seg) -> Option<Unexpected> {
         (seg.len > 0 && self.has(FIN_SEQ)).then_some(Unexpected {
             state: self.state,
             dir: Dir::Sent,
@@ -615,10 +621,15 @@ impl Endpoint {
             (TimeWait, Rx) if !f.syn() => return Step::default(),
             // ACKs and data while the connection is open in that direction change nothing.
             (Established | FinWait1 | FinWait2 | CloseWait, _) if !f.syn() && !f.fin() => {
-                if dir == Tx && seg.len > 0 && self.has(FIN_SEQ) {
-                    return self.unexpected(dir, f, "data sent after its own FIN");
-                }
-                return Step::default();
+                let unexpected = if dir == Tx {
+                    self.data_after_fin(seg)
+                } else {
+                    None
+                };
+                return Step {
+                    transition: None,
+                    unexpected,
+                };
             }
             (Closing | LastAck, Rx | Tx) if !f.syn() && !f.fin() && seg.len == 0 => {
                 return Step::default();
