@@ -659,6 +659,23 @@ impl CommentCache {
         )
     }
 
+    /// A frame's whole comment, for every front: its event's, and what the frame adds beyond
+    /// it (a snaplen cut, which makes the segment worth its whole comment, states and all);
+    /// or, for a frame that did not decode, the decoder's word alone; or none.
+    pub fn frame<'a>(&'a mut self, event: Option<&Event>, extra: Option<&'a str>) -> Cow<'a, str> {
+        match (event, extra) {
+            (Some(event), None) => self.comment(event),
+            (Some(event), Some(extra)) => {
+                let mut text = comment(event);
+                text.push_str("; ");
+                text.push_str(extra);
+                text.into()
+            }
+            (None, Some(extra)) => extra.into(),
+            (None, None) => "".into(),
+        }
+    }
+
     /// Where the text of an event's transitions alone is, made once for each list of them;
     /// none once the cache is full.
     fn transitions_text(&mut self, event: &Event) -> Option<usize> {

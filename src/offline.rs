@@ -323,18 +323,7 @@ fn write_annotated<W: Write + ?Sized>(
     extra: Option<&str>,
     event: Option<&crate::tracker::Event>,
 ) -> io::Result<()> {
-    let text: std::borrow::Cow<'_, str> = match (event, extra) {
-        (Some(event), None) => comments.comment(event),
-        // A note makes any segment worth its whole comment, states and all.
-        (Some(event), Some(extra)) => {
-            let mut text = crate::annotate::comment(event);
-            text.push_str("; ");
-            text.push_str(extra);
-            text.into()
-        }
-        (None, Some(error)) => error.into(),
-        (None, None) => "".into(),
-    };
+    let text = comments.frame(event, extra);
     // Annotating again replaces teardown's earlier comment (or drops it, where the segment
     // now gets none): the reading left it out of the options; others' stay.
     write_epb(

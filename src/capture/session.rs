@@ -114,21 +114,8 @@ fn write_held<W: Write>(
     held: &Held,
     event: Option<&crate::tracker::Event>,
 ) -> io::Result<()> {
-    let text = text_of(comments, event, held.error.as_deref());
+    let text = comments.frame(event, held.error.as_deref());
     writer.write_frame(held.ts, &held.data, held.orig_len, &text, held.outbound)
-}
-
-/// A frame's comment: its event's, or its decode error's, or none.
-fn text_of<'a>(
-    comments: &'a mut CommentCache,
-    event: Option<&crate::tracker::Event>,
-    error: Option<&'a str>,
-) -> std::borrow::Cow<'a, str> {
-    match (event, error) {
-        (Some(event), _) => comments.comment(event),
-        (None, Some(e)) => e.into(),
-        (None, None) => "".into(),
-    }
 }
 
 pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error> {
@@ -315,7 +302,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
                         return Ok(());
                     }
                     written += 1;
-                    let text = text_of(&mut comments, tracked.event.as_ref(), error.as_deref());
+                    let text = comments.frame(tracked.event.as_ref(), error.as_deref());
                     let done = writer.write_frame(frame.ts, data, orig_len, &text, outbound);
                     if let Some(event) = tracked.event {
                         annotator.tracker.recycle(event);
