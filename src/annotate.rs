@@ -226,6 +226,9 @@ impl<T> Annotator<T> {
         event: Option<Event>,
         at: Option<Duration>,
     ) -> Tracked {
+        // A segment comes with its event, from whichever thread tracked it: one without
+        // would lose its comment without a word.
+        debug_assert_eq!(seg.is_some(), event.is_some(), "a segment and its event");
         let (Some(seg), Some(mut event)) = (seg, event) else {
             return Tracked {
                 event: None,
