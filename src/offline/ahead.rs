@@ -225,14 +225,15 @@ pub enum Packets<R: Read> {
         empties: Sender<Batch>,
         /// The end, a cut or an error came: nothing follows.
         ended: bool,
-        /// The tracking thread, its tracker coming back at the end, and the lists for it.
+        /// The tracking thread, its tracker coming back at the end, and the events done with
+        /// that go back to it.
         tracking: Option<JoinHandle<Tracker>>,
-        lists_back: Option<Sender<Done>>,
-        lists: Done,
+        done_back: Option<Sender<Done>>,
+        done: Done,
     },
 }
 
-/// What `summary` and `diagram` keep of a packet: its time and length, not its bytes.
+/// A packet's time and length, all that `summary` and `diagram` keep of it.
 #[derive(Clone, Copy, Debug)]
 pub struct Stamp {
     pub ts: std::time::Duration,
@@ -369,8 +370,8 @@ impl<R: Read> Packets<R> {
     pub fn recycle(&mut self, event: Event, local: &mut Tracker) {
         match self {
             Packets::Threaded {
-                lists_back: Some(back),
-                lists,
+                done_back: Some(back),
+                done,
                 ..
             } => {
                 // An event with nothing on the heap is dropped here: nothing to free.
@@ -379,9 +380,9 @@ impl<R: Read> Packets<R> {
                     || event.unexpected.capacity() > 0
                     || event.revise.capacity() > 0;
                 if owns {
-                    lists.push(event);
-                    if lists.len() >= 256 {
-                        let full = std::mem::replace(lists, Vec::with_capacity(256));
+                    done.push(event);
+                    if done.len() >= 256 {
+                        let full = std::mem::replace(done, Vec::with_capacity(256));
                         let _ = back.send(full);
                     }
                 }
@@ -455,10 +456,10 @@ impl<R: Read + Send + 'static> Packets<R> {
             })
         })?;
         // The tracker on a thread of its own, between the reader and the caller.
-        let (mut batches, mut tracking, mut lists_back) = (read, None, None);
+        let (mut batches, mut tracking, mut done_back) = (read, None, None);
         if let Some(tracker) = tracker {
             let (tx, tracked) = sync_channel::<Batch>(2);
-            let (give, lists) = channel::<Done>();
+            let (give, done) = channel::<Done>();
             // The reader's batches come back from a thread that could not be started.
             let slot = Arc::new(Mutex::new(Some(batches)));
             let theirs = Arc::clone(&slot);
@@ -466,13 +467,13 @@ impl<R: Read + Send + 'static> Packets<R> {
                 .name("teardown-track".into())
                 .spawn(move || {
                     let mine = theirs.lock().ok().and_then(|mut s| s.take());
-                    track_ahead(tracker, mine, tx, lists)
+                    track_ahead(tracker, mine, tx, done)
                 });
             match started {
                 Ok(thread) => {
                     batches = tracked;
                     tracking = Some(thread);
-                    lists_back = Some(give);
+                    done_back = Some(give);
                 }
                 // No thread to track: the caller's annotator tracks, as in line.
                 Err(_) => match slot.lock().ok().and_then(|mut s| s.take()) {
@@ -490,8 +491,8 @@ impl<R: Read + Send + 'static> Packets<R> {
                                 empties,
                                 ended: false,
                                 tracking: None,
-                                lists_back: None,
-                                lists: Vec::new(),
+                                done_back: None,
+                                done: Vec::new(),
                             },
                             kind,
                         ));
@@ -506,8 +507,8 @@ impl<R: Read + Send + 'static> Packets<R> {
                 empties,
                 ended: false,
                 tracking,
-                lists_back,
-                lists: Vec::new(),
+                done_back,
+                done: Vec::new(),
             },
             kind,
         ))
@@ -519,14 +520,14 @@ fn track_ahead(
     mut tracker: Tracker,
     batches: Option<Receiver<Batch>>,
     tx: SyncSender<Batch>,
-    lists: Receiver<Done>,
+    done: Receiver<Done>,
 ) -> Tracker {
     let Some(batches) = batches else {
         return tracker;
     };
     for mut batch in batches {
-        while let Ok(done) = lists.try_recv() {
-            let emptied = done
+        while let Ok(events) = done.try_recv() {
+            let emptied = events
                 .into_iter()
                 .filter_map(|mut event| {
                     let mut list = std::mem::take(&mut event.transitions);
@@ -812,8 +813,8 @@ mod tests {
             empties: channel().0,
             ended: false,
             tracking: None,
-            lists_back: None,
-            lists: Vec::new(),
+            done_back: None,
+            done: Vec::new(),
         }
     }
 
