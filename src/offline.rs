@@ -19,7 +19,7 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 
 use crate::annotate::{Annotator, CommentCache, Comments, Packet};
 use crate::capture::Frame;
-use crate::decode::{DecodeError, link};
+use crate::decode::{DecodeError, Segment, link};
 use crate::error::{Error, exit};
 use crate::input::{InPacket, InputError, Kind, Source};
 
@@ -27,7 +27,7 @@ mod ahead;
 use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
-use ahead::{Ahead, Behind, Packets, Readout, Stamp, Stored};
+use ahead::{Ahead, Behind, Packets, Readout, Settled, Stamp, Stored, Tracking};
 
 /// A finished connection is forgotten this long (2×MSL of capture time) after its last
 /// segment, by `annotate`'s tracker wherever it runs.
@@ -181,7 +181,42 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
     let mut comments = CommentCache::new(annotator.comments);
     let (mut packets_seen, mut tcp) = (0u64, 0u64);
     let mut cut = None;
-    // Tracked on the reading's own thread, or here by the annotator's tracker.
+    // Tracked and settled on the reading's own thread: each packet goes out as it comes,
+    // written from where it lies in its batch.
+    if packets.tracked() {
+        let mut failed = None;
+        packets.each_settled(|item| {
+            let (stored, decoded, event) = match item {
+                Settled::Packet {
+                    stored: Some(stored),
+                    decoded,
+                    event,
+                    ..
+                } => (stored, decoded, event),
+                Settled::Packet { .. } => return Err(without_bytes(name)),
+                Settled::Block(bytes) => return out.write_all(bytes).map_err(write_err),
+                Settled::Cut(e) => {
+                    cut = Some(e);
+                    return Ok(());
+                }
+                Settled::Failed(e) => {
+                    failed = Some(e);
+                    return Ok(());
+                }
+            };
+            packets_seen += 1;
+            let (seg, extra) = framed(decoded);
+            tcp += u64::from(seg.is_some());
+            if let Some(e) = event {
+                opened = opened.max(e.conn + 1);
+            }
+            write_annotated(out, &mut comments, stored, extra.as_deref(), event).map_err(write_err)
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    // Else tracked here, by the annotator's tracker, or on the reading's thread.
     let tracking = packets.tracked();
     // Held packets' own buffers, used again: the reading's are gone with the next item.
     let mut spare: Vec<Box<InPacket>> = Vec::new();
@@ -193,12 +228,7 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
                 decoded,
                 event,
             }) => (stamp, p, decoded, event),
-            // Not asked for (`bytes` is true): a packet without its bytes cannot be written.
-            Ahead::Packet(_) => {
-                return Err(Error::Usage(format!(
-                    "{name}: a packet came without its bytes (a bug of teardown's reader)"
-                )));
-            }
+            Ahead::Packet(_) => return Err(without_bytes(name)),
             Ahead::Block(bytes) => {
                 // A block that is no packet (a section, an interface) ends the look-ahead:
                 // the packets before it belong before it.
@@ -219,24 +249,8 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             Ahead::End => break,
         };
         packets_seen += 1;
-        let mut extra = None;
-        let seg = match &decoded {
-            Ok(seg) => {
-                tcp += 1;
-                if seg.captured < seg.len {
-                    extra = Some(format!(
-                        "cut by the capture's snaplen: {} of {} payload bytes captured",
-                        seg.captured, seg.len
-                    ));
-                }
-                Some(seg)
-            }
-            Err(DecodeError::NotTcp(_)) => None,
-            Err(e) => {
-                extra = Some(e.to_string());
-                None
-            }
-        };
+        let (seg, extra) = framed(&decoded);
+        tcp += u64::from(seg.is_some());
         let at = Some(stamp.ts);
         // Answered held packets first: the order of the capture.
         let emit = |a: &mut Annotator<Held>, held: Held, event: Option<crate::tracker::Event>| {
@@ -292,6 +306,30 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
         kind,
         cut,
     })
+}
+
+/// Not asked for (`bytes` is true): a packet without its bytes cannot be written.
+fn without_bytes(name: &str) -> Error {
+    Error::Usage(format!(
+        "{name}: a packet came without its bytes (a bug of teardown's reader)"
+    ))
+}
+
+/// A packet's segment, if it is TCP, and what its comment adds beyond the event: a snaplen
+/// cut, or for a segment that did not decode, the whole comment.
+fn framed(decoded: &Result<Segment, DecodeError>) -> (Option<&Segment>, Option<String>) {
+    match decoded {
+        Ok(seg) if seg.captured < seg.len => (
+            Some(seg),
+            Some(format!(
+                "cut by the capture's snaplen: {} of {} payload bytes captured",
+                seg.captured, seg.len
+            )),
+        ),
+        Ok(seg) => (Some(seg), None),
+        Err(DecodeError::NotTcp(_)) => (None, None),
+        Err(e) => (None, Some(e.to_string())),
+    }
 }
 
 /// `p`'s block, copied into `packet`'s buffers.
@@ -378,8 +416,11 @@ pub fn annotate(
             (Packets::inline(src, &inp.name, true), kind)
         } else {
             // Read ahead and tracked on the second core.
-            let tracker = Tracker::forgetful(FORGET_AFTER);
-            Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?
+            let tracking = Tracking {
+                tracker: Tracker::forgetful(FORGET_AFTER),
+                frames: true,
+            };
+            Packets::threaded(inp.reader, &inp.name, true, Some(tracking)).map_err(usage)?
         };
         // The kernel's copy into a file's pages is worth a thread of its own; a device's
         // (`/dev/null`) or a pipe's is not.
@@ -563,9 +604,13 @@ fn each_segment(
 ) -> Result<Scan, Error> {
     let inp = open_input(input)?;
     let name = inp.name;
-    // Read, decoded and tracked ahead, on threads of their own.
+    // Read, decoded, tracked and settled ahead, on threads of their own.
+    let tracking = Tracking {
+        tracker,
+        frames: false,
+    };
     let (mut src, kind) =
-        Packets::threaded(inp.reader, &name, false, Some(tracker)).map_err(usage)?;
+        Packets::threaded(inp.reader, &name, false, Some(tracking)).map_err(usage)?;
     let tracking = src.tracked();
     // The same annotator as `annotate`'s: the same packets tell the same story. Its own
     // tracker tracks only where the reading cannot.
@@ -580,6 +625,12 @@ fn each_segment(
         else {
             return;
         };
+        if tracking {
+            if let Some(done) = event.and_then(|event| f(&stamp, seg, event)) {
+                src.recycle(done, &mut annotator.tracker);
+            }
+            return;
+        }
         let at = Some(stamp.ts);
         let emit = |a: &mut Annotator<_>, (p, seg), event: Option<crate::tracker::Event>| {
             if let Some(done) = event.and_then(|event| f(&p, seg, event)) {
@@ -587,11 +638,8 @@ fn each_segment(
             }
             Ok::<(), std::convert::Infallible>(())
         };
-        let Ok(tracked) = if tracking {
-            annotator.step_placed(Some(&seg), event, at, emit)
-        } else {
-            annotator.step(Some(&seg), at, emit)
-        };
+        // Tracked here: the reading could not track.
+        let Ok(tracked) = annotator.step(Some(&seg), at, emit);
         if tracked.hold {
             annotator.hold((stamp, seg), tracked, at);
         } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {

@@ -1082,3 +1082,68 @@ fn annotate_killed_by_sigkill_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The file's way (read, tracked and settled on threads of their own) and the pipe's (each
+/// packet read, tracked and held in line, as it comes) write the same bytes for every
+/// fixture and real capture: one annotator's story, whichever thread held it back.
+#[test]
+fn a_file_and_a_pipe_get_the_same_annotated_bytes() {
+    use std::io::Write;
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    for dir in ["tests/data", "tests/data/real"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext == "pcap" || ext == "pcapng" {
+                inputs.push(path);
+            }
+        }
+    }
+    inputs.sort();
+    assert!(inputs.len() >= 20, "{}", inputs.len());
+    for input in &inputs {
+        for mode in ["changes", "all"] {
+            let file = Command::new(BIN)
+                .args([
+                    "annotate",
+                    input.to_str().unwrap(),
+                    "--comments",
+                    mode,
+                    "-o",
+                    "-",
+                ])
+                .output()
+                .unwrap();
+            assert!(file.status.success(), "{}", input.display());
+            let mut child = Command::new(BIN)
+                .args(["annotate", "-", "--comments", mode, "-o", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let bytes = std::fs::read(input).unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let feed = std::thread::spawn(move || stdin.write_all(&bytes));
+            let pipe = child.wait_with_output().unwrap();
+            feed.join().unwrap().unwrap();
+            assert!(pipe.status.success(), "{}", input.display());
+            // Every block but the section header, which names the input ("-" for the pipe).
+            let blocks = |bytes: &[u8]| -> Vec<Vec<u8>> {
+                pcapng_blocks(bytes)
+                    .into_iter()
+                    .filter(|&(_, _, type_)| type_ != 0x0A0D_0D0A)
+                    .map(|(at, len, _)| bytes[at..at + len].to_vec())
+                    .collect()
+            };
+            let (from_file, from_pipe) = (blocks(&file.stdout), blocks(&pipe.stdout));
+            assert!(from_file.len() > 2, "{}", input.display());
+            assert!(
+                from_file == from_pipe,
+                "{} --comments {mode}: the file's and the pipe's annotations differ",
+                input.display()
+            );
+        }
+    }
+}

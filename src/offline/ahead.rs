@@ -1,9 +1,11 @@
 //! The offline readers' helpers on the second core: one thread reads and decodes the input,
-//! the next tracks its segments, ahead of the annotator; another writes the annotated file
-//! behind it. On a busy server's capture, reading, tracking, annotating and the kernel's copy
-//! of the output each took a fair share of one core. In order through channels of a few
-//! hundred packets at a time, the packets, their events and the errors come out exactly as
-//! one thread would give them.
+//! the next tracks its segments, a third holds their events back in the annotator's
+//! look-ahead until no later segment can revise them, all ahead of the annotating thread,
+//! which then only writes; another writes the annotated file behind it. On a busy server's
+//! capture, reading, tracking, settling, annotating and the kernel's copy of the output each
+//! took a fair share of one core. In order through channels of a few hundred packets at a
+//! time, the packets, their events and the errors come out exactly as one thread would give
+//! them.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -11,6 +13,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::annotate::Annotator;
 use crate::decode::{DecodeError, Segment, decode, link};
 use crate::error::Error;
 use crate::input::{InPacket, InputError, Kind, Next, PacketView, Source};
@@ -19,7 +22,7 @@ use crate::tracker::{Event, Tracker};
 /// Events done with, handed back to the tracking thread that made them: their lists are
 /// filled again there, and their words freed by the thread that allocated them (a free on
 /// another thread's memory took glibc's slow path).
-type Done = Vec<Event>;
+type Done = VecDeque<Event>;
 
 /// Items in order, and their packets' bytes one after the other: a packet crosses to the
 /// next core as a few cache lines in a row, not as a buffer of its own (on a busy server's
@@ -34,7 +37,8 @@ pub struct Batch {
     items: VecDeque<Crossing>,
     /// The packets' places, in order, where the reading keeps their bytes.
     placed: VecDeque<Placed>,
-    /// The events of the packets that decoded, in order, where the reading tracks.
+    /// The events of the packets that decoded, in order, where the reading tracks: the
+    /// tracking thread's memory, handed back to it with the events done with (`Done`).
     events: VecDeque<Event>,
     bytes: Vec<u8>,
 }
@@ -44,7 +48,8 @@ impl Batch {
         Batch {
             items: VecDeque::with_capacity(BATCH),
             placed: VecDeque::with_capacity(BATCH),
-            events: VecDeque::with_capacity(BATCH),
+            // The tracking thread's own, used again there (`Done`).
+            events: VecDeque::new(),
             bytes: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
         }
     }
@@ -204,6 +209,25 @@ pub enum Ahead {
     End,
 }
 
+/// An item of a batch as `Packets::each_settled` hands it on.
+pub enum Settled<'a> {
+    Packet {
+        /// Its bytes, where the reading keeps them (`annotate`).
+        stored: Option<Stored<'a>>,
+        decoded: &'a Result<Segment, DecodeError>,
+        /// The tracker's event, settled by the look-ahead.
+        event: Option<&'a Event>,
+    },
+    Block(&'a [u8]),
+    Cut(InputError),
+    Failed(Error),
+}
+
+/// A reading thread that went away without the input's end: nothing is lost without a word.
+fn stopped() -> Error {
+    Error::Usage("the thread reading the input stopped before its end (a bug of teardown)".into())
+}
+
 /// Reads `src` into `Ahead`s, on a thread of its own where one can be had (`threaded`), or
 /// as asked (a live input: a packet goes on as soon as it came).
 // One of them per command: the sizes of its two ways do not matter.
@@ -341,11 +365,7 @@ impl<R: Read> Packets<R> {
                         // Nothing is lost without a word.
                         Err(_) => {
                             *ended = true;
-                            return Some(Ahead::Failed(Error::Usage(
-                                "the thread reading the input stopped before its end (a bug \
-                                 of teardown)"
-                                    .into(),
-                            )));
+                            return Some(Ahead::Failed(stopped()));
                         }
                     },
                 }
@@ -353,8 +373,81 @@ impl<R: Read> Packets<R> {
         }
     }
 
-    /// Whether the segments come tracked (`Readout::event`): then their events go back through
-    /// `recycle`, and `tracker` gives the tracker at the end.
+    /// Every item of a reading that tracks and settles (`tracked`) handed to `f` in order,
+    /// by reference where it lies in its batch: nothing is moved out but a cut or an error.
+    /// A batch done with goes back whole, its bytes to the reader and its events to the
+    /// tracking thread. Stops at `f`'s error, or after the end, a cut or an error.
+    pub fn each_settled<E>(
+        &mut self,
+        mut f: impl FnMut(Settled<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Packets::Threaded {
+            batches,
+            batch,
+            empties,
+            ended,
+            done_back,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        while !*ended {
+            let Batch {
+                items,
+                placed,
+                events,
+                bytes,
+            } = batch;
+            let (mut placed, mut events) = (placed.iter(), events.iter());
+            for item in items.iter_mut() {
+                match item {
+                    Crossing::Packet(_, decoded) => {
+                        let stored = placed.next().map(|p| p.stored(bytes));
+                        let event = decoded.is_ok().then(|| events.next()).flatten();
+                        f(Settled::Packet {
+                            stored,
+                            decoded,
+                            event,
+                        })?;
+                    }
+                    Crossing::Block(block) => f(Settled::Block(block))?,
+                    Crossing::End => {
+                        *ended = true;
+                        return Ok(());
+                    }
+                    Crossing::Cut(_) | Crossing::Failed(_) => {
+                        *ended = true;
+                        return match std::mem::replace(item, Crossing::End) {
+                            Crossing::Cut(e) => f(Settled::Cut(e)),
+                            Crossing::Failed(e) => f(Settled::Failed(e)),
+                            _ => Ok(()),
+                        };
+                    }
+                }
+            }
+            // The next batch; this one back whole, its bytes to the reader and its events to
+            // the tracking thread.
+            let Ok(next) = batches.recv() else {
+                *ended = true;
+                return f(Settled::Failed(stopped()));
+            };
+            let mut empty = std::mem::replace(batch, next);
+            let events = std::mem::take(&mut empty.events);
+            if let Some(back) = done_back.as_ref()
+                && events.capacity() > 0
+            {
+                let _ = back.send(events);
+            }
+            empty.items.clear();
+            let _ = empties.send(empty);
+        }
+        Ok(())
+    }
+
+    /// Whether the segments come tracked, their events settled by the look-ahead and in the
+    /// order of the capture (`Readout::event`): then their events go back through `recycle`,
+    /// and `tracker` gives the tracker at the end.
     pub fn tracked(&self) -> bool {
         matches!(
             self,
@@ -380,9 +473,9 @@ impl<R: Read> Packets<R> {
                     || event.unexpected.capacity() > 0
                     || event.revise.capacity() > 0;
                 if owns {
-                    done.push(event);
+                    done.push_back(event);
                     if done.len() >= 256 {
-                        let full = std::mem::replace(done, Vec::with_capacity(256));
+                        let full = std::mem::replace(done, VecDeque::with_capacity(256));
                         let _ = back.send(full);
                     }
                 }
@@ -408,13 +501,13 @@ impl<R: Read> Packets<R> {
 
 impl<R: Read + Send + 'static> Packets<R> {
     /// `input` opened as a capture and read on a thread of its own, and its segments tracked
-    /// by `tracker` on another (in line where no thread can be had: then the caller tracks);
-    /// its kind, or why it is no capture.
+    /// and their events settled on another, as `settle` says (in line where no thread can
+    /// be had: then the caller tracks and settles); its kind, or why it is no capture.
     pub fn threaded(
         input: R,
         name: &str,
         bytes: bool,
-        tracker: Option<Tracker>,
+        settle: Option<Tracking>,
     ) -> Result<(Packets<R>, Kind), InputError> {
         let (tx, read) = sync_channel::<Batch>(2);
         let (empties, emptied) = channel::<Batch>();
@@ -455,20 +548,30 @@ impl<R: Read + Send + 'static> Packets<R> {
                 cut_at: None,
             })
         })?;
-        // The tracker on a thread of its own, between the reader and the caller.
+        // The tracker on a thread of its own, between the reader and the caller, and the
+        // look-ahead that settles its events on another: tracking alone took as long as
+        // reading and writing together on a busy server's capture.
         let (mut batches, mut tracking, mut done_back) = (read, None, None);
-        if let Some(tracker) = tracker {
-            let (tx, tracked) = sync_channel::<Batch>(2);
+        if let Some(Tracking { tracker, frames }) = settle {
+            let (tx, raw) = sync_channel::<Batch>(2);
+            let (to_caller, settled) = sync_channel::<Batch>(2);
             let (give, done) = channel::<Done>();
             // The reader's batches come back from a thread that could not be started.
             let slot = Arc::new(Mutex::new(Some(batches)));
             let theirs = Arc::clone(&slot);
+            // Without the settling thread, nothing is tracked ahead: the caller does both.
             let started = std::thread::Builder::new()
-                .name("teardown-track".into())
-                .spawn(move || {
-                    let mine = theirs.lock().ok().and_then(|mut s| s.take());
-                    track_ahead(tracker, mine, tx, done)
+                .name("teardown-settle".into())
+                .spawn(move || settle_ahead(frames, raw, to_caller))
+                .and_then(|_| {
+                    std::thread::Builder::new()
+                        .name("teardown-track".into())
+                        .spawn(move || {
+                            let mine = theirs.lock().ok().and_then(|mut s| s.take());
+                            track_ahead(tracker, mine, tx, done)
+                        })
                 });
+            let tracked = settled;
             match started {
                 Ok(thread) => {
                     batches = tracked;
@@ -492,7 +595,7 @@ impl<R: Read + Send + 'static> Packets<R> {
                                 ended: false,
                                 tracking: None,
                                 done_back: None,
-                                done: Vec::new(),
+                                done: VecDeque::new(),
                             },
                             kind,
                         ));
@@ -508,11 +611,23 @@ impl<R: Read + Send + 'static> Packets<R> {
                 ended: false,
                 tracking,
                 done_back,
-                done: Vec::new(),
+                done: VecDeque::new(),
             },
             kind,
         ))
     }
+}
+
+/// What the tracking thread does with each segment: tracks it with `tracker`, then holds its
+/// event back in the one annotator's look-ahead until no later segment can revise it. The
+/// events come out settled, in the order of the capture, and the annotating thread only
+/// writes: its held packets' bytes need no copy (their batch waits here instead).
+pub struct Tracking {
+    pub tracker: Tracker,
+    /// Every packet keeps its place in the look-ahead, TCP or not, and a block that is no
+    /// packet ends it (`annotate`: a frame is written where it was); else only the segments
+    /// (`diagram`).
+    pub frames: bool,
 }
 
 /// Tracks each batch's segments in order, then hands the batch on; the tracker at the end.
@@ -525,17 +640,30 @@ fn track_ahead(
     let Some(batches) = batches else {
         return tracker;
     };
+    // Emptied lists of events, for the next batches' events.
+    let mut spares: Vec<Done> = Vec::new();
     for mut batch in batches {
-        while let Ok(events) = done.try_recv() {
+        while let Ok(mut events) = done.try_recv() {
+            // Taken where they lie: an event is not moved to be dropped.
             let emptied = events
-                .into_iter()
-                .filter_map(|mut event| {
+                .iter_mut()
+                .filter(|event| event.transitions.capacity() > 0)
+                .map(|event| {
                     let mut list = std::mem::take(&mut event.transitions);
                     list.clear();
-                    (list.capacity() > 0).then_some(list)
+                    list
                 })
                 .collect();
+            events.clear();
             tracker.recycle_lists(emptied);
+            if spares.len() < 8 {
+                spares.push(events);
+            }
+        }
+        if batch.events.capacity() == 0
+            && let Some(events) = spares.pop()
+        {
+            batch.events = events;
         }
         let Batch { items, events, .. } = &mut batch;
         for item in items.iter() {
@@ -548,6 +676,100 @@ fn track_ahead(
         }
     }
     tracker
+}
+
+/// Settles each batch's events in the one annotator's look-ahead, then hands the batch on
+/// once every one of its packets went through it. Its annotator only holds and revises: the
+/// events come made.
+fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
+    let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
+    // Batches whose packets have not all left the look-ahead, oldest first, with how many
+    // still wait; and the events that left it, in order, for them. A batch's own events
+    // are taken from its front as its packets go in, and put back at its end as they leave.
+    let mut owed: VecDeque<(Batch, usize)> = VecDeque::new();
+    let mut left: Vec<Option<Event>> = Vec::new();
+    let settle = |owed: &mut VecDeque<(Batch, usize)>, left: &mut Vec<Option<Event>>| {
+        let mut at = 0;
+        for event in left.drain(..) {
+            while owed[at].1 == 0 {
+                at += 1;
+            }
+            let (batch, waits) = &mut owed[at];
+            *waits -= 1;
+            if let Some(event) = event {
+                batch.events.push_back(event);
+            }
+        }
+    };
+    // Batches whose packets all left, sent on; false once the annotating thread is gone.
+    let send = |owed: &mut VecDeque<(Batch, usize)>| {
+        while owed.front().is_some_and(|(_, waits)| *waits == 0) {
+            let (batch, _) = owed.pop_front().expect("a batch");
+            if tx.send(batch).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    for batch in batches {
+        let waits = batch
+            .items
+            .iter()
+            .filter(|item| match item {
+                Crossing::Packet(_, decoded) => frames || decoded.is_ok(),
+                _ => false,
+            })
+            .count();
+        // The batch's events not yet taken into the look-ahead.
+        let mut untaken = batch.events.len();
+        owed.push_back((batch, waits));
+        let newest = owed.len() - 1;
+        for i in 0..owed[newest].0.items.len() {
+            let (at, tcp) = match &owed[newest].0.items[i] {
+                Crossing::Packet(stamp, decoded) if frames || decoded.is_ok() => {
+                    (Some(stamp.ts), decoded.is_ok())
+                }
+                Crossing::Packet(..) => continue,
+                // A block that is no packet ends the look-ahead: the packets before it
+                // belong before it.
+                Crossing::Block(_) if !frames => continue,
+                Crossing::Block(_) | Crossing::Cut(_) | Crossing::Failed(_) | Crossing::End => {
+                    left.extend(annotator.finish().map(|((), event)| event));
+                    continue;
+                }
+            };
+            let event = if tcp && untaken > 0 {
+                untaken -= 1;
+                owed[newest].0.events.pop_front()
+            } else {
+                None
+            };
+            let seg = match &owed[newest].0.items[i] {
+                Crossing::Packet(_, Ok(seg)) => Some(seg),
+                _ => None,
+            };
+            let step = annotator.step_placed(seg, event, at, |_, (), event| {
+                left.push(event);
+                Ok::<(), std::convert::Infallible>(())
+            });
+            let Ok(tracked) = step;
+            if tracked.hold {
+                annotator.hold((), tracked, at);
+            } else {
+                left.push(tracked.event);
+            }
+            if !left.is_empty() {
+                settle(&mut owed, &mut left);
+            }
+        }
+        if !send(&mut owed) {
+            return;
+        }
+    }
+    // The reading ended (or stopped): whatever is still held goes.
+    left.extend(annotator.finish().map(|((), event)| event));
+    settle(&mut owed, &mut left);
+    send(&mut owed);
 }
 
 fn read_ahead<R: Read>(
@@ -695,71 +917,149 @@ impl Write for Behind {
 mod tests {
     use super::*;
 
-    /// What a reading gives, item by item, in words; `track` fills in the events of a
-    /// reading that does not track, as the tracking thread would.
-    fn items<R: Read>(mut packets: Packets<R>, mut track: Option<Tracker>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(mut item) = packets.next() {
-            if let (Some(tracker), Ahead::Packet(read)) = (track.as_mut(), &mut item)
-                && let Ok(seg) = &read.decoded
-            {
-                read.event = Some(tracker.on_segment_at(seg, Some(read.stamp.ts)));
+    /// What a reading gives, item by item, in words; `settle` fills in the events of a
+    /// reading that does not track, as the tracking and settling threads would: tracked by
+    /// the tracker, held and revised by an annotator of its own, in line.
+    fn items<R: Read>(mut packets: Packets<R>, settle: Option<Tracking>) -> Vec<String> {
+        let mut annotator = settle
+            .as_ref()
+            .map(|_| Annotator::<usize>::new(Tracker::new()));
+        let frames = settle.as_ref().is_some_and(|s| s.frames);
+        if let (Some(a), Some(s)) = (annotator.as_mut(), settle) {
+            a.tracker = s.tracker;
+        }
+        // Each item's words but its event, and each packet's event once it left.
+        let mut out: Vec<(String, Option<Option<Event>>)> = Vec::new();
+        let finish = |a: &mut Annotator<usize>, out: &mut Vec<(String, Option<Option<Event>>)>| {
+            for (i, event) in a.finish() {
+                out[i].1 = Some(event);
             }
-            out.push(match item {
-                Ahead::Packet(read) => {
-                    format!(
-                        "{:?} {:?} {:?} {:?}",
-                        read.stamp,
-                        read.packet.as_ref().map(|p| packets.stored(p)),
-                        read.decoded,
-                        read.event
-                    )
-                }
+        };
+        while let Some(item) = packets.next() {
+            let words = match &item {
+                Ahead::Packet(read) => format!(
+                    "{:?} {:?} {:?}",
+                    read.stamp,
+                    read.packet.as_ref().map(|p| packets.stored(p)),
+                    read.decoded,
+                ),
                 Ahead::Block(bytes) => format!("block {}", bytes.len()),
                 Ahead::Cut(e) => format!("cut {e} {:?}", e.cut_at),
                 Ahead::Failed(e) => format!("failed {e}"),
                 Ahead::End => "end".into(),
-            });
+            };
+            let i = out.len();
+            out.push((words, None));
+            let Some(a) = annotator.as_mut() else {
+                if let Ahead::Packet(read) = item {
+                    out[i].1 = Some(read.event);
+                }
+                continue;
+            };
+            match item {
+                Ahead::Packet(read) if frames || read.decoded.is_ok() => {
+                    let at = Some(read.stamp.ts);
+                    let Ok(tracked) = a.step(read.decoded.as_ref().ok(), at, |_, j, event| {
+                        out[j].1 = Some(event);
+                        Ok::<(), std::convert::Infallible>(())
+                    });
+                    if tracked.hold {
+                        a.hold(i, tracked, at);
+                    } else {
+                        out[i].1 = Some(tracked.event);
+                    }
+                }
+                Ahead::Packet(_) => out[i].1 = Some(None),
+                Ahead::Block(_) if !frames => {}
+                _ => finish(a, &mut out),
+            }
         }
+        if let Some(a) = annotator.as_mut() {
+            finish(a, &mut out);
+        }
+        out.into_iter()
+            .map(|(words, event)| match event {
+                Some(event) => format!("{words} {event:?}"),
+                None => words,
+            })
+            .collect()
+    }
+
+    /// What `each_settled` gives, in the words of `items` but the stamps.
+    fn settled<R: Read>(mut packets: Packets<R>) -> Vec<String> {
+        let mut out = Vec::new();
+        let _ = packets.each_settled(|item| {
+            out.push(match item {
+                Settled::Packet {
+                    stored,
+                    decoded,
+                    event,
+                } => format!("{stored:?} {decoded:?} {:?}", event.cloned()),
+                Settled::Block(bytes) => format!("block {}", bytes.len()),
+                Settled::Cut(e) => format!("cut {e} {:?}", e.cut_at),
+                Settled::Failed(e) => format!("failed {e}"),
+            });
+            Ok::<(), ()>(())
+        });
         out
     }
 
     /// In line and threaded, whole packets and stamps: the threaded ones must match. And
-    /// tracked on the tracking thread: the same events as a tracker fed in line.
+    /// tracked and settled on their threads, as packets (annotate) and as segments (diagram):
+    /// the same events as a tracker and an annotator fed in line.
     fn both(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        let open = || Source::open(io::Cursor::new(bytes.to_vec()), "f");
+        let read =
+            |whole, settle| Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole, settle);
+        let tracking = |frames| Tracking {
+            tracker: Tracker::forgetful(MSL2),
+            frames,
+        };
         let mut got = Vec::new();
         for whole in [true, false] {
-            let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
+            let inline = match open() {
                 Ok(src) => items(Packets::inline(src, "f", whole), None),
                 Err(e) => vec![format!("open {e}")],
             };
-            let threaded =
-                match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole, None) {
-                    Ok((packets, _)) => items(packets, None),
-                    Err(e) => vec![format!("open {e}")],
-                };
+            let threaded = match read(whole, None) {
+                Ok((packets, _)) => items(packets, None),
+                Err(e) => vec![format!("open {e}")],
+            };
             got.push((inline, threaded));
         }
         let stamps = got.pop().unwrap();
         assert_eq!(stamps.0, stamps.1, "stamps, {} bytes", bytes.len());
-        // Tracked: in line, by a tracker here; threaded, by the tracking thread.
-        let inline = match Source::open(io::Cursor::new(bytes.to_vec()), "f") {
-            Ok(src) => items(
-                Packets::inline(src, "f", false),
-                Some(Tracker::forgetful(MSL2)),
-            ),
-            Err(e) => vec![format!("open {e}")],
-        };
-        let tracked = Some(Tracker::forgetful(MSL2));
-        let threaded = match Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", false, tracked)
-        {
-            Ok((packets, _)) => {
-                assert!(packets.tracked());
-                items(packets, None)
+        for frames in [true, false] {
+            let inline = match open() {
+                Ok(src) => items(Packets::inline(src, "f", true), Some(tracking(frames))),
+                Err(e) => vec![format!("open {e}")],
+            };
+            let threaded = match read(true, Some(tracking(frames))) {
+                Ok((packets, _)) => {
+                    assert!(packets.tracked());
+                    items(packets, None)
+                }
+                Err(e) => vec![format!("open {e}")],
+            };
+            assert_eq!(
+                inline,
+                threaded,
+                "settled, frames {frames}, {} bytes",
+                bytes.len()
+            );
+            // And a batch at a time, where each item lies.
+            if let Ok((packets, _)) = read(true, Some(tracking(frames))) {
+                let unstamped: Vec<String> = inline
+                    .iter()
+                    .map(|s| match s.split_once("} ") {
+                        Some((stamp, rest)) if stamp.starts_with("Stamp") => rest.to_string(),
+                        _ => s.clone(),
+                    })
+                    .filter(|s| s != "end")
+                    .collect();
+                assert_eq!(unstamped, settled(packets), "each settled, frames {frames}");
             }
-            Err(e) => vec![format!("open {e}")],
-        };
-        assert_eq!(inline, threaded, "tracked, {} bytes", bytes.len());
+        }
         got.pop().unwrap()
     }
 
@@ -769,7 +1069,13 @@ mod tests {
     fn read_ahead_gives_what_reading_in_line_gives_cut_or_whole() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
         let mut files = 0;
-        for name in ["port-exhaustion.pcapng", "real/normal-nginx.pcap"] {
+        for name in [
+            "port-exhaustion.pcapng",
+            "real/normal-nginx.pcap",
+            "real/crossing-fins.pcap",
+            "real/refused.pcap",
+            "simultaneous-close.pcapng",
+        ] {
             let whole = std::fs::read(format!("{dir}/{name}")).unwrap();
             // Whole; cut in a block; cut inside the file header; garbage after the header.
             let mut garbage = whole[..40.min(whole.len())].to_vec();
@@ -785,7 +1091,7 @@ mod tests {
                 files += 1;
             }
         }
-        assert_eq!(files, 8);
+        assert_eq!(files, 20);
         // More packets than a batch holds: a pcap's records 250 times over, cut at the end.
         let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
         let mut long = pcap.clone();
@@ -805,6 +1111,49 @@ mod tests {
         assert!(inline.iter().any(|s| s.starts_with("block")));
     }
 
+    /// The settled events are not the tracker's own: on captures whose later segments revise
+    /// earlier ones (FINs that crossed, a refused SYN), some differ, as the annotator has them.
+    #[test]
+    fn settled_events_carry_the_revisions_the_tracker_alone_does_not() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        for name in ["real/crossing-fins.pcap", "real/refused.pcap"] {
+            let bytes = std::fs::read(format!("{dir}/{name}")).unwrap();
+            let mut tracker = Tracker::forgetful(MSL2);
+            let mut raw = Vec::new();
+            let src = Source::open(io::Cursor::new(bytes.clone()), "f").unwrap();
+            let mut inline = Packets::inline(src, "f", false);
+            while let Some(Ahead::Packet(read)) = inline.next() {
+                if let Ok(seg) = &read.decoded {
+                    raw.push(tracker.on_segment_at(seg, Some(read.stamp.ts)));
+                }
+            }
+            let tracking = Tracking {
+                tracker: Tracker::forgetful(MSL2),
+                frames: true,
+            };
+            let (packets, _) =
+                Packets::threaded(io::Cursor::new(bytes), "f", true, Some(tracking)).unwrap();
+            let mut settled = Vec::new();
+            let mut packets = packets;
+            let _ = packets.each_settled(|item| {
+                if let Settled::Packet {
+                    event: Some(event), ..
+                } = item
+                {
+                    settled.push(event.clone());
+                }
+                Ok::<(), ()>(())
+            });
+            assert_eq!(raw.len(), settled.len(), "{name}");
+            let revised = raw
+                .iter()
+                .zip(&settled)
+                .filter(|(r, s)| r.transitions != s.transitions || r.states != s.states)
+                .count();
+            assert!(revised > 0, "{name}: no event revised");
+        }
+    }
+
     /// A threaded reading whose batches come from `batches`, and nothing else.
     fn fed_by(batches: Receiver<Batch>) -> Packets<io::Empty> {
         Packets::Threaded {
@@ -814,7 +1163,7 @@ mod tests {
             ended: false,
             tracking: None,
             done_back: None,
-            done: Vec::new(),
+            done: VecDeque::new(),
         }
     }
 
