@@ -263,8 +263,9 @@ struct Rare {
 }
 
 impl Rare {
-    /// The lists boxed, none where all are empty.
-    #[inline]
+    /// The lists boxed, none where all are empty. The test in line, the box out of line:
+    /// a call for every segment showed in the profile.
+    #[inline(always)]
     fn boxed(
         unexpected: Vec<(Role, Unexpected)>,
         notes: Vec<String>,
@@ -273,11 +274,20 @@ impl Rare {
         if unexpected.is_empty() && notes.is_empty() && revise.is_empty() {
             return None;
         }
-        Some(Box::new(Rare {
+        Some(Rare::new_box(unexpected, notes, revise))
+    }
+
+    #[inline(never)]
+    fn new_box(
+        unexpected: Vec<(Role, Unexpected)>,
+        notes: Vec<String>,
+        revise: Vec<Revise>,
+    ) -> Box<Rare> {
+        Box::new(Rare {
             unexpected,
             notes,
             revise,
-        }))
+        })
     }
 }
 
