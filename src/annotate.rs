@@ -254,8 +254,8 @@ impl<T> Annotator<T> {
         event: &mut Event,
     ) -> (bool, Option<(usize, Role)>) {
         let conn = event.conn;
-        if !event.revise.is_empty() {
-            let revise = std::mem::take(&mut event.revise);
+        if !event.revise().is_empty() {
+            let revise = event.take_revise();
             for r in &revise {
                 // The newest earlier segment it applies to.
                 for i in (0..self.pending.len()).rev() {
@@ -266,7 +266,7 @@ impl<T> Annotator<T> {
                     }
                 }
             }
-            event.revise = revise;
+            event.set_revise(revise);
         }
         let answers = key((event.conn, event.from.other()));
         if self.buckets[bucket(answers)] > 0 {
@@ -565,7 +565,7 @@ impl Comments {
 
 /// No transition, nothing unexpected, no note: a segment that only carries data or an ACK.
 fn plain(event: &Event) -> bool {
-    event.transitions.is_empty() && event.unexpected.is_empty() && event.notes.is_empty()
+    event.transitions.is_empty() && event.unexpected().is_empty() && event.notes().is_empty()
 }
 
 /// Comments for a long stream of segments: one that changes nothing and is nothing special
@@ -627,7 +627,8 @@ impl CommentCache {
 
     /// `event`'s comment as the cache's mode has it.
     pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
-        if !event.unexpected.is_empty() || (event.transitions.is_empty() && !event.notes.is_empty())
+        if !event.unexpected().is_empty()
+            || (event.transitions.is_empty() && !event.notes().is_empty())
         {
             return Cow::Owned(comment(event));
         }
@@ -636,7 +637,7 @@ impl CommentCache {
                 return Cow::Owned(comment(event));
             };
             let text = self.changed[i].2.as_str();
-            if event.notes.is_empty() {
+            if event.notes().is_empty() {
                 return Cow::Borrowed(text);
             }
             // Notes follow the transitions' text: a SYN that takes a TIME_WAIT over (most of
@@ -690,10 +691,7 @@ impl CommentCache {
         let i = match found {
             Some(i) => i,
             None if self.changed.len() < CHANGED_TEXTS => {
-                let alone = Event {
-                    notes: Vec::new(),
-                    ..event.clone()
-                };
+                let alone = event.without_notes();
                 self.changed
                     .push((hash, event.transitions.clone(), comment(&alone)));
                 self.changed.len() - 1
@@ -755,12 +753,12 @@ fn push_rest(s: &mut String, event: &Event, kernel: &[Note]) {
         .iter()
         .filter(|n| n.inferred.is_none())
         .map(|n| &n.text)
-        .chain(&event.notes)
+        .chain(event.notes())
     {
         part(s);
         s.push_str(text);
     }
-    for (role, u) in &event.unexpected {
+    for (role, u) in event.unexpected() {
         let dir = match u.dir {
             crate::tcp::Dir::Sent => "sent",
             crate::tcp::Dir::Received => "received",
@@ -773,7 +771,7 @@ fn push_rest(s: &mut String, event: &Event, kernel: &[Note]) {
         );
     }
     if event.transitions.is_empty()
-        && event.unexpected.is_empty()
+        && event.unexpected().is_empty()
         && !kernel.iter().any(|n| n.inferred.is_none())
     {
         part(s);
@@ -1115,7 +1113,7 @@ pub(crate) mod tests {
                 for (i, (seg, at)) in segs.iter().enumerate() {
                     let event = tracker.on_segment_at(seg, Some(*at));
                     with_notes +=
-                        usize::from(!event.transitions.is_empty() && !event.notes.is_empty());
+                        usize::from(!event.transitions.is_empty() && !event.notes().is_empty());
                     assert_eq!(
                         cache.comment(&event),
                         mode.text(&event),

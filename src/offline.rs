@@ -1096,7 +1096,7 @@ mod tests {
             let mut tracker = Tracker::new();
             tracker.quiet = true;
             each_segment(file, "summarise", tracker, |p, seg, event| {
-                revised += usize::from(!event.revise.is_empty());
+                revised += usize::from(!event.revise().is_empty());
                 Seen::add(&mut held, p, seg.flags, &event);
                 Some(event)
             })

@@ -230,8 +230,9 @@ impl std::ops::Deref for TakenOver {
     }
 }
 
-/// What one segment did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one segment did. Moved several times per segment (tracker, look-ahead, writer, back
+/// to be reused): kept to 64 bytes, what few segments carry besides in `rare`.
+#[derive(Clone)]
 pub struct Event {
     pub conn: usize,
     /// Who sent the segment.
@@ -241,17 +242,88 @@ pub struct Event {
     /// Acknowledgment number relative to the receiver's initial one, when ACK is set.
     pub rel_ack: Option<u32>,
     pub transitions: Vec<(Role, Transition)>,
-    pub unexpected: Vec<(Role, Unexpected)>,
-    /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
-    /// gap before it, the first segment of a connection joined mid-way.
-    pub notes: Vec<String>,
     /// Both states after the segment: [client, server].
     pub states: [State; 2],
     /// Its sender sent this sequence space before: a retransmission (not a copy seen twice).
     pub resent: bool,
+    /// The unexpected, the notes and the revisions: none on most segments, so no allocation.
+    rare: Option<Box<Rare>>,
+}
+
+/// An event's lists that are most often empty, behind one pointer (`Event::rare`).
+#[derive(Clone, Debug, Default)]
+struct Rare {
+    unexpected: Vec<(Role, Unexpected)>,
+    /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
+    /// gap before it, the first segment of a connection joined mid-way.
+    notes: Vec<String>,
     /// What this segment proves about an earlier one of the same connection: the annotator
     /// applies it to that one while it is still within its look-ahead.
-    pub revise: Vec<Revise>,
+    revise: Vec<Revise>,
+}
+
+impl Rare {
+    /// The lists boxed, none where all are empty. The test in line, the box out of line:
+    /// a call for every segment showed in the profile.
+    #[inline(always)]
+    fn boxed(
+        unexpected: Vec<(Role, Unexpected)>,
+        notes: Vec<String>,
+        revise: Vec<Revise>,
+    ) -> Option<Box<Rare>> {
+        if unexpected.is_empty() && notes.is_empty() && revise.is_empty() {
+            return None;
+        }
+        Some(Rare::new_box(unexpected, notes, revise))
+    }
+
+    #[inline(never)]
+    fn new_box(
+        unexpected: Vec<(Role, Unexpected)>,
+        notes: Vec<String>,
+        revise: Vec<Revise>,
+    ) -> Box<Rare> {
+        Box::new(Rare {
+            unexpected,
+            notes,
+            revise,
+        })
+    }
+}
+
+// As when the lists were fields: an empty box equals none.
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.conn == other.conn
+            && self.from == other.from
+            && self.rel_seq == other.rel_seq
+            && self.rel_ack == other.rel_ack
+            && self.transitions == other.transitions
+            && self.unexpected() == other.unexpected()
+            && self.notes() == other.notes()
+            && self.states == other.states
+            && self.resent == other.resent
+            && self.revise() == other.revise()
+    }
+}
+
+impl Eq for Event {}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("conn", &self.conn)
+            .field("from", &self.from)
+            .field("rel_seq", &self.rel_seq)
+            .field("rel_ack", &self.rel_ack)
+            .field("transitions", &self.transitions)
+            .field("unexpected", &self.unexpected())
+            .field("notes", &self.notes())
+            .field("states", &self.states)
+            .field("resent", &self.resent)
+            .field("revise", &self.revise())
+            .finish()
+    }
 }
 
 /// A later segment that changes the story of an earlier one: `role`'s transition to
@@ -369,12 +441,62 @@ impl Revise {
         };
         *state = self.state();
         let dropped = earlier.transitions.remove(i);
-        earlier.notes.push(self.note());
+        earlier.push_note(self.note());
         Some(dropped)
     }
 }
 
 impl Event {
+    /// What the segment did that the diagram has no arc for, by endpoint.
+    #[inline]
+    pub fn unexpected(&self) -> &[(Role, Unexpected)] {
+        self.rare.as_deref().map_or(&[], |r| &r.unexpected)
+    }
+    /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
+    /// gap before it, the first segment of a connection joined mid-way.
+    #[inline]
+    pub fn notes(&self) -> &[String] {
+        self.rare.as_deref().map_or(&[], |r| &r.notes)
+    }
+    /// What this segment proves about an earlier one of the same connection: the annotator
+    /// applies it to that one while it is still within its look-ahead.
+    #[inline]
+    pub fn revise(&self) -> &[Revise] {
+        self.rare.as_deref().map_or(&[], |r| &r.revise)
+    }
+    /// The notes to edit (boxed on the first).
+    pub fn notes_mut(&mut self) -> &mut Vec<String> {
+        &mut self.rare.get_or_insert_default().notes
+    }
+    pub fn push_note(&mut self, note: String) {
+        self.notes_mut().push(note);
+    }
+    /// The same event without its notes.
+    pub fn without_notes(&self) -> Event {
+        let mut event = self.clone();
+        if let Some(rare) = event.rare.as_deref_mut() {
+            rare.notes = Vec::new();
+        }
+        event
+    }
+    /// The revisions, taken off (to apply while the event is borrowed): `set_revise` puts
+    /// them back.
+    pub fn take_revise(&mut self) -> Vec<Revise> {
+        self.rare
+            .as_deref_mut()
+            .map(|r| std::mem::take(&mut r.revise))
+            .unwrap_or_default()
+    }
+    pub fn set_revise(&mut self, revise: Vec<Revise>) {
+        if !revise.is_empty() || self.rare.is_some() {
+            self.rare.get_or_insert_default().revise = revise;
+        }
+    }
+    /// Whether the event holds memory besides its transitions (dropping it frees some).
+    #[inline]
+    pub fn rare_on_heap(&self) -> bool {
+        self.rare.is_some()
+    }
     pub fn state(&self, role: Role) -> State {
         self.states[role.index()]
     }
@@ -696,11 +818,9 @@ impl Tracker {
             rel_seq,
             rel_ack,
             transitions,
-            unexpected,
-            notes,
             states,
             resent: false,
-            revise,
+            rare: Rare::boxed(unexpected, notes, revise),
         }
     }
 
@@ -742,11 +862,9 @@ impl Tracker {
             rel_seq,
             rel_ack,
             transitions,
-            unexpected,
-            notes: Vec::new(),
             states: [conn.state(Role::Client), conn.state(Role::Server)],
             resent: false,
-            revise: Vec::new(),
+            rare: Rare::boxed(unexpected, Vec::new(), Vec::new()),
         }
     }
 
@@ -1033,11 +1151,9 @@ impl Tracker {
             rel_seq,
             rel_ack,
             transitions,
-            unexpected,
-            notes,
             states,
             resent,
-            revise,
+            rare: Rare::boxed(unexpected, notes, revise),
         }
     }
 
@@ -1255,21 +1371,23 @@ fn plain(
     from: Role,
 ) -> Event {
     let (rel_seq, rel_ack) = in_order(conn, seg, at, from, seg.len);
-    let unexpected = match conn.endpoints[from.index()].sent_plain(&seg.seg()) {
-        Some(u) => vec![(from, u)],
-        None => Vec::new(),
-    };
+    let rare = conn.endpoints[from.index()]
+        .sent_plain(&seg.seg())
+        .map(|u| {
+            Box::new(Rare {
+                unexpected: vec![(from, u)],
+                ..Rare::default()
+            })
+        });
     Event {
         conn: id,
         from,
         rel_seq,
         rel_ack,
         transitions: Vec::new(),
-        unexpected,
-        notes: Vec::new(),
         states: [conn.state(Role::Client), conn.state(Role::Server)],
         resent: false,
-        revise: Vec::new(),
+        rare,
     }
 }
 
@@ -1732,6 +1850,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_event_takes_at_most_64_bytes() {
+        // Moved from the tracker through the look-ahead and the writer and back, several
+        // times per segment: at 120 bytes the moves showed in a busy server's profile.
+        let size = std::mem::size_of::<Event>();
+        assert!(size <= 64, "{size}");
+    }
+
+    #[test]
     fn four_segment_close_states_per_segment() {
         use Role::*;
         use State::*;
@@ -1763,7 +1889,7 @@ pub(crate) mod tests {
         assert_eq!(moves(&events[10]), [(Client, LastAck, Closed)]);
         assert_eq!(conn.state(Server), TimeWait);
         assert_eq!(conn.state(Client), Closed);
-        assert!(events.iter().all(|e| e.unexpected.is_empty()));
+        assert!(events.iter().all(|e| e.unexpected().is_empty()));
     }
 
     #[test]
@@ -1814,9 +1940,9 @@ pub(crate) mod tests {
             .zip(times)
             .map(|(s, t)| tracker.on_segment_at(s, Some(ms(t))))
             .collect();
-        assert!(events[5].notes.is_empty());
+        assert!(events[5].notes().is_empty());
         assert_eq!(
-            events[6].notes,
+            events[6].notes(),
             [
                 "retransmission of the previous segment after 200 ms",
                 "sent again with no ACK of it in between: the first copy, or its ACK, may have \
@@ -1825,19 +1951,19 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(
-            events[7].notes,
+            events[7].notes(),
             ["duplicate: the capture saw the previous segment twice"]
         );
         let (_, untimed) = run(&segs);
         assert_eq!(
-            untimed[6].notes,
+            untimed[6].notes(),
             ["a retransmission or a duplicate of the previous segment"]
         );
         let mut gap = segment(true, PA, 112 + 100, 901, 5);
         gap.len = 5;
         let (_, events) = run(&[active_close(false)[..7].to_vec(), vec![gap]].concat());
         assert_eq!(
-            events[7].notes,
+            events[7].notes(),
             ["out of order: 100 bytes before it are missing from the capture or come later"]
         );
     }
@@ -1845,9 +1971,9 @@ pub(crate) mod tests {
     #[test]
     fn a_mid_connection_join_is_said_once() {
         let (_, events) = run(&active_close(false)[5..]);
-        assert_eq!(events[0].notes.len(), 1);
-        assert!(events[0].notes[0].starts_with("joined mid-connection"));
-        assert!(events[1].notes.is_empty());
+        assert_eq!(events[0].notes().len(), 1);
+        assert!(events[0].notes()[0].starts_with("joined mid-connection"));
+        assert!(events[1].notes().is_empty());
     }
 
     #[test]
@@ -1961,10 +2087,10 @@ pub(crate) mod tests {
             [(Server, FinWait2, Closed), (Client, CloseWait, LastAck)]
         );
         assert_eq!(fin.transitions[0].1.cause.text(), "its FIN_WAIT_2 timer");
-        assert!(fin.unexpected.is_empty(), "{fin:?}");
+        assert!(fin.unexpected().is_empty(), "{fin:?}");
         let rst = tracker.on_segment(&segment(false, Flags::RST, 913, 0, 0));
         assert_eq!(moves(&rst), [(Client, LastAck, Closed)]);
-        assert!(rst.unexpected.is_empty(), "{rst:?}");
+        assert!(rst.unexpected().is_empty(), "{rst:?}");
         // Removing it again changes nothing more.
         tracker.remove(0, Server, "again", "none");
         let ack = tracker.on_segment(&segment(true, A, 113, 913, 0));
@@ -1995,22 +2121,22 @@ pub(crate) mod tests {
         assert_eq!(moves(rst), [(Client, SynSent, Closed)], "{rst:?}");
         assert_eq!(rst.transitions[0].1.cause, Cause::Refused);
         assert_eq!(
-            rst.notes,
+            rst.notes(),
             [
                 "connection refused: no socket listens on 127.0.0.1:8000 (or a firewall answered \
               for it with a reset), RFC 9293 §3.10.7.1"
             ]
         );
         assert_eq!(rst.states, [Closed, Closed]);
-        assert!(rst.unexpected.is_empty());
-        assert_eq!(rst.revise, [Revise::Refused { role: Server }]);
+        assert!(rst.unexpected().is_empty());
+        assert_eq!(rst.revise(), [Revise::Refused { role: Server }]);
         // Applied to the SYN: the server never was LISTEN → SYN_RECEIVED.
-        let revise = rst.revise[0];
+        let revise = rst.revise()[0];
         assert!(revise.apply(&mut events[0]));
         assert_eq!(moves(&events[0]), [(Client, Closed, SynSent)]);
         assert_eq!(events[0].states, [SynSent, Closed]);
         assert_eq!(
-            events[0].notes,
+            events[0].notes(),
             [
                 "the server had no socket listening: the RST,ACK that answers this SYN proves it \
               (RFC 9293 §3.10.7.1)"
@@ -2028,7 +2154,7 @@ pub(crate) mod tests {
             moves(&events[2]),
             [(Server, SynReceived, Closed), (Client, Established, Closed)]
         );
-        assert!(events[2].revise.is_empty());
+        assert!(events[2].revise().is_empty());
     }
 
     #[test]
@@ -2047,10 +2173,10 @@ pub(crate) mod tests {
                 "the SYN,ACK sent again (no ACK came: lost, or dropped before the client)",
             ),
         ] {
-            assert!(ev.unexpected.is_empty(), "{ev:?}");
+            assert!(ev.unexpected().is_empty(), "{ev:?}");
             assert!(ev.transitions.is_empty(), "{ev:?}");
             assert_eq!(
-                ev.notes,
+                ev.notes(),
                 ["retransmission of the previous segment after 200 ms", note]
             );
         }
@@ -2072,7 +2198,7 @@ pub(crate) mod tests {
         let syn = events.last().unwrap();
         assert_eq!(syn.conn, 1);
         assert_eq!(
-            syn.notes.last().unwrap(),
+            syn.notes().last().unwrap(),
             "connection 0: server TIME_WAIT → CLOSED (a new SYN on the same 4-tuple took it \
              over, RFC 6191)"
         );
@@ -2089,7 +2215,7 @@ pub(crate) mod tests {
         let syn = tracker.on_segment(&segment(true, Flags::SYN, 7000, 0, 0));
         assert_eq!(tracker.connection(0).unwrap().state(Client), Closed);
         assert_eq!(
-            syn.notes.last().unwrap(),
+            syn.notes().last().unwrap(),
             "connection 0: client TIME_WAIT → CLOSED (its kernel reused the port for a new \
              connection, Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5)"
         );
@@ -2122,7 +2248,10 @@ pub(crate) mod tests {
                 }
                 None => {
                     assert!(!ends);
-                    assert!(ev.notes[0].starts_with("server ignores the RST"), "{ev:?}");
+                    assert!(
+                        ev.notes()[0].starts_with("server ignores the RST"),
+                        "{ev:?}"
+                    );
                 }
             }
         }
@@ -2139,9 +2268,9 @@ pub(crate) mod tests {
         let mut tracker = Tracker::new();
         let events = run_timed(&mut tracker, &segs);
         for ev in &events[10..] {
-            assert!(ev.transitions.is_empty() && ev.unexpected.is_empty());
+            assert!(ev.transitions.is_empty() && ev.unexpected().is_empty());
             assert_eq!(
-                ev.notes[1],
+                ev.notes()[1],
                 "the FIN sent again with no ACK of it in between: its ACK was lost or never sent \
                  (or the first FIN was lost after the capture point, and the server's change \
                  came with this copy)"
@@ -2153,7 +2282,7 @@ pub(crate) mod tests {
         segs.push(fin);
         let mut tracker = Tracker::new();
         let events = run_timed(&mut tracker, &segs);
-        assert_eq!(events[11].notes.len(), 1, "{:?}", events[11].notes);
+        assert_eq!(events[11].notes().len(), 1, "{:?}", events[11].notes());
     }
 
     #[test]
@@ -2164,9 +2293,9 @@ pub(crate) mod tests {
         segs.push(segment(true, PA, 101, 901, 11));
         let (tracker, events) = run(&segs);
         let dup = events.last().unwrap();
-        assert!(dup.unexpected.is_empty(), "{dup:?}");
+        assert!(dup.unexpected().is_empty(), "{dup:?}");
         assert_eq!(
-            dup.notes,
+            dup.notes(),
             ["an old duplicate: this data was sent and acknowledged before (seq 1..12)"]
         );
         assert_eq!(dup.states, [Closed, TimeWait]);
@@ -2187,8 +2316,8 @@ pub(crate) mod tests {
             "sent by teardown".to_string(),
         );
         let dup = tracker.on_segment(last);
-        assert_eq!(dup.notes, ["sent by teardown"]);
-        assert!(dup.unexpected.is_empty());
+        assert_eq!(dup.notes(), ["sent by teardown"]);
+        assert!(dup.unexpected().is_empty());
     }
 
     #[test]
@@ -2211,19 +2340,19 @@ pub(crate) mod tests {
             rst.transitions[0].1.cause.text(),
             "no socket: removed by its timer before this FIN came"
         );
-        assert!(rst.unexpected.is_empty());
+        assert!(rst.unexpected().is_empty());
         assert_eq!(
-            rst.revise,
+            rst.revise(),
             [Revise::GoneBeforeFin {
                 role: Server,
                 since: FinWait2
             }]
         );
-        assert!(rst.revise[0].apply(&mut events[9]));
+        assert!(rst.revise()[0].apply(&mut events[9]));
         assert_eq!(moves(&events[9]), [(Client, CloseWait, LastAck)]);
         assert_eq!(events[9].states, [LastAck, FinWait2]);
         assert_eq!(
-            events[9].notes,
+            events[9].notes(),
             [
                 "the server had no socket left (an orphaned FIN_WAIT_2 ends after \
               net.ipv4.tcp_fin_timeout): the RST that answers this FIN proves it"
@@ -2234,7 +2363,7 @@ pub(crate) mod tests {
         let mut segs = segs[..10].to_vec();
         segs.push(segment(false, A, 913, 113, 0));
         let (_, events) = run(&segs);
-        assert!(events[10].revise.is_empty());
+        assert!(events[10].revise().is_empty());
     }
 
     #[test]
@@ -2248,8 +2377,8 @@ pub(crate) mod tests {
         segs.push(segment(false, A, 913, 112, 0));
         segs.push(segment(true, FA, 112, 912, 0));
         let (_, mut events) = run(&segs);
-        assert_eq!(events[9].revise, [Revise::CrossedFin { role: Client }]);
-        let revise = events[9].revise[0];
+        assert_eq!(events[9].revise(), [Revise::CrossedFin { role: Client }]);
+        let revise = events[9].revise()[0];
         let (older, _) = events.split_at_mut(9);
         // Newest first: the ACK between them has its state fixed but is not the one.
         assert!(!revise.apply(&mut older[8]));
@@ -2258,7 +2387,7 @@ pub(crate) mod tests {
         assert_eq!(moves(&older[7]), [(Server, Established, FinWait1)]);
         assert_eq!(older[7].states, [FinWait1, FinWait1]);
         assert_eq!(
-            older[7].notes,
+            older[7].notes(),
             [
                 "the FINs crossed: the client had already sent its own FIN when this one reached it, so \
               it was in FIN_WAIT_1, not ESTABLISHED, and this FIN did not move it"
@@ -2292,11 +2421,11 @@ pub(crate) mod tests {
                 };
                 let said = loud.on_segment_at(&seg, Some(packet.ts));
                 let mut kept = quiet.on_segment_at(&seg, Some(packet.ts));
-                let taken = said.notes.iter().any(|n| n.contains("TIME_WAIT"));
+                let taken = said.notes().iter().any(|n| n.contains("TIME_WAIT"));
                 takeovers += usize::from(taken);
                 if taken {
-                    assert!(kept.notes.is_empty(), "{file}: {:?}", kept.notes);
-                    kept.notes = said.notes.clone();
+                    assert!(kept.notes().is_empty(), "{file}: {:?}", kept.notes());
+                    *kept.notes_mut() = said.notes().to_vec();
                 }
                 assert_eq!(said, kept, "{file}");
             }

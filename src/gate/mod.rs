@@ -236,7 +236,7 @@ impl crate::annotate::Evidence for GateEvidence {
         });
         if let Some(a) = held {
             a.told = true;
-            event.notes.push(format!(
+            event.push_note(format!(
                 "held back by teardown's packet filter for {:.1} ms (NFQUEUE), then released",
                 a.held_for.unwrap_or_default().as_secs_f64() * 1000.0
             ));
@@ -251,8 +251,8 @@ impl crate::annotate::Evidence for GateEvidence {
             a.told = true;
             // The filter's log settles what the packets alone could only guess.
             let guess = crate::tracker::unanswered(seg, event.from.other());
-            event.notes.retain(|n| *n != guess);
-            event.notes.push(format!(
+            event.notes_mut().retain(|n| *n != guess);
+            event.push_note(format!(
                 "sent again because the {}'s {} segment sent at {:.1} ms never arrived: \
                  teardown's packet filter dropped it (so the capture never saw it either)",
                 a.from,

@@ -468,10 +468,7 @@ impl<R: Read> Packets<R> {
                 ..
             } => {
                 // An event with nothing on the heap is dropped here: nothing to free.
-                let owns = event.transitions.capacity() > 0
-                    || event.notes.capacity() > 0
-                    || event.unexpected.capacity() > 0
-                    || event.revise.capacity() > 0;
+                let owns = event.transitions.capacity() > 0 || event.rare_on_heap();
                 if owns {
                     done.push_back(event);
                     if done.len() >= 256 {

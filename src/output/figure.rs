@@ -432,7 +432,7 @@ fn panel(
             });
         }
         let mut red: Vec<String> = event
-            .unexpected
+            .unexpected()
             .iter()
             .map(|(role, u)| format!("! {role} in {}: {}", u.state, u.why))
             .collect();
@@ -450,7 +450,7 @@ fn panel(
             None
         };
         // A retransmission tells of the segment whose absence made it go again.
-        for note in &event.notes {
+        for note in event.notes() {
             if let Some((role, flags, at)) = parse_drop(note) {
                 lost.push(lost_arrow(role, &flags, at, index, Line::Lost, note));
             } else if event.resent && *note == crate::tracker::unanswered(seg, event.from.other()) {
@@ -781,7 +781,7 @@ fn rst_cause(event: &crate::tracker::Event) -> String {
         parts.push(format!("{} has no socket for it", event.from));
     }
     if parts.is_empty() {
-        parts.extend(event.notes.first().cloned());
+        parts.extend(event.notes().first().cloned());
     }
     match parts.is_empty() {
         true => "RST: no change".to_string(),

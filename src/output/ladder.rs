@@ -116,7 +116,7 @@ pub fn render_checked(
             }
         };
         let mut after: Vec<String> = event
-            .unexpected
+            .unexpected()
             .iter()
             .map(|(role, u)| format!("! {role} in {}: {}", u.state, u.why))
             .collect();
@@ -127,7 +127,7 @@ pub fn render_checked(
                 .map(|n| style.red(&n.text)),
         );
         // The segment whose loss made this one go again, at the time it was sent.
-        for note in &event.notes {
+        for note in event.notes() {
             if let Some((role, flags, at)) = super::figure::parse_drop(note) {
                 rows.push(Row {
                     ms: at,
@@ -600,7 +600,7 @@ mod tests {
         let conn = &tracker.connections()[0];
         // The client's last FIN tells of the server's ACK the packet filter dropped.
         let fin = packets.len() - 2;
-        packets[fin].event.as_mut().unwrap().notes.push(
+        packets[fin].event.as_mut().unwrap().push_note(
             "sent again because the server's ACK segment sent at 0.420 ms never arrived: \
              teardown's packet filter dropped it (so the capture never saw it either)"
                 .to_string(),
