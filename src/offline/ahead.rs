@@ -681,23 +681,21 @@ fn track_ahead(
 fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
     let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
     // Batches whose packets have not all left the look-ahead, oldest first, with how many
-    // still wait; and the events that left it, in order, for them. A batch's own events
-    // are taken from its front as its packets go in, and put back at its end as they leave.
+    // still wait. A batch's own events are taken from its front as its packets go in, and
+    // put back at its end as they leave.
     let mut owed: VecDeque<(Batch, usize)> = VecDeque::new();
-    let mut left: Vec<Option<Event>> = Vec::new();
-    let settle = |owed: &mut VecDeque<(Batch, usize)>, left: &mut Vec<Option<Event>>| {
-        let mut at = 0;
-        for event in left.drain(..) {
-            while owed[at].1 == 0 {
-                at += 1;
-            }
-            let (batch, waits) = &mut owed[at];
-            *waits -= 1;
-            if let Some(event) = event {
-                batch.events.push_back(event);
-            }
+    // An event that left the look-ahead, to the oldest batch still waiting for one: they
+    // leave in the order of the capture.
+    fn give(owed: &mut VecDeque<(Batch, usize)>, event: Option<Event>) {
+        let Some((batch, waits)) = owed.iter_mut().find(|(_, waits)| *waits > 0) else {
+            debug_assert!(false, "an event that no batch waits for");
+            return;
+        };
+        *waits -= 1;
+        if let Some(event) = event {
+            batch.events.push_back(event);
         }
-    };
+    }
     // Batches whose packets all left, sent on; false once the annotating thread is gone.
     let send = |owed: &mut VecDeque<(Batch, usize)>| {
         while owed.front().is_some_and(|(_, waits)| *waits == 0) {
@@ -708,7 +706,7 @@ fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
         }
         true
     };
-    for batch in batches {
+    for mut batch in batches {
         let waits = batch
             .items
             .iter()
@@ -717,55 +715,54 @@ fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
                 _ => false,
             })
             .count();
-        // The batch's events not yet taken into the look-ahead.
+        // The batch's events not yet taken into the look-ahead, and its items, read here
+        // while the batches take the events that leave.
         let mut untaken = batch.events.len();
+        let items = std::mem::take(&mut batch.items);
         owed.push_back((batch, waits));
         let newest = owed.len() - 1;
-        for i in 0..owed[newest].0.items.len() {
-            let (at, tcp) = match &owed[newest].0.items[i] {
-                Crossing::Packet(stamp, decoded) if frames || decoded.is_ok() => {
-                    (Some(stamp.ts), decoded.is_ok())
-                }
+        for item in &items {
+            let (stamp, seg) = match item {
+                Crossing::Packet(stamp, Ok(seg)) => (stamp, Some(seg)),
+                Crossing::Packet(stamp, Err(_)) if frames => (stamp, None),
                 Crossing::Packet(..) => continue,
                 // A block that is no packet ends the look-ahead: the packets before it
                 // belong before it.
                 Crossing::Block(_) if !frames => continue,
                 Crossing::Block(_) | Crossing::Cut(_) | Crossing::Failed(_) | Crossing::End => {
-                    left.extend(annotator.finish().map(|((), event)| event));
+                    for ((), event) in annotator.finish() {
+                        give(&mut owed, event);
+                    }
                     continue;
                 }
             };
-            let event = if tcp && untaken > 0 {
+            let at = Some(stamp.ts);
+            let event = if seg.is_some() && untaken > 0 {
                 untaken -= 1;
                 owed[newest].0.events.pop_front()
             } else {
                 None
             };
-            let seg = match &owed[newest].0.items[i] {
-                Crossing::Packet(_, Ok(seg)) => Some(seg),
-                _ => None,
-            };
             let step = annotator.step_placed(seg, event, at, |_, (), event| {
-                left.push(event);
+                give(&mut owed, event);
                 Ok::<(), std::convert::Infallible>(())
             });
             let Ok(tracked) = step;
             if tracked.hold {
                 annotator.hold((), tracked, at);
             } else {
-                left.push(tracked.event);
-            }
-            if !left.is_empty() {
-                settle(&mut owed, &mut left);
+                give(&mut owed, tracked.event);
             }
         }
+        owed[newest].0.items = items;
         if !send(&mut owed) {
             return;
         }
     }
     // The reading ended (or stopped): whatever is still held goes.
-    left.extend(annotator.finish().map(|((), event)| event));
-    settle(&mut owed, &mut left);
+    for ((), event) in annotator.finish() {
+        give(&mut owed, event);
+    }
     send(&mut owed);
 }
 
