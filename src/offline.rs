@@ -27,7 +27,7 @@ mod ahead;
 use crate::output::dest::Dest;
 use crate::output::{ladder, pcapng::write_epb, svg};
 use crate::tracker::{Role, Tracker};
-use ahead::{Ahead, Behind, Packets, Readout, Settled, Stamp, Stored, Tracking};
+use ahead::{Ahead, Behind, Packets, Readout, Settled, Stamp, Stored};
 
 /// A finished connection is forgotten this long (2×MSL of capture time) after its last
 /// segment, by `annotate`'s tracker wherever it runs.
@@ -181,7 +181,7 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
     let mut comments = CommentCache::new(annotator.comments);
     let (mut packets_seen, mut tcp) = (0u64, 0u64);
     let mut cut = None;
-    // Tracked and settled on the reading's own thread: each packet goes out as it comes,
+    // Tracked and settled on threads of their own, ahead: each packet goes out as it comes,
     // written from where it lies in its batch.
     if packets.tracked() {
         let mut failed = None;
@@ -216,8 +216,7 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             return Err(e);
         }
     }
-    // Else tracked here, by the annotator's tracker, or on the reading's thread.
-    let tracking = packets.tracked();
+    // Else read in line (a live input), or without the threads: tracked and held here.
     // Held packets' own buffers, used again: the reading's are gone with the next item.
     let mut spare: Vec<Box<InPacket>> = Vec::new();
     while let Some(item) = packets.next() {
@@ -244,7 +243,14 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
                 cut = Some(e);
                 break;
             }
-            Ahead::Failed(e) => return Err(e),
+            // What came before is whole, and written, held packets too (as the settling
+            // thread lets them go): then the error.
+            Ahead::Failed(e) => {
+                for (held, event) in annotator.finish() {
+                    write_held(out, &mut comments, &held, event.as_ref()).map_err(write_err)?;
+                }
+                return Err(e);
+            }
             // `next` gives none: its end is `None`.
             Ahead::End => break,
         };
@@ -261,12 +267,11 @@ fn annotate_into<R: Read, W: Write + ?Sized>(
             }
             Ok(())
         };
-        let tracked = if tracking {
-            annotator.step_placed(seg, event, at, emit)
-        } else {
-            annotator.step(seg, at, emit)
-        }
-        .map_err(write_err)?;
+        debug_assert!(
+            event.is_none(),
+            "an event from a reading that does not track"
+        );
+        let tracked = annotator.step(seg, at, emit).map_err(write_err)?;
         if let Some(e) = &tracked.event {
             opened = opened.max(e.conn + 1);
         }
@@ -415,12 +420,9 @@ pub fn annotate(
             let kind = src.kind;
             (Packets::inline(src, &inp.name, true), kind)
         } else {
-            // Read ahead and tracked on the second core.
-            let tracking = Tracking {
-                tracker: Tracker::forgetful(FORGET_AFTER),
-                frames: true,
-            };
-            Packets::threaded(inp.reader, &inp.name, true, Some(tracking)).map_err(usage)?
+            // Read, tracked and settled ahead, on threads of their own.
+            let tracker = Tracker::forgetful(FORGET_AFTER);
+            Packets::threaded(inp.reader, &inp.name, true, Some(tracker)).map_err(usage)?
         };
         // The kernel's copy into a file's pages is worth a thread of its own; a device's
         // (`/dev/null`) or a pipe's is not.
@@ -605,52 +607,72 @@ fn each_segment(
     let inp = open_input(input)?;
     let name = inp.name;
     // Read, decoded, tracked and settled ahead, on threads of their own.
-    let tracking = Tracking {
-        tracker,
-        frames: false,
-    };
     let (mut src, kind) =
-        Packets::threaded(inp.reader, &name, false, Some(tracking)).map_err(usage)?;
+        Packets::threaded(inp.reader, &name, false, Some(tracker)).map_err(usage)?;
     let tracking = src.tracked();
-    // The same annotator as `annotate`'s: the same packets tell the same story. Its own
-    // tracker tracks only where the reading cannot.
-    let mut annotator: Annotator<(Stamp, crate::decode::Segment)> = Annotator::new(Tracker::new());
-    let read = each_packet(&mut src, |src, read| {
+    // Else the same annotator as `annotate`'s, here: every packet keeps its place in the
+    // look-ahead and a block that is no packet ends it, so that the same packets tell the
+    // same story. Its own tracker tracks.
+    type Item = Option<(Stamp, crate::decode::Segment)>;
+    let mut annotator: Annotator<Item> = Annotator::new(Tracker::new());
+    // A segment and its event told to `f`; the event back for its lists.
+    let mut tell = |src: &mut Packets<_>,
+                    local: &mut Tracker,
+                    item: Item,
+                    event: Option<crate::tracker::Event>| {
+        if let (Some((p, seg)), Some(event)) = (item, event)
+            && let Some(done) = f(&p, seg, event)
+        {
+            src.recycle(done, local);
+        }
+    };
+    let (mut packets, mut cut) = (0u64, None);
+    while let Some(item) = src.next() {
+        let read = match item {
+            Ahead::Packet(read) => read,
+            Ahead::Block(_) => {
+                let held: Vec<_> = annotator.finish().collect();
+                for (item, event) in held {
+                    tell(&mut src, &mut annotator.tracker, item, event);
+                }
+                continue;
+            }
+            Ahead::Cut(e) => {
+                cut = Some(e);
+                break;
+            }
+            Ahead::Failed(e) => return Err(e),
+            Ahead::End => break,
+        };
+        packets += 1;
         let Readout {
             stamp,
-            decoded: Ok(seg),
+            decoded,
             event,
             ..
-        } = read
-        else {
-            return;
-        };
+        } = read;
+        let item = decoded.ok().map(|seg| (stamp, seg));
         if tracking {
-            if let Some(done) = event.and_then(|event| f(&stamp, seg, event)) {
-                src.recycle(done, &mut annotator.tracker);
-            }
-            return;
+            tell(&mut src, &mut annotator.tracker, item, event);
+            continue;
         }
         let at = Some(stamp.ts);
-        let emit = |a: &mut Annotator<_>, (p, seg), event: Option<crate::tracker::Event>| {
-            if let Some(done) = event.and_then(|event| f(&p, seg, event)) {
-                src.recycle(done, &mut a.tracker);
-            }
+        let seg = item.as_ref().map(|(_, seg)| seg.clone());
+        let Ok(tracked) = annotator.step(seg.as_ref(), at, |a, item, event| {
+            tell(&mut src, &mut a.tracker, item, event);
             Ok::<(), std::convert::Infallible>(())
-        };
-        // Tracked here: the reading could not track.
-        let Ok(tracked) = annotator.step(Some(&seg), at, emit);
+        });
         if tracked.hold {
-            annotator.hold((stamp, seg), tracked, at);
-        } else if let Some(done) = tracked.event.and_then(|event| f(&stamp, seg, event)) {
-            src.recycle(done, &mut annotator.tracker);
-        }
-    })?;
-    for ((p, seg), event) in annotator.finish() {
-        if let Some(event) = event {
-            f(&p, seg, event);
+            annotator.hold(item, tracked, at);
+        } else {
+            tell(&mut src, &mut annotator.tracker, item, tracked.event);
         }
     }
+    let held: Vec<_> = annotator.finish().collect();
+    for (item, event) in held {
+        tell(&mut src, &mut annotator.tracker, item, event);
+    }
+    let read = (packets, cut);
     let tracker = match src.tracker() {
         Some(tracker) => tracker,
         None if tracking => {

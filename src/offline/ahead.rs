@@ -188,7 +188,8 @@ pub struct Readout {
     /// `summary` and `diagram`, which decode them where they were read and copy nothing.
     pub packet: Option<Placed>,
     pub decoded: Result<Segment, DecodeError>,
-    /// The tracker's event for the segment, where the reading tracks too.
+    /// The tracker's event for the segment, settled by the look-ahead, where the reading
+    /// tracks too.
     pub event: Option<Event>,
 }
 
@@ -225,7 +226,9 @@ pub enum Settled<'a> {
 
 /// A reading thread that went away without the input's end: nothing is lost without a word.
 fn stopped() -> Error {
-    Error::Usage("the thread reading the input stopped before its end (a bug of teardown)".into())
+    Error::Usage(
+        "a thread reading or tracking the input stopped before its end (a bug of teardown)".into(),
+    )
 }
 
 /// Reads `src` into `Ahead`s, on a thread of its own where one can be had (`threaded`), or
@@ -446,8 +449,9 @@ impl<R: Read> Packets<R> {
     }
 
     /// Whether the segments come tracked, their events settled by the look-ahead and in the
-    /// order of the capture (`Readout::event`): then their events go back through `recycle`,
-    /// and `tracker` gives the tracker at the end.
+    /// order of the capture (`Readout::event`): then the events taken from `next` go back
+    /// through `recycle` (`each_settled` gives each batch's back whole), and `tracker` gives
+    /// the tracker at the end.
     pub fn tracked(&self) -> bool {
         matches!(
             self,
@@ -504,7 +508,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         input: R,
         name: &str,
         bytes: bool,
-        settle: Option<Tracking>,
+        settle: Option<Tracker>,
     ) -> Result<(Packets<R>, Kind), InputError> {
         let (tx, read) = sync_channel::<Batch>(2);
         let (empties, emptied) = channel::<Batch>();
@@ -549,7 +553,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         // look-ahead that settles its events on another: tracking alone took as long as
         // reading and writing together on a busy server's capture.
         let (mut batches, mut tracking, mut done_back) = (read, None, None);
-        if let Some(Tracking { tracker, frames }) = settle {
+        if let Some(tracker) = settle {
             let (tx, raw) = sync_channel::<Batch>(2);
             let (to_caller, settled) = sync_channel::<Batch>(2);
             let (give, done) = channel::<Done>();
@@ -559,7 +563,7 @@ impl<R: Read + Send + 'static> Packets<R> {
             // Without the settling thread, nothing is tracked ahead: the caller does both.
             let started = std::thread::Builder::new()
                 .name("teardown-settle".into())
-                .spawn(move || settle_ahead(frames, raw, to_caller))
+                .spawn(move || settle_ahead(raw, to_caller))
                 .and_then(|_| {
                     std::thread::Builder::new()
                         .name("teardown-track".into())
@@ -615,18 +619,6 @@ impl<R: Read + Send + 'static> Packets<R> {
     }
 }
 
-/// What the tracking thread does with each segment: tracks it with `tracker`, then holds its
-/// event back in the one annotator's look-ahead until no later segment can revise it. The
-/// events come out settled, in the order of the capture, and the annotating thread only
-/// writes: its held packets' bytes need no copy (their batch waits here instead).
-pub struct Tracking {
-    pub tracker: Tracker,
-    /// Every packet keeps its place in the look-ahead, TCP or not, and a block that is no
-    /// packet ends it (`annotate`: a frame is written where it was); else only the segments
-    /// (`diagram`).
-    pub frames: bool,
-}
-
 /// Tracks each batch's segments in order, then hands the batch on; the tracker at the end.
 fn track_ahead(
     mut tracker: Tracker,
@@ -678,7 +670,7 @@ fn track_ahead(
 /// Settles each batch's events in the one annotator's look-ahead, then hands the batch on
 /// once every one of its packets went through it. Its annotator only holds and revises: the
 /// events come made.
-fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
+fn settle_ahead(batches: Receiver<Batch>, tx: SyncSender<Batch>) {
     let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
     // Batches whose packets have not all left the look-ahead, oldest first, with how many
     // still wait. A batch's own events are taken from its front as its packets go in, and
@@ -710,10 +702,7 @@ fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
         let waits = batch
             .items
             .iter()
-            .filter(|item| match item {
-                Crossing::Packet(_, decoded) => frames || decoded.is_ok(),
-                _ => false,
-            })
+            .filter(|item| matches!(item, Crossing::Packet(..)))
             .count();
         // The batch's events not yet taken into the look-ahead, and its items, read here
         // while the batches take the events that leave.
@@ -724,11 +713,11 @@ fn settle_ahead(frames: bool, batches: Receiver<Batch>, tx: SyncSender<Batch>) {
         for item in &items {
             let (stamp, seg) = match item {
                 Crossing::Packet(stamp, Ok(seg)) => (stamp, Some(seg)),
-                Crossing::Packet(stamp, Err(_)) if frames => (stamp, None),
-                Crossing::Packet(..) => continue,
+                // Every packet keeps its place: what is held waits at most so many packets,
+                // TCP or not, and a capture's other packets do not keep batches back.
+                Crossing::Packet(stamp, Err(_)) => (stamp, None),
                 // A block that is no packet ends the look-ahead: the packets before it
                 // belong before it.
-                Crossing::Block(_) if !frames => continue,
                 Crossing::Block(_) | Crossing::Cut(_) | Crossing::Failed(_) | Crossing::End => {
                     for ((), event) in annotator.finish() {
                         give(&mut owed, event);
@@ -914,13 +903,12 @@ mod tests {
     /// What a reading gives, item by item, in words; `settle` fills in the events of a
     /// reading that does not track, as the tracking and settling threads would: tracked by
     /// the tracker, held and revised by an annotator of its own, in line.
-    fn items<R: Read>(mut packets: Packets<R>, settle: Option<Tracking>) -> Vec<String> {
+    fn items<R: Read>(mut packets: Packets<R>, settle: Option<Tracker>) -> Vec<String> {
         let mut annotator = settle
             .as_ref()
             .map(|_| Annotator::<usize>::new(Tracker::new()));
-        let frames = settle.as_ref().is_some_and(|s| s.frames);
-        if let (Some(a), Some(s)) = (annotator.as_mut(), settle) {
-            a.tracker = s.tracker;
+        if let (Some(a), Some(tracker)) = (annotator.as_mut(), settle) {
+            a.tracker = tracker;
         }
         // Each item's words but its event, and each packet's event once it left.
         let mut out: Vec<(String, Option<Option<Event>>)> = Vec::new();
@@ -951,7 +939,7 @@ mod tests {
                 continue;
             };
             match item {
-                Ahead::Packet(read) if frames || read.decoded.is_ok() => {
+                Ahead::Packet(read) => {
                     let at = Some(read.stamp.ts);
                     let Ok(tracked) = a.step(read.decoded.as_ref().ok(), at, |_, j, event| {
                         out[j].1 = Some(event);
@@ -963,8 +951,6 @@ mod tests {
                         out[i].1 = Some(tracked.event);
                     }
                 }
-                Ahead::Packet(_) => out[i].1 = Some(None),
-                Ahead::Block(_) if !frames => {}
                 _ => finish(a, &mut out),
             }
         }
@@ -1005,10 +991,7 @@ mod tests {
         let open = || Source::open(io::Cursor::new(bytes.to_vec()), "f");
         let read =
             |whole, settle| Packets::threaded(io::Cursor::new(bytes.to_vec()), "f", whole, settle);
-        let tracking = |frames| Tracking {
-            tracker: Tracker::forgetful(MSL2),
-            frames,
-        };
+        let tracking = || Tracker::forgetful(MSL2);
         let mut got = Vec::new();
         for whole in [true, false] {
             let inline = match open() {
@@ -1023,26 +1006,21 @@ mod tests {
         }
         let stamps = got.pop().unwrap();
         assert_eq!(stamps.0, stamps.1, "stamps, {} bytes", bytes.len());
-        for frames in [true, false] {
+        {
             let inline = match open() {
-                Ok(src) => items(Packets::inline(src, "f", true), Some(tracking(frames))),
+                Ok(src) => items(Packets::inline(src, "f", true), Some(tracking())),
                 Err(e) => vec![format!("open {e}")],
             };
-            let threaded = match read(true, Some(tracking(frames))) {
+            let threaded = match read(true, Some(tracking())) {
                 Ok((packets, _)) => {
                     assert!(packets.tracked());
                     items(packets, None)
                 }
                 Err(e) => vec![format!("open {e}")],
             };
-            assert_eq!(
-                inline,
-                threaded,
-                "settled, frames {frames}, {} bytes",
-                bytes.len()
-            );
+            assert_eq!(inline, threaded, "settled, {} bytes", bytes.len());
             // And a batch at a time, where each item lies.
-            if let Ok((packets, _)) = read(true, Some(tracking(frames))) {
+            if let Ok((packets, _)) = read(true, Some(tracking())) {
                 let unstamped: Vec<String> = inline
                     .iter()
                     .map(|s| match s.split_once("} ") {
@@ -1051,7 +1029,7 @@ mod tests {
                     })
                     .filter(|s| s != "end")
                     .collect();
-                assert_eq!(unstamped, settled(packets), "each settled, frames {frames}");
+                assert_eq!(unstamped, settled(packets), "each settled");
             }
         }
         got.pop().unwrap()
@@ -1121,10 +1099,7 @@ mod tests {
                     raw.push(tracker.on_segment_at(seg, Some(read.stamp.ts)));
                 }
             }
-            let tracking = Tracking {
-                tracker: Tracker::forgetful(MSL2),
-                frames: true,
-            };
+            let tracking = Tracker::forgetful(MSL2);
             let (packets, _) =
                 Packets::threaded(io::Cursor::new(bytes), "f", true, Some(tracking)).unwrap();
             let mut settled = Vec::new();
@@ -1146,6 +1121,68 @@ mod tests {
                 .count();
             assert!(revised > 0, "{name}: no event revised");
         }
+    }
+
+    /// A FIN waiting for its answer through a flood of packets that are no TCP does not keep
+    /// every batch behind it: they count in the look-ahead, which lets the FIN go unanswered
+    /// after `LOOKAHEAD_PACKETS`, and the settling thread hands batches on before the end.
+    #[test]
+    fn a_segment_held_through_a_flood_of_other_packets_keeps_a_few_batches_back() {
+        use crate::tcp::Flags;
+        use crate::tracker::tests::segment;
+        // Room for every batch both ways: the test feeds and drains on one thread.
+        let (feed, batches) = sync_channel::<Batch>(1024);
+        let (tx, settled) = sync_channel::<Batch>(1024);
+        let settling = std::thread::spawn(move || settle_ahead(batches, tx));
+        let mut tracker = Tracker::new();
+        let stamp = |us: u64| Stamp {
+            ts: std::time::Duration::from_micros(us),
+            orig_len: 60,
+        };
+        // The handshake, then the client's FIN: held until the server answers.
+        let fin = Flags(Flags::FIN.0 | Flags::ACK.0);
+        let mut first = Batch::default();
+        for (i, seg) in [
+            segment(true, Flags::SYN, 100, 0, 0),
+            segment(false, Flags(Flags::SYN.0 | Flags::ACK.0), 300, 101, 0),
+            segment(true, Flags::ACK, 101, 301, 0),
+            segment(true, fin, 101, 301, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            first
+                .events
+                .push_back(tracker.on_segment_at(&seg, Some(stamp(i as u64).ts)));
+            first
+                .items
+                .push_back(Crossing::Packet(stamp(i as u64), Ok(seg)));
+        }
+        feed.send(first).unwrap();
+        // Then batches of packets that are no TCP, twice the look-ahead's worth.
+        let floods = 2 * crate::annotate::LOOKAHEAD_PACKETS / 16 + 8;
+        for b in 0..floods {
+            let mut batch = Batch::default();
+            for i in 0..16 {
+                let at = stamp(1000 + (b * 16 + i) as u64);
+                batch
+                    .items
+                    .push_back(Crossing::Packet(at, Err(DecodeError::NotTcp("UDP".into()))));
+            }
+            feed.send(batch).unwrap();
+        }
+        // Handed on while the input is still open: the FIN went out unanswered, with its event.
+        let first = settled
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("every batch kept back until the input's end");
+        assert_eq!(first.events.len(), 4);
+        let mut handed_on = 1;
+        drop(feed);
+        while settled.recv().is_ok() {
+            handed_on += 1;
+        }
+        settling.join().unwrap();
+        assert_eq!(handed_on, floods + 1);
     }
 
     /// A threaded reading whose batches come from `batches`, and nothing else.
