@@ -85,7 +85,9 @@ for case in $cases; do
     td0=$(cpu_ns $td); tcpd0=$(cpu_ns $tcpd)
     sleep "$seconds"
     td1=$(cpu_ns $td); tcpd1=$(cpu_ns $tcpd)
+    # Gone before the next run's server listens: a client would find this one closing.
     kill $cli $srv 2>/dev/null || true
+    wait $cli $srv 2>/dev/null || true
     report "flood: $seconds s of the writing-forever server on lo (tcp port 8000)"
     ;;
   busy)
@@ -101,6 +103,7 @@ for case in $cases; do
     rate=$(awk -v n="$connections" -v a="$started" -v b="$ended" 'BEGIN { printf "%.0f", n / (b - a) }')
     report "busy: nginx (keepalive_timeout 0) and ab -n $connections -c 16 on lo (tcp port 8080), $rate connections/s"
     kill $ngx 2>/dev/null || true
+    wait $ngx 2>/dev/null || true
     ;;
   *) echo "unknown case $case (flood, busy)" >&2; exit 2 ;;
   esac
