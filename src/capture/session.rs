@@ -125,6 +125,14 @@ impl Out {
     }
 }
 
+/// A capture that ends on an error (the interface went away) still leaves the packets it
+/// took in the file, as a `BufWriter` would.
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = self.spill();
+    }
+}
+
 /// The file's own blocks (section, interface, statistics) go through here.
 impl Write for Out {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
