@@ -9,6 +9,9 @@
 #
 #   sudo scripts/bench-capture.sh [SECONDS] [CONNECTIONS]   (needs tcpdump; builds --release)
 #   CASES=busy sudo scripts/bench-capture.sh                 only one case (flood, busy)
+#   RUNS=3 sudo scripts/bench-capture.sh                     each case 3 times, then the
+#                                                            median ratio of each case
+# The machine's other work moves a single run's ratio by ±10%: compare medians, not runs.
 #
 # Nothing is left behind: the namespace ends with the script, and a trap stops every process.
 set -euo pipefail
@@ -30,9 +33,9 @@ work=$(mktemp -d)
 # The busy case's server, written here: the namespace's shell below does not have the function.
 write_nginx_conf "$work/nginx"
 
-exec unshare -n bash -s "$bin" "$work" "$seconds" "$connections" "${CASES:-flood busy}" <<'INNER'
+exec unshare -n bash -s "$bin" "$work" "$seconds" "$connections" "${CASES:-flood busy}" "${RUNS:-1}" <<'INNER'
 set -euo pipefail
-bin=$1 work=$2 seconds=$3 connections=$4 cases=$5
+bin=$1 work=$2 seconds=$3 connections=$4 cases=$5 runs=$6
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
@@ -67,10 +70,12 @@ report() {
     printf "%-18s %10d %8d %10.3f %12.3f\n", "teardown capture", tp, td, tc / 1e9, tus;
     printf "%-18s %10d %8d %10.3f %12.3f\n", "tcpdump -w", dp, dd, dc / 1e9, dus;
     printf "ratio teardown/tcpdump, CPU per packet: %.2f\n\n", (dus > 0 ? tus / dus : 0);
-  }'
+  }' | tee -a "$work/tables"
 }
 
 for case in $cases; do
+ for run in $(seq "$runs"); do
+  [ "$runs" = 1 ] || echo "$case, run $run of $runs"
   case $case in
   flood)
     start_captures 8000
@@ -80,7 +85,9 @@ for case in $cases; do
     td0=$(cpu_ns $td); tcpd0=$(cpu_ns $tcpd)
     sleep "$seconds"
     td1=$(cpu_ns $td); tcpd1=$(cpu_ns $tcpd)
+    # Gone before the next run's server listens: a client would find this one closing.
     kill $cli $srv 2>/dev/null || true
+    wait $cli $srv 2>/dev/null || true
     report "flood: $seconds s of the writing-forever server on lo (tcp port 8000)"
     ;;
   busy)
@@ -96,8 +103,16 @@ for case in $cases; do
     rate=$(awk -v n="$connections" -v a="$started" -v b="$ended" 'BEGIN { printf "%.0f", n / (b - a) }')
     report "busy: nginx (keepalive_timeout 0) and ab -n $connections -c 16 on lo (tcp port 8080), $rate connections/s"
     kill $ngx 2>/dev/null || true
+    wait $ngx 2>/dev/null || true
     ;;
   *) echo "unknown case $case (flood, busy)" >&2; exit 2 ;;
   esac
+ done
 done
+# The median of each case's ratios (the title's first word names the case).
+[ "$runs" = 1 ] || awk '/^(flood|busy):/ { c = $1 } /^ratio/ { r[c] = r[c] " " $NF }
+  END { for (c in r) { n = split(r[c], v, " ");
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        printf "%s median of %d runs, CPU per packet teardown/tcpdump: %.2f (runs:%s)\n", c, n,
+               (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2), r[c] } }' "$work/tables"
 INNER

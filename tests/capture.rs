@@ -184,6 +184,46 @@ cat {err}
 }
 
 #[test]
+fn an_interface_that_goes_away_leaves_the_packets_already_taken() {
+    if !root("capture_gone") || !tshark("capture_gone") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (err, out) = (dir.join("err"), dir.join("gone.pcapng"));
+    // SYNs to a neighbour that never answers go out of the veth; once their look-ahead is
+    // over (2 s) they are written, and the veth is deleted under the capture.
+    let run = in_namespace(&format!(
+        r#"
+ip link add tdgo0 type veth peer name tdgo1
+ip addr add 192.0.2.1/24 dev tdgo0; ip link set tdgo0 up; ip link set tdgo1 up
+ip neigh add 192.0.2.99 lladdr 02:00:00:00:00:99 dev tdgo0
+"$B" capture -i tdgo0 -o {out} 2>{err} & P=$!
+ready {err}
+timeout 1 bash -c 'echo > /dev/tcp/192.0.2.99/8000' 2>/dev/null
+sleep 2.5
+ip link del tdgo0
+wait $P; echo "exit=$?"
+cat {err}
+"#,
+        err = err.display(),
+        out = out.display()
+    ));
+    assert!(run.stdout.contains("exit=2"), "{run}");
+    assert!(
+        run.stdout
+            .contains("capture on tdgo0: receive: Network is down"),
+        "{run}"
+    );
+    let rows = tshark_rows(&out, 8000);
+    assert!(!rows.is_empty(), "the SYNs taken before the error{run}");
+    assert!(rows.iter().all(|r| r.flags == "S"), "{rows:?}");
+    assert!(
+        rows[0].comment.starts_with("client CLOSED → SYN_SENT"),
+        "{rows:?}"
+    );
+}
+
+#[test]
 fn a_reader_that_goes_away_ends_the_capture_quietly() {
     if !root("capture_pipe") {
         return;

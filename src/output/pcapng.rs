@@ -95,11 +95,6 @@ impl<W: Write> Writer<W> {
         comment: &str,
         outbound: bool,
     ) -> io::Result<()> {
-        // epb_flags (code 2, 4 bytes): inbound or outbound.
-        let mut flags = [0u8; 8];
-        flags[..2].copy_from_slice(&2u16.to_ne_bytes());
-        flags[2..4].copy_from_slice(&4u16.to_ne_bytes());
-        flags[4..].copy_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
         write_epb(
             self.inner.get_mut(),
             cfg!(target_endian = "big"),
@@ -107,9 +102,14 @@ impl<W: Write> Writer<W> {
             ts.as_nanos() as u64,
             data,
             orig_len,
-            &flags,
+            &direction(outbound),
             comment,
         )
+    }
+
+    /// The output, for a caller that appends its packets itself (`frame_into`).
+    pub fn get_mut(&mut self) -> &mut W {
+        self.inner.get_mut()
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -133,6 +133,37 @@ impl<W: Write> Writer<W> {
         out.flush()?;
         Ok(out)
     }
+}
+
+/// epb_flags (code 2, 4 bytes), in native byte order: inbound or outbound.
+fn direction(outbound: bool) -> [u8; 8] {
+    let mut flags = [0u8; 8];
+    flags[..2].copy_from_slice(&2u16.to_ne_bytes());
+    flags[2..4].copy_from_slice(&4u16.to_ne_bytes());
+    flags[4..].copy_from_slice(&(if outbound { OUTBOUND } else { INBOUND }).to_ne_bytes());
+    flags
+}
+
+/// One packet as [`Writer::write_frame`] writes it, appended to `out`, a buffer the caller
+/// writes out itself (a live capture: one reserve a packet, not a call per piece).
+pub fn frame_into(
+    out: &mut Vec<u8>,
+    ts: Duration,
+    data: &[u8],
+    orig_len: u32,
+    comment: &str,
+    outbound: bool,
+) -> io::Result<()> {
+    epb_into(
+        out,
+        cfg!(target_endian = "big"),
+        0,
+        ts.as_nanos() as u64,
+        data,
+        orig_len,
+        &direction(outbound),
+        comment,
+    )
 }
 
 /// `v` in a section's byte order (big-endian where `big`).
@@ -168,33 +199,10 @@ pub fn write_epb<W: Write + ?Sized>(
     options: &[u8],
     comment: &str,
 ) -> io::Result<()> {
-    let pad = |n: usize| (4 - n % 4) % 4;
     let w32 = |v: u32| u32_in(big, v);
     let w16 = |v: u16| u16_in(big, v);
-    let comment = &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)];
-    let mut options_len = options.len() + 4;
-    if !comment.is_empty() {
-        options_len += 4 + comment.len() + pad(comment.len());
-    }
-    let total = 28 + data.len() + pad(data.len()) + options_len + 4;
-    let Ok(total32) = u32::try_from(total) else {
-        return Err(io::Error::other("a packet too large for a pcapng block"));
-    };
-    let mut head = [0u8; 28];
-    for (i, word) in [
-        6u32,
-        total32,
-        interface,
-        (raw_ts >> 32) as u32,
-        raw_ts as u32,
-        data.len() as u32,
-        orig_len.max(data.len() as u32),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        head[i * 4..i * 4 + 4].copy_from_slice(&w32(word));
-    }
+    let comment = epb_comment(comment);
+    let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
     out.write_all(&head)?;
     out.write_all(data)?;
     // What follows the data, up to the comment's text, and what follows that, each put
@@ -220,6 +228,95 @@ pub fn write_epb<W: Write + ?Sized>(
     // opt_endofopt (the zeros already there), then the block's length again.
     tail[n + 4..n + 8].copy_from_slice(&w32(total32));
     out.write_all(&tail[..n + 8])
+}
+
+/// Padding to the next 32-bit boundary (pcapng §3).
+fn pad(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+/// The comment's bytes as an option holds them: at most 65,532, so its padded length fits.
+fn epb_comment(comment: &str) -> &[u8] {
+    &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)]
+}
+
+/// An EPB's first 28 bytes (type, length, interface, timestamp, lengths) and its total length.
+#[inline(always)]
+fn epb_head(
+    big: bool,
+    interface: u32,
+    raw_ts: u64,
+    data: &[u8],
+    orig_len: u32,
+    options: &[u8],
+    comment: &[u8],
+) -> io::Result<([u8; 28], u32)> {
+    let mut options_len = options.len() + 4;
+    if !comment.is_empty() {
+        options_len += 4 + comment.len() + pad(comment.len());
+    }
+    let total = 28 + data.len() + pad(data.len()) + options_len + 4;
+    let Ok(total32) = u32::try_from(total) else {
+        return Err(io::Error::other("a packet too large for a pcapng block"));
+    };
+    let mut head = [0u8; 28];
+    for (i, word) in [
+        6u32,
+        total32,
+        interface,
+        (raw_ts >> 32) as u32,
+        raw_ts as u32,
+        data.len() as u32,
+        orig_len.max(data.len() as u32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        head[i * 4..i * 4 + 4].copy_from_slice(&u32_in(big, word));
+    }
+    Ok((head, total32))
+}
+
+/// `write_epb`'s block appended to a buffer, reserved once: the fixed-size pieces are stored
+/// in place (a padding of 0 to 3 bytes is 4 zeros cut back), only the data and the comment
+/// are copies of their own.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn epb_into(
+    out: &mut Vec<u8>,
+    big: bool,
+    interface: u32,
+    raw_ts: u64,
+    data: &[u8],
+    orig_len: u32,
+    options: &[u8],
+    comment: &str,
+) -> io::Result<()> {
+    let comment = epb_comment(comment);
+    let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
+    let padded = |out: &mut Vec<u8>, n: usize| {
+        let end = out.len() + pad(n);
+        out.extend_from_slice(&[0; 4]);
+        out.truncate(end);
+    };
+    out.reserve(total32 as usize);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(data);
+    padded(out, data.len());
+    out.extend_from_slice(options);
+    if !comment.is_empty() {
+        let mut option = [0u8; 4];
+        option[..2].copy_from_slice(&u16_in(big, 1));
+        option[2..].copy_from_slice(&u16_in(big, comment.len() as u16));
+        out.extend_from_slice(&option);
+        out.extend_from_slice(comment);
+        padded(out, comment.len());
+    }
+    // opt_endofopt, then the block's length again.
+    let mut end = [0u8; 8];
+    end[4..].copy_from_slice(&u32_in(big, total32));
+    out.extend_from_slice(&end);
+    Ok(())
 }
 
 fn os_name() -> String {
@@ -375,10 +472,33 @@ mod tests {
                             comment,
                         )
                         .unwrap();
+                        let book =
+                            epb_by_the_book(big, 0x0102_0304_0506_0708, &data, options, comment);
                         assert_eq!(
                             out,
-                            epb_by_the_book(big, 0x0102_0304_0506_0708, &data, options, comment),
+                            book,
                             "big {big}, {data_len} bytes, {} of options, comment {comment:?}",
+                            options.len()
+                        );
+                        // Appended after what a buffer holds already, as a capture does.
+                        let mut appended = vec![0xee; 5];
+                        epb_into(
+                            &mut appended,
+                            big,
+                            0,
+                            0x0102_0304_0506_0708,
+                            &data,
+                            1500,
+                            options,
+                            comment,
+                        )
+                        .unwrap();
+                        assert_eq!(appended[..5], [0xee; 5]);
+                        assert_eq!(
+                            appended[5..],
+                            book,
+                            "epb_into: big {big}, {data_len} bytes, {} of options, comment \
+                             {comment:?}",
                             options.len()
                         );
                     }
