@@ -223,6 +223,44 @@ cat {err}
     );
 }
 
+/// The interface goes away while a SYN still waits in the look-ahead for its answer (well
+/// within its 2 s): the SYN is written before the error, not lost with the annotator.
+#[test]
+fn an_interface_that_goes_away_leaves_the_frames_still_held() {
+    if !root("capture_gone_held") || !tshark("capture_gone_held") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (err, out) = (dir.join("err"), dir.join("held.pcapng"));
+    let run = in_namespace(&format!(
+        r#"
+ip link add tdgh0 type veth peer name tdgh1
+ip addr add 192.0.2.1/24 dev tdgh0; ip link set tdgh0 up; ip link set tdgh1 up
+ip neigh add 192.0.2.99 lladdr 02:00:00:00:00:99 dev tdgh0
+"$B" capture -i tdgh0 -o {out} 2>{err} & P=$!
+ready {err}
+timeout 0.3 bash -c 'echo > /dev/tcp/192.0.2.99/8000' 2>/dev/null
+ip link del tdgh0
+wait $P; echo "exit=$?"
+cat {err}
+"#,
+        err = err.display(),
+        out = out.display()
+    ));
+    assert!(run.stdout.contains("exit=2"), "{run}");
+    let rows = tshark_rows(&out, 8000);
+    assert_eq!(
+        rows.len(),
+        1,
+        "the one SYN, held when the interface went{run}"
+    );
+    assert_eq!(rows[0].flags, "S", "{rows:?}");
+    assert!(
+        rows[0].comment.starts_with("client CLOSED → SYN_SENT"),
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn a_reader_that_goes_away_ends_the_capture_quietly() {
     if !root("capture_pipe") {

@@ -281,6 +281,8 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
     // Taken in: written or held (what -c counts).
     let mut taken: u64 = 0;
     let mut failure: Option<io::Error> = None;
+    // Why the ring stopped giving frames, where it failed.
+    let mut stopped: Option<Error> = None;
     // A cooked frame is its SLL2 header, made here, then the packet.
     let mut cooked_frame: Vec<u8> = Vec::new();
     let enough = |taken: u64| config.count.is_some_and(|c| taken >= c);
@@ -301,7 +303,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             Some(t) if Instant::now() >= t => break,
             _ => {}
         }
-        let passed = ring.next_batch(&mut |frame| {
+        let taking = ring.next_batch(&mut |frame| {
             if failure.is_some() || enough(taken) {
                 return;
             }
@@ -371,7 +373,16 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             if let Err(e) = result.and_then(|()| if flush_each { writer.flush() } else { Ok(()) }) {
                 failure = Some(e);
             }
-        })?;
+        });
+        // The ring failed (the interface went away): what was taken, the frames still held
+        // for their answer too, is written before the error.
+        let passed = match taking {
+            Ok(passed) => passed,
+            Err(e) => {
+                stopped = Some(e.into());
+                break;
+            }
+        };
         // A FIN whose answer never came goes out once its look-ahead is over.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -407,6 +418,10 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
             return Ok(exit::REPRODUCED);
         }
         return Err(Error::io("writing the capture")(e));
+    }
+    if let Some(e) = stopped {
+        // The file ends where the packets end: the buffer goes out as the writer is dropped.
+        return Err(e);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
