@@ -25,7 +25,8 @@ use crate::input::{InPacket, InputError, Kind, Source};
 
 mod ahead;
 use crate::output::dest::Dest;
-use crate::output::{ladder, pcapng::write_epb, svg};
+use crate::output::pcapng::{Blocks, PutBlock};
+use crate::output::{ladder, svg};
 use crate::tracker::{Role, Tracker};
 use ahead::{Ahead, Behind, Packets, Readout, Settled, Stamp, Stored};
 
@@ -135,18 +136,22 @@ pub fn annotate_stream<R: Read>(
 ) -> Result<Annotated, Error> {
     let src = Source::open(input, name).map_err(usage)?;
     let kind = src.kind;
-    annotate_into(
+    let mut out = Blocks::new(out, 1 << 16);
+    let done = annotate_into(
         Packets::inline(src, name, true),
         kind,
         name,
-        out,
+        &mut out,
         false,
         Comments::default(),
-    )
+    )?;
+    out.flush()
+        .map_err(Error::io("writing the annotated capture"))?;
+    Ok(done)
 }
 
 /// The annotation loop; `flush_each` sends every packet on at once (a live input).
-fn annotate_into<R: Read, W: Write + ?Sized>(
+fn annotate_into<R: Read, W: PutBlock + ?Sized>(
     mut packets: Packets<R>,
     kind: Kind,
     name: &str,
@@ -359,7 +364,7 @@ struct Held {
 /// Writes one packet with teardown's comment in place of an earlier one of teardown's. By
 /// reference: the packet and its buffers stay where they are (a move per packet showed in
 /// the profile).
-fn write_annotated<W: Write + ?Sized>(
+fn write_annotated<W: PutBlock + ?Sized>(
     out: &mut W,
     comments: &mut CommentCache,
     packet: Stored<'_>,
@@ -369,8 +374,7 @@ fn write_annotated<W: Write + ?Sized>(
     let text = comments.frame(event, extra);
     // Annotating again replaces teardown's earlier comment (or drops it, where the segment
     // now gets none): the reading left it out of the options; others' stay.
-    write_epb(
-        out,
+    out.epb(
         packet.big_endian,
         packet.interface,
         packet.raw_ts,
@@ -381,7 +385,7 @@ fn write_annotated<W: Write + ?Sized>(
     )
 }
 
-fn write_held<W: Write + ?Sized>(
+fn write_held<W: PutBlock + ?Sized>(
     out: &mut W,
     comments: &mut CommentCache,
     held: &Held,
@@ -434,7 +438,7 @@ pub fn annotate(
             out.finish().map_err(written)?;
             return done;
         }
-        let mut out = BufWriter::with_capacity(1 << 20, dest.open().map_err(opened())?);
+        let mut out = Blocks::new(dest.open().map_err(opened())?, 1 << 20);
         let done = annotate_into(packets, kind, &inp.name, &mut out, flush_each, mode)?;
         out.flush().map_err(written)?;
         Ok(done)

@@ -15,7 +15,7 @@ use crate::annotate::{Annotator, CommentCache, Comments};
 use crate::decode::{DecodeError, decode};
 use crate::error::{Error, exit};
 use crate::kernel::table;
-use crate::output::pcapng::{self, FileInfo, Writer};
+use crate::output::pcapng::{Blocks, FileInfo, Writer};
 use crate::privs;
 use crate::signals;
 use crate::tracker::Tracker;
@@ -78,79 +78,31 @@ enum Sink {
     File(File),
 }
 
-/// The capture's output buffer: each packet's block is appended whole (`frame_into`, one
-/// reserve), the buffer written out when the next block might not fit. Five small writes
-/// into a `BufWriter` for each packet were a tenth of the busy server's capture.
-struct Out {
-    buf: Vec<u8>,
-    sink: Sink,
-}
-
-impl Out {
-    fn new(sink: Sink, capacity: usize) -> Out {
-        Out {
-            buf: Vec::with_capacity(capacity),
-            sink,
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(bytes),
+            Sink::File(w) => w.write(bytes),
         }
     }
 
-    /// Appends one packet's Enhanced Packet Block.
-    #[inline]
-    fn frame(
-        &mut self,
-        ts: Duration,
-        data: &[u8],
-        orig_len: u32,
-        comment: &str,
-        outbound: bool,
-    ) -> io::Result<()> {
-        // A block is its data and comment, padded, and 48 bytes of words and options.
-        if self.buf.len() + data.len() + comment.len() + 64 > self.buf.capacity() {
-            self.spill()?;
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.write_all(bytes),
+            Sink::File(w) => w.write_all(bytes),
         }
-        pcapng::frame_into(&mut self.buf, ts, data, orig_len, comment, outbound)
-    }
-
-    /// Writes out what the buffer holds.
-    fn spill(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let done = match &mut self.sink {
-            Sink::Stdout(w) => w.write_all(&self.buf),
-            Sink::File(w) => w.write_all(&self.buf),
-        };
-        self.buf.clear();
-        done
-    }
-}
-
-/// A capture that ends on an error (the interface went away) still leaves the packets it
-/// took in the file, as a `BufWriter` would.
-impl Drop for Out {
-    fn drop(&mut self) {
-        let _ = self.spill();
-    }
-}
-
-/// The file's own blocks (section, interface, statistics) go through here.
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.buf.len() + buf.len() > self.buf.capacity() {
-            self.spill()?;
-        }
-        self.buf.extend_from_slice(buf);
-        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.spill()?;
-        match &mut self.sink {
+        match self {
             Sink::Stdout(w) => w.flush(),
             Sink::File(w) => w.flush(),
         }
     }
 }
+
+/// The capture's output: each packet's block appended whole to its buffer.
+type Out = Blocks<Sink>;
 
 /// A frame the annotator holds: owned, since the ring's block is handed back.
 struct Held {
@@ -206,14 +158,14 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         None => None,
     };
     // Opened while still privileged (any directory); then handed to -Z USER.
-    let out = match &config.output {
+    let (out, buffer) = match &config.output {
         // Buffered, and flushed after each packet: stdout's own line buffering would flush
         // in the middle of a block at every newline byte.
-        Output::Stdout => Out::new(Sink::Stdout(io::stdout().lock()), PIPE_BUFFER),
+        Output::Stdout => (Sink::Stdout(io::stdout().lock()), PIPE_BUFFER),
         // 256 KiB writes: the page cache takes them in larger folios than 64 KiB ones (the
         // write was a fifth of the busy server's capture), and the buffer still stays in the
         // cache beside nginx and ab; 1 MiB ones cost 20% more CPU a packet under that load.
-        Output::File(path) => Out::new(
+        Output::File(path) => (
             Sink::File(
                 File::create(path).map_err(Error::io(format!("creating {}", path.display())))?,
             ),
@@ -246,7 +198,7 @@ pub fn capture(config: &CaptureConfig, log: &mut dyn Write) -> Result<i32, Error
         iface: config.iface.clone(),
         linktype,
     };
-    let mut writer = Writer::new(out, &info).map_err(Error::io("writing the capture"))?;
+    let mut writer = Writer::new(out, buffer, &info).map_err(Error::io("writing the capture"))?;
     let place = config
         .netns
         .as_ref()

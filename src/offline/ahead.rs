@@ -881,7 +881,8 @@ impl Write for Behind {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.write_all(bytes).map(|()| bytes.len())
     }
-    /// A copy into the buffer; a full one goes to the thread (four writes a packet).
+    /// A copy into the buffer (a block that is no packet; packets come through `epb`); a full
+    /// one goes to the thread.
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.buf.extend_from_slice(bytes);
@@ -893,6 +894,35 @@ impl Write for Behind {
     /// Hands the bytes so far to the thread (it does not wait for them to be written).
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+impl crate::output::pcapng::PutBlock for Behind {
+    #[inline]
+    fn epb(
+        &mut self,
+        big: bool,
+        interface: u32,
+        raw_ts: u64,
+        data: &[u8],
+        orig_len: u32,
+        options: &[u8],
+        comment: &str,
+    ) -> io::Result<()> {
+        crate::output::pcapng::epb_into(
+            &mut self.buf,
+            big,
+            interface,
+            raw_ts,
+            data,
+            orig_len,
+            options,
+            comment,
+        )?;
+        if self.buf.len() >= OUT_BUFFER {
+            self.send()?;
+        }
+        Ok(())
     }
 }
 

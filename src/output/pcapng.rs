@@ -35,8 +35,10 @@ pub struct FileInfo {
 const INBOUND: u32 = 0b01;
 const OUTBOUND: u32 = 0b10;
 
+/// A pcapng file: its section and interface written by pcap-file, its packets put together
+/// by `Blocks` (pcap-file's general path costs more per packet than the whole capture may).
 pub struct Writer<W: Write> {
-    inner: PcapNgWriter<W>,
+    inner: PcapNgWriter<Blocks<W>>,
 }
 
 /// Keeps an I/O error as it is (a closed pipe must stay BrokenPipe); the rest become "other".
@@ -48,8 +50,9 @@ fn to_io(e: pcap_file::pcapng::PcapNgWriteError) -> io::Error {
 }
 
 impl<W: Write> Writer<W> {
-    /// Writes the section header and the interface description.
-    pub fn new(out: W, info: &FileInfo) -> io::Result<Writer<W>> {
+    /// Writes the section header and the interface description into a buffer of `capacity`
+    /// bytes in front of `out`.
+    pub fn new(out: W, capacity: usize, info: &FileInfo) -> io::Result<Writer<W>> {
         let section = SectionHeaderBlock {
             endianness: Endianness::native(),
             major_version: 1,
@@ -66,6 +69,7 @@ impl<W: Write> Writer<W> {
                 SectionHeaderOption::OS(Cow::Owned(os_name())),
             ],
         };
+        let out = Blocks::new(out, capacity);
         let mut inner = PcapNgWriter::with_section_header(out, section).map_err(to_io)?;
         let interface = InterfaceDescriptionBlock {
             linktype: info.linktype,
@@ -84,9 +88,7 @@ impl<W: Write> Writer<W> {
         self.write_frame(f.ts, &f.data, f.orig_len, &packet.comment, false)
     }
 
-    /// One packet from borrowed bytes, written straight into the output (pcapng §4.3: native
-    /// byte order, as the section header says; timestamps in the interface's nanoseconds):
-    /// pcap-file's general path costs more per packet than the whole capture may.
+    /// One packet from borrowed bytes (`Blocks::frame`).
     pub fn write_frame(
         &mut self,
         ts: Duration,
@@ -95,20 +97,13 @@ impl<W: Write> Writer<W> {
         comment: &str,
         outbound: bool,
     ) -> io::Result<()> {
-        write_epb(
-            self.inner.get_mut(),
-            cfg!(target_endian = "big"),
-            0,
-            ts.as_nanos() as u64,
-            data,
-            orig_len,
-            &direction(outbound),
-            comment,
-        )
+        self.inner
+            .get_mut()
+            .frame(ts, data, orig_len, comment, outbound)
     }
 
-    /// The output, for a caller that appends its packets itself (`frame_into`).
-    pub fn get_mut(&mut self) -> &mut W {
+    /// The output, for a caller that appends its packets itself (`Blocks::frame`).
+    pub fn get_mut(&mut self) -> &mut Blocks<W> {
         self.inner.get_mut()
     }
 
@@ -129,9 +124,7 @@ impl<W: Write> Writer<W> {
             };
             self.inner.write_pcapng_block(block).map_err(to_io)?;
         }
-        let mut out = self.inner.into_inner();
-        out.flush()?;
-        Ok(out)
+        self.inner.into_inner().into_inner()
     }
 }
 
@@ -144,26 +137,134 @@ fn direction(outbound: bool) -> [u8; 8] {
     flags
 }
 
-/// One packet as [`Writer::write_frame`] writes it, appended to `out`, a buffer the caller
-/// writes out itself (a live capture: one reserve a packet, not a call per piece).
-pub fn frame_into(
-    out: &mut Vec<u8>,
-    ts: Duration,
-    data: &[u8],
-    orig_len: u32,
-    comment: &str,
-    outbound: bool,
-) -> io::Result<()> {
-    epb_into(
-        out,
-        cfg!(target_endian = "big"),
-        0,
-        ts.as_nanos() as u64,
-        data,
-        orig_len,
-        &direction(outbound),
-        comment,
-    )
+/// A packet's Enhanced Packet Block put together in a writer's own buffer (`epb_into`, one
+/// reserve), the one way every front writes one: the annotated file, a live capture, a run.
+pub trait PutBlock: Write {
+    #[allow(clippy::too_many_arguments)]
+    fn epb(
+        &mut self,
+        big: bool,
+        interface: u32,
+        raw_ts: u64,
+        data: &[u8],
+        orig_len: u32,
+        options: &[u8],
+        comment: &str,
+    ) -> io::Result<()>;
+}
+
+/// A buffered writer whose packets' blocks are appended whole to its buffer (`PutBlock`), the
+/// buffer written out when the next block might not fit; other blocks come through `Write`.
+/// Five small writes into a `BufWriter` for each packet were a tenth of a busy server's
+/// capture. What it holds is written when it is dropped, as a `BufWriter`'s is: a capture
+/// that ends on an error keeps the packets it took.
+pub struct Blocks<W: Write> {
+    buf: Vec<u8>,
+    /// None once `into_inner` took it.
+    sink: Option<W>,
+}
+
+impl<W: Write> Blocks<W> {
+    pub fn new(sink: W, capacity: usize) -> Blocks<W> {
+        Blocks {
+            buf: Vec::with_capacity(capacity),
+            sink: Some(sink),
+        }
+    }
+
+    /// One packet as a live capture has it (pcapng §4.3: native byte order, as the section
+    /// header says; timestamps in the interface's nanoseconds; its direction in epb_flags).
+    #[inline]
+    pub fn frame(
+        &mut self,
+        ts: Duration,
+        data: &[u8],
+        orig_len: u32,
+        comment: &str,
+        outbound: bool,
+    ) -> io::Result<()> {
+        self.epb(
+            cfg!(target_endian = "big"),
+            0,
+            ts.as_nanos() as u64,
+            data,
+            orig_len,
+            &direction(outbound),
+            comment,
+        )
+    }
+
+    /// Writes out what the buffer holds.
+    fn spill(&mut self) -> io::Result<()> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let done = sink.write_all(&self.buf);
+        self.buf.clear();
+        done
+    }
+
+    /// Everything written and flushed: the sink.
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.sink.take().expect("the sink, taken only here"))
+    }
+}
+
+impl<W: Write> PutBlock for Blocks<W> {
+    #[inline]
+    fn epb(
+        &mut self,
+        big: bool,
+        interface: u32,
+        raw_ts: u64,
+        data: &[u8],
+        orig_len: u32,
+        options: &[u8],
+        comment: &str,
+    ) -> io::Result<()> {
+        // A block is its data, options and comment, padded, and 40 bytes of words.
+        if self.buf.len() + data.len() + options.len() + comment.len() + 64 > self.buf.capacity() {
+            self.spill()?;
+        }
+        epb_into(
+            &mut self.buf,
+            big,
+            interface,
+            raw_ts,
+            data,
+            orig_len,
+            options,
+            comment,
+        )
+    }
+}
+
+impl<W: Write> Write for Blocks<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + bytes.len() > self.buf.capacity() {
+            self.spill()?;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.spill()?;
+        match self.sink.as_mut() {
+            Some(sink) => sink.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<W: Write> Drop for Blocks<W> {
+    fn drop(&mut self) {
+        let _ = self.spill();
+    }
 }
 
 /// `v` in a section's byte order (big-endian where `big`).
@@ -182,52 +283,6 @@ pub fn u16_in(big: bool, v: u16) -> [u8; 2] {
     } else {
         v.to_le_bytes()
     }
-}
-
-/// Writes an Enhanced Packet Block (pcapng §4.3) in the given byte order, piece by piece
-/// straight into `out` (a buffered writer: one copy of the packet, on the hot paths): the
-/// interface, the timestamp in the interface's units, the data (padded), `options` as they
-/// are (already in that byte order), then `comment` as one more opt_comment.
-#[allow(clippy::too_many_arguments)]
-pub fn write_epb<W: Write + ?Sized>(
-    out: &mut W,
-    big: bool,
-    interface: u32,
-    raw_ts: u64,
-    data: &[u8],
-    orig_len: u32,
-    options: &[u8],
-    comment: &str,
-) -> io::Result<()> {
-    let w32 = |v: u32| u32_in(big, v);
-    let w16 = |v: u16| u16_in(big, v);
-    let comment = epb_comment(comment);
-    let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
-    out.write_all(&head)?;
-    out.write_all(data)?;
-    // What follows the data, up to the comment's text, and what follows that, each put
-    // together on the stack and written at once: three or five writes a packet, not ten.
-    let mut tail = [0u8; 64];
-    let mut n = pad(data.len());
-    if options.len() + 16 > tail.len() {
-        out.write_all(&tail[..n])?;
-        out.write_all(options)?;
-        n = 0;
-    } else {
-        tail[n..n + options.len()].copy_from_slice(options);
-        n += options.len();
-    }
-    if !comment.is_empty() {
-        tail[n..n + 2].copy_from_slice(&w16(1));
-        tail[n + 2..n + 4].copy_from_slice(&w16(comment.len() as u16));
-        out.write_all(&tail[..n + 4])?;
-        out.write_all(comment)?;
-        tail = [0u8; 64];
-        n = pad(comment.len());
-    }
-    // opt_endofopt (the zeros already there), then the block's length again.
-    tail[n + 4..n + 8].copy_from_slice(&w32(total32));
-    out.write_all(&tail[..n + 8])
 }
 
 /// Padding to the next 32-bit boundary (pcapng §3).
@@ -277,9 +332,11 @@ fn epb_head(
     Ok((head, total32))
 }
 
-/// `write_epb`'s block appended to a buffer, reserved once: the fixed-size pieces are stored
-/// in place (a padding of 0 to 3 bytes is 4 zeros cut back), only the data and the comment
-/// are copies of their own.
+/// An Enhanced Packet Block (pcapng §4.3) in the given byte order, appended to a buffer
+/// reserved once: the interface, the timestamp in the interface's units, the data (padded),
+/// `options` as they are (already in that byte order), then `comment` as one more
+/// opt_comment. The fixed-size pieces are stored in place (a padding of 0 to 3 bytes is 4
+/// zeros cut back); only the data and the comment are copies of their own.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn epb_into(
@@ -366,7 +423,7 @@ mod tests {
             received: 1,
             dropped: 0,
         };
-        let mut writer = Writer::new(Vec::new(), &info).unwrap();
+        let mut writer = Writer::new(Vec::new(), 1 << 16, &info).unwrap();
         writer.write_packet(&packet).unwrap();
         let bytes = writer.finish(Some(stats), ts).unwrap();
 
@@ -422,7 +479,7 @@ mod tests {
         assert_eq!(seen, ["idb", "epb", "isb"]);
     }
 
-    /// An EPB spelled out field by field (pcapng §4.3), to hold `write_epb`'s few writes to.
+    /// An EPB spelled out field by field (pcapng §4.3), to hold `epb_into`'s pieces to.
     fn epb_by_the_book(big: bool, ts: u64, data: &[u8], options: &[u8], comment: &str) -> Vec<u8> {
         let w32 = |v: u32| u32_in(big, v);
         let w16 = |v: u16| u16_in(big, v);
@@ -460,28 +517,13 @@ mod tests {
                 let data: Vec<u8> = (0..data_len).map(|i| 0xa0 ^ i as u8).collect();
                 for options in [&[][..], &short[..], &long[..]] {
                     for comment in ["", "a", "odd é", "four", &"x".repeat(70)] {
-                        let mut out = Vec::new();
-                        write_epb(
-                            &mut out,
-                            big,
-                            0,
-                            0x0102_0304_0506_0708,
-                            &data,
-                            1500,
-                            options,
-                            comment,
-                        )
-                        .unwrap();
                         let book =
                             epb_by_the_book(big, 0x0102_0304_0506_0708, &data, options, comment);
-                        assert_eq!(
-                            out,
-                            book,
-                            "big {big}, {data_len} bytes, {} of options, comment {comment:?}",
-                            options.len()
-                        );
-                        // Appended after what a buffer holds already, as a capture does.
+                        // Appended after what a buffer holds already, as every writer does,
+                        // and through a writer's buffer too small to hold the block.
                         let mut appended = vec![0xee; 5];
+                        let mut small = Blocks::new(Vec::new(), 8);
+                        small.write_all(&[0xee; 5]).unwrap();
                         epb_into(
                             &mut appended,
                             big,
@@ -493,14 +535,20 @@ mod tests {
                             comment,
                         )
                         .unwrap();
-                        assert_eq!(appended[..5], [0xee; 5]);
-                        assert_eq!(
-                            appended[5..],
-                            book,
-                            "epb_into: big {big}, {data_len} bytes, {} of options, comment \
-                             {comment:?}",
-                            options.len()
-                        );
+                        small
+                            .epb(big, 0, 0x0102_0304_0506_0708, &data, 1500, options, comment)
+                            .unwrap();
+                        let small = small.into_inner().unwrap();
+                        for (way, got) in [("epb_into", &appended), ("Blocks", &small)] {
+                            assert_eq!(got[..5], [0xee; 5], "{way}");
+                            assert_eq!(
+                                got[5..],
+                                book,
+                                "{way}: big {big}, {data_len} bytes, {} of options, comment \
+                                 {comment:?}",
+                                options.len()
+                            );
+                        }
                     }
                 }
             }
@@ -514,7 +562,7 @@ mod tests {
             iface: "veth0".into(),
             linktype: DataLink::ETHERNET,
         };
-        let mut w = Writer::new(Vec::new(), &info).unwrap();
+        let mut w = Writer::new(Vec::new(), 1 << 16, &info).unwrap();
         let ts = Duration::new(1_800_000_000, 999_999_999);
         w.write_frame(ts, &[1, 2, 3], 3, "odd é", true).unwrap();
         w.write_frame(ts, &[9; 8], 60, "", false).unwrap();

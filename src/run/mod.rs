@@ -314,7 +314,7 @@ pub(crate) fn write_capture(
     packets: &[crate::annotate::Packet],
     stats: Option<crate::capture::Stats>,
 ) -> std::io::Result<()> {
-    let mut writer = Writer::new(std::io::BufWriter::new(dest.open()?), info)?;
+    let mut writer = Writer::new(dest.open()?, 1 << 16, info)?;
     for packet in packets {
         writer.write_packet(packet)?;
     }
