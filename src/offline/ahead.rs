@@ -899,26 +899,12 @@ impl Write for Behind {
 
 impl crate::output::pcapng::PutBlock for Behind {
     #[inline]
-    fn epb(
-        &mut self,
-        big: bool,
-        interface: u32,
-        raw_ts: u64,
-        data: &[u8],
-        orig_len: u32,
-        options: &[u8],
-        comment: &str,
-    ) -> io::Result<()> {
-        crate::output::pcapng::epb_into(
-            &mut self.buf,
-            big,
-            interface,
-            raw_ts,
-            data,
-            orig_len,
-            options,
-            comment,
-        )?;
+    fn room(&mut self, _: usize) -> io::Result<&mut Vec<u8>> {
+        Ok(&mut self.buf)
+    }
+
+    #[inline]
+    fn put(&mut self) -> io::Result<()> {
         if self.buf.len() >= OUT_BUFFER {
             self.send()?;
         }

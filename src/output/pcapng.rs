@@ -139,8 +139,19 @@ fn direction(outbound: bool) -> [u8; 8] {
 
 /// A packet's Enhanced Packet Block put together in a writer's own buffer (`epb_into`, one
 /// reserve), the one way every front writes one: the annotated file, a live capture, a run.
+/// A writer says only where the block goes and what follows it.
 pub trait PutBlock: Write {
+    /// The buffer to append a block of at most `room` bytes to (what it held written out
+    /// first, where the block might not fit).
+    fn room(&mut self, room: usize) -> io::Result<&mut Vec<u8>>;
+
+    /// A block was appended (a full buffer goes on).
+    fn put(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn epb(
         &mut self,
         big: bool,
@@ -150,7 +161,14 @@ pub trait PutBlock: Write {
         orig_len: u32,
         options: &[u8],
         comment: &str,
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        // A block is its data, options and comment, padded, and 40 bytes of words.
+        let buf = self.room(data.len() + options.len() + comment.len() + 64)?;
+        epb_into(
+            buf, big, interface, raw_ts, data, orig_len, options, comment,
+        )?;
+        self.put()
+    }
 }
 
 /// A buffered writer whose packets' blocks are appended whole to its buffer (`PutBlock`), the
@@ -216,30 +234,11 @@ impl<W: Write> Blocks<W> {
 
 impl<W: Write> PutBlock for Blocks<W> {
     #[inline]
-    fn epb(
-        &mut self,
-        big: bool,
-        interface: u32,
-        raw_ts: u64,
-        data: &[u8],
-        orig_len: u32,
-        options: &[u8],
-        comment: &str,
-    ) -> io::Result<()> {
-        // A block is its data, options and comment, padded, and 40 bytes of words.
-        if self.buf.len() + data.len() + options.len() + comment.len() + 64 > self.buf.capacity() {
+    fn room(&mut self, room: usize) -> io::Result<&mut Vec<u8>> {
+        if self.buf.len() + room > self.buf.capacity() {
             self.spill()?;
         }
-        epb_into(
-            &mut self.buf,
-            big,
-            interface,
-            raw_ts,
-            data,
-            orig_len,
-            options,
-            comment,
-        )
+        Ok(&mut self.buf)
     }
 }
 
