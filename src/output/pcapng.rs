@@ -137,7 +137,7 @@ fn direction(outbound: bool) -> [u8; 8] {
     flags
 }
 
-/// A packet's Enhanced Packet Block put together in a writer's own buffer (`epb_into`, one
+/// A packet's Enhanced Packet Block put together in a writer's own buffer (`epb`, one
 /// reserve), the one way every front writes one: the annotated file, a live capture, a run.
 /// A writer says only where the block goes and what follows it.
 pub trait PutBlock: Write {
@@ -150,6 +150,11 @@ pub trait PutBlock: Write {
         Ok(())
     }
 
+    /// An Enhanced Packet Block (pcapng §4.3) in the given byte order, appended to the
+    /// buffer reserved once: the interface, the timestamp in the interface's units, the data
+    /// (padded), `options` as they are (already in that byte order), then `comment` as one
+    /// more opt_comment. The fixed-size pieces are stored in place (a padding of 0 to 3 bytes
+    /// is 4 zeros cut back); only the data and the comment are copies of their own.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn epb(
@@ -162,12 +167,40 @@ pub trait PutBlock: Write {
         options: &[u8],
         comment: &str,
     ) -> io::Result<()> {
+        let comment = epb_comment(comment);
+        let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
         // A block is its data, options and comment, padded, and 40 bytes of words.
         let buf = self.room(data.len() + options.len() + comment.len() + 64)?;
-        epb_into(
-            buf, big, interface, raw_ts, data, orig_len, options, comment,
-        )?;
+        let padded = |buf: &mut Vec<u8>, n: usize| {
+            let end = buf.len() + pad(n);
+            buf.extend_from_slice(&[0; 4]);
+            buf.truncate(end);
+        };
+        buf.reserve(total32 as usize);
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(data);
+        padded(buf, data.len());
+        buf.extend_from_slice(options);
+        if !comment.is_empty() {
+            let mut option = [0u8; 4];
+            option[..2].copy_from_slice(&u16_in(big, 1));
+            option[2..].copy_from_slice(&u16_in(big, comment.len() as u16));
+            buf.extend_from_slice(&option);
+            buf.extend_from_slice(comment);
+            padded(buf, comment.len());
+        }
+        // opt_endofopt, then the block's length again.
+        let mut end = [0u8; 8];
+        end[4..].copy_from_slice(&u32_in(big, total32));
+        buf.extend_from_slice(&end);
         self.put()
+    }
+}
+
+/// A buffer that only grows (the tests').
+impl PutBlock for Vec<u8> {
+    fn room(&mut self, _: usize) -> io::Result<&mut Vec<u8>> {
+        Ok(self)
     }
 }
 
@@ -331,50 +364,6 @@ fn epb_head(
     Ok((head, total32))
 }
 
-/// An Enhanced Packet Block (pcapng §4.3) in the given byte order, appended to a buffer
-/// reserved once: the interface, the timestamp in the interface's units, the data (padded),
-/// `options` as they are (already in that byte order), then `comment` as one more
-/// opt_comment. The fixed-size pieces are stored in place (a padding of 0 to 3 bytes is 4
-/// zeros cut back); only the data and the comment are copies of their own.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub fn epb_into(
-    out: &mut Vec<u8>,
-    big: bool,
-    interface: u32,
-    raw_ts: u64,
-    data: &[u8],
-    orig_len: u32,
-    options: &[u8],
-    comment: &str,
-) -> io::Result<()> {
-    let comment = epb_comment(comment);
-    let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
-    let padded = |out: &mut Vec<u8>, n: usize| {
-        let end = out.len() + pad(n);
-        out.extend_from_slice(&[0; 4]);
-        out.truncate(end);
-    };
-    out.reserve(total32 as usize);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(data);
-    padded(out, data.len());
-    out.extend_from_slice(options);
-    if !comment.is_empty() {
-        let mut option = [0u8; 4];
-        option[..2].copy_from_slice(&u16_in(big, 1));
-        option[2..].copy_from_slice(&u16_in(big, comment.len() as u16));
-        out.extend_from_slice(&option);
-        out.extend_from_slice(comment);
-        padded(out, comment.len());
-    }
-    // opt_endofopt, then the block's length again.
-    let mut end = [0u8; 8];
-    end[4..].copy_from_slice(&u32_in(big, total32));
-    out.extend_from_slice(&end);
-    Ok(())
-}
-
 fn os_name() -> String {
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut uts) } != 0 {
@@ -478,7 +467,7 @@ mod tests {
         assert_eq!(seen, ["idb", "epb", "isb"]);
     }
 
-    /// An EPB spelled out field by field (pcapng §4.3), to hold `epb_into`'s pieces to.
+    /// An EPB spelled out field by field (pcapng §4.3), to hold `PutBlock::epb`'s pieces to.
     fn epb_by_the_book(big: bool, ts: u64, data: &[u8], options: &[u8], comment: &str) -> Vec<u8> {
         let w32 = |v: u32| u32_in(big, v);
         let w16 = |v: u16| u16_in(big, v);
@@ -523,22 +512,14 @@ mod tests {
                         let mut appended = vec![0xee; 5];
                         let mut small = Blocks::new(Vec::new(), 8);
                         small.write_all(&[0xee; 5]).unwrap();
-                        epb_into(
-                            &mut appended,
-                            big,
-                            0,
-                            0x0102_0304_0506_0708,
-                            &data,
-                            1500,
-                            options,
-                            comment,
-                        )
-                        .unwrap();
+                        appended
+                            .epb(big, 0, 0x0102_0304_0506_0708, &data, 1500, options, comment)
+                            .unwrap();
                         small
                             .epb(big, 0, 0x0102_0304_0506_0708, &data, 1500, options, comment)
                             .unwrap();
                         let small = small.into_inner().unwrap();
-                        for (way, got) in [("epb_into", &appended), ("Blocks", &small)] {
+                        for (way, got) in [("a Vec", &appended), ("Blocks", &small)] {
                             assert_eq!(got[..5], [0xee; 5], "{way}");
                             assert_eq!(
                                 got[5..],
