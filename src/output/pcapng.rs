@@ -85,21 +85,9 @@ impl<W: Write> Writer<W> {
 
     pub fn write_packet(&mut self, packet: &Packet) -> io::Result<()> {
         let f = &packet.frame;
-        self.write_frame(f.ts, &f.data, f.orig_len, &packet.comment, false)
-    }
-
-    /// One packet from borrowed bytes (`Blocks::frame`).
-    pub fn write_frame(
-        &mut self,
-        ts: Duration,
-        data: &[u8],
-        orig_len: u32,
-        comment: &str,
-        outbound: bool,
-    ) -> io::Result<()> {
         self.inner
             .get_mut()
-            .frame(ts, data, orig_len, comment, outbound)
+            .frame(f.ts, &f.data, f.orig_len, &packet.comment, false)
     }
 
     /// The output, for a caller that appends its packets itself (`Blocks::frame`).
@@ -544,8 +532,8 @@ mod tests {
         };
         let mut w = Writer::new(Vec::new(), 1 << 16, &info).unwrap();
         let ts = Duration::new(1_800_000_000, 999_999_999);
-        w.write_frame(ts, &[1, 2, 3], 3, "odd é", true).unwrap();
-        w.write_frame(ts, &[9; 8], 60, "", false).unwrap();
+        w.get_mut().frame(ts, &[1, 2, 3], 3, "odd é", true).unwrap();
+        w.get_mut().frame(ts, &[9; 8], 60, "", false).unwrap();
         let bytes = w.finish(None, ts).unwrap();
         let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
         let mut epbs = Vec::new();
