@@ -129,8 +129,8 @@ fn direction(outbound: bool) -> [u8; 8] {
 /// reserve), the one way every front writes one: the annotated file, a live capture, a run.
 /// A writer says only where the block goes and what follows it.
 pub trait PutBlock: Write {
-    /// The buffer to append a block of at most `room` bytes to (what it held written out
-    /// first, where the block might not fit).
+    /// The buffer to append a block of `room` bytes to (what it held written out first, where
+    /// the block does not fit).
     fn room(&mut self, room: usize) -> io::Result<&mut Vec<u8>>;
 
     /// A block was appended (a full buffer goes on).
@@ -156,9 +156,30 @@ pub trait PutBlock: Write {
         comment: &str,
     ) -> io::Result<()> {
         let comment = epb_comment(comment);
-        let (head, total32) = epb_head(big, interface, raw_ts, data, orig_len, options, comment)?;
-        // A block is its data, options and comment, padded, and 40 bytes of words.
-        let buf = self.room(data.len() + options.len() + comment.len() + 64)?;
+        let mut options_len = options.len() + 4;
+        if !comment.is_empty() {
+            options_len += 4 + comment.len() + pad(comment.len());
+        }
+        let total = 28 + data.len() + pad(data.len()) + options_len + 4;
+        let Ok(total32) = u32::try_from(total) else {
+            return Err(io::Error::other("a packet too large for a pcapng block"));
+        };
+        let mut head = [0u8; 28];
+        for (i, word) in [
+            6u32,
+            total32,
+            interface,
+            (raw_ts >> 32) as u32,
+            raw_ts as u32,
+            data.len() as u32,
+            orig_len.max(data.len() as u32),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            head[i * 4..i * 4 + 4].copy_from_slice(&u32_in(big, word));
+        }
+        let buf = self.room(total)?;
         let padded = |buf: &mut Vec<u8>, n: usize| {
             let end = buf.len() + pad(n);
             buf.extend_from_slice(&[0; 4]);
@@ -313,43 +334,6 @@ fn pad(n: usize) -> usize {
 /// The comment's bytes as an option holds them: at most 65,532, so its padded length fits.
 fn epb_comment(comment: &str) -> &[u8] {
     &comment.as_bytes()[..comment.len().min(u16::MAX as usize - 3)]
-}
-
-/// An EPB's first 28 bytes (type, length, interface, timestamp, lengths) and its total length.
-#[inline(always)]
-fn epb_head(
-    big: bool,
-    interface: u32,
-    raw_ts: u64,
-    data: &[u8],
-    orig_len: u32,
-    options: &[u8],
-    comment: &[u8],
-) -> io::Result<([u8; 28], u32)> {
-    let mut options_len = options.len() + 4;
-    if !comment.is_empty() {
-        options_len += 4 + comment.len() + pad(comment.len());
-    }
-    let total = 28 + data.len() + pad(data.len()) + options_len + 4;
-    let Ok(total32) = u32::try_from(total) else {
-        return Err(io::Error::other("a packet too large for a pcapng block"));
-    };
-    let mut head = [0u8; 28];
-    for (i, word) in [
-        6u32,
-        total32,
-        interface,
-        (raw_ts >> 32) as u32,
-        raw_ts as u32,
-        data.len() as u32,
-        orig_len.max(data.len() as u32),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        head[i * 4..i * 4 + 4].copy_from_slice(&u32_in(big, word));
-    }
-    Ok((head, total32))
 }
 
 fn os_name() -> String {
