@@ -189,7 +189,6 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
     // Tracked and settled on threads of their own, ahead: each packet goes out as it comes,
     // written from where it lies in its batch.
     if packets.tracked() {
-        let mut failed = None;
         packets.each_settled(|item| {
             let (stored, decoded, event) = match item {
                 Settled::Packet {
@@ -204,10 +203,7 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
                     cut = Some(e);
                     return Ok(());
                 }
-                Settled::Failed(e) => {
-                    failed = Some(e);
-                    return Ok(());
-                }
+                Settled::Failed(e) => return Err(e),
             };
             packets_seen += 1;
             let (seg, extra) = framed(decoded);
@@ -217,9 +213,6 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
             }
             write_annotated(out, &mut comments, stored, extra.as_deref(), event).map_err(write_err)
         })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
     }
     // Else read in line (a live input), or without the threads: tracked and held here.
     // Held packets' own buffers, used again: the reading's are gone with the next item.
