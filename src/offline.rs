@@ -274,8 +274,8 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
             opened = opened.max(e.conn + 1);
         }
         if tracked.hold {
-            // Its bytes copied out of the batch, which goes back before its answer comes;
-            // boxed, it moves through the look-ahead as a pointer.
+            // Its bytes copied out of the reading's buffer, which the next item fills again
+            // before the answer comes; boxed, it moves through the look-ahead as a pointer.
             let mut packet = spare.pop().unwrap_or_default();
             own(&mut packet, packets.stored(&p));
             annotator.hold(Held { packet, extra }, tracked, at);
