@@ -749,14 +749,13 @@ fn push_rest(s: &mut String, event: &Event, kernel: &[Note]) {
             s.push_str("; ");
         }
     };
-    for text in kernel
-        .iter()
-        .filter(|n| n.inferred.is_none())
-        .map(|n| &n.text)
-        .chain(event.notes())
-    {
+    for n in kernel.iter().filter(|n| n.inferred.is_none()) {
         part(s);
-        s.push_str(text);
+        s.push_str(&n.text);
+    }
+    for note in event.notes() {
+        part(s);
+        note.push_to(s);
     }
     for (role, u) in event.unexpected() {
         let dir = match u.dir {

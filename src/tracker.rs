@@ -256,7 +256,7 @@ struct Rare {
     unexpected: Vec<(Role, Unexpected)>,
     /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
     /// gap before it, the first segment of a connection joined mid-way.
-    notes: Vec<String>,
+    notes: Vec<Note>,
     /// What this segment proves about an earlier one of the same connection: the annotator
     /// applies it to that one while it is still within its look-ahead.
     revise: Vec<Revise>,
@@ -268,7 +268,7 @@ impl Rare {
     #[inline(always)]
     fn boxed(
         unexpected: Vec<(Role, Unexpected)>,
-        notes: Vec<String>,
+        notes: Vec<Note>,
         revise: Vec<Revise>,
     ) -> Option<Box<Rare>> {
         if unexpected.is_empty() && notes.is_empty() && revise.is_empty() {
@@ -280,7 +280,7 @@ impl Rare {
     #[inline(never)]
     fn new_box(
         unexpected: Vec<(Role, Unexpected)>,
-        notes: Vec<String>,
+        notes: Vec<Note>,
         revise: Vec<Revise>,
     ) -> Box<Rare> {
         Box::new(Rare {
@@ -455,7 +455,7 @@ impl Event {
     /// What the segment is on the wire, beyond its flags: a retransmission, a duplicate, a
     /// gap before it, the first segment of a connection joined mid-way.
     #[inline]
-    pub fn notes(&self) -> &[String] {
+    pub fn notes(&self) -> &[Note] {
         self.rare.as_deref().map_or(&[], |r| &r.notes)
     }
     /// What this segment proves about an earlier one of the same connection: the annotator
@@ -465,11 +465,11 @@ impl Event {
         self.rare.as_deref().map_or(&[], |r| &r.revise)
     }
     /// The notes to edit (boxed on the first).
-    pub fn notes_mut(&mut self) -> &mut Vec<String> {
+    pub fn notes_mut(&mut self) -> &mut Vec<Note> {
         &mut self.rare.get_or_insert_default().notes
     }
     pub fn push_note(&mut self, note: String) {
-        self.notes_mut().push(note);
+        self.notes_mut().push(Note::Text(note));
     }
     /// The same event without its notes.
     pub fn without_notes(&self) -> Event {
@@ -739,7 +739,7 @@ impl Tracker {
         seg: &Segment,
         at: Option<std::time::Duration>,
         forged: Option<String>,
-        notes: Vec<String>,
+        notes: Vec<Note>,
     ) -> Event {
         #[cfg(test)]
         let fast = !self.general_only;
@@ -769,7 +769,7 @@ impl Tracker {
         seg: &Segment,
         at: Option<std::time::Duration>,
         from: Role,
-        notes: Vec<String>,
+        notes: Vec<Note>,
     ) -> Event {
         let conn = &mut self.conns[pos];
         let to = from.other();
@@ -942,7 +942,7 @@ impl Tracker {
         seg: &Segment,
         at: Option<std::time::Duration>,
         forged: Option<String>,
-        incarnation: Vec<String>,
+        incarnation: Vec<Note>,
     ) -> Event {
         let conn = &mut self.conns[pos];
         conn.segments += 1;
@@ -964,12 +964,13 @@ impl Tracker {
             _ => None,
         };
         let s = seg.seg();
-        let mut notes: Vec<String> = incarnation;
+        let mut notes: Vec<Note> = incarnation;
         if seg.flags.syn() && from == Role::Client && conn.syn_tsval.is_none() {
             conn.syn_tsval = seg.options.timestamp.map(|(val, _)| val);
         }
         if conn.segments == 1 && conn.joined_mid {
-            notes.push(
+            push_text(
+                &mut notes,
                 "joined mid-connection: the capture began after the handshake, the states \
                  before this segment are assumed"
                     .to_string(),
@@ -993,21 +994,24 @@ impl Tracker {
                         && seg.len > 0
                         && conn.state(from) == State::Closed =>
                 {
-                    notes.push(format!(
-                        "an old duplicate: this data was sent and acknowledged before (seq \
+                    push_text(
+                        &mut notes,
+                        format!(
+                            "an old duplicate: this data was sent and acknowledged before (seq \
                          {rel_seq}..{})",
-                        rel_seq.wrapping_add(seg.len)
-                    ));
+                            rel_seq.wrapping_add(seg.len)
+                        ),
+                    );
                     old_duplicate = true;
                 }
                 Some(next) if next.after_or_eq(end) => {
                     let same = conn.sides[side].last_seg() == Some(this);
                     let (note, again) = repeat(same, conn.last_at[side], at, rel_seq);
-                    notes.push(note);
+                    push_text(&mut notes, note);
                     resent = again;
                     // Known to be sent again, and never acknowledged: say what packets cannot.
                     if again && (at.is_some() || !same) && !acked {
-                        notes.push(unanswered(seg, to));
+                        push_text(&mut notes, unanswered(seg, to));
                         // No copy answered yet: the receiver's change goes to a later one.
                         if seg.flags.syn() && !seg.flags.ack() && !conn.sides[to.index()].has(BASE)
                         {
@@ -1015,10 +1019,13 @@ impl Tracker {
                         }
                     }
                 }
-                Some(next) if seg.seq.after_or_eq(next + 1) => notes.push(format!(
-                    "out of order: {} bytes before it are missing from the capture or come later",
-                    seg.seq - next
-                )),
+                Some(next) if seg.seq.after_or_eq(next + 1) => push_text(
+                    &mut notes,
+                    format!(
+                        "out of order: {} bytes before it are missing from the capture or come later",
+                        seg.seq - next
+                    ),
+                ),
                 _ => {}
             }
             if conn.sides[side]
@@ -1057,7 +1064,7 @@ impl Tracker {
         }
         let mut sender_steps = forged.is_none() && !old_duplicate;
         if let Some(note) = forged {
-            notes.push(note);
+            push_text(&mut notes, note);
         }
         // A RST that answers the FIN which moved its sender FIN_WAIT_2 → TIME_WAIT: a
         // TIME_WAIT socket would have acked it, so none was left (RFC 9293 §3.10.7.1). Its
@@ -1100,7 +1107,7 @@ impl Tracker {
                         && self.rfc1337 == Some(true)
                         && conn.state(role) == State::TimeWait
                     {
-                        notes.push(format!(
+                        push_text(&mut notes, format!(
                             "{role} ignores the RST and stays in TIME_WAIT: net.ipv4.tcp_rfc1337 = 1 \
                              (RFC 1337 §3)"
                         ));
@@ -1137,11 +1144,14 @@ impl Tracker {
         step!(from, Dir::Sent);
         step!(to, Dir::Received);
         if refused {
-            notes.push(format!(
-                "connection refused: no socket listens on {} (or a firewall answered for it \
+            push_text(
+                &mut notes,
+                format!(
+                    "connection refused: no socket listens on {} (or a firewall answered for it \
                  with a reset), RFC 9293 §3.10.7.1",
-                conn.server
-            ));
+                    conn.server
+                ),
+            );
         }
         let states = [conn.state(Role::Client), conn.state(Role::Server)];
         queue_if_finished(&mut self.finished, conn, at, self.forget_after.is_some());
@@ -1474,7 +1484,7 @@ static TAKEN_OVER: [(Role, Transition); 2] = [
 /// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
 /// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
 /// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
-fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
+fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<Note> {
     let role = if old.state(Role::Client) == State::TimeWait {
         Role::Client
     } else if old.state(Role::Server) == State::TimeWait {
@@ -1489,17 +1499,101 @@ fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<String> {
     if quiet {
         return Vec::new();
     }
-    // Room for the second note: growing the list showed as realloc.
-    let mut notes = Vec::with_capacity(2);
-    notes.push(reincarnation(old, seg, role));
-    // The longest (tcp_tw_reuse's) is about 140 bytes.
-    let mut s = String::with_capacity(192);
-    s.push_str("connection ");
-    crate::output::text::push_u64(&mut s, old.id as u64);
-    s.push_str(": ");
-    s.push_str(&taken_over_words()[role.index()]);
-    notes.push(s);
-    notes
+    let takeover = Takeover {
+        old: old.id,
+        role,
+        tsval: seg.options.timestamp.map(|(val, _)| val),
+        old_tsval: old.syn_tsval,
+    };
+    vec![Note::Reincarnation(takeover), Note::TakenOver(takeover)]
+}
+
+/// A note's words onto the list.
+fn push_text(notes: &mut Vec<Note>, text: String) {
+    notes.push(Note::Text(text));
+}
+
+/// One of an event's notes: words, or a takeover of a TIME_WAIT told as data and put into
+/// words where it is written. On a busy server most SYNs carry the two of a takeover: made
+/// as strings on the tracking thread, their allocations alone were a tenth of its time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    Text(String),
+    /// What the new SYN is: `reincarnation`'s words.
+    Reincarnation(Takeover),
+    /// `connection N: server TIME_WAIT → CLOSED (...)`: what it did to the old connection.
+    TakenOver(Takeover),
+}
+
+/// A new SYN on the 4-tuple of connection `old`, whose `role` end was in TIME_WAIT, with the
+/// new SYN's and the old connection's first TSval (RFC 7323).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    pub old: usize,
+    pub role: Role,
+    pub tsval: Option<u32>,
+    pub old_tsval: Option<u32>,
+}
+
+impl Note {
+    /// Its words onto `s`.
+    pub fn push_to(&self, s: &mut String) {
+        match self {
+            Note::Text(text) => s.push_str(text),
+            Note::Reincarnation(t) => reincarnation(t, s),
+            Note::TakenOver(t) => {
+                s.push_str("connection ");
+                crate::output::text::push_u64(s, t.old as u64);
+                s.push_str(": ");
+                s.push_str(&taken_over_words()[t.role.index()]);
+            }
+        }
+    }
+
+    /// Its words, borrowed where they are kept as words.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Note::Text(text) => text.as_str().into(),
+            _ => {
+                let mut s = String::new();
+                self.push_to(&mut s);
+                s.into()
+            }
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl From<String> for Note {
+    fn from(text: String) -> Note {
+        Note::Text(text)
+    }
+}
+
+impl PartialEq<str> for Note {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Note::Text(text) => text == other,
+            _ => self.text() == other,
+        }
+    }
+}
+
+impl PartialEq<&str> for Note {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for Note {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
 }
 
 /// The takeover note after its connection's number, by the end taken over: the change and
@@ -1518,15 +1612,13 @@ fn taken_over_words() -> &'static [String; 2] {
     })
 }
 
-/// What a new SYN on the 4-tuple of `old` says, when an end of `old` is still in TIME_WAIT:
-/// the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to accept a
-/// new connection (RFC 6191), `role` the end in TIME_WAIT. Timestamps are what make either
-/// safe. Written into one string: on a busy server most SYNs reuse a port, and this note was
-/// a tenth of `summary`'s time.
-fn reincarnation(old: &Connection, seg: &Segment, role: Role) -> String {
+/// What a new SYN on the 4-tuple of an old connection says, when an end of it is still in
+/// TIME_WAIT: the client's port taken over (tcp_tw_reuse), or the server's TIME_WAIT asked to
+/// accept a new connection (RFC 6191), `role` the end in TIME_WAIT. Timestamps are what make
+/// either safe.
+fn reincarnation(t: &Takeover, s: &mut String) {
     use crate::output::text::push_u64;
-    let client = role == Role::Client;
-    let stamps = |s: &mut String| match (seg.options.timestamp.map(|(val, _)| val), old.syn_tsval) {
+    let stamps = |s: &mut String| match (t.tsval, t.old_tsval) {
         (Some(n), Some(o)) => {
             s.push_str("its TSval ");
             push_u64(s, n.into());
@@ -1544,26 +1636,24 @@ fn reincarnation(old: &Connection, seg: &Segment, role: Role) -> String {
         }
         _ => s.push_str("it carries no timestamp"),
     };
-    let mut s = String::with_capacity(384);
-    if client {
+    if t.role == Role::Client {
         s.push_str("a new connection on the 4-tuple of connection ");
-        push_u64(&mut s, old.id as u64);
+        push_u64(s, t.old as u64);
         s.push_str(
             ", whose client end is in TIME_WAIT: the client's kernel took the port over \
              (net.ipv4.tcp_tw_reuse); ",
         );
-        stamps(&mut s);
+        stamps(s);
         s.push_str(", so the peer's PAWS check tells old segments from new (RFC 7323 §5)");
     } else {
         s.push_str("a new SYN for the 4-tuple of connection ");
-        push_u64(&mut s, old.id as u64);
+        push_u64(s, t.old as u64);
         s.push_str(
             ", whose server end is in TIME_WAIT: TIME_WAIT may accept it when its sequence \
              number or timestamp is newer than the old connection's (RFC 6191); ",
         );
-        stamps(&mut s);
+        stamps(s);
     }
-    s
 }
 
 /// `server FIN_WAIT_1 → TIME_WAIT (`: how a comment and a note name a change, up to its
@@ -1972,7 +2062,11 @@ pub(crate) mod tests {
     fn a_mid_connection_join_is_said_once() {
         let (_, events) = run(&active_close(false)[5..]);
         assert_eq!(events[0].notes().len(), 1);
-        assert!(events[0].notes()[0].starts_with("joined mid-connection"));
+        assert!(
+            events[0].notes()[0]
+                .text()
+                .starts_with("joined mid-connection")
+        );
         assert!(events[1].notes().is_empty());
     }
 
@@ -2197,10 +2291,19 @@ pub(crate) mod tests {
         assert_eq!((role, t.from, t.to), (Server, TimeWait, Closed));
         let syn = events.last().unwrap();
         assert_eq!(syn.conn, 1);
-        assert_eq!(
-            syn.notes().last().unwrap(),
+        let said = [
+            "a new SYN for the 4-tuple of connection 0, whose server end is in TIME_WAIT: \
+             TIME_WAIT may accept it when its sequence number or timestamp is newer than the old \
+             connection's (RFC 6191); it carries no timestamp",
             "connection 0: server TIME_WAIT → CLOSED (a new SYN on the same 4-tuple took it \
-             over, RFC 6191)"
+             over, RFC 6191)",
+        ];
+        assert_eq!(syn.notes(), said);
+        // The notes are data until written: the comment has their words, in order.
+        let comment = crate::annotate::comment(syn);
+        assert!(
+            comment.ends_with(&format!("; {}; {}", said[0], said[1])),
+            "{comment}"
         );
         // The client's TIME_WAIT, its port taken over by tcp_tw_reuse.
         let (mut tracker, events) = run(&[
@@ -2215,10 +2318,49 @@ pub(crate) mod tests {
         let syn = tracker.on_segment(&segment(true, Flags::SYN, 7000, 0, 0));
         assert_eq!(tracker.connection(0).unwrap().state(Client), Closed);
         assert_eq!(
+            syn.notes()[0].to_string(),
+            "a new connection on the 4-tuple of connection 0, whose client end is in TIME_WAIT: \
+             the client's kernel took the port over (net.ipv4.tcp_tw_reuse); it carries no \
+             timestamp, so the peer's PAWS check tells old segments from new (RFC 7323 §5)"
+        );
+        assert_eq!(
             syn.notes().last().unwrap(),
             "connection 0: client TIME_WAIT → CLOSED (its kernel reused the port for a new \
              connection, Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5)"
         );
+    }
+
+    #[test]
+    fn a_takeover_note_compares_the_new_syns_tsval_with_the_old_connections() {
+        let stamped = |seg: Segment, tsval: Option<u32>| Segment {
+            options: TcpOptions {
+                timestamp: tsval.map(|val| (val, 0)),
+                ..TcpOptions::default()
+            },
+            ..seg
+        };
+        // The server's TIME_WAIT, the old connection's SYN stamped 1000 or not at all.
+        let said = |old: Option<u32>, new: Option<u32>| {
+            let mut segs = active_close(false);
+            segs[0] = stamped(segs[0].clone(), old);
+            segs.push(stamped(segment(true, Flags::SYN, 5000, 0, 0), new));
+            let (_, events) = run(&segs);
+            let syn = events.last().unwrap();
+            assert!(matches!(syn.notes()[0], Note::Reincarnation(_)), "{syn:?}");
+            let text = syn.notes()[0].to_string();
+            text.split("(RFC 6191); ").nth(1).unwrap().to_string()
+        };
+        assert_eq!(
+            said(Some(1000), Some(1001)),
+            "its TSval 1001 is newer than the old connection's (1000 on its SYN)"
+        );
+        // Equal is not newer.
+        assert_eq!(
+            said(Some(1000), Some(1000)),
+            "its TSval 1000 is not newer than the old connection's (1000 on its SYN)"
+        );
+        assert_eq!(said(None, Some(7)), "its TSval is 7");
+        assert_eq!(said(Some(1000), None), "it carries no timestamp");
     }
 
     #[test]
@@ -2249,7 +2391,7 @@ pub(crate) mod tests {
                 None => {
                     assert!(!ends);
                     assert!(
-                        ev.notes()[0].starts_with("server ignores the RST"),
+                        ev.notes()[0].text().starts_with("server ignores the RST"),
                         "{ev:?}"
                     );
                 }
@@ -2421,7 +2563,7 @@ pub(crate) mod tests {
                 };
                 let said = loud.on_segment_at(&seg, Some(packet.ts));
                 let mut kept = quiet.on_segment_at(&seg, Some(packet.ts));
-                let taken = said.notes().iter().any(|n| n.contains("TIME_WAIT"));
+                let taken = said.notes().iter().any(|n| n.text().contains("TIME_WAIT"));
                 takeovers += usize::from(taken);
                 if taken {
                     assert!(kept.notes().is_empty(), "{file}: {:?}", kept.notes());

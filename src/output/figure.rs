@@ -451,6 +451,7 @@ fn panel(
         };
         // A retransmission tells of the segment whose absence made it go again.
         for note in event.notes() {
+            let note = &*note.text();
             if let Some((role, flags, at)) = parse_drop(note) {
                 lost.push(lost_arrow(role, &flags, at, index, Line::Lost, note));
             } else if event.resent && *note == crate::tracker::unanswered(seg, event.from.other()) {
@@ -781,7 +782,7 @@ fn rst_cause(event: &crate::tracker::Event) -> String {
         parts.push(format!("{} has no socket for it", event.from));
     }
     if parts.is_empty() {
-        parts.extend(event.notes().first().cloned());
+        parts.extend(event.notes().first().map(|note| note.to_string()));
     }
     match parts.is_empty() {
         true => "RST: no change".to_string(),

@@ -128,6 +128,7 @@ pub fn render_checked(
         );
         // The segment whose loss made this one go again, at the time it was sent.
         for note in event.notes() {
+            let note = &*note.text();
             if let Some((role, flags, at)) = super::figure::parse_drop(note) {
                 rows.push(Row {
                     ms: at,
