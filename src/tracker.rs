@@ -1176,11 +1176,16 @@ impl Tracker {
         }
     }
 
-    /// Emptied lists of transitions handed back from another thread (the offline readers'):
-    /// as many as a few batches of events take, so that none is allocated anew.
-    pub fn recycle_lists(&mut self, mut lists: Vec<Vec<(Role, Transition)>>) {
-        lists.truncate(4096usize.saturating_sub(self.spare.len()));
-        self.spare.append(&mut lists);
+    /// An event's list of transitions taken back where the event lies (another thread's
+    /// event, handed back once written): as many as a few batches of events take are kept,
+    /// so that none is allocated anew.
+    #[inline]
+    pub fn recycle_list(&mut self, event: &mut Event) {
+        if event.transitions.capacity() > 0 && self.spare.len() < 4096 {
+            let mut list = std::mem::take(&mut event.transitions);
+            list.clear();
+            self.spare.push(list);
+        }
     }
 
     /// The kernel removed `role`'s end of connection `id` without a segment, e.g. by a timer
