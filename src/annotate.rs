@@ -29,14 +29,14 @@ pub struct Annotator<T> {
     pub tracker: Tracker,
     /// The held frames, oldest first, with their events.
     pending: Lookahead<T>,
-    /// The held segments still waiting for their answer: what they wait for (`key`) and
-    /// their place in the order of holding (a held frame's place minus `left` is its index
-    /// in `items`). A few at most, where hundreds may be held behind them.
-    waiters: Vec<(u64, u64)>,
-    /// How many waiters each bucket of keys has: a segment looks through `waiters` only
-    /// when one may wait for it (on a busy server nearly every segment passes while SYNs
-    /// and FINs of other connections wait).
-    buckets: [u16; BUCKETS],
+    /// The held segments still waiting for their answer, by a bucket of what they wait for
+    /// (`key`): the key and their place in the order of holding (a held frame's place minus
+    /// `left` is its index in `pending`). A segment looks only through the waiters of its
+    /// own bucket: on a busy server a dozen SYNs and FINs of other connections wait at any
+    /// time, and going through all of them for each answer showed in the profile.
+    waiters: Vec<Vec<(u64, u64)>>,
+    /// How many wait, in all buckets.
+    waiting: usize,
     /// Frames held so far, and gone out so far.
     held: u64,
     left: u64,
@@ -63,7 +63,8 @@ struct Slot<T> {
     item: Option<T>,
     event: Option<Event>,
     at: Option<Duration>,
-    waits: bool,
+    /// What it waits for (`key`), until answered.
+    waits: Option<u64>,
 }
 
 impl<T> Slot<T> {
@@ -72,7 +73,7 @@ impl<T> Slot<T> {
             item: None,
             event: None,
             at: None,
-            waits: false,
+            waits: None,
         }
     }
 }
@@ -95,7 +96,7 @@ impl<T> Lookahead<T> {
     }
 
     #[inline(always)]
-    fn push(&mut self, item: T, event: Option<Event>, at: Option<Duration>, waits: bool) {
+    fn push(&mut self, item: T, event: Option<Event>, at: Option<Duration>, waits: Option<u64>) {
         if self.len == self.slots.len() {
             self.grow();
         }
@@ -122,8 +123,8 @@ impl<T> Lookahead<T> {
         self.head = 0;
     }
 
-    /// The oldest frame's capture time and whether it waits.
-    fn front(&self) -> Option<(Option<Duration>, bool)> {
+    /// The oldest frame's capture time and what it waits for.
+    fn front(&self) -> Option<(Option<Duration>, Option<u64>)> {
         (self.len > 0).then(|| {
             let slot = &self.slots[self.head];
             (slot.at, slot.waits)
@@ -139,7 +140,7 @@ impl<T> Lookahead<T> {
     fn answered(&mut self, i: usize) {
         if i < self.len {
             let j = self.index(i);
-            self.slots[j].waits = false;
+            self.slots[j].waits = None;
         }
     }
 
@@ -198,8 +199,8 @@ impl<T> Annotator<T> {
         Annotator {
             tracker,
             pending: Lookahead::new(),
-            waiters: Vec::new(),
-            buckets: [0; BUCKETS],
+            waiters: vec![Vec::new(); BUCKETS],
+            waiting: 0,
             held: 0,
             left: 0,
             evidence: Vec::new(),
@@ -269,7 +270,7 @@ impl<T> Annotator<T> {
             event.set_revise(revise);
         }
         let answers = key((event.conn, event.from.other()));
-        if self.buckets[bucket(answers)] > 0 {
+        if !self.waiters[bucket(answers)].is_empty() {
             self.answered(answers);
         }
         // A FIN waits for the answer that tells crossing FINs and a socket already gone; a
@@ -283,15 +284,16 @@ impl<T> Annotator<T> {
     /// The held segments that waited for `answers` (a connection and the side that has not
     /// sent since) wait no longer.
     fn answered(&mut self, answers: u64) {
+        let waiters = &mut self.waiters[bucket(answers)];
         let mut i = 0;
-        while i < self.waiters.len() {
-            let (k, place) = self.waiters[i];
+        while i < waiters.len() {
+            let (k, place) = waiters[i];
             if k != answers {
                 i += 1;
                 continue;
             }
-            self.waiters.swap_remove(i);
-            self.buckets[bucket(k)] -= 1;
+            waiters.swap_remove(i);
+            self.waiting -= 1;
             self.pending.answered((place - self.left) as usize);
         }
     }
@@ -307,7 +309,7 @@ impl<T> Annotator<T> {
     /// Whether a held segment still waits for its answer: what comes after it must wait too.
     /// Held segments already answered go out (`ready`) before the next one.
     fn waiting(&self) -> bool {
-        !self.waiters.is_empty()
+        self.waiting > 0
     }
 
     /// `track`, then every held frame it let go handed to `emit`, oldest first, before the
@@ -345,14 +347,13 @@ impl<T> Annotator<T> {
     /// Keeps a frame that `step` said must wait.
     #[inline(always)]
     pub fn hold(&mut self, item: T, tracked: Tracked, at: Option<Duration>) {
-        if let Some(waits) = tracked.waits_for {
-            let k = key(waits);
-            self.waiters.push((k, self.held));
-            self.buckets[bucket(k)] += 1;
+        let waits = tracked.waits_for.map(key);
+        if let Some(k) = waits {
+            self.waiters[bucket(k)].push((k, self.held));
+            self.waiting += 1;
         }
         self.held += 1;
-        self.pending
-            .push(item, tracked.event, at, tracked.waits_for.is_some());
+        self.pending.push(item, tracked.event, at, waits);
     }
 
     /// The oldest held frame, once nothing can revise it any more (`now`: the capture time of
@@ -361,10 +362,10 @@ impl<T> Annotator<T> {
     pub fn ready(&mut self, now: Option<Duration>) -> Option<(T, Option<Event>)> {
         let (first_at, waits) = self.pending.front()?;
         // Nothing waited for and no evidence to ask: it goes (the busy server's way).
-        if waits || !self.evidence.is_empty() {
+        if waits.is_some() || !self.evidence.is_empty() {
             let expired = self.pending.len() > LOOKAHEAD_PACKETS
                 || matches!((first_at, now), (Some(a), Some(n)) if n.saturating_sub(a) > LOOKAHEAD_TIME);
-            if waits && !expired {
+            if waits.is_some() && !expired {
                 return None;
             }
             // Asked even when the look-ahead is over: the evidence reads what it lacks (the
@@ -372,11 +373,11 @@ impl<T> Annotator<T> {
             if !self.settled(first_at) && !expired {
                 return None;
             }
-            if waits {
-                let place = self.left;
-                if let Some(i) = self.waiters.iter().position(|&(_, p)| p == place) {
-                    let (k, _) = self.waiters.swap_remove(i);
-                    self.buckets[bucket(k)] -= 1;
+            if let Some(k) = waits {
+                let (place, waiters) = (self.left, &mut self.waiters[bucket(k)]);
+                if let Some(i) = waiters.iter().position(|&(_, p)| p == place) {
+                    waiters.swap_remove(i);
+                    self.waiting -= 1;
                 }
             }
         }
@@ -386,8 +387,8 @@ impl<T> Annotator<T> {
 
     /// Everything still held, at the end of the input.
     pub fn finish(&mut self) -> impl Iterator<Item = (T, Option<Event>)> + '_ {
-        self.waiters.clear();
-        self.buckets = [0; BUCKETS];
+        self.waiters.iter_mut().for_each(Vec::clear);
+        self.waiting = 0;
         self.left += self.pending.len() as u64;
         std::iter::from_fn(|| self.pending.pop())
     }
@@ -1028,25 +1029,25 @@ pub(crate) mod tests {
         let mut next_out = 0u32;
         // 16 slots, head moved to 10: the next pushes wrap, then one more grows it.
         for _ in 0..10 {
-            ring.push(next_in, None, None, false);
+            ring.push(next_in, None, None, None);
             next_in += 1;
             assert_eq!(ring.pop().map(|(i, _)| i), Some(next_out));
             next_out += 1;
         }
         for _ in 0..40 {
-            ring.push(next_in, None, None, true);
+            ring.push(next_in, None, None, Some(u64::from(next_in)));
             next_in += 1;
         }
         assert_eq!(ring.len(), 40);
         ring.answered(0);
         ring.answered(39);
-        assert_eq!(ring.front(), Some((None, false)));
+        assert_eq!(ring.front(), Some((None, None)));
         while let Some((i, _)) = ring.pop() {
             assert_eq!(i, next_out);
             let waits = ring.front().map(|(_, w)| w);
             next_out += 1;
             if next_out < 49 {
-                assert_eq!(waits, Some(true), "frame {next_out}");
+                assert_eq!(waits, Some(Some(u64::from(next_out))), "frame {next_out}");
             }
         }
         assert_eq!(next_out, next_in);
