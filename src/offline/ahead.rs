@@ -43,6 +43,10 @@ pub struct Batch {
     bytes: Vec<u8>,
 }
 
+/// A batch tracked, with how many of its items are packets (counted as it was tracked): what
+/// the settling thread waits for before it hands the batch on.
+type Tracked = (Batch, usize);
+
 impl Batch {
     fn with_capacity() -> Batch {
         Batch {
@@ -554,7 +558,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         // reading and writing together on a busy server's capture.
         let (mut batches, mut tracking, mut done_back) = (read, None, None);
         if let Some(tracker) = settle {
-            let (tx, raw) = sync_channel::<Batch>(2);
+            let (tx, raw) = sync_channel::<Tracked>(2);
             let (to_caller, settled) = sync_channel::<Batch>(2);
             let (give, done) = channel::<Done>();
             // The reader's batches come back from a thread that could not be started.
@@ -623,7 +627,7 @@ impl<R: Read + Send + 'static> Packets<R> {
 fn track_ahead(
     mut tracker: Tracker,
     batches: Option<Receiver<Batch>>,
-    tx: SyncSender<Batch>,
+    tx: SyncSender<Tracked>,
     done: Receiver<Done>,
 ) -> Tracker {
     let Some(batches) = batches else {
@@ -649,31 +653,48 @@ fn track_ahead(
             batch.events = events;
         }
         let Batch { items, events, .. } = &mut batch;
+        let mut packets = 0;
         for item in items.iter() {
-            if let Crossing::Packet(stamp, Ok(seg)) = item {
-                events.push_back(tracker.on_segment_at(seg, Some(stamp.ts)));
+            match item {
+                Crossing::Packet(stamp, Ok(seg)) => {
+                    packets += 1;
+                    events.push_back(tracker.on_segment_at(seg, Some(stamp.ts)));
+                }
+                Crossing::Packet(_, Err(_)) => packets += 1,
+                _ => {}
             }
         }
-        if tx.send(batch).is_err() {
+        if tx.send((batch, packets)).is_err() {
             break;
         }
     }
     tracker
 }
 
-/// Settles each batch's events in the one annotator's look-ahead, then hands the batch on
-/// once every one of its packets went through it. Its annotator only holds and revises: the
-/// events come made.
-fn settle_ahead(batches: Receiver<Batch>, tx: SyncSender<Batch>) {
-    let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
-    // Batches whose packets have not all left the look-ahead, oldest first, with how many
-    // still wait. A batch's own events are taken from its front as its packets go in, and
-    // put back at its end as they leave.
-    let mut owed: VecDeque<(Batch, usize)> = VecDeque::new();
-    // An event that left the look-ahead, to the oldest batch still waiting for one: they
-    // leave in the order of the capture.
-    fn give(owed: &mut VecDeque<(Batch, usize)>, event: Option<Event>) {
-        let Some((batch, waits)) = owed.iter_mut().find(|(_, waits)| *waits > 0) else {
+/// Batches whose packets have not all left the look-ahead, oldest first, with how many of
+/// each still wait. A batch's own events are taken from its front as its packets go in, and
+/// put back at its end as they leave.
+#[derive(Default)]
+struct Owed {
+    batches: VecDeque<(Batch, usize)>,
+    /// The oldest batch that still waits: those before it only wait to be sent.
+    first: usize,
+}
+
+impl Owed {
+    /// An event that left the look-ahead, to the oldest batch still waiting for one: they
+    /// leave in the order of the capture.
+    #[inline]
+    fn give(&mut self, event: Option<Event>) {
+        // A batch without packets (blocks only) never waited.
+        while self
+            .batches
+            .get(self.first)
+            .is_some_and(|(_, waits)| *waits == 0)
+        {
+            self.first += 1;
+        }
+        let Some((batch, waits)) = self.batches.get_mut(self.first) else {
             debug_assert!(false, "an event that no batch waits for");
             return;
         };
@@ -682,28 +703,33 @@ fn settle_ahead(batches: Receiver<Batch>, tx: SyncSender<Batch>) {
             batch.events.push_back(event);
         }
     }
-    // Batches whose packets all left, sent on; false once the annotating thread is gone.
-    let send = |owed: &mut VecDeque<(Batch, usize)>| {
-        while owed.front().is_some_and(|(_, waits)| *waits == 0) {
-            let (batch, _) = owed.pop_front().expect("a batch");
+
+    /// Batches whose packets all left, sent on; false once the annotating thread is gone.
+    fn send(&mut self, tx: &SyncSender<Batch>) -> bool {
+        while self.batches.front().is_some_and(|(_, waits)| *waits == 0) {
+            let (batch, _) = self.batches.pop_front().expect("a batch");
+            self.first = self.first.saturating_sub(1);
             if tx.send(batch).is_err() {
                 return false;
             }
         }
         true
-    };
-    for mut batch in batches {
-        let waits = batch
-            .items
-            .iter()
-            .filter(|item| matches!(item, Crossing::Packet(..)))
-            .count();
+    }
+}
+
+/// Settles each batch's events in the one annotator's look-ahead, then hands the batch on
+/// once every one of its packets went through it. Its annotator only holds and revises: the
+/// events come made.
+fn settle_ahead(batches: Receiver<Tracked>, tx: SyncSender<Batch>) {
+    let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
+    let mut owed = Owed::default();
+    for (mut batch, waits) in batches {
         // The batch's events not yet taken into the look-ahead, and its items, read here
         // while the batches take the events that leave.
         let mut untaken = batch.events.len();
         let items = std::mem::take(&mut batch.items);
-        owed.push_back((batch, waits));
-        let newest = owed.len() - 1;
+        owed.batches.push_back((batch, waits));
+        let newest = owed.batches.len() - 1;
         for item in &items {
             let (stamp, seg) = match item {
                 Crossing::Packet(stamp, Ok(seg)) => (stamp, Some(seg)),
@@ -714,7 +740,7 @@ fn settle_ahead(batches: Receiver<Batch>, tx: SyncSender<Batch>) {
                 // belong before it.
                 Crossing::Block(_) | Crossing::Cut(_) | Crossing::Failed(_) | Crossing::End => {
                     for ((), event) in annotator.finish() {
-                        give(&mut owed, event);
+                        owed.give(event);
                     }
                     continue;
                 }
@@ -722,31 +748,31 @@ fn settle_ahead(batches: Receiver<Batch>, tx: SyncSender<Batch>) {
             let at = Some(stamp.ts);
             let event = if seg.is_some() && untaken > 0 {
                 untaken -= 1;
-                owed[newest].0.events.pop_front()
+                owed.batches[newest].0.events.pop_front()
             } else {
                 None
             };
             let step = annotator.step_placed(seg, event, at, |_, (), event| {
-                give(&mut owed, event);
+                owed.give(event);
                 Ok::<(), std::convert::Infallible>(())
             });
             let Ok(tracked) = step;
             if tracked.hold {
                 annotator.hold((), tracked, at);
             } else {
-                give(&mut owed, tracked.event);
+                owed.give(tracked.event);
             }
         }
-        owed[newest].0.items = items;
-        if !send(&mut owed) {
+        owed.batches[newest].0.items = items;
+        if !owed.send(&tx) {
             return;
         }
     }
     // The reading ended (or stopped): whatever is still held goes.
     for ((), event) in annotator.finish() {
-        give(&mut owed, event);
+        owed.give(event);
     }
-    send(&mut owed);
+    owed.send(&tx);
 }
 
 fn read_ahead<R: Read>(
@@ -1136,12 +1162,46 @@ mod tests {
     /// A FIN waiting for its answer through a flood of packets that are no TCP does not keep
     /// every batch behind it: they count in the look-ahead, which lets the FIN go unanswered
     /// after `LOOKAHEAD_PACKETS`, and the settling thread hands batches on before the end.
+    /// Events leave the look-ahead in the capture's order: each goes to the oldest batch
+    /// still short of its packets' events, past a batch with none (blocks only), and a batch
+    /// goes on once all its packets left, in order.
+    #[test]
+    fn settled_events_go_back_to_their_own_batches_in_order() {
+        use crate::tracker::tests::segment;
+        let mut tracker = Tracker::new();
+        let event = |tracker: &mut Tracker, seq| {
+            tracker.on_segment(&segment(true, crate::tcp::Flags::ACK, seq, 1, 1))
+        };
+        let mut owed = Owed::default();
+        for waits in [2, 0, 1] {
+            owed.batches.push_back((Batch::default(), waits));
+        }
+        let (tx, sent) = sync_channel::<Batch>(8);
+        owed.give(Some(event(&mut tracker, 10)));
+        assert!(owed.send(&tx));
+        assert!(
+            sent.try_recv().is_err(),
+            "the first batch still waits for one"
+        );
+        // A packet that did not decode has no event, and still counts.
+        owed.give(None);
+        owed.give(Some(event(&mut tracker, 30)));
+        assert!(owed.send(&tx));
+        let got: Vec<Vec<u32>> = sent
+            .try_iter()
+            .map(|b| b.events.iter().map(|e| e.rel_seq).collect())
+            .collect();
+        // Relative to the first segment's sequence number, 10.
+        assert_eq!(got, [vec![0], vec![], vec![20]]);
+        assert!(owed.batches.is_empty());
+    }
+
     #[test]
     fn a_segment_held_through_a_flood_of_other_packets_keeps_a_few_batches_back() {
         use crate::tcp::Flags;
         use crate::tracker::tests::segment;
         // Room for every batch both ways: the test feeds and drains on one thread.
-        let (feed, batches) = sync_channel::<Batch>(1024);
+        let (feed, batches) = sync_channel::<Tracked>(1024);
         let (tx, settled) = sync_channel::<Batch>(1024);
         let settling = std::thread::spawn(move || settle_ahead(batches, tx));
         let mut tracker = Tracker::new();
@@ -1168,7 +1228,7 @@ mod tests {
                 .items
                 .push_back(Crossing::Packet(stamp(i as u64), Ok(seg)));
         }
-        feed.send(first).unwrap();
+        feed.send((first, 4)).unwrap();
         // Then batches of packets that are no TCP, twice the look-ahead's worth.
         let floods = 2 * crate::annotate::LOOKAHEAD_PACKETS / 16 + 8;
         for b in 0..floods {
@@ -1179,7 +1239,7 @@ mod tests {
                     .items
                     .push_back(Crossing::Packet(at, Err(DecodeError::NotTcp("UDP".into()))));
             }
-            feed.send(batch).unwrap();
+            feed.send((batch, 16)).unwrap();
         }
         // Handed on while the input is still open: the FIN went out unanswered, with its event.
         let first = settled
