@@ -267,8 +267,7 @@ pub struct Stamp {
     pub orig_len: u32,
 }
 
-/// One item read and decoded (what both ways share); the packet's bytes onto `bytes`, where
-/// they are kept, and their place.
+/// One item read and decoded, as an in-line reading takes it: `read_into`'s.
 #[inline(always)]
 fn read_one<R: Read>(
     src: &mut Source<R>,
@@ -276,6 +275,25 @@ fn read_one<R: Read>(
     spare: &mut InPacket,
     bytes: Option<&mut Vec<u8>>,
 ) -> Option<(Crossing, Option<Placed>)> {
+    let mut got = None;
+    read_into(src, name, spare, bytes, |item, placed| {
+        got = Some((item, placed))
+    })?;
+    got
+}
+
+/// One item read and decoded (what both ways share), given to `put` with its place; the
+/// packet's bytes onto `bytes`, where they are kept. None at the input's end. An item is
+/// put where it goes, not returned: moving it up through each caller's result cost more
+/// than the decoding.
+#[inline(always)]
+fn read_into<R: Read>(
+    src: &mut Source<R>,
+    name: &str,
+    spare: &mut InPacket,
+    bytes: Option<&mut Vec<u8>>,
+    mut put: impl FnMut(Crossing, Option<Placed>),
+) -> Option<()> {
     let item = src.next_with(spare, |p| {
         if !link::supported(p.linktype) {
             return Err(super::unsupported_link(p.linktype, p.offset, name));
@@ -285,15 +303,17 @@ fn read_one<R: Read>(
             orig_len: p.orig_len,
         };
         let placed = bytes.map(|b| place(b, &p));
-        Ok((Crossing::Packet(stamp, decode(p.linktype, p.data)), placed))
+        put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
+        Ok(())
     });
-    Some(match item? {
-        Ok(Next::Packet(Ok(read))) => read,
-        Ok(Next::Packet(Err(e))) => (Crossing::Failed(e), None),
-        Ok(Next::Block(block)) => (Crossing::Block(block), None),
-        Err(e) if e.cut_at.is_some() => (Crossing::Cut(e), None),
-        Err(e) => (Crossing::Failed(super::usage(e)), None),
-    })
+    match item? {
+        Ok(Next::Packet(Ok(()))) => {}
+        Ok(Next::Packet(Err(e))) => put(Crossing::Failed(e), None),
+        Ok(Next::Block(block)) => put(Crossing::Block(block), None),
+        Err(e) if e.cut_at.is_some() => put(Crossing::Cut(e), None),
+        Err(e) => put(Crossing::Failed(super::usage(e)), None),
+    }
+    Some(())
 }
 
 impl<R: Read> Packets<R> {
@@ -774,18 +794,26 @@ fn read_ahead<R: Read>(
     };
     let mut batch = fresh(&empties);
     loop {
-        let Some((item, placed)) =
-            read_one(&mut src, name, &mut spare, keep.then_some(&mut batch.bytes))
-        else {
+        let Batch {
+            items,
+            placed,
+            bytes,
+            ..
+        } = &mut batch;
+        let put = |item, place: Option<Placed>| {
+            items.push_back(item);
+            if let Some(place) = place {
+                placed.push_back(place);
+            }
+        };
+        if read_into(&mut src, name, &mut spare, keep.then_some(bytes), put).is_none() {
             batch.items.push_back(Crossing::End);
             break;
-        };
-        let last = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
-        batch.items.push_back(item);
-        if let Some(placed) = placed {
-            batch.placed.push_back(placed);
         }
-        if last {
+        if matches!(
+            batch.items.back(),
+            Some(Crossing::Cut(_) | Crossing::Failed(_))
+        ) {
             break;
         }
         if batch.items.len() == BATCH || batch.bytes.len() >= BATCH_BYTES {
