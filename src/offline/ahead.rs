@@ -44,13 +44,21 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn with_capacity() -> Batch {
+    /// `in_place`: its bytes are a reading's buffer (`Source::hand_over`), read into as they
+    /// are (zeroes the kernel gives, not written here); or else a packet's bytes are put at
+    /// their end.
+    fn with_capacity(in_place: bool) -> Batch {
+        let room = BATCH_BYTES + (BATCH_BYTES >> 2);
         Batch {
             items: VecDeque::with_capacity(BATCH),
             placed: VecDeque::with_capacity(BATCH),
             // The tracking thread's own, used again there (`Done`).
             events: VecDeque::new(),
-            bytes: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
+            bytes: if in_place {
+                vec![0; room]
+            } else {
+                Vec::with_capacity(room)
+            },
         }
     }
 }
@@ -145,8 +153,26 @@ impl<'a> From<&'a InPacket> for Stored<'a> {
     }
 }
 
-/// `p` onto the end of `bytes`.
+/// `p` onto the end of `bytes`; or, read where it is kept (`PacketView::at`), where it lies.
+#[inline(always)]
 fn place(bytes: &mut Vec<u8>, p: &PacketView<'_>) -> Placed {
+    if let Some(at) = p.at {
+        // A pcap record: no options.
+        let end = (at + p.data.len()) as u32;
+        return Placed {
+            raw_ts: p.raw_ts,
+            interface: p.interface,
+            orig_len: p.orig_len,
+            big_endian: p.big_endian,
+            data: (at as u32, end),
+            options: (end, end),
+        };
+    }
+    copy_placed(bytes, p)
+}
+
+/// `p` onto the end of `bytes`.
+fn copy_placed(bytes: &mut Vec<u8>, p: &PacketView<'_>) -> Placed {
     let start = bytes.len() as u32;
     bytes.extend_from_slice(p.data);
     let data_end = bytes.len() as u32;
@@ -296,7 +322,8 @@ fn read_into<R: Read>(
 ) -> Option<()> {
     let item = src.next_with(spare, |p| {
         if !link::supported(p.linktype) {
-            return Err(super::unsupported_link(p.linktype, p.offset, name));
+            let e = super::unsupported_link(p.linktype, p.offset, name);
+            return put(Crossing::Failed(e), None);
         }
         let stamp = Stamp {
             ts: p.ts,
@@ -304,11 +331,9 @@ fn read_into<R: Read>(
         };
         let placed = bytes.map(|b| place(b, &p));
         put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
-        Ok(())
     });
     match item? {
-        Ok(Next::Packet(Ok(()))) => {}
-        Ok(Next::Packet(Err(e))) => put(Crossing::Failed(e), None),
+        Ok(Next::Packet(())) => {}
         Ok(Next::Block(block)) => put(Crossing::Block(block), None),
         Err(e) if e.cut_at.is_some() => put(Crossing::Cut(e), None),
         Err(e) => put(Crossing::Failed(super::usage(e)), None),
@@ -783,16 +808,26 @@ fn read_ahead<R: Read>(
     empties: Receiver<Batch>,
 ) {
     let mut spare = InPacket::default();
+    // A pcap's records are read into the batches' own memory and kept where they lie, not
+    // copied from the reading's buffer: each batch's bytes are the buffer its packets were
+    // read into, handed over as the batch goes.
+    let in_place = keep && matches!(src.kind, Kind::Pcap { .. });
     let fresh = |empties: &Receiver<Batch>| {
         let mut batch = empties
             .try_recv()
-            .unwrap_or_else(|_| Batch::with_capacity());
-        batch.bytes.clear();
+            .unwrap_or_else(|_| Batch::with_capacity(in_place));
+        if !in_place {
+            batch.bytes.clear();
+        }
         batch.placed.clear();
         batch.events.clear();
         batch
     };
     let mut batch = fresh(&empties);
+    // The reading's first buffer comes out with nothing kept in it, for the next batch.
+    if in_place {
+        src.hand_over(&mut batch.bytes);
+    }
     loop {
         let Batch {
             items,
@@ -816,13 +851,29 @@ fn read_ahead<R: Read>(
         ) {
             break;
         }
-        if batch.items.len() == BATCH || batch.bytes.len() >= BATCH_BYTES {
-            let full = std::mem::replace(&mut batch, fresh(&empties));
+        let held = if in_place {
+            batch.placed.back().map_or(0, |p| p.data.1 as usize)
+        } else {
+            batch.bytes.len()
+        };
+        if batch.items.len() == BATCH || held >= BATCH_BYTES {
+            let mut next = fresh(&empties);
+            if in_place {
+                // The reading goes on in the next batch's memory; this one takes its own.
+                src.hand_over(&mut next.bytes);
+                std::mem::swap(&mut batch.bytes, &mut next.bytes);
+            }
+            let full = std::mem::replace(&mut batch, next);
             // The reader went away (an error, a closed pipe): nothing more to read for.
             if tx.send(full).is_err() {
                 return;
             }
         }
+    }
+    if in_place {
+        let mut last = std::mem::take(&mut batch.bytes);
+        src.hand_over(&mut last);
+        batch.bytes = last;
     }
     let _ = tx.send(batch);
 }
@@ -1293,6 +1344,74 @@ mod tests {
             sizes.iter().all(|&n| n <= BATCH_BYTES / 60_000 + 1),
             "{sizes:?}"
         );
+    }
+
+    /// A reader that gives a few bytes at a time, as a pipe may: records cut across reads.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            // Another length each time, from a byte to a few reads of a batch's.
+            self.step = (self.step * 7 + 13) % 40_000 + 1;
+            Ok(n)
+        }
+    }
+
+    /// A pcap's packets read in place, into the batches' own memory, are the packets read
+    /// in line, bytes and all: records cut across reads, records larger than a read, batches
+    /// handed over with part of a record unread, a file cut short, a record too large to read.
+    #[test]
+    fn packets_read_in_place_are_the_packets_read_in_line() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
+        let record = |file: &mut Vec<u8>, i: u32, frame: &[u8]| {
+            for word in [1, i, frame.len() as u32, frame.len() as u32] {
+                file.extend_from_slice(&word.to_le_bytes());
+            }
+            file.extend_from_slice(frame);
+        };
+        // Real segments between frames of every size up to several reads' worth.
+        let mut long = pcap.clone();
+        for i in 0..400u32 {
+            long.extend_from_slice(&pcap[24..]);
+            let size = [1, 60, 1500, 17_000, 70_000][i as usize % 5];
+            record(&mut long, i, &vec![i as u8; size]);
+        }
+        let cut = long[..long.len() - 5000].to_vec();
+        // A record that claims more than any buffer holds, and a file that goes on.
+        let mut huge = pcap.clone();
+        record(&mut huge, 0, &vec![0; 8_100_000]);
+        for (name, bytes) in [("long", &long), ("cut", &cut), ("huge", &huge)] {
+            let src = Source::open(io::Cursor::new(bytes.clone()), "f").unwrap();
+            let inline = items(Packets::inline(src, "f", true), None);
+            if name != "huge" {
+                assert!(inline.len() > 2 * BATCH, "{name}: {}", inline.len());
+            }
+            // The first read holds the magic number.
+            for step in [100, 4096, 1 << 20] {
+                let trickle = Trickle {
+                    bytes: bytes.clone(),
+                    at: 0,
+                    step,
+                };
+                let (threaded, _) = Packets::threaded(trickle, "f", true, None).unwrap();
+                let threaded = items(threaded, None);
+                assert!(inline == threaded, "{name}, from {step} bytes a read");
+            }
+            assert_eq!(
+                inline.last().unwrap().starts_with("cut"),
+                name == "cut",
+                "{name}: {:?}",
+                inline.last().map(|s| &s[..s.len().min(200)])
+            );
+        }
     }
 
     /// A sink that keeps what it is given, or fails after `fail_after` bytes.
