@@ -565,20 +565,16 @@ impl<R: Read> Source<R> {
         self.next_read(packet)
     }
 
-    /// The next packet given to `f` where it lies, copied nowhere when it is a pcap record
-    /// (read into the buffer when not whole in it), or else read into `spare` (pcapng); or a
-    /// block to copy.
+    /// The next packet where it lies, copied nowhere when it is a pcap record (read into the
+    /// buffer when not whole in it), or else read into `spare` (pcapng); or a block to copy.
     #[inline(always)]
-    pub fn next_with<T>(
-        &mut self,
-        spare: &mut InPacket,
-        f: impl FnOnce(PacketView<'_>) -> T,
-    ) -> Option<Result<Next<T>, InputError>> {
+    pub fn next_view<'a>(
+        &'a mut self,
+        spare: &'a mut InPacket,
+    ) -> Option<Result<Next<PacketView<'a>>, InputError>> {
         if let Reader::Pcap(r) = &mut self.reader
             && !self.done
         {
-            // Read into the buffer when the record is not whole in it: a pcap's packet is
-            // always given where it lies there.
             let p = match r.buffered() {
                 Some(p) => p,
                 None => match r.next()? {
@@ -591,10 +587,14 @@ impl<R: Read> Source<R> {
             }
             let offset = self.offset;
             self.offset += 16 + u64::from(p.incl_len);
-            return Some(Ok(Next::Packet(f(r.view(&p, offset)))));
+            // Borrowed again for the view: the borrow above ends before the errors'.
+            let Reader::Pcap(r) = &self.reader else {
+                unreachable!("a pcap reading")
+            };
+            return Some(Ok(Next::Packet(r.view(&p, offset))));
         }
         Some(match self.next_read(spare)? {
-            Ok(None) => Ok(Next::Packet(f(spare.view()))),
+            Ok(None) => Ok(Next::Packet(spare.view())),
             Ok(Some(block)) => Ok(Next::Block(block)),
             Err(e) => Err(e),
         })

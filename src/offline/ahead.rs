@@ -320,20 +320,19 @@ fn read_into<R: Read>(
     bytes: Option<&mut Vec<u8>>,
     mut put: impl FnMut(Crossing, Option<Placed>),
 ) -> Option<()> {
-    let item = src.next_with(spare, |p| {
-        if !link::supported(p.linktype) {
+    match src.next_view(spare)? {
+        Ok(Next::Packet(p)) if !link::supported(p.linktype) => {
             let e = super::unsupported_link(p.linktype, p.offset, name);
-            return put(Crossing::Failed(e), None);
+            put(Crossing::Failed(e), None);
         }
-        let stamp = Stamp {
-            ts: p.ts,
-            orig_len: p.orig_len,
-        };
-        let placed = bytes.map(|b| place(b, &p));
-        put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
-    });
-    match item? {
-        Ok(Next::Packet(())) => {}
+        Ok(Next::Packet(p)) => {
+            let stamp = Stamp {
+                ts: p.ts,
+                orig_len: p.orig_len,
+            };
+            let placed = bytes.map(|b| place(b, &p));
+            put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
+        }
         Ok(Next::Block(block)) => put(Crossing::Block(block), None),
         Err(e) if e.cut_at.is_some() => put(Crossing::Cut(e), None),
         Err(e) => put(Crossing::Failed(super::usage(e)), None),
@@ -828,6 +827,8 @@ fn read_ahead<R: Read>(
     if in_place {
         src.hand_over(&mut batch.bytes);
     }
+    // Where the batch's packets' bytes end, in its bytes or in the buffer read into.
+    let mut held = 0;
     loop {
         let Batch {
             items,
@@ -835,9 +836,12 @@ fn read_ahead<R: Read>(
             bytes,
             ..
         } = &mut batch;
+        let mut last = false;
         let put = |item, place: Option<Placed>| {
+            last = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
             items.push_back(item);
             if let Some(place) = place {
+                held = place.options.1 as usize;
                 placed.push_back(place);
             }
         };
@@ -845,18 +849,11 @@ fn read_ahead<R: Read>(
             batch.items.push_back(Crossing::End);
             break;
         }
-        if matches!(
-            batch.items.back(),
-            Some(Crossing::Cut(_) | Crossing::Failed(_))
-        ) {
+        if last {
             break;
         }
-        let held = if in_place {
-            batch.placed.back().map_or(0, |p| p.data.1 as usize)
-        } else {
-            batch.bytes.len()
-        };
         if batch.items.len() == BATCH || held >= BATCH_BYTES {
+            held = 0;
             let mut next = fresh(&empties);
             if in_place {
                 // The reading goes on in the next batch's memory; this one takes its own.
