@@ -309,9 +309,9 @@ fn read_one<R: Read>(
 }
 
 /// One item read and decoded (what both ways share), given to `put` with its place; the
-/// packet's bytes onto `bytes`, where they are kept. None at the input's end. An item is
-/// put where it goes, not returned: moving it up through each caller's result cost more
-/// than the decoding.
+/// packet's bytes onto `bytes`, where they are kept. None at the input's end, true after
+/// the last item (a cut or an error). An item is put where it goes, not returned: moving it
+/// up through each caller's result cost more than the decoding.
 #[inline(always)]
 fn read_into<R: Read>(
     src: &mut Source<R>,
@@ -319,33 +319,41 @@ fn read_into<R: Read>(
     spare: &mut InPacket,
     bytes: Option<&mut Vec<u8>>,
     mut put: impl FnMut(Crossing, Option<Placed>),
-) -> Option<()> {
+) -> Option<bool> {
     // The usual case on its own way: the general one's result, moved through its layers of
     // enums, cost more than the packet's decoding.
     if let Some(p) = src.next_usual() {
-        packet(&p, name, bytes, &mut put);
-        return Some(());
+        return Some(packet(&p, name, bytes, &mut put));
     }
-    match src.next_view(spare)? {
+    Some(match src.next_view(spare)? {
         Ok(Next::Packet(p)) => packet(&p, name, bytes, &mut put),
-        Ok(Next::Block(block)) => put(Crossing::Block(block), None),
-        Err(e) if e.cut_at.is_some() => put(Crossing::Cut(e), None),
-        Err(e) => put(Crossing::Failed(super::usage(e)), None),
-    }
-    Some(())
+        Ok(Next::Block(block)) => {
+            put(Crossing::Block(block), None);
+            false
+        }
+        Err(e) if e.cut_at.is_some() => {
+            put(Crossing::Cut(e), None);
+            true
+        }
+        Err(e) => {
+            put(Crossing::Failed(super::usage(e)), None);
+            true
+        }
+    })
 }
 
-/// A packet read, decoded and placed, to `put`.
+/// A packet read, decoded and placed, to `put`; true if its link type ends the reading.
 #[inline(always)]
 fn packet(
     p: &PacketView<'_>,
     name: &str,
     bytes: Option<&mut Vec<u8>>,
     put: &mut impl FnMut(Crossing, Option<Placed>),
-) {
+) -> bool {
     if !link::supported(p.linktype) {
         let e = super::unsupported_link(p.linktype, p.offset, name);
-        return put(Crossing::Failed(e), None);
+        put(Crossing::Failed(e), None);
+        return true;
     }
     let stamp = Stamp {
         ts: p.ts,
@@ -353,6 +361,7 @@ fn packet(
     };
     let placed = bytes.map(|b| place(b, p));
     put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
+    false
 }
 
 impl<R: Read> Packets<R> {
@@ -851,21 +860,20 @@ fn read_ahead<R: Read>(
             bytes,
             ..
         } = &mut batch;
-        let mut last = false;
         let put = |item, place: Option<Placed>| {
-            last = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
             items.push_back(item);
             if let Some(place) = place {
                 held = place.options.1 as usize;
                 placed.push_back(place);
             }
         };
-        if read_into(&mut src, name, &mut spare, keep.then_some(bytes), put).is_none() {
-            batch.items.push_back(Crossing::End);
-            break;
-        }
-        if last {
-            break;
+        match read_into(&mut src, name, &mut spare, keep.then_some(bytes), put) {
+            None => {
+                batch.items.push_back(Crossing::End);
+                break;
+            }
+            Some(true) => break,
+            Some(false) => {}
         }
         if batch.items.len() == BATCH || held >= BATCH_BYTES {
             held = 0;
