@@ -93,8 +93,8 @@ impl InPacket {
     }
 }
 
-/// A packet as read, its bytes where they lie: the reader's buffer (a pcap record whole in
-/// it, the usual case) or a packet it was read into.
+/// A packet as read, its bytes where they lie: the reader's buffer (a pcap record) or a
+/// packet it was read into (pcapng).
 #[derive(Clone, Copy, Debug)]
 pub struct PacketView<'a> {
     pub ts: Duration,
@@ -112,7 +112,7 @@ pub struct PacketView<'a> {
     pub at: Option<usize>,
 }
 
-/// What `Source::next_with` found: a packet (what its function made of it) or a block.
+/// What `Source::next_view` found: a packet or a block.
 pub enum Next<T> {
     Packet(T),
     Block(Vec<u8>),
