@@ -88,12 +88,13 @@ impl InPacket {
             comments: &self.comments,
             big_endian: self.big_endian,
             offset: self.offset,
+            at: None,
         }
     }
 }
 
-/// A packet as read, its bytes where they lie: the reader's buffer (a pcap record whole in
-/// it, the usual case) or a packet it was read into.
+/// A packet as read, its bytes where they lie: the reader's buffer (a pcap record) or a
+/// packet it was read into (pcapng).
 #[derive(Clone, Copy, Debug)]
 pub struct PacketView<'a> {
     pub ts: Duration,
@@ -106,9 +107,12 @@ pub struct PacketView<'a> {
     pub comments: &'a [String],
     pub big_endian: bool,
     pub offset: u64,
+    /// Where `data` starts in the buffer the reading hands over (`Source::hand_over`); none
+    /// where it lies elsewhere (pcapng, or no hand-over yet).
+    pub at: Option<usize>,
 }
 
-/// What `Source::next_with` found: a packet (what its function made of it) or a block.
+/// What `Source::next_view` found: a packet or a block.
 pub enum Next<T> {
     Packet(T),
     Block(Vec<u8>),
@@ -166,7 +170,13 @@ struct Records<R> {
     big: bool,
     nanos: bool,
     linktype: u32,
+    /// The bytes read stay where they were read until the buffer is handed over (`hand_over`).
+    keep: bool,
 }
+
+/// What a reading that keeps its bytes in place reads at a time: what is left unread at a
+/// hand-over moves to the next buffer, so that it stays small beside a batch.
+const KEPT_READ: usize = 16 << 10;
 
 /// pcap-file's buffer: a record longer than this does not fit, and is an error (not a cut)
 /// when the input goes on beyond it.
@@ -202,7 +212,22 @@ impl<R: Read> Records<R> {
             big: false,
             nanos: false,
             linktype: 0,
+            keep: false,
         }
+    }
+
+    /// The reading goes on in `into`'s memory, the bytes not yet read moved to its front, and
+    /// `into` takes the buffer read so far; from then on, bytes read stay where they are.
+    fn hand_over(&mut self, into: &mut Vec<u8>) {
+        let unread = self.end - self.pos;
+        if into.len() < unread {
+            into.resize(unread, 0);
+        }
+        into[..unread].copy_from_slice(&self.buf[self.pos..self.end]);
+        std::mem::swap(&mut self.buf, into);
+        self.pos = 0;
+        self.end = unread;
+        self.keep = true;
     }
 
     /// At least `need` bytes at `pos`, reading more as needed.
@@ -219,19 +244,32 @@ impl<R: Read> Records<R> {
             if self.end - self.pos == MAX_RECORD_BUFFER {
                 return Err(Short::Full);
             }
-            let room = need.min(MAX_RECORD_BUFFER);
-            if self.pos > 0 && self.pos + room > self.buf.len() {
-                // The record cannot end in the buffer: to its front.
-                self.buf.copy_within(self.pos..self.end, 0);
-                self.end -= self.pos;
-                self.pos = 0;
-            }
-            if self.end == self.buf.len() {
-                // A record larger than the buffer: twice the buffer, as the bytes come (a
-                // length that lies costs no more memory than the file has).
-                self.buf.resize((self.buf.len() * 2).min(room), 0);
-            }
-            match self.input.read(&mut self.buf[self.end..]) {
+            let stop = if self.keep {
+                // Nothing moves: the buffer grows where the record does not fit, by at most
+                // what the record has so far (a length that lies costs no more memory than
+                // the file has).
+                let more = KEPT_READ.max(self.end - self.pos);
+                let stop = (self.end + more).min(self.pos + MAX_RECORD_BUFFER);
+                if stop > self.buf.len() {
+                    self.buf.resize(stop, 0);
+                }
+                stop
+            } else {
+                let room = need.min(MAX_RECORD_BUFFER);
+                if self.pos > 0 && self.pos + room > self.buf.len() {
+                    // The record cannot end in the buffer: to its front.
+                    self.buf.copy_within(self.pos..self.end, 0);
+                    self.end -= self.pos;
+                    self.pos = 0;
+                }
+                if self.end == self.buf.len() {
+                    // A record larger than the buffer: twice the buffer, as the bytes come (a
+                    // length that lies costs no more memory than the file has).
+                    self.buf.resize((self.buf.len() * 2).min(room), 0);
+                }
+                self.buf.len()
+            };
+            match self.input.read(&mut self.buf[self.end..stop]) {
                 Ok(0) => return Err(Short::End),
                 Ok(n) => self.end += n,
                 Err(e) => return Err(Short::Io(e)),
@@ -253,10 +291,11 @@ impl<R: Read> Records<R> {
         Ok(header)
     }
 
-    /// The record at `pos` when it is whole in the buffer: the usual case, in a few
-    /// instructions.
+    /// The record at `pos` when it is whole in the buffer, taken: the usual case, in a few
+    /// instructions. `lying_too`: also one that claims more captured bytes than it had on the
+    /// wire (or else that is left to the general way, which says why it is wrong).
     #[inline(always)]
-    fn buffered(&mut self) -> Option<Record> {
+    fn buffered(&mut self, lying_too: bool) -> Option<Record> {
         let rest = &self.buf[self.pos..self.end];
         let head: &[u8; 16] = rest.get(..16)?.try_into().ok()?;
         let word = |at: usize| {
@@ -267,16 +306,16 @@ impl<R: Read> Records<R> {
                 u32::from_le_bytes(b)
             }
         };
-        let incl_len = word(8);
+        let (incl_len, orig_len) = (word(8), word(12));
         let whole = 16 + incl_len as usize;
-        if rest.len() < whole {
+        if rest.len() < whole || (incl_len > orig_len && !lying_too) {
             return None;
         }
         let record = Record {
             ts_sec: word(0),
             ts_frac: word(4),
             incl_len,
-            orig_len: word(12),
+            orig_len,
             data: self.pos + 16,
         };
         self.pos += whole;
@@ -306,6 +345,7 @@ impl<R: Read> Records<R> {
             // Written back in a section of this machine's byte order.
             big_endian: cfg!(target_endian = "big"),
             offset,
+            at: self.keep.then_some(p.data),
         }
     }
 
@@ -317,8 +357,15 @@ impl<R: Read> Records<R> {
 
     /// The next record, whole in the buffer, reading as needed; None at the input's end
     /// between records.
+    #[inline(never)]
     fn next(&mut self) -> Option<Result<Record, Short>> {
-        if self.pos == self.end {
+        if self.pos == self.end && self.keep {
+            match self.read_more(1) {
+                Ok(()) => {}
+                Err(Short::End) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        } else if self.pos == self.end {
             self.pos = 0;
             self.end = 0;
             match self.input.read(&mut self.buf) {
@@ -341,7 +388,7 @@ impl<R: Read> Records<R> {
         if let Err(e) = self.fill(16 + incl_len as usize) {
             return Some(Err(e));
         }
-        Some(Ok(self.buffered().expect("a whole record")))
+        Some(Ok(self.buffered(true).expect("a whole record")))
     }
 }
 
@@ -519,30 +566,84 @@ impl<R: Read> Source<R> {
         self.next_read(packet)
     }
 
-    /// The next packet given to `f` where it lies, copied nowhere when it is a pcap record
-    /// whole in the buffer (the usual case), or else read into `spare`; or a block to copy.
+    /// The next packet when it is a pcap record whole in the buffer, and one that does not
+    /// lie about its lengths: the usual case, in a few instructions. None: `next_view` says.
     #[inline(always)]
-    pub fn next_with<T>(
-        &mut self,
-        spare: &mut InPacket,
-        f: impl FnOnce(PacketView<'_>) -> T,
-    ) -> Option<Result<Next<T>, InputError>> {
+    pub fn next_usual(&mut self) -> Option<PacketView<'_>> {
+        let Reader::Pcap(r) = &mut self.reader else {
+            return None;
+        };
+        if self.done {
+            return None;
+        }
+        let p = r.buffered(false)?;
+        let offset = self.offset;
+        self.offset += 16 + u64::from(p.incl_len);
+        Some(r.view(&p, offset))
+    }
+
+    /// The next packet where it lies, copied nowhere when it is a pcap record (read into the
+    /// buffer when not whole in it), or else read into `spare` (pcapng); or a block to copy.
+    #[inline(always)]
+    pub fn next_view<'a>(
+        &'a mut self,
+        spare: &'a mut InPacket,
+    ) -> Option<Result<Next<PacketView<'a>>, InputError>> {
         if let Reader::Pcap(r) = &mut self.reader
             && !self.done
-            && let Some(p) = r.buffered()
         {
+            let p = match r.buffered(true) {
+                Some(p) => p,
+                None => match r.next()? {
+                    Ok(p) => p,
+                    Err(e) => return self.short(e),
+                },
+            };
             if p.incl_len > p.orig_len {
                 return self.lying(&p);
             }
             let offset = self.offset;
             self.offset += 16 + u64::from(p.incl_len);
-            return Some(Ok(Next::Packet(f(r.view(&p, offset)))));
+            // Borrowed again for the view: the borrow above ends before the errors'.
+            let Reader::Pcap(r) = &self.reader else {
+                unreachable!("a pcap reading")
+            };
+            return Some(Ok(Next::Packet(r.view(&p, offset))));
         }
         Some(match self.next_read(spare)? {
-            Ok(None) => Ok(Next::Packet(f(spare.view()))),
+            Ok(None) => Ok(Next::Packet(spare.view())),
             Ok(Some(block)) => Ok(Next::Block(block)),
             Err(e) => Err(e),
         })
+    }
+
+    /// pcap: the reading goes on in `into`'s memory, and `into` takes the buffer read so far:
+    /// from then on, each packet's bytes stay where they were read, its view says where
+    /// (`PacketView::at`), until the next hand-over gives them away with the buffer. False,
+    /// and nothing done, for pcapng.
+    pub fn hand_over(&mut self, into: &mut Vec<u8>) -> bool {
+        match &mut self.reader {
+            Reader::Pcap(r) => {
+                r.hand_over(into);
+                true
+            }
+            Reader::PcapNg(_) => false,
+        }
+    }
+
+    /// A pcap record that could not be read whole, in pcap-file's words, for the same
+    /// messages as before.
+    fn short<T>(&mut self, e: Short) -> Option<Result<T, InputError>> {
+        match e {
+            Short::Io(e) => {
+                let eof = e.kind() == io::ErrorKind::UnexpectedEof;
+                self.failed(eof, format!("{:?}", PcapReadError::Io(e)))
+            }
+            Short::End | Short::Full => {
+                let e = PcapReadError::Io(io::ErrorKind::UnexpectedEof.into());
+                self.failed(true, format!("{e:?}"))
+            }
+        }
     }
 
     fn lying<T>(&mut self, p: &Record) -> Option<Result<T, InputError>> {
@@ -554,7 +655,7 @@ impl<R: Read> Source<R> {
         self.error(what)
     }
 
-    /// `next_with` past the usual case: reading, pcapng, errors.
+    /// What `next_view` does not read itself, and `next_into`: pcapng, errors.
     #[inline(never)]
     fn next_read(&mut self, packet: &mut InPacket) -> Option<Result<Option<Vec<u8>>, InputError>> {
         if self.done {
@@ -568,15 +669,7 @@ impl<R: Read> Source<R> {
             Reader::Pcap(r) => {
                 let p = match r.next()? {
                     Ok(p) => p,
-                    // In pcap-file's words, for the same messages as before.
-                    Err(Short::Io(e)) => {
-                        let eof = e.kind() == io::ErrorKind::UnexpectedEof;
-                        return self.failed(eof, format!("{:?}", PcapReadError::Io(e)));
-                    }
-                    Err(Short::End | Short::Full) => {
-                        let e = PcapReadError::Io(io::ErrorKind::UnexpectedEof.into());
-                        return self.failed(true, format!("{e:?}"));
-                    }
+                    Err(e) => return self.short(e),
                 };
                 if p.incl_len > p.orig_len {
                     return self.lying(&p);
@@ -639,6 +732,7 @@ impl<R: Read> Source<R> {
                                 comments: &comments(epb.options, big),
                                 big_endian: big,
                                 offset: at,
+                                at: None,
                             });
                             None
                         }

@@ -48,13 +48,21 @@ pub struct Batch {
 type Tracked = (Batch, usize);
 
 impl Batch {
-    fn with_capacity() -> Batch {
+    /// `in_place`: its bytes are a reading's buffer (`Source::hand_over`), read into as they
+    /// are (zeroes the kernel gives, not written here); or else a packet's bytes are put at
+    /// their end.
+    fn with_capacity(in_place: bool) -> Batch {
+        let room = BATCH_BYTES + (BATCH_BYTES >> 2);
         Batch {
             items: VecDeque::with_capacity(BATCH),
             placed: VecDeque::with_capacity(BATCH),
             // The tracking thread's own, used again there (`Done`).
             events: VecDeque::new(),
-            bytes: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
+            bytes: if in_place {
+                vec![0; room]
+            } else {
+                Vec::with_capacity(room)
+            },
         }
     }
 }
@@ -149,8 +157,26 @@ impl<'a> From<&'a InPacket> for Stored<'a> {
     }
 }
 
-/// `p` onto the end of `bytes`.
+/// `p` onto the end of `bytes`; or, read where it is kept (`PacketView::at`), where it lies.
+#[inline(always)]
 fn place(bytes: &mut Vec<u8>, p: &PacketView<'_>) -> Placed {
+    if let Some(at) = p.at {
+        // A pcap record: no options.
+        let end = (at + p.data.len()) as u32;
+        return Placed {
+            raw_ts: p.raw_ts,
+            interface: p.interface,
+            orig_len: p.orig_len,
+            big_endian: p.big_endian,
+            data: (at as u32, end),
+            options: (end, end),
+        };
+    }
+    copy_placed(bytes, p)
+}
+
+/// `p` onto the end of `bytes`.
+fn copy_placed(bytes: &mut Vec<u8>, p: &PacketView<'_>) -> Placed {
     let start = bytes.len() as u32;
     bytes.extend_from_slice(p.data);
     let data_end = bytes.len() as u32;
@@ -271,8 +297,7 @@ pub struct Stamp {
     pub orig_len: u32,
 }
 
-/// One item read and decoded (what both ways share); the packet's bytes onto `bytes`, where
-/// they are kept, and their place.
+/// One item read and decoded, as an in-line reading takes it: `read_into`'s.
 #[inline(always)]
 fn read_one<R: Read>(
     src: &mut Source<R>,
@@ -280,24 +305,67 @@ fn read_one<R: Read>(
     spare: &mut InPacket,
     bytes: Option<&mut Vec<u8>>,
 ) -> Option<(Crossing, Option<Placed>)> {
-    let item = src.next_with(spare, |p| {
-        if !link::supported(p.linktype) {
-            return Err(super::unsupported_link(p.linktype, p.offset, name));
+    let mut got = None;
+    read_into(src, name, spare, bytes, |item, placed| {
+        got = Some((item, placed))
+    })?;
+    got
+}
+
+/// One item read and decoded (what both ways share), given to `put` with its place; the
+/// packet's bytes onto `bytes`, where they are kept. None at the input's end, true after
+/// the last item (a cut or an error). An item is put where it goes, not returned: moving it
+/// up through each caller's result cost more than the decoding.
+#[inline(always)]
+fn read_into<R: Read>(
+    src: &mut Source<R>,
+    name: &str,
+    spare: &mut InPacket,
+    bytes: Option<&mut Vec<u8>>,
+    mut put: impl FnMut(Crossing, Option<Placed>),
+) -> Option<bool> {
+    // The usual case on its own way: the general one's result, moved through its layers of
+    // enums, cost more than the packet's decoding.
+    if let Some(p) = src.next_usual() {
+        return Some(packet(&p, name, bytes, &mut put));
+    }
+    Some(match src.next_view(spare)? {
+        Ok(Next::Packet(p)) => packet(&p, name, bytes, &mut put),
+        Ok(Next::Block(block)) => {
+            put(Crossing::Block(block), None);
+            false
         }
-        let stamp = Stamp {
-            ts: p.ts,
-            orig_len: p.orig_len,
-        };
-        let placed = bytes.map(|b| place(b, &p));
-        Ok((Crossing::Packet(stamp, decode(p.linktype, p.data)), placed))
-    });
-    Some(match item? {
-        Ok(Next::Packet(Ok(read))) => read,
-        Ok(Next::Packet(Err(e))) => (Crossing::Failed(e), None),
-        Ok(Next::Block(block)) => (Crossing::Block(block), None),
-        Err(e) if e.cut_at.is_some() => (Crossing::Cut(e), None),
-        Err(e) => (Crossing::Failed(super::usage(e)), None),
+        Err(e) if e.cut_at.is_some() => {
+            put(Crossing::Cut(e), None);
+            true
+        }
+        Err(e) => {
+            put(Crossing::Failed(super::usage(e)), None);
+            true
+        }
     })
+}
+
+/// A packet read, decoded and placed, to `put`; true if its link type ends the reading.
+#[inline(always)]
+fn packet(
+    p: &PacketView<'_>,
+    name: &str,
+    bytes: Option<&mut Vec<u8>>,
+    put: &mut impl FnMut(Crossing, Option<Placed>),
+) -> bool {
+    if !link::supported(p.linktype) {
+        let e = super::unsupported_link(p.linktype, p.offset, name);
+        put(Crossing::Failed(e), None);
+        return true;
+    }
+    let stamp = Stamp {
+        ts: p.ts,
+        orig_len: p.orig_len,
+    };
+    let placed = bytes.map(|b| place(b, p));
+    put(Crossing::Packet(stamp, decode(p.linktype, p.data)), placed);
+    false
 }
 
 impl<R: Read> Packets<R> {
@@ -783,38 +851,69 @@ fn read_ahead<R: Read>(
     empties: Receiver<Batch>,
 ) {
     let mut spare = InPacket::default();
+    // A pcap's records are read into the batches' own memory and kept where they lie, not
+    // copied from the reading's buffer: each batch's bytes are the buffer its packets were
+    // read into, handed over as the batch goes.
+    let in_place = keep && matches!(src.kind, Kind::Pcap { .. });
     let fresh = |empties: &Receiver<Batch>| {
         let mut batch = empties
             .try_recv()
-            .unwrap_or_else(|_| Batch::with_capacity());
-        batch.bytes.clear();
+            .unwrap_or_else(|_| Batch::with_capacity(in_place));
+        if !in_place {
+            batch.bytes.clear();
+        }
         batch.placed.clear();
         batch.events.clear();
         batch
     };
     let mut batch = fresh(&empties);
+    // The reading's first buffer comes out with nothing kept in it, for the next batch.
+    if in_place {
+        src.hand_over(&mut batch.bytes);
+    }
+    // Where the batch's packets' bytes end, in its bytes or in the buffer read into.
+    let mut held = 0;
     loop {
-        let Some((item, placed)) =
-            read_one(&mut src, name, &mut spare, keep.then_some(&mut batch.bytes))
-        else {
-            batch.items.push_back(Crossing::End);
-            break;
+        let Batch {
+            items,
+            placed,
+            bytes,
+            ..
+        } = &mut batch;
+        let put = |item, place: Option<Placed>| {
+            items.push_back(item);
+            if let Some(place) = place {
+                held = place.options.1 as usize;
+                placed.push_back(place);
+            }
         };
-        let last = matches!(item, Crossing::Cut(_) | Crossing::Failed(_));
-        batch.items.push_back(item);
-        if let Some(placed) = placed {
-            batch.placed.push_back(placed);
+        match read_into(&mut src, name, &mut spare, keep.then_some(bytes), put) {
+            None => {
+                batch.items.push_back(Crossing::End);
+                break;
+            }
+            Some(true) => break,
+            Some(false) => {}
         }
-        if last {
-            break;
-        }
-        if batch.items.len() == BATCH || batch.bytes.len() >= BATCH_BYTES {
-            let full = std::mem::replace(&mut batch, fresh(&empties));
+        if batch.items.len() == BATCH || held >= BATCH_BYTES {
+            held = 0;
+            let mut next = fresh(&empties);
+            if in_place {
+                // The reading goes on in the next batch's memory; this one takes its own.
+                src.hand_over(&mut next.bytes);
+                std::mem::swap(&mut batch.bytes, &mut next.bytes);
+            }
+            let full = std::mem::replace(&mut batch, next);
             // The reader went away (an error, a closed pipe): nothing more to read for.
             if tx.send(full).is_err() {
                 return;
             }
         }
+    }
+    if in_place {
+        let mut last = std::mem::take(&mut batch.bytes);
+        src.hand_over(&mut last);
+        batch.bytes = last;
     }
     let _ = tx.send(batch);
 }
@@ -1319,6 +1418,93 @@ mod tests {
             sizes.iter().all(|&n| n <= BATCH_BYTES / 60_000 + 1),
             "{sizes:?}"
         );
+    }
+
+    /// A reader that gives a few bytes at a time, as a pipe may: records cut across reads.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            // Another length each time, from a byte to a few reads of a batch's.
+            self.step = (self.step * 7 + 13) % 40_000 + 1;
+            Ok(n)
+        }
+    }
+
+    /// A pcap's packets read in place, into the batches' own memory, are the packets read
+    /// in line, bytes and all: records cut across reads, records larger than a read, batches
+    /// handed over with part of a record unread, a file cut short, a record too large to read.
+    #[test]
+    fn packets_read_in_place_are_the_packets_read_in_line() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
+        let record = |file: &mut Vec<u8>, i: u32, frame: &[u8]| {
+            for word in [1, i, frame.len() as u32, frame.len() as u32] {
+                file.extend_from_slice(&word.to_le_bytes());
+            }
+            file.extend_from_slice(frame);
+        };
+        // Real segments between frames of every size up to several reads' worth.
+        let mut long = pcap.clone();
+        for i in 0..400u32 {
+            long.extend_from_slice(&pcap[24..]);
+            let size = [1, 60, 1500, 17_000, 70_000][i as usize % 5];
+            record(&mut long, i, &vec![i as u8; size]);
+        }
+        let cut = long[..long.len() - 5000].to_vec();
+        // A record that claims more than any buffer holds, and a file that goes on.
+        let mut huge = pcap.clone();
+        record(&mut huge, 0, &vec![0; 8_100_000]);
+        // A record that claims more captured bytes than it had on the wire, well on.
+        let mut lying = pcap.clone();
+        for _ in 0..400 {
+            lying.extend_from_slice(&pcap[24..]);
+        }
+        let at = 24 + 300 * (pcap.len() - 24);
+        lying[at + 12..at + 16].copy_from_slice(&1u32.to_le_bytes());
+        let files = [
+            ("long", &long),
+            ("cut", &cut),
+            ("huge", &huge),
+            ("lying", &lying),
+        ];
+        for ((name, bytes), whole) in files.into_iter().flat_map(|f| [(f, true), (f, false)]) {
+            let src = Source::open(io::Cursor::new(bytes.clone()), "f").unwrap();
+            let inline = items(Packets::inline(src, "f", whole), None);
+            if name != "huge" {
+                assert!(inline.len() > 2 * BATCH, "{name}: {}", inline.len());
+            }
+            // The first read holds the magic number.
+            for step in [100, 4096, 1 << 20] {
+                let trickle = Trickle {
+                    bytes: bytes.clone(),
+                    at: 0,
+                    step,
+                };
+                let (threaded, _) = Packets::threaded(trickle, "f", whole, None).unwrap();
+                let threaded = items(threaded, None);
+                assert!(inline == threaded, "{name}, from {step} bytes a read");
+            }
+            let last = inline.last().unwrap();
+            let said = match name {
+                "cut" => "the file ends in the middle of this packet record",
+                "huge" => "the file ends in the middle of a block",
+                "lying" => "captured cannot exceed original",
+                _ => "Stamp",
+            };
+            assert!(
+                last.contains(said),
+                "{name}: {}",
+                &last[..last.len().min(200)]
+            );
+        }
     }
 
     /// A sink that keeps what it is given, or fails after `fail_after` bytes.
