@@ -402,8 +402,13 @@ impl<R: Read> Packets<R> {
                 events,
                 bytes,
             } = batch;
-            let (mut placed, mut events) = (placed.iter(), events.iter());
-            for item in items.iter_mut() {
+            // As slices (a batch is one already, as the reader filled it): a deque's iterator
+            // minds its two halves on every step.
+            let (mut placed, mut events) = (
+                placed.make_contiguous().iter(),
+                events.make_contiguous().iter(),
+            );
+            for item in items.make_contiguous().iter_mut() {
                 match item {
                     Crossing::Packet(_, decoded) => {
                         let stored = placed.next().map(|p| p.stored(bytes));
