@@ -657,7 +657,7 @@ impl CommentCache {
         self.made(event)
     }
 
-    /// `comment` but for the segments that get none.
+    /// `comment` for all but the plain segments of the default mode (they get none).
     fn made(&mut self, event: &Event) -> Cow<'_, str> {
         if !event.unexpected().is_empty()
             || (event.transitions.is_empty() && !event.notes().is_empty())
