@@ -190,14 +190,8 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
     // written from where it lies in its batch.
     if packets.tracked() {
         packets.each_settled(|item| {
-            let (stored, decoded, event) = match item {
-                Settled::Packet {
-                    stored: Some(stored),
-                    decoded,
-                    event,
-                    ..
-                } => (stored, decoded, event),
-                Settled::Packet { .. } => return Err(without_bytes(name)),
+            let run = match item {
+                Settled::Packets(run) => run,
                 Settled::Block(bytes) => return out.write_all(bytes).map_err(write_err),
                 Settled::Cut(e) => {
                     cut = Some(e);
@@ -205,13 +199,20 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
                 }
                 Settled::Failed(e) => return Err(e),
             };
-            packets_seen += 1;
-            let (seg, extra) = framed(decoded);
-            tcp += u64::from(seg.is_some());
-            if let Some(e) = event {
-                opened = opened.max(e.conn + 1);
+            for p in run {
+                let Some(stored) = p.stored else {
+                    return Err(without_bytes(name));
+                };
+                packets_seen += 1;
+                let (seg, extra) = framed(p.decoded);
+                tcp += u64::from(seg.is_some());
+                if let Some(e) = p.event {
+                    opened = opened.max(e.conn + 1);
+                }
+                write_annotated(out, &mut comments, stored, extra.as_deref(), p.event)
+                    .map_err(write_err)?;
             }
-            write_annotated(out, &mut comments, stored, extra.as_deref(), event).map_err(write_err)
+            Ok(())
         })?;
     }
     // Else read in line (a live input), or without the threads: tracked and held here.
