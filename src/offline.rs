@@ -368,6 +368,7 @@ struct Held {
 /// Writes one packet with teardown's comment in place of an earlier one of teardown's. By
 /// reference: the packet and its buffers stay where they are (a move per packet showed in
 /// the profile).
+#[inline(always)]
 fn write_annotated<W: PutBlock + ?Sized>(
     out: &mut W,
     comments: &mut CommentCache,

@@ -144,7 +144,7 @@ pub trait PutBlock: Write {
     /// more opt_comment. The fixed-size pieces are stored in place (a padding of 0 to 3 bytes
     /// is 4 zeros cut back); only the data and the comment are copies of their own.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn epb(
         &mut self,
         big: bool,
