@@ -199,19 +199,24 @@ fn annotate_into<R: Read, W: PutBlock + ?Sized>(
                 }
                 Settled::Failed(e) => return Err(e),
             };
-            for p in run {
+            // Counted here, added once: what the closure holds by reference is a store each.
+            let (mut seen, mut segments, mut conns) = (0u64, 0u64, opened);
+            run.try_each(|p| {
                 let Some(stored) = p.stored else {
                     return Err(without_bytes(name));
                 };
-                packets_seen += 1;
+                seen += 1;
                 let (seg, extra) = framed(p.decoded);
-                tcp += u64::from(seg.is_some());
+                segments += u64::from(seg.is_some());
                 if let Some(e) = p.event {
-                    opened = opened.max(e.conn + 1);
+                    conns = conns.max(e.conn + 1);
                 }
                 write_annotated(out, &mut comments, stored, extra.as_deref(), p.event)
-                    .map_err(write_err)?;
-            }
+                    .map_err(write_err)
+            })?;
+            packets_seen += seen;
+            tcp += segments;
+            opened = conns;
             Ok(())
         })?;
     }

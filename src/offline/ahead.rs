@@ -222,6 +222,7 @@ pub enum Settled<'a, 'r> {
 }
 
 /// Packets in a row of a batch (`Settled::Packets`).
+#[derive(Clone)]
 pub struct Run<'a> {
     /// From the next packet on, to the batch's end.
     items: &'a [Crossing],
@@ -237,6 +238,21 @@ pub struct SettledPacket<'a> {
     pub decoded: &'a Result<Segment, DecodeError>,
     /// The tracker's event, settled by the look-ahead.
     pub event: Option<&'a Event>,
+}
+
+impl<'a> Run<'a> {
+    /// Each packet of the run given to `f` in turn, up to `f`'s error; where the run is, kept
+    /// in registers meanwhile (a walk through `&mut Run` stores it back at every packet).
+    #[inline(always)]
+    pub fn try_each<E>(
+        &mut self,
+        f: impl FnMut(SettledPacket<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut run = self.clone();
+        let done = run.try_for_each(f);
+        *self = run;
+        done
+    }
 }
 
 impl<'a> Iterator for Run<'a> {
