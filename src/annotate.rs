@@ -580,6 +580,10 @@ pub struct CommentCache {
     /// connections go through the same six or so, and making each text anew was a fifth of
     /// the time on 100k connections.
     changed: Vec<Cached>,
+    /// Where to look first in `changed` (its index + 1; 0 for nowhere), by the list's length
+    /// and its first transition (`slot`): found there by one comparison of the lists, without
+    /// a hash, for most segments.
+    slots: Vec<u8>,
     /// A text with notes after the common words, made in one buffer used again: a busy
     /// server's SYNs each have one.
     scratch: String,
@@ -587,6 +591,7 @@ pub struct CommentCache {
 
 /// Equal lists of transitions: their RFC sections compared by address first (the same
 /// literal), by text only where the addresses differ.
+#[inline]
 fn same(a: &[(Role, crate::tcp::Transition)], b: &[(Role, crate::tcp::Transition)]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ra, ta), (rb, tb))| {
@@ -618,6 +623,19 @@ fn transitions_hash(transitions: &[(Role, crate::tcp::Transition)]) -> u64 {
 /// At most this many transition texts are kept (there are a few dozen kinds in all).
 const CHANGED_TEXTS: usize = 64;
 
+/// `CommentCache::slots`: a list's length (1 to 4, 4 for more) and its first transition's
+/// role and states.
+const SLOTS: usize = 4 * 2 * State::ALL.len() * State::ALL.len();
+
+/// A (non-empty) list of transitions' place in `CommentCache::slots`.
+fn slot(transitions: &[(Role, crate::tcp::Transition)]) -> usize {
+    let n = State::ALL.len();
+    let Some((role, t)) = transitions.first() else {
+        return 0;
+    };
+    (((transitions.len().min(4) - 1) * 2 + role.index()) * n + t.from.index()) * n + t.to.index()
+}
+
 impl CommentCache {
     pub fn new(mode: Comments) -> CommentCache {
         CommentCache {
@@ -627,7 +645,21 @@ impl CommentCache {
     }
 
     /// `event`'s comment as the cache's mode has it.
+    #[inline]
     pub fn comment(&mut self, event: &Event) -> Cow<'_, str> {
+        // Most of a busy server's segments, by default: nothing to say, said in line.
+        if self.mode == Comments::Changes
+            && event.transitions.is_empty()
+            && event.unexpected().is_empty()
+            && event.notes().is_empty()
+        {
+            return Cow::Borrowed("");
+        }
+        self.made(event)
+    }
+
+    /// `comment` for all but the plain segments of the default mode (they get none).
+    fn made(&mut self, event: &Event) -> Cow<'_, str> {
         if !event.unexpected().is_empty()
             || (event.transitions.is_empty() && !event.notes().is_empty())
         {
@@ -667,6 +699,7 @@ impl CommentCache {
     /// A frame's whole comment, for every front: its event's, and what the frame adds beyond
     /// it (a snaplen cut, which makes the segment worth its whole comment, states and all);
     /// or, for a frame that did not decode, the decoder's word alone; or none.
+    #[inline(always)]
     pub fn frame<'a>(&'a mut self, event: Option<&Event>, extra: Option<&'a str>) -> Cow<'a, str> {
         match (event, extra) {
             (Some(event), None) => self.comment(event),
@@ -684,6 +717,23 @@ impl CommentCache {
     /// Where the text of an event's transitions alone is, made once for each list of them;
     /// none once the cache is full.
     fn transitions_text(&mut self, event: &Event) -> Option<usize> {
+        let slot = slot(&event.transitions);
+        if let Some(&at) = self.slots.get(slot)
+            && let Some((_, t, _)) = self.changed.get(usize::from(at).wrapping_sub(1))
+            && same(t, &event.transitions)
+        {
+            return Some(usize::from(at) - 1);
+        }
+        let i = self.hashed_text(event)?;
+        if self.slots.is_empty() {
+            self.slots = vec![0; SLOTS];
+        }
+        self.slots[slot] = i as u8 + 1;
+        Some(i)
+    }
+
+    /// As `transitions_text`, found by the list's hash.
+    fn hashed_text(&mut self, event: &Event) -> Option<usize> {
         let hash = transitions_hash(&event.transitions);
         let found = self
             .changed
@@ -1124,6 +1174,82 @@ pub(crate) mod tests {
         }
         // Cached transitions with notes after them (a SYN that takes a TIME_WAIT over).
         assert!(with_notes > 0);
+    }
+
+    /// Lists that share their length and first transition share a slot of the cache: each
+    /// still gets its own text, whichever came last.
+    #[test]
+    fn the_cache_tells_apart_lists_that_begin_alike() {
+        use crate::tcp::{Cause, Transition};
+        let mut tracker = Tracker::new();
+        let segs = active_close(false);
+        let base = tracker.on_segment(&segs[0]);
+        let t = |from, to, cause, rfc| Transition {
+            from,
+            to,
+            cause,
+            rfc,
+        };
+        let fin = t(
+            State::Established,
+            State::FinWait1,
+            Cause::SentFin,
+            "RFC 9293 §3.10.4",
+        );
+        let lists = [
+            vec![(Role::Server, fin)],
+            // The same states, another cause.
+            vec![(
+                Role::Server,
+                t(fin.from, fin.to, Cause::Crossed, "RFC 9293 §3.6"),
+            )],
+            // The same first transition, another second one.
+            vec![
+                (Role::Server, fin),
+                (
+                    Role::Client,
+                    t(
+                        State::Established,
+                        State::CloseWait,
+                        Cause::ReceivedFin,
+                        "RFC 9293 §3.10.7.4",
+                    ),
+                ),
+            ],
+            vec![
+                (Role::Server, fin),
+                (
+                    Role::Client,
+                    t(
+                        State::Established,
+                        State::FinWait1,
+                        Cause::SentFin,
+                        "RFC 9293 §3.10.4",
+                    ),
+                ),
+            ],
+        ];
+        let mut cache = CommentCache::new(Comments::Changes);
+        for round in 0..3 {
+            for (i, list) in lists.iter().enumerate() {
+                let mut event = base.clone();
+                event.transitions = list.clone();
+                assert_eq!(
+                    cache.comment(&event),
+                    comment(&event),
+                    "round {round}, list {i}"
+                );
+            }
+        }
+        let texts: std::collections::HashSet<String> = lists
+            .iter()
+            .map(|list| {
+                let mut event = base.clone();
+                event.transitions = list.clone();
+                comment(&event)
+            })
+            .collect();
+        assert_eq!(texts.len(), lists.len());
     }
 
     #[test]

@@ -241,17 +241,65 @@ pub enum Ahead {
 }
 
 /// An item of a batch as `Packets::each_settled` hands it on.
-pub enum Settled<'a> {
-    Packet {
-        /// Its bytes, where the reading keeps them (`annotate`).
-        stored: Option<Stored<'a>>,
-        decoded: &'a Result<Segment, DecodeError>,
-        /// The tracker's event, settled by the look-ahead.
-        event: Option<&'a Event>,
-    },
+pub enum Settled<'a, 'r> {
+    /// The packets that follow, one after the other where they lie in their batch: `next`
+    /// gives each, up to the next item that is no packet. A call for each run of them, not
+    /// for each packet: the call and the item made and matched twice showed in the profile.
+    Packets(&'r mut Run<'a>),
     Block(&'a [u8]),
     Cut(InputError),
     Failed(Error),
+}
+
+/// Packets in a row of a batch (`Settled::Packets`).
+#[derive(Clone)]
+pub struct Run<'a> {
+    /// From the next packet on, to the batch's end.
+    items: &'a [Crossing],
+    placed: std::slice::Iter<'a, Placed>,
+    events: std::slice::Iter<'a, Event>,
+    bytes: &'a [u8],
+}
+
+/// A packet of a `Run`.
+pub struct SettledPacket<'a> {
+    /// Its bytes, where the reading keeps them (`annotate`).
+    pub stored: Option<Stored<'a>>,
+    pub decoded: &'a Result<Segment, DecodeError>,
+    /// The tracker's event, settled by the look-ahead.
+    pub event: Option<&'a Event>,
+}
+
+impl<'a> Run<'a> {
+    /// Each packet of the run given to `f` in turn, up to `f`'s error; where the run is, kept
+    /// in registers meanwhile (a walk through `&mut Run` stores it back at every packet).
+    #[inline(always)]
+    pub fn try_each<E>(
+        &mut self,
+        f: impl FnMut(SettledPacket<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut run = self.clone();
+        let done = run.try_for_each(f);
+        *self = run;
+        done
+    }
+}
+
+impl<'a> Iterator for Run<'a> {
+    type Item = SettledPacket<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<SettledPacket<'a>> {
+        let [Crossing::Packet(_, decoded), rest @ ..] = self.items else {
+            return None;
+        };
+        self.items = rest;
+        Some(SettledPacket {
+            stored: self.placed.next().map(|p| p.stored(self.bytes)),
+            decoded,
+            event: decoded.is_ok().then(|| self.events.next()).flatten(),
+        })
+    }
 }
 
 /// A reading thread that went away without the input's end: nothing is lost without a word.
@@ -449,12 +497,13 @@ impl<R: Read> Packets<R> {
     }
 
     /// Every item of a reading that tracks and settles (`tracked`) handed to `f` in order,
-    /// by reference where it lies in its batch: nothing is moved out but a cut or an error.
-    /// A batch done with goes back whole, its bytes to the reader and its events to the
-    /// tracking thread. Stops at `f`'s error, or after the end, a cut or an error.
+    /// by reference where it lies in its batch (packets a run at a time): nothing is moved out
+    /// but a cut or an error. The packets of a run that `f` leaves are passed over. A batch
+    /// done with goes back whole, its bytes to the reader and its events to the tracking
+    /// thread. Stops at `f`'s error, or after the end, a cut or an error.
     pub fn each_settled<E>(
         &mut self,
-        mut f: impl FnMut(Settled<'_>) -> Result<(), E>,
+        mut f: impl FnMut(Settled<'_, '_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let Packets::Threaded {
             batches,
@@ -474,24 +523,37 @@ impl<R: Read> Packets<R> {
                 events,
                 bytes,
             } = batch;
-            let (mut placed, mut events) = (placed.iter(), events.iter());
-            for item in items.iter_mut() {
-                match item {
-                    Crossing::Packet(_, decoded) => {
-                        let stored = placed.next().map(|p| p.stored(bytes));
-                        let event = decoded.is_ok().then(|| events.next()).flatten();
-                        f(Settled::Packet {
-                            stored,
-                            decoded,
-                            event,
-                        })?;
+            // As slices (a batch is one already, as the reader filled it): a deque's iterator
+            // minds its two halves on every step.
+            let (placed, events) = (&*placed.make_contiguous(), &*events.make_contiguous());
+            let items = items.make_contiguous();
+            // Where the next item, place and event are.
+            let (mut at, mut place, mut event) = (0, 0, 0);
+            while at < items.len() {
+                match &mut items[at] {
+                    Crossing::Packet(..) => {
+                        let mut run = Run {
+                            items: &items[at..],
+                            placed: placed[place..].iter(),
+                            events: events[event..].iter(),
+                            bytes,
+                        };
+                        f(Settled::Packets(&mut run))?;
+                        // What `f` left is passed over: its places and events with it.
+                        for _ in run.by_ref() {}
+                        at = items.len() - run.items.len();
+                        place = placed.len() - run.placed.as_slice().len();
+                        event = events.len() - run.events.as_slice().len();
                     }
-                    Crossing::Block(block) => f(Settled::Block(block))?,
+                    Crossing::Block(block) => {
+                        f(Settled::Block(block))?;
+                        at += 1;
+                    }
                     Crossing::End => {
                         *ended = true;
                         return Ok(());
                     }
-                    Crossing::Cut(_) | Crossing::Failed(_) => {
+                    item @ (Crossing::Cut(_) | Crossing::Failed(_)) => {
                         *ended = true;
                         return match std::mem::replace(item, Crossing::End) {
                             Crossing::Cut(e) => f(Settled::Cut(e)),
@@ -1104,16 +1166,17 @@ mod tests {
     fn settled<R: Read>(mut packets: Packets<R>) -> Vec<String> {
         let mut out = Vec::new();
         let _ = packets.each_settled(|item| {
-            out.push(match item {
-                Settled::Packet {
-                    stored,
-                    decoded,
-                    event,
-                } => format!("{stored:?} {decoded:?} {:?}", event.cloned()),
-                Settled::Block(bytes) => format!("block {}", bytes.len()),
-                Settled::Cut(e) => format!("cut {e} {:?}", e.cut_at),
-                Settled::Failed(e) => format!("failed {e}"),
-            });
+            match item {
+                Settled::Packets(run) => {
+                    for p in run {
+                        let (stored, decoded, event) = (p.stored, p.decoded, p.event);
+                        out.push(format!("{stored:?} {decoded:?} {:?}", event.cloned()));
+                    }
+                }
+                Settled::Block(bytes) => out.push(format!("block {}", bytes.len())),
+                Settled::Cut(e) => out.push(format!("cut {e} {:?}", e.cut_at)),
+                Settled::Failed(e) => out.push(format!("failed {e}")),
+            }
             Ok::<(), ()>(())
         });
         out
@@ -1218,6 +1281,52 @@ mod tests {
         assert!(inline.iter().any(|s| s.starts_with("block")));
     }
 
+    /// A run's packets that `f` leaves are passed over, their places and events with them:
+    /// after a block, the next run's packets come with their own bytes and events.
+    #[test]
+    fn the_packets_a_run_leaves_are_passed_over() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        // Three sections in a row: blocks between the packets, all in one batch.
+        let mut bytes = Vec::new();
+        for name in ["active-close", "port-exhaustion", "simultaneous-close"] {
+            bytes.extend(std::fs::read(format!("{dir}/{name}.pcapng")).unwrap());
+        }
+        let read = || {
+            let tracking = Tracker::forgetful(MSL2);
+            Packets::threaded(io::Cursor::new(bytes.clone()), "f", true, Some(tracking))
+                .unwrap()
+                .0
+        };
+        let all = settled(read());
+        assert!(all.len() < BATCH, "{}", all.len());
+        // Each run's first packet, and every other item.
+        let mut expected = Vec::new();
+        let mut in_run = false;
+        for words in &all {
+            let packet = !(words.starts_with("block") || words.starts_with("cut"));
+            if !packet || !in_run {
+                expected.push(words.clone());
+            }
+            in_run = packet;
+        }
+        let runs = expected.len() - all.iter().filter(|w| w.starts_with("block")).count();
+        assert!(runs >= 3, "{expected:?}");
+        let mut firsts = Vec::new();
+        let _ = read().each_settled(|item| {
+            firsts.push(match item {
+                Settled::Packets(run) => {
+                    let p = run.next().expect("a run of at least one packet");
+                    format!("{:?} {:?} {:?}", p.stored, p.decoded, p.event.cloned())
+                }
+                Settled::Block(bytes) => format!("block {}", bytes.len()),
+                Settled::Cut(e) => format!("cut {e} {:?}", e.cut_at),
+                Settled::Failed(e) => format!("failed {e}"),
+            });
+            Ok::<(), ()>(())
+        });
+        assert_eq!(firsts, expected);
+    }
+
     /// The settled events are not the tracker's own: on captures whose later segments revise
     /// earlier ones (FINs that crossed, a refused SYN), some differ, as the annotator has them.
     #[test]
@@ -1240,11 +1349,8 @@ mod tests {
             let mut settled = Vec::new();
             let mut packets = packets;
             let _ = packets.each_settled(|item| {
-                if let Settled::Packet {
-                    event: Some(event), ..
-                } = item
-                {
-                    settled.push(event.clone());
+                if let Settled::Packets(run) = item {
+                    settled.extend(run.filter_map(|p| p.event.cloned()));
                 }
                 Ok::<(), ()>(())
             });

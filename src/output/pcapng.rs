@@ -141,10 +141,11 @@ pub trait PutBlock: Write {
     /// An Enhanced Packet Block (pcapng §4.3) in the given byte order, appended to the
     /// buffer reserved once: the interface, the timestamp in the interface's units, the data
     /// (padded), `options` as they are (already in that byte order), then `comment` as one
-    /// more opt_comment. The fixed-size pieces are stored in place (a padding of 0 to 3 bytes
-    /// is 4 zeros cut back); only the data and the comment are copies of their own.
+    /// more opt_comment. The fixed-size pieces are stored in place, each with the padding (0
+    /// to 3 zeros) in front of it (`after_zeros`); only the data, the options and the comment
+    /// are copies of their own.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn epb(
         &mut self,
         big: bool,
@@ -179,29 +180,30 @@ pub trait PutBlock: Write {
         {
             head[i * 4..i * 4 + 4].copy_from_slice(&u32_in(big, word));
         }
-        let buf = self.room(total)?;
-        let padded = |buf: &mut Vec<u8>, n: usize| {
-            let end = buf.len() + pad(n);
-            buf.extend_from_slice(&[0; 4]);
-            buf.truncate(end);
-        };
-        buf.reserve(total32 as usize);
+        // Room for the widest store of a piece past the block's end (`after_zeros`).
+        let buf = self.room(total + 16)?;
+        buf.reserve(total + 16);
         buf.extend_from_slice(&head);
         buf.extend_from_slice(data);
-        padded(buf, data.len());
-        buf.extend_from_slice(options);
+        // The zeros that pad what came last go in front of the next fixed piece.
+        let mut zeros = pad(data.len());
+        if !options.is_empty() {
+            after_zeros(buf, zeros, []);
+            buf.extend_from_slice(options);
+            zeros = 0;
+        }
         if !comment.is_empty() {
             let mut option = [0u8; 4];
             option[..2].copy_from_slice(&u16_in(big, 1));
             option[2..].copy_from_slice(&u16_in(big, comment.len() as u16));
-            buf.extend_from_slice(&option);
+            after_zeros(buf, zeros, option);
             buf.extend_from_slice(comment);
-            padded(buf, comment.len());
+            zeros = pad(comment.len());
         }
         // opt_endofopt, then the block's length again.
         let mut end = [0u8; 8];
         end[4..].copy_from_slice(&u32_in(big, total32));
-        buf.extend_from_slice(&end);
+        after_zeros(buf, zeros, end);
         self.put()
     }
 }
@@ -324,6 +326,18 @@ pub fn u16_in(big: bool, v: u16) -> [u8; 2] {
     } else {
         v.to_le_bytes()
     }
+}
+
+/// Appends `zeros` zero bytes (a padding: 0 to 3) and then `piece`, as one store of 16 bytes
+/// cut back: a copy of a varying size is a call, and each copy checks the buffer's room.
+#[inline(always)]
+fn after_zeros<const N: usize>(buf: &mut Vec<u8>, zeros: usize, piece: [u8; N]) {
+    const { assert!(N <= 12) };
+    let mut word = [0u8; 16];
+    word[..N].copy_from_slice(&piece);
+    let end = buf.len() + zeros + N;
+    buf.extend_from_slice(&(u128::from_le_bytes(word) << (8 * zeros)).to_le_bytes());
+    buf.truncate(end);
 }
 
 /// Padding to the next 32-bit boundary (pcapng §3).
