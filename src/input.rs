@@ -247,9 +247,13 @@ impl<R: Read> Records<R> {
             let stop = if self.keep {
                 // Nothing moves: the buffer grows where the record does not fit, by at most
                 // what the record has so far (a length that lies costs no more memory than
-                // the file has).
+                // the file has), and reads no further than the record and KEPT_READ beyond
+                // it (what is read ahead moves at each hand-over: after a large record, a
+                // read as large again moved megabytes at every batch).
                 let more = KEPT_READ.max(self.end - self.pos);
-                let stop = (self.end + more).min(self.pos + MAX_RECORD_BUFFER);
+                let stop = (self.end + more)
+                    .min(self.pos + MAX_RECORD_BUFFER)
+                    .min(self.pos + need + KEPT_READ);
                 if stop > self.buf.len() {
                     self.buf.resize(stop, 0);
                 }
@@ -589,22 +593,11 @@ impl<R: Read> Source<R> {
         &'a mut self,
         spare: &'a mut InPacket,
     ) -> Option<Result<Next<PacketView<'a>>, InputError>> {
-        if let Reader::Pcap(r) = &mut self.reader
-            && !self.done
-        {
-            let p = match r.buffered(true) {
-                Some(p) => p,
-                None => match r.next()? {
-                    Ok(p) => p,
-                    Err(e) => return self.short(e),
-                },
+        if matches!(self.reader, Reader::Pcap(_)) && !self.done {
+            let (p, offset) = match self.pcap_record()? {
+                Ok(record) => record,
+                Err(e) => return Some(Err(e)),
             };
-            if p.incl_len > p.orig_len {
-                return self.lying(&p);
-            }
-            let offset = self.offset;
-            self.offset += 16 + u64::from(p.incl_len);
-            // Borrowed again for the view: the borrow above ends before the errors'.
             let Reader::Pcap(r) = &self.reader else {
                 unreachable!("a pcap reading")
             };
@@ -629,6 +622,29 @@ impl<R: Read> Source<R> {
             }
             Reader::PcapNg(_) => false,
         }
+    }
+
+    /// The next pcap record, whole in the buffer (read as needed), and its offset; or why
+    /// not: one cut short, or one that claims more captured bytes than it had on the wire.
+    /// What both the in-place and the copying way read a record that is not the usual case
+    /// with.
+    fn pcap_record(&mut self) -> Option<Result<(Record, u64), InputError>> {
+        let Reader::Pcap(r) = &mut self.reader else {
+            return None;
+        };
+        let p = match r.buffered(true) {
+            Some(p) => p,
+            None => match r.next()? {
+                Ok(p) => p,
+                Err(e) => return self.short(e),
+            },
+        };
+        if p.incl_len > p.orig_len {
+            return self.lying(&p);
+        }
+        let offset = self.offset;
+        self.offset += 16 + u64::from(p.incl_len);
+        Some(Ok((p, offset)))
     }
 
     /// A pcap record that could not be read whole, in pcap-file's words, for the same
@@ -666,16 +682,14 @@ impl<R: Read> Source<R> {
             return Some(Ok(Some(shb)));
         }
         match &mut self.reader {
-            Reader::Pcap(r) => {
-                let p = match r.next()? {
-                    Ok(p) => p,
-                    Err(e) => return self.short(e),
+            Reader::Pcap(_) => {
+                let (p, offset) = match self.pcap_record()? {
+                    Ok(record) => record,
+                    Err(e) => return Some(Err(e)),
                 };
-                if p.incl_len > p.orig_len {
-                    return self.lying(&p);
+                if let Reader::Pcap(r) = &mut self.reader {
+                    r.packet(&p, packet, offset);
                 }
-                r.packet(&p, packet, self.offset);
-                self.offset += 16 + u64::from(p.incl_len);
                 Some(Ok(None))
             }
             Reader::PcapNg(r) => {

@@ -502,3 +502,65 @@ fn a_pcap_record_larger_than_the_buffer_is_read_or_refused_as_before() {
     assert_eq!((e.offset, e.cut_at), (24, None));
     assert!(e.what.ends_with("(truncated?)"), "{e}");
 }
+
+/// A reader that notes where each read starts and how many bytes it asks for.
+struct Logged {
+    bytes: Vec<u8>,
+    at: usize,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+}
+
+impl io::Read for Logged {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked.lock().unwrap().push((self.at, buf.len()));
+        let n = buf.len().min(self.bytes.len() - self.at);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reading in place, a large record is read to its end and KEPT_READ beyond at most: what
+/// is read ahead moves to the next buffer at each hand-over, and a read as large as the
+/// record had moved megabytes at every batch after it.
+#[test]
+fn a_reading_in_place_reads_little_beyond_a_large_record() {
+    let big = vec![7u8; 4_000_000];
+    // By hand: pcap-file's writer refuses a record beyond 65535 bytes.
+    let mut file = pcap_bytes(false, DataLink::ETHERNET, &[]);
+    for frame in std::iter::once(&big[..]).chain((0..2000).map(|_| &SYN_FRAME[..])) {
+        for word in [1, 0, frame.len() as u32, frame.len() as u32] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        file.extend_from_slice(frame);
+    }
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = Logged {
+        bytes: file,
+        at: 0,
+        asked: asked.clone(),
+    };
+    let mut src = Source::open(reader, "f").unwrap();
+    assert!(src.hand_over(&mut Vec::new()));
+    let (mut spare, mut packets) = (InPacket::default(), 0);
+    loop {
+        if src.next_usual().is_some() {
+            packets += 1;
+            continue;
+        }
+        match src.next_view(&mut spare) {
+            None => break,
+            Some(Ok(Next::Packet(_))) => packets += 1,
+            Some(Ok(Next::Block(_))) => {}
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+    assert_eq!(packets, 2001);
+    let big_end = 24 + 16 + big.len();
+    for &(at, n) in asked.lock().unwrap().iter().filter(|(at, _)| *at < big_end) {
+        assert!(
+            at + n <= big_end + KEPT_READ,
+            "a read at {at} asked for {n} bytes, past the record's end at {big_end}"
+        );
+    }
+}

@@ -24,9 +24,9 @@ use crate::tracker::{Event, Tracker};
 /// another thread's memory took glibc's slow path).
 type Done = VecDeque<Event>;
 
-/// Items in order, and their packets' bytes one after the other: a packet crosses to the
-/// next core as a few cache lines in a row, not as a buffer of its own (on a busy server's
-/// capture the annotator stalled on the first touch of each packet's buffer). Emptied
+/// Items in order, and their packets' bytes in one buffer: a packet crosses to the next core
+/// as a few cache lines in a row, not as a buffer of its own (on a busy server's capture the
+/// annotator stalled on the first touch of each packet's buffer). Emptied
 /// batches go back to the reader, so that a batch's memory is allocated once and freed by the
 /// thread that allocated it.
 ///
@@ -40,6 +40,10 @@ pub struct Batch {
     /// The events of the packets that decoded, in order, where the reading tracks: the
     /// tracking thread's memory, handed back to it with the events done with (`Done`).
     events: VecDeque<Event>,
+    /// The packets' bytes, where `placed` says. A pcap's are the reading's own buffer,
+    /// handed over (`Source::hand_over`): each record header before its packet, and at the
+    /// end what was read past the batch's last record; a pcapng's are copied in one after
+    /// the other.
     bytes: Vec<u8>,
 }
 
@@ -360,8 +364,9 @@ fn read_one<R: Read>(
     got
 }
 
-/// One item read and decoded (what both ways share), given to `put` with its place; the
-/// packet's bytes onto `bytes`, where they are kept. None at the input's end, true after
+/// One item read and decoded (what both ways share), given to `put` with its place: where
+/// its bytes lie in the buffer handed over (a pcap record read in place), or copied onto
+/// `bytes` (pcapng); none without `bytes`. None at the input's end, true after
 /// the last item (a cut or an error). An item is put where it goes, not returned: moving it
 /// up through each caller's result cost more than the decoding.
 #[inline(always)]
@@ -1364,9 +1369,6 @@ mod tests {
         }
     }
 
-    /// A FIN waiting for its answer through a flood of packets that are no TCP does not keep
-    /// every batch behind it: they count in the look-ahead, which lets the FIN go unanswered
-    /// after `LOOKAHEAD_PACKETS`, and the settling thread hands batches on before the end.
     /// Events leave the look-ahead in the capture's order: each goes to the oldest batch
     /// still short of its packets' events, past a batch with none (blocks only), and a batch
     /// goes on once all its packets left, in order.
@@ -1378,29 +1380,34 @@ mod tests {
             tracker.on_segment(&segment(true, crate::tcp::Flags::ACK, seq, 1, 1))
         };
         let mut owed = Owed::default();
-        for waits in [2, 0, 1] {
+        for waits in [2, 0, 2] {
             owed.batches.push_back((Batch::default(), waits));
         }
         let (tx, sent) = sync_channel::<Batch>(8);
+        let got = |sent: &Receiver<Batch>| -> Vec<Vec<u32>> {
+            sent.try_iter()
+                .map(|b| b.events.iter().map(|e| e.rel_seq).collect())
+                .collect()
+        };
         owed.give(Some(event(&mut tracker, 10)));
         assert!(owed.send(&tx));
-        assert!(
-            sent.try_recv().is_err(),
-            "the first batch still waits for one"
-        );
+        assert!(got(&sent).is_empty(), "the first batch still waits for one");
         // A packet that did not decode has no event, and still counts.
         owed.give(None);
         owed.give(Some(event(&mut tracker, 30)));
         assert!(owed.send(&tx));
-        let got: Vec<Vec<u32>> = sent
-            .try_iter()
-            .map(|b| b.events.iter().map(|e| e.rel_seq).collect())
-            .collect();
         // Relative to the first segment's sequence number, 10.
-        assert_eq!(got, [vec![0], vec![], vec![20]]);
+        assert_eq!(got(&sent), [vec![0], vec![]]);
+        // The batches sent are gone from the front: the next event is the last batch's.
+        owed.give(Some(event(&mut tracker, 40)));
+        assert!(owed.send(&tx));
+        assert_eq!(got(&sent), [vec![20, 30]]);
         assert!(owed.batches.is_empty());
     }
 
+    /// A FIN waiting for its answer through a flood of packets that are no TCP does not keep
+    /// every batch behind it: they count in the look-ahead, which lets the FIN go unanswered
+    /// after `LOOKAHEAD_PACKETS`, and the settling thread hands batches on before the end.
     #[test]
     fn a_segment_held_through_a_flood_of_other_packets_keeps_a_few_batches_back() {
         use crate::tcp::Flags;
