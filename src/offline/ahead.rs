@@ -1582,11 +1582,14 @@ mod tests {
         }
         let at = 24 + 300 * (pcap.len() - 24);
         lying[at + 12..at + 16].copy_from_slice(&1u32.to_le_bytes());
+        // The same records big-endian, in nanoseconds: the other byte order and resolution.
+        let big_nanos = big_endian_nanos(&long);
         let files = [
             ("long", &long),
             ("cut", &cut),
             ("huge", &huge),
             ("lying", &lying),
+            ("big-endian nanoseconds", &big_nanos),
         ];
         for ((name, bytes), whole) in files.into_iter().flat_map(|f| [(f, true), (f, false)]) {
             let src = Source::open(io::Cursor::new(bytes.clone()), "f").unwrap();
@@ -1618,6 +1621,74 @@ mod tests {
                 &last[..last.len().min(200)]
             );
         }
+    }
+
+    /// The same file cut at every byte around the start of the record that opens the second
+    /// batch: each cut is the one the in-line reading makes, however the bytes come.
+    #[test]
+    fn a_pcap_cut_near_a_batch_boundary_reads_in_place_as_in_line() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let pcap = std::fs::read(format!("{dir}/real/normal-nginx.pcap")).unwrap();
+        let mut file = pcap.clone();
+        while file.len() < 4 * (pcap.len() - 24) + 24 || records(&file).len() <= BATCH + 2 {
+            file.extend_from_slice(&pcap[24..]);
+        }
+        let boundary = records(&file)[BATCH];
+        for end in boundary - 20..boundary + 40 {
+            let bytes = file[..end].to_vec();
+            for whole in [true, false] {
+                let src = Source::open(io::Cursor::new(bytes.clone()), "f").unwrap();
+                let inline = items(Packets::inline(src, "f", whole), None);
+                for step in [7, 1 << 20] {
+                    let trickle = Trickle {
+                        bytes: bytes.clone(),
+                        at: 0,
+                        step,
+                    };
+                    let (threaded, _) = Packets::threaded(trickle, "f", whole, None).unwrap();
+                    assert!(
+                        inline == items(threaded, None),
+                        "cut at {end}, {step} bytes a read"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Where each record of a little-endian pcap starts.
+    fn records(pcap: &[u8]) -> Vec<usize> {
+        let mut at = 24;
+        let mut starts = Vec::new();
+        while at + 16 <= pcap.len() {
+            starts.push(at);
+            let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
+            at += 16 + incl as usize;
+        }
+        starts
+    }
+
+    /// A little-endian microsecond pcap written big-endian in nanoseconds.
+    fn big_endian_nanos(le: &[u8]) -> Vec<u8> {
+        let word = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+        let mut out = 0xa1b2_3c4du32.to_be_bytes().to_vec();
+        out.extend_from_slice(&u16::from_le_bytes([le[4], le[5]]).to_be_bytes());
+        out.extend_from_slice(&u16::from_le_bytes([le[6], le[7]]).to_be_bytes());
+        for at in [8, 12, 16, 20] {
+            out.extend_from_slice(&word(&le[at..at + 4]).to_be_bytes());
+        }
+        for at in records(le) {
+            let incl = word(&le[at + 8..at + 12]);
+            for w in [
+                word(&le[at..at + 4]),
+                word(&le[at + 4..at + 8]) * 1000,
+                incl,
+                word(&le[at + 12..at + 16]),
+            ] {
+                out.extend_from_slice(&w.to_be_bytes());
+            }
+            out.extend_from_slice(&le[at + 16..at + 16 + incl as usize]);
+        }
+        out
     }
 
     /// A sink that keeps what it is given, or fails after `fail_after` bytes.
