@@ -1697,8 +1697,9 @@ fn finished(c: &Connection) -> bool {
 }
 
 /// A connection's 4-tuple, the same for both directions (`tuple`'s order). An IPv4 tuple is
-/// packed into 96 bits, its lower end (address, port) first: compared and hashed as one
-/// number, made once per segment; IPv6 tuples keep their addresses whole.
+/// packed into one number, its lower end (address, port) in the upper half, each end in 48
+/// bits of its half (no shift across the halves): compared and hashed as one number, made
+/// once per segment; IPv6 tuples keep their addresses whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     V4(u128),
@@ -1716,7 +1717,7 @@ impl Key {
                 };
                 let (a, b) = (end(a), end(b));
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-                Key::V4((u128::from(lo) << 48) | u128::from(hi))
+                Key::V4((u128::from(lo) << 64) | u128::from(hi))
             }
             _ => {
                 let (a, b) = tuple(a, b);
@@ -1735,7 +1736,7 @@ const RECENT: usize = 256;
 
 impl Default for Recent {
     fn default() -> Recent {
-        // No 96-bit key is all ones.
+        // No key is all ones: each end takes 48 bits of its half.
         Recent(Box::new([(u128::MAX, 0); RECENT]))
     }
 }
@@ -1745,7 +1746,7 @@ impl Recent {
     /// mostly in their ports).
     #[inline]
     fn slot(k: u128) -> usize {
-        let x = (k as u64) ^ ((k >> 48) as u64);
+        let x = (k as u64) ^ ((k >> 64) as u64);
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
     }
     #[inline]
