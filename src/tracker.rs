@@ -267,6 +267,7 @@ impl Rare {
     /// a call for every segment showed in the profile.
     #[inline(always)]
     fn boxed(
+        spare: &mut SpareRare,
         unexpected: Vec<(Role, Unexpected)>,
         notes: Vec<Note>,
         revise: Vec<Revise>,
@@ -274,22 +275,54 @@ impl Rare {
         if unexpected.is_empty() && notes.is_empty() && revise.is_empty() {
             return None;
         }
-        Some(Rare::new_box(unexpected, notes, revise))
+        Some(Rare::new_box(spare, unexpected, notes, revise))
     }
 
+    /// A box handed back (`Tracker::recycle_list`) where there is one: a busy server's
+    /// takeover SYNs each took one, and its allocation and its free showed.
     #[inline(never)]
     fn new_box(
+        spare: &mut SpareRare,
         unexpected: Vec<(Role, Unexpected)>,
         notes: Vec<Note>,
         revise: Vec<Revise>,
     ) -> Box<Rare> {
-        Box::new(Rare {
+        let rare = Rare {
             unexpected,
             notes,
             revise,
-        })
+        };
+        match spare.pop() {
+            Some(mut b) => {
+                *b = rare;
+                b
+            }
+            None => Box::new(rare),
+        }
+    }
+
+    /// An event's box taken back to `spare`, emptied, while there is room.
+    #[inline]
+    fn recycle(spare: &mut SpareRare, rare: &mut Option<Box<Rare>>) {
+        if spare.len() < SPARE_RARE
+            && let Some(mut b) = rare.take()
+        {
+            b.unexpected.clear();
+            b.notes.clear();
+            b.revise.clear();
+            spare.push(b);
+        }
     }
 }
+
+/// Emptied `Rare` boxes: the boxes themselves are what is kept, each an allocation that an
+/// event takes back whole (a `Vec<Rare>` would move the lists out, into a new box).
+#[allow(clippy::vec_box)]
+type SpareRare = Vec<Box<Rare>>;
+
+/// How many emptied `Rare` boxes the tracker keeps: more than the events in flight between
+/// the tracking thread and the writer carry.
+const SPARE_RARE: usize = 1024;
 
 // As when the lists were fields: an empty box equals none.
 impl PartialEq for Event {
@@ -562,6 +595,9 @@ pub struct Tracker {
     /// Emptied transition lists handed back (`recycle`), for the next events: most segments
     /// of a busy server change a state, and a list allocated and freed for each showed.
     spare: Vec<Vec<(Role, Transition)>>,
+    /// Emptied `Rare` boxes handed back with the events (`recycle_list`), for the next
+    /// events that carry one; the first holds its notes' list, for a takeover's notes.
+    spare_rare: SpareRare,
     /// Changes without a segment (a timer), by connection id, told by `remove`: shown on the
     /// connection's next segment. Here, not in each connection: rare, and a list in each took
     /// 24 bytes of every one of a busy server's 100k.
@@ -820,7 +856,7 @@ impl Tracker {
             transitions,
             states,
             resent: false,
-            rare: Rare::boxed(unexpected, notes, revise),
+            rare: Rare::boxed(&mut self.spare_rare, unexpected, notes, revise),
         }
     }
 
@@ -864,7 +900,7 @@ impl Tracker {
             transitions,
             states: [conn.state(Role::Client), conn.state(Role::Server)],
             resent: false,
-            rare: Rare::boxed(unexpected, Vec::new(), Vec::new()),
+            rare: Rare::boxed(&mut self.spare_rare, unexpected, Vec::new(), Vec::new()),
         }
     }
 
@@ -899,7 +935,7 @@ impl Tracker {
                     .is_some_and(|c| c.state(Role::Client) != State::SynSent) =>
             {
                 if let Some(old) = self.position(id).map(|i| &mut self.conns[i]) {
-                    incarnation = take_over(old, seg, self.quiet);
+                    incarnation = take_over(old, seg, self.quiet, &mut self.spare_rare);
                 }
                 self.open(seg)
             }
@@ -1163,7 +1199,7 @@ impl Tracker {
             transitions,
             states,
             resent,
-            rare: Rare::boxed(unexpected, notes, revise),
+            rare: Rare::boxed(&mut self.spare_rare, unexpected, notes, revise),
         }
     }
 
@@ -1181,6 +1217,9 @@ impl Tracker {
     /// so that none is allocated anew.
     #[inline]
     pub fn recycle_list(&mut self, event: &mut Event) {
+        if event.rare.is_some() {
+            Rare::recycle(&mut self.spare_rare, &mut event.rare);
+        }
         if event.transitions.capacity() > 0 && self.spare.len() < 4096 {
             let mut list = std::mem::take(&mut event.transitions);
             list.clear();
@@ -1489,7 +1528,12 @@ static TAKEN_OVER: [(Role, Transition); 2] = [
 /// A new SYN on the 4-tuple of `old`: when an end of `old` is still in TIME_WAIT, the kernel
 /// destroys it (the client's port taken over by tcp_tw_reuse, or the server's TIME_WAIT
 /// accepting a new connection, RFC 6191): `old` ends there, CLOSED. What the SYN's comment says.
-fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<Note> {
+fn take_over(
+    old: &mut Connection,
+    seg: &Segment,
+    quiet: bool,
+    spare: &mut [Box<Rare>],
+) -> Vec<Note> {
     let role = if old.state(Role::Client) == State::TimeWait {
         Role::Client
     } else if old.state(Role::Server) == State::TimeWait {
@@ -1510,7 +1554,13 @@ fn take_over(old: &mut Connection, seg: &Segment, quiet: bool) -> Vec<Note> {
         tsval: seg.options.timestamp.map(|(val, _)| val),
         old_tsval: old.syn_tsval,
     };
-    vec![Note::Reincarnation(takeover), Note::TakenOver(takeover)]
+    // The list of the box the event will take (`Rare::new_box`), where one was handed back.
+    let mut notes = spare
+        .last_mut()
+        .map(|r| std::mem::take(&mut r.notes))
+        .unwrap_or_default();
+    notes.extend([Note::Reincarnation(takeover), Note::TakenOver(takeover)]);
+    notes
 }
 
 /// A note's words onto the list.
@@ -1697,8 +1747,9 @@ fn finished(c: &Connection) -> bool {
 }
 
 /// A connection's 4-tuple, the same for both directions (`tuple`'s order). An IPv4 tuple is
-/// packed into 96 bits, its lower end (address, port) first: compared and hashed as one
-/// number, made once per segment; IPv6 tuples keep their addresses whole.
+/// packed into one number, its lower end (address, port) in the upper half, each end in 48
+/// bits of its half (no shift across the halves): compared and hashed as one number, made
+/// once per segment; IPv6 tuples keep their addresses whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     V4(u128),
@@ -1716,7 +1767,7 @@ impl Key {
                 };
                 let (a, b) = (end(a), end(b));
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-                Key::V4((u128::from(lo) << 48) | u128::from(hi))
+                Key::V4((u128::from(lo) << 64) | u128::from(hi))
             }
             _ => {
                 let (a, b) = tuple(a, b);
@@ -1735,7 +1786,7 @@ const RECENT: usize = 256;
 
 impl Default for Recent {
     fn default() -> Recent {
-        // No 96-bit key is all ones.
+        // No key is all ones: each end takes 48 bits of its half.
         Recent(Box::new([(u128::MAX, 0); RECENT]))
     }
 }
@@ -1745,7 +1796,7 @@ impl Recent {
     /// mostly in their ports).
     #[inline]
     fn slot(k: u128) -> usize {
-        let x = (k as u64) ^ ((k >> 48) as u64);
+        let x = (k as u64) ^ ((k >> 64) as u64);
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
     }
     #[inline]
@@ -2332,6 +2383,49 @@ pub(crate) mod tests {
             syn.notes().last().unwrap(),
             "connection 0: client TIME_WAIT → CLOSED (its kernel reused the port for a new \
              connection, Linux net.ipv4.tcp_tw_reuse, RFC 7323 §5)"
+        );
+    }
+
+    #[test]
+    fn an_event_takes_a_recycled_box_without_the_lists_of_its_last_event() {
+        // A second 4-tuple: the client's port 40001.
+        let other = |mut s: Segment| {
+            for end in [&mut s.src, &mut s.dst] {
+                if end.port() == 40000 {
+                    end.set_port(40001);
+                }
+            }
+            s
+        };
+        let mut segs = active_close(false);
+        segs.extend(active_close(false).into_iter().map(other));
+        let syns = [
+            segment(true, Flags::SYN, 5000, 0, 0),
+            other(segment(true, Flags::SYN, 5000, 0, 0)),
+        ];
+        // What the second takeover's event is where no box comes back.
+        let (mut fresh, _) = run(&segs);
+        fresh.on_segment(&syns[0]);
+        let want = fresh.on_segment(&syns[1]);
+        assert_eq!(want.notes().len(), 2, "{want:?}");
+        let (mut tracker, _) = run(&segs);
+        let mut first = tracker.on_segment(&syns[0]);
+        // What the annotator adds before the event comes back written.
+        first.push_note("written".to_string());
+        first.set_revise(vec![Revise::CrossedFin { role: Role::Client }]);
+        tracker.recycle_list(&mut first);
+        assert!(!first.rare_on_heap());
+        assert_eq!(tracker.spare_rare.len(), 1);
+        let second = tracker.on_segment(&syns[1]);
+        assert!(
+            tracker.spare_rare.is_empty(),
+            "the box handed back is taken"
+        );
+        assert_eq!(second, want);
+        assert_eq!(
+            second.notes()[1].to_string(),
+            "connection 1: server TIME_WAIT → CLOSED (a new SYN on the same 4-tuple took it \
+             over, RFC 6191)"
         );
     }
 

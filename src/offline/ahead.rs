@@ -772,12 +772,11 @@ fn track_ahead(
     let mut spares: Vec<Done> = Vec::new();
     for mut batch in batches {
         while let Ok(mut events) = done.try_recv() {
-            // Taken where they lie: an event is not moved to be dropped, and the lists are
-            // not collected first (a list of lists per batch showed in the profile).
-            for event in events.iter_mut() {
-                tracker.recycle_list(event);
+            // One pass: each event's list taken back, then the event dropped (a second pass
+            // to drop them showed in the profile).
+            for mut event in events.drain(..) {
+                tracker.recycle_list(&mut event);
             }
-            events.clear();
             if spares.len() < 8 {
                 spares.push(events);
             }
