@@ -561,20 +561,20 @@ impl Scan {
 }
 
 /// Every item of `src` read: each packet's readout given to `f` (with `src`, for the events
-/// it hands back), other blocks passed over; how many packets there were, and where the input
-/// was cut short.
+/// it hands back), and `None` for a block that is no packet (it ends a look-ahead); how many
+/// packets there were, and where the input was cut short.
 fn each_packet<R: Read>(
     src: &mut Packets<R>,
-    mut f: impl FnMut(&mut Packets<R>, Readout),
+    mut f: impl FnMut(&mut Packets<R>, Option<Readout>),
 ) -> Result<(u64, Option<InputError>), Error> {
     let mut packets = 0u64;
     while let Some(item) = src.next() {
         match item {
             Ahead::Packet(read) => {
                 packets += 1;
-                f(src, read);
+                f(src, Some(read));
             }
-            Ahead::Block(_) => {}
+            Ahead::Block(_) => f(src, None),
             Ahead::Cut(e) => return Ok((packets, Some(e))),
             Ahead::Failed(e) => return Err(e),
             Ahead::End => break,
@@ -640,25 +640,14 @@ fn each_segment(
             src.recycle(done, local);
         }
     };
-    let (mut packets, mut cut) = (0u64, None);
-    while let Some(item) = src.next() {
-        let read = match item {
-            Ahead::Packet(read) => read,
-            Ahead::Block(_) => {
-                let held: Vec<_> = annotator.finish().collect();
-                for (item, event) in held {
-                    tell(&mut src, &mut annotator.tracker, item, event);
-                }
-                continue;
+    let read = each_packet(&mut src, |src, read| {
+        let Some(read) = read else {
+            let held: Vec<_> = annotator.finish().collect();
+            for (item, event) in held {
+                tell(src, &mut annotator.tracker, item, event);
             }
-            Ahead::Cut(e) => {
-                cut = Some(e);
-                break;
-            }
-            Ahead::Failed(e) => return Err(e),
-            Ahead::End => break,
+            return;
         };
-        packets += 1;
         let Readout {
             stamp,
             decoded,
@@ -667,26 +656,25 @@ fn each_segment(
         } = read;
         let item = decoded.ok().map(|seg| (stamp, seg));
         if tracking {
-            tell(&mut src, &mut annotator.tracker, item, event);
-            continue;
+            tell(src, &mut annotator.tracker, item, event);
+            return;
         }
         let at = Some(stamp.ts);
-        let seg = item.as_ref().map(|(_, seg)| seg.clone());
-        let Ok(tracked) = annotator.step(seg.as_ref(), at, |a, item, event| {
-            tell(&mut src, &mut a.tracker, item, event);
-            Ok::<(), std::convert::Infallible>(())
-        });
+        let Ok(tracked) =
+            annotator.step(item.as_ref().map(|(_, seg)| seg), at, |a, item, event| {
+                tell(src, &mut a.tracker, item, event);
+                Ok::<(), std::convert::Infallible>(())
+            });
         if tracked.hold {
             annotator.hold(item, tracked, at);
         } else {
-            tell(&mut src, &mut annotator.tracker, item, tracked.event);
+            tell(src, &mut annotator.tracker, item, tracked.event);
         }
-    }
+    })?;
     let held: Vec<_> = annotator.finish().collect();
     for (item, event) in held {
         tell(&mut src, &mut annotator.tracker, item, event);
     }
-    let read = (packets, cut);
     let tracker = match src.tracker() {
         Some(tracker) => tracker,
         None if tracking => {
@@ -715,9 +703,14 @@ fn tally(input: &str) -> Result<(Scan, Vec<Seen>), Error> {
     tracker.quiet = true;
     let mut seen = Vec::new();
     let read = each_packet(&mut src, |_, read| {
-        if let Ok(seg) = read.decoded {
-            let event = tracker.on_segment_at(&seg, Some(read.stamp.ts));
-            Seen::add(&mut seen, &read.stamp, seg.flags, &event);
+        if let Some(Readout {
+            stamp,
+            decoded: Ok(seg),
+            ..
+        }) = read
+        {
+            let event = tracker.on_segment_at(&seg, Some(stamp.ts));
+            Seen::add(&mut seen, &stamp, seg.flags, &event);
             tracker.recycle(event);
         }
     })?;

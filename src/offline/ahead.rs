@@ -711,10 +711,9 @@ impl<R: Read + Send + 'static> Packets<R> {
                             track_ahead(tracker, mine, tx, done)
                         })
                 });
-            let tracked = settled;
             match started {
                 Ok(thread) => {
-                    batches = tracked;
+                    batches = settled;
                     tracking = Some(thread);
                     done_back = Some(give);
                 }
