@@ -1203,13 +1203,10 @@ impl Tracker {
         }
     }
 
-    /// Takes back an event that was written, to reuse its list of transitions.
-    pub fn recycle(&mut self, event: Event) {
-        let mut list = event.transitions;
-        if list.capacity() > 0 && self.spare.len() < 64 {
-            list.clear();
-            self.spare.push(list);
-        }
+    /// Takes back an event that was written, to reuse its list of transitions and its box.
+    #[inline]
+    pub fn recycle(&mut self, mut event: Event) {
+        self.recycle_list(&mut event);
     }
 
     /// An event's list of transitions taken back where the event lies (another thread's
