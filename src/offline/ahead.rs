@@ -349,21 +349,6 @@ pub struct Stamp {
     pub orig_len: u32,
 }
 
-/// One item read and decoded, as an in-line reading takes it: `read_into`'s.
-#[inline(always)]
-fn read_one<R: Read>(
-    src: &mut Source<R>,
-    name: &str,
-    spare: &mut InPacket,
-    bytes: Option<&mut Vec<u8>>,
-) -> Option<(Crossing, Option<Placed>)> {
-    let mut got = None;
-    read_into(src, name, spare, bytes, |item, placed| {
-        got = Some((item, placed))
-    })?;
-    got
-}
-
 /// One item read and decoded (what both ways share), given to `put` with its place: where
 /// its bytes lie in the buffer handed over (a pcap record read in place), or copied onto
 /// `bytes` (pcapng); none without `bytes`. None at the input's end, true after
@@ -456,8 +441,11 @@ impl<R: Read> Packets<R> {
                     return None;
                 }
                 bytes.clear();
-                let item = read_one(src, name, spare, keep.then_some(bytes))
-                    .map(|(item, placed)| item.ahead(placed, None));
+                let mut got = None;
+                read_into(src, name, spare, keep.then_some(bytes), |item, placed| {
+                    got = Some(item.ahead(placed, None))
+                });
+                let item = got;
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
