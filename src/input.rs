@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -407,10 +407,51 @@ struct Count {
 struct Counted<R> {
     inner: R,
     count: Rc<Count>,
+    /// The first bytes, read (and counted) by `prime`, given again to the first reads.
+    primed: [u8; 4],
+    /// How many of `primed` are yet to be given.
+    replay: std::ops::Range<usize>,
+}
+
+impl<R: Read> Counted<R> {
+    fn new(inner: R, count: Rc<Count>) -> Counted<R> {
+        Counted {
+            inner,
+            count,
+            primed: [0; 4],
+            replay: 0..0,
+        }
+    }
+
+    /// Reads the first 4 bytes (fewer only at the end), however few each read gives: a
+    /// pipe may give the magic number a byte at a time.
+    fn prime(&mut self) -> io::Result<&[u8]> {
+        let mut got = 0;
+        while got < self.primed.len() {
+            match self.inner.read(&mut self.primed[got..]) {
+                Ok(0) => {
+                    self.count.eof.set(true);
+                    break;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.count.bytes.set(self.count.bytes.get() + got as u64);
+        self.replay = 0..got;
+        Ok(&self.primed[..got])
+    }
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.primed[self.replay.start..][..n]);
+            self.replay.start += n;
+            return Ok(n);
+        }
         let n = self.inner.read(buf)?;
         self.count.bytes.set(self.count.bytes.get() + n as u64);
         if n == 0 && !buf.is_empty() {
@@ -443,13 +484,9 @@ impl<R: Read> Source<R> {
             cut_at: None,
         };
         let count = Rc::new(Count::default());
-        let input = Counted {
-            inner: input,
-            count: Rc::clone(&count),
-        };
-        let mut buffered = BufReader::with_capacity(1 << 16, input);
-        let head = buffered
-            .fill_buf()
+        let mut input = Counted::new(input, Rc::clone(&count));
+        let head = input
+            .prime()
             .map_err(|e| err(0, format!("cannot read: {e}")))?
             .get(..4)
             .map(|b| [b[0], b[1], b[2], b[3]]);
@@ -461,7 +498,7 @@ impl<R: Read> Source<R> {
         };
         let (reader, kind, offset) = match magic {
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                let r = PcapNgReader::new(buffered)
+                let r = PcapNgReader::new(BufReader::with_capacity(1 << 16, input))
                     .map_err(|e| err(0, format!("not a valid pcapng section header ({e})")))?;
                 (Reader::PcapNg(r), Kind::PcapNg, 0)
             }
@@ -469,8 +506,8 @@ impl<R: Read> Source<R> {
             | [0xa1, 0xb2, 0xc3, 0xd4]
             | [0x4d, 0x3c, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0x3c, 0x4d] => {
-                let read = buffered.buffer().to_vec();
-                let mut r = Records::new(buffered.into_inner(), &read);
+                // The records are read from the magic number on (primed, given again).
+                let mut r = Records::new(input, &[]);
                 let h = r.header().map_err(|e| {
                     let e = match e {
                         Short::Io(e) => e,

@@ -289,23 +289,19 @@ fn pcap_file_reference(bytes: &[u8], chunk: usize) -> Vec<Result<Item, InputErro
     use pcap_file::pcap::{PcapReadError, PcapReader};
     let name = "f";
     let count = Rc::new(Count::default());
-    let input = Counted {
-        inner: Trickle { bytes, chunk },
-        count: Rc::clone(&count),
-    };
-    let mut buffered = BufReader::with_capacity(1 << 16, input);
+    let mut input = Counted::new(Trickle { bytes, chunk }, Rc::clone(&count));
     let error = |offset: u64, what: String, cut_at: Option<u64>| InputError {
         file: name.into(),
         offset,
         what,
         cut_at,
     };
-    // What `Source::open` tells from the first read (these tests keep the magic number).
-    if buffered.fill_buf().unwrap().len() < 4 {
+    // What `Source::open` tells from the first bytes (these tests keep the magic number).
+    if input.prime().unwrap().len() < 4 {
         let what = "empty, or shorter than a capture file's header";
         return vec![Err(error(0, what.into(), None))];
     }
-    let mut r = match PcapReader::new(buffered) {
+    let mut r = match PcapReader::new(BufReader::with_capacity(1 << 16, input)) {
         Ok(r) => r,
         Err(e) => {
             return vec![Err(error(
@@ -430,9 +426,44 @@ fn varied_pcap(big: bool, nanos: bool) -> Vec<u8> {
 }
 
 #[test]
+fn a_pipe_that_gives_a_byte_at_a_time_reads_as_a_file() {
+    let frames: [(Duration, &[u8]); 2] = [
+        (Duration::new(1_700_000_000, 5), &SYN_FRAME),
+        (Duration::new(1_700_000_001, 7), &SYN_FRAME),
+    ];
+    let pcap = pcap_bytes(false, DataLink::ETHERNET, &frames);
+    for (what, file) in [("pcap", pcap), ("pcapng", pcapng_bytes())] {
+        let whole = source_items(&file, usize::MAX);
+        assert!(
+            whole.len() >= 2 && whole.iter().all(Result::is_ok),
+            "{what}: {whole:?}"
+        );
+        for chunk in [1, 2, 3] {
+            assert_eq!(
+                source_items(&file, chunk),
+                whole,
+                "{what}, {chunk}-byte reads"
+            );
+        }
+    }
+    // Shorter than a magic number: still the one error, whatever the reads.
+    for chunk in [1, 2, usize::MAX] {
+        let items = source_items(&[0xd4, 0xc3, 0xb2], chunk);
+        let [Err(e)] = &items[..] else {
+            panic!("{items:?}")
+        };
+        assert!(
+            e.to_string()
+                .contains("shorter than a capture file's header"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn pcap_records_read_as_pcap_file_read_them_whole_cut_or_garbled() {
-    // From 4 bytes a read: `Source::open` tells the kind of file from its first read.
-    let chunks = [4, 7, 4096, usize::MAX];
+    // From a byte a read: a pipe may give the magic number in pieces.
+    let chunks = [1, 2, 4, 7, 4096, usize::MAX];
     // Whole: the real captures and files of both byte orders and resolutions.
     let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real");
     let mut files: Vec<Vec<u8>> = std::fs::read_dir(real)
