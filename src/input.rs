@@ -446,18 +446,27 @@ impl<R: Read> Counted<R> {
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut given = 0;
         if !self.replay.is_empty() {
-            let n = self.replay.len().min(buf.len());
-            buf[..n].copy_from_slice(&self.primed[self.replay.start..][..n]);
-            self.replay.start += n;
-            return Ok(n);
+            given = self.replay.len().min(buf.len());
+            buf[..given].copy_from_slice(&self.primed[self.replay.start..][..given]);
+            self.replay.start += given;
+            if given == buf.len() || self.count.eof.get() {
+                return Ok(given);
+            }
         }
-        let n = self.inner.read(buf)?;
+        // The first read goes on past the primed bytes, as it would without them.
+        let n = match self.inner.read(&mut buf[given..]) {
+            Ok(n) => n,
+            // The error comes again on the next read, after the primed bytes were given.
+            Err(_) if given > 0 => return Ok(given),
+            Err(e) => return Err(e),
+        };
         self.count.bytes.set(self.count.bytes.get() + n as u64);
-        if n == 0 && !buf.is_empty() {
+        if n == 0 && buf.len() > given {
             self.count.eof.set(true);
         }
-        Ok(n)
+        Ok(given + n)
     }
 }
 
@@ -506,8 +515,13 @@ impl<R: Read> Source<R> {
             | [0xa1, 0xb2, 0xc3, 0xd4]
             | [0x4d, 0x3c, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0x3c, 0x4d] => {
-                // The records are read from the magic number on (primed, given again).
-                let mut r = Records::new(input, &[]);
+                // A first read of 64 KiB, the magic number in it: a larger one would have the
+                // first hand-over move up to a MiB not yet read (27 instructions a packet).
+                let mut first = vec![0; 1 << 16];
+                let n = input
+                    .read(&mut first)
+                    .map_err(|e| err(0, format!("cannot read: {e}")))?;
+                let mut r = Records::new(input, &first[..n]);
                 let h = r.header().map_err(|e| {
                     let e = match e {
                         Short::Io(e) => e,
