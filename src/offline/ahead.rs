@@ -49,7 +49,7 @@ pub struct Batch {
 
 /// A batch tracked, with how many of its items are packets (counted as it was tracked): what
 /// the settling thread waits for before it hands the batch on.
-type Tracked = (Batch, usize);
+type TrackedBatch = (Batch, usize);
 
 impl Batch {
     /// `in_place`: its bytes are a reading's buffer (`Source::hand_over`), read into as they
@@ -441,11 +441,10 @@ impl<R: Read> Packets<R> {
                     return None;
                 }
                 bytes.clear();
-                let mut got = None;
-                read_into(src, name, spare, keep.then_some(bytes), |item, placed| {
-                    got = Some(item.ahead(placed, None))
+                let mut item = None;
+                read_into(src, name, spare, keep.then_some(bytes), |read, placed| {
+                    item = Some(read.ahead(placed, None))
                 });
-                let item = got;
                 *done = matches!(item, None | Some(Ahead::Cut(_) | Ahead::Failed(_)));
                 item
             }
@@ -681,7 +680,7 @@ impl<R: Read + Send + 'static> Packets<R> {
         // reading and writing together on a busy server's capture.
         let (mut batches, mut tracking, mut done_back) = (read, None, None);
         if let Some(tracker) = settle {
-            let (tx, raw) = sync_channel::<Tracked>(2);
+            let (tx, raw) = sync_channel::<TrackedBatch>(2);
             let (to_caller, settled) = sync_channel::<Batch>(2);
             let (give, done) = channel::<Done>();
             // The reader's batches come back from a thread that could not be started.
@@ -749,7 +748,7 @@ impl<R: Read + Send + 'static> Packets<R> {
 fn track_ahead(
     mut tracker: Tracker,
     batches: Option<Receiver<Batch>>,
-    tx: SyncSender<Tracked>,
+    tx: SyncSender<TrackedBatch>,
     done: Receiver<Done>,
 ) -> Tracker {
     let Some(batches) = batches else {
@@ -841,7 +840,7 @@ impl Owed {
 /// Settles each batch's events in the one annotator's look-ahead, then hands the batch on
 /// once every one of its packets went through it. Its annotator only holds and revises: the
 /// events come made.
-fn settle_ahead(batches: Receiver<Tracked>, tx: SyncSender<Batch>) {
+fn settle_ahead(batches: Receiver<TrackedBatch>, tx: SyncSender<Batch>) {
     let mut annotator: Annotator<()> = Annotator::new(Tracker::new());
     let mut owed = Owed::default();
     for (mut batch, waits) in batches {
@@ -1399,7 +1398,7 @@ mod tests {
         use crate::tcp::Flags;
         use crate::tracker::tests::segment;
         // Room for every batch both ways: the test feeds and drains on one thread.
-        let (feed, batches) = sync_channel::<Tracked>(1024);
+        let (feed, batches) = sync_channel::<TrackedBatch>(1024);
         let (tx, settled) = sync_channel::<Batch>(1024);
         let settling = std::thread::spawn(move || settle_ahead(batches, tx));
         let mut tracker = Tracker::new();
